@@ -1,0 +1,156 @@
+"""API keys: generation, SHA-256 hashing, constant-time verification and roles.
+
+A key looks like ``ts_<43 url-safe characters>`` (256 random bits). Only its SHA-256 hex
+digest and an 8-character prefix (to tell keys apart in listings) are stored. Roles are
+``storefront``, ``marketer``, ``analyst`` and ``admin``; ``admin`` may do everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from data.models import ApiKey, Role
+
+KEY_PREFIX = "ts_"
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A freshly created key: ``key`` is shown once and never stored."""
+
+    key: str
+    id: int
+    role: Role
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's row id, role, name and display prefix."""
+
+    key_id: int
+    role: Role
+    name: str
+    prefix: str
+
+    @property
+    def actor(self) -> str:
+        """A label for audit logs (never the key itself)."""
+        return f"{self.role.value}:{self.name or self.prefix}"
+
+
+def generate_key(*, seed: str | None = None) -> str:
+    """A new random key, or (``seed`` given) a deterministic one derived from ``seed``.
+
+    Deterministic keys exist for the demo only, so that ``tailorshot demo`` can print the same
+    keys again; never derive production keys from a guessable seed.
+    """
+    if seed is None:
+        return KEY_PREFIX + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(f"tailorshot-demo-key:{seed}".encode()).hexdigest()
+    return KEY_PREFIX + "demo_" + digest[:40]
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex digest of a key (64 characters)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def parse_role(role: str) -> Role:
+    """``role`` as a :class:`Role`, or a ValueError naming the accepted roles."""
+    try:
+        return Role(role)
+    except ValueError:
+        raise ValueError(
+            f"role: expected one of {[r.value for r in Role]}, got {role!r}"
+        ) from None
+
+
+def create_key(
+    session: Session, *, role: Role | str, name: str = "", key: str | None = None
+) -> CreatedKey:
+    """Store a new key (hashed) with ``role``; returns the plain key once.
+
+    Passing ``key`` stores that key instead of a random one (idempotent: an existing key with
+    the same hash is returned as is, with its stored role).
+    """
+    role = parse_role(role) if isinstance(role, str) else role
+    if len(name) > 128:
+        raise ValueError(f"name: expected at most 128 characters, got {len(name)}")
+    plain = key or generate_key()
+    digest = hash_key(plain)
+    row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+    if row is None:
+        row = ApiKey(key_hash=digest, prefix=plain[:8], role=role, name=name)
+        session.add(row)
+        session.flush()
+    assert row.id is not None
+    return CreatedKey(key=plain, id=row.id, role=Role(row.role), name=row.name, prefix=row.prefix)
+
+
+def verify_key(session: Session, *, key: str) -> Principal | None:
+    """The principal of ``key``, or None when it is unknown or revoked.
+
+    The lookup is by digest (an index), then the digests are compared with
+    ``hmac.compare_digest`` so the comparison time does not depend on where they differ.
+    """
+    if not key or len(key) > 256:
+        return None
+    digest = hash_key(key)
+    row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+    if row is None or row.revoked or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    assert row.id is not None
+    return Principal(key_id=row.id, role=Role(row.role), name=row.name, prefix=row.prefix)
+
+
+def role_allows(role: Role, allowed: tuple[Role, ...]) -> bool:
+    """Whether ``role`` may call a route open to ``allowed`` (admin may call everything)."""
+    return role == Role.admin or role in allowed
+
+
+class KeyVerifier:
+    """Verifies keys against the database with a small in-memory TTL cache, so the hot
+    storefront path does not hit the database for every request. Thread-safe."""
+
+    def __init__(self, engine: Engine, *, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
+        if ttl_s < 0:
+            raise ValueError(f"ttl_s: expected >= 0, got {ttl_s}")
+        self._engine = engine
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, key: str) -> Principal | None:
+        """The principal of ``key`` or None (unknown keys are cached too, briefly)."""
+        digest = hash_key(key)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        with Session(self._engine) as session:
+            principal = verify_key(session, key=key)
+        if self._ttl > 0:
+            with self._lock:
+                if len(self._cache) >= self._max:
+                    self._cache.clear()
+                # Unknown keys are remembered only briefly: a key created meanwhile works soon.
+                ttl = self._ttl if principal is not None else min(self._ttl, 2.0)
+                self._cache[digest] = (now + ttl, principal)
+        return principal
+
+    def forget(self) -> None:
+        """Drop every cached verdict (after revoking a key)."""
+        with self._lock:
+            self._cache.clear()

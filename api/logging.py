@@ -1,0 +1,71 @@
+"""Structured JSON logs with request ids.
+
+Every request gets an id (the caller's ``X-Request-ID`` when it is a short safe token, else a
+new one), echoed in the response header, attached to every log line written while the request
+runs, and returned in error bodies.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tailorshot_request_id", default=None
+)
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def new_request_id(incoming: str | None = None) -> str:
+    """``incoming`` when it is 1–128 safe characters, else a fresh 32-hex id."""
+    if incoming and _SAFE_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, request_id and any ``extra``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = request_id_var.get()
+        if rid:
+            out["request_id"] = rid
+        for key, value in vars(record).items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            # Tracebacks go to the log (operators), never into response bodies (clients).
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send the ``tailorshot`` logger's records to stderr as JSON lines (idempotent)."""
+    logger = logging.getLogger("tailorshot")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "_tailorshot_json", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        handler._tailorshot_json = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A child of the ``tailorshot`` logger."""
+    return logging.getLogger(f"tailorshot.{name}")

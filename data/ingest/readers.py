@@ -1,0 +1,172 @@
+"""Row readers that stream a file as ``(row_number, record | error)`` pairs.
+
+Row numbers are 1-based data rows (the CSV header is row 0). A row that cannot be parsed is
+yielded as a ``str`` reason instead of a dict, so one bad line never stops the rest.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+Record = dict[str, Any]
+RowItem = tuple[int, Record | str]
+
+FORMATS = ("csv", "jsonl", "parquet")
+
+# Lone surrogates U+DC80..U+DCFF appear only where surrogateescape met an invalid UTF-8 byte.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+
+# Large enough for a 10 MB field to be read (and then rejected by validation with a reason)
+# rather than abort the reader.
+_CSV_FIELD_LIMIT = 64 * 1024 * 1024
+
+
+def detect_format(path: Path, fmt: str | None = None) -> str:
+    """``fmt`` if given, else from the suffix (.csv, .jsonl/.ndjson/.json, .parquet/.pq)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format: expected one of {FORMATS}, got {fmt!r}")
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise ValueError(
+        f"format: cannot tell the format of {path.name!r} from its suffix; "
+        f"pass --format one of {FORMATS}"
+    )
+
+
+class _CountingReader(io.RawIOBase):
+    """Wraps a binary file and reports bytes read (for the progress bar)."""
+
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None] | None) -> None:
+        self._raw = raw
+        self._on_read = on_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        if self._on_read is not None and n:
+            self._on_read(n)
+        return n
+
+
+def _text_stream(raw: BinaryIO, on_read: Callable[[int], None] | None) -> io.TextIOWrapper:
+    buffered = io.BufferedReader(_CountingReader(raw, on_read), buffer_size=1 << 20)
+    return io.TextIOWrapper(buffered, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def _has_bad_bytes(values: Any) -> bool:
+    if isinstance(values, str):
+        return bool(_BAD_BYTE.search(values))
+    if isinstance(values, dict):
+        return any(_has_bad_bytes(k) or _has_bad_bytes(v) for k, v in values.items())
+    if isinstance(values, list):
+        return any(_has_bad_bytes(v) for v in values)
+    return False
+
+
+def read_csv(raw: BinaryIO, *, on_read: Callable[[int], None] | None = None) -> Iterator[RowItem]:
+    """Stream a CSV with a header row. A row with a wrong column count is an error."""
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    text = _text_stream(raw, on_read)
+    head = text.readline()
+    if head.startswith(codecs.BOM_UTF8.decode("utf-8")):
+        head = head[1:]
+    dialect = csv.excel_tab if head.count("\t") > head.count(",") else csv.excel
+    header = next(csv.reader([head], dialect=dialect), [])
+    header = [h.strip() for h in header]
+    if not header or any(not h for h in header):
+        raise ValueError("csv: the first line must be a header naming every column")
+    reader = csv.reader(text, dialect=dialect)
+    row_no = 0
+    while True:
+        row_no += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield row_no, f"unparseable CSV row: {exc}"
+            continue
+        if not row:
+            row_no -= 1  # blank line: not a record
+            continue
+        if _has_bad_bytes(row):
+            yield row_no, "invalid UTF-8 byte in row"
+            continue
+        if len(row) != len(header):
+            yield (
+                row_no,
+                f"expected {len(header)} columns, got {len(row)} (truncated or malformed row)",
+            )
+            continue
+        yield row_no, dict(zip(header, row, strict=True))
+
+
+def read_jsonl(raw: BinaryIO, *, on_read: Callable[[int], None] | None = None) -> Iterator[RowItem]:
+    """Stream JSON Lines: one JSON object per line; blank lines are skipped."""
+    text = _text_stream(raw, on_read)
+    row_no = 0
+    for line in text:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        row_no += 1
+        if _BAD_BYTE.search(stripped):
+            yield row_no, "invalid UTF-8 byte in line"
+            continue
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            yield (
+                row_no,
+                f"invalid JSON ({exc.msg} at column {exc.colno}; truncated line?)",
+            )
+            continue
+        if not isinstance(obj, dict):
+            yield row_no, f"expected a JSON object, got {type(obj).__name__}"
+            continue
+        yield row_no, obj
+
+
+def read_parquet(
+    path: Path,
+    *,
+    batch_size: int = 10_000,
+    on_rows: Callable[[int], None] | None = None,
+) -> Iterator[RowItem]:
+    """Stream a Parquet file batch by batch."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    row_no = 0
+    for batch in pf.iter_batches(batch_size=batch_size):
+        rows = batch.to_pylist()
+        for rec in rows:
+            row_no += 1
+            yield row_no, rec
+        if on_rows is not None:
+            on_rows(len(rows))
+
+
+def parquet_num_rows(path: Path) -> int:
+    """Rows in a Parquet file (from its metadata, without reading it)."""
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)

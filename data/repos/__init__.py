@@ -1,0 +1,1 @@
+"""Repositories: keyword-only functions over a ``sqlmodel.Session``, one module per domain."""

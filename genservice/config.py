@@ -1,0 +1,57 @@
+"""genservice configuration (a nested section of the root settings)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+#: The default model folder: the trained embedded model lands here (embedded-models issue).
+DEFAULT_MODEL = "data/models/sd-tiny"
+
+
+class GenerationConfig(BaseModel):
+    """Diffusion backend, worker and storage settings.
+
+    ``model`` is a local folder (relative paths resolve against the working directory, then
+    the project root) or a hub id; switching to a real checkpoint is this one setting. When
+    the default folder does not exist yet, a tiny random-weight pipeline is built once into
+    ``<home>/models/sd-tiny-random`` and loaded through the same ``from_pretrained`` path
+    (``fallback_random_model``).
+    """
+
+    model_config = {"protected_namespaces": ()}
+
+    model: str = DEFAULT_MODEL
+    model_variant: str | None = None
+    fallback_random_model: bool = True
+    pipeline: Literal["auto", "sd", "sdxl"] = "auto"
+    device: str = "auto"  # "auto" → cuda if available else cpu
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    scheduler: str = "default"  # e.g. "ddim", "euler", "euler_a", "dpm++", "lcm", "pndm"
+    num_inference_steps: int = Field(default=20, ge=1, le=200)
+    guidance_scale: float = Field(default=5.0, ge=0.0, le=30.0)
+    strength: float = Field(default=1.0, gt=0.0, le=1.0)
+    #: Longest side of the diffusion canvas in pixels (0 = the model's native sample size).
+    canvas_max_side: int = Field(default=0, ge=0, le=2048)
+    ip_adapter: str | None = "auto"  # "auto": <model>/ip_adapter if present; None disables
+    ip_adapter_subfolder: str = "ip_adapter"
+    ip_adapter_weight_name: str = "ip-adapter.safetensors"
+    #: A float, or per-block scales such as ``{"up": {"block_0": [0.0, 1.0, 0.0]}}``.
+    ip_adapter_scale: float | dict[str, Any] = 0.6
+    max_batch: int = Field(default=8, ge=1, le=64)
+    channels_last: bool = False
+    compile_unet: bool = False
+    safety_checker: Literal["auto", "heuristic", "allow_all"] = "auto"
+    image_store_dir: str | None = None  # default: <home>/images
+    output_format: Literal["png", "webp"] = "png"
+    result_cache_file: str | None = None  # default: <home>/cache/results.sqlite
+    headline_template: str = "{headline}"
+    max_prompt_chars: int = Field(default=1000, ge=16, le=20000)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value != "auto" and not (value == "cpu" or value.startswith(("cuda", "mps"))):
+            raise ValueError(f"device: expected 'auto', 'cpu', 'cuda[:N]' or 'mps', got {value!r}")
+        return value

@@ -1,0 +1,223 @@
+"""Training-loop utilities shared by the VAE, UNet, IP-Adapter and LoRA trainers.
+
+Determinism: every step draws its batch and noise from a ``torch.Generator`` seeded with
+``(seed, step)``, so a run resumed from a checkpoint takes exactly the same steps as an
+uninterrupted one (the checkpoint also stores optimiser state, step, losses and RNG states).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Hyperparameters of one training run (validated on construction)."""
+
+    steps: int
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    mixed_precision: bool = True  # only used on CUDA (bf16 autocast)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+
+@dataclass
+class LoopOutput:
+    """What a training run did: steps taken, per-step losses, wall time (s) of this process."""
+
+    steps: int
+    losses: list[float]
+    seconds: float
+    resumed_from: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def step_generator(seed: int, step: int, device: str = "cpu") -> torch.Generator:
+    """A generator whose stream depends only on ``(seed, step)``."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+    return g
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (model initialisation uses the global torch RNG)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available else cpu; otherwise checked and returned."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device must be available, got {device!r} but CUDA is not")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"device must be 'cpu', 'cuda[:i]' or 'auto', got {device!r}")
+    return device
+
+
+def _lr_factor(step: int, cfg: LoopConfig) -> float:
+    """Linear warm-up then cosine decay to ``min_lr_ratio``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + float(np.cos(np.pi * t)))
+
+
+def save_losses(out_dir: Path, losses: list[float], name: str = "loss") -> None:
+    """Write ``loss.csv`` (step, loss) and ``loss.json`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / f"{name}.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss"])
+        for i, v in enumerate(losses):
+            w.writerow([i, f"{v:.6f}"])
+    (out_dir / f"{name}.json").write_text(json.dumps({"loss": losses}))
+
+
+def train_loop(
+    *,
+    modules: dict[str, nn.Module],
+    params: Iterable[nn.Parameter],
+    loss_fn: Callable[[int, torch.Generator], torch.Tensor],
+    cfg: LoopConfig,
+    work_dir: str | Path,
+    resume: bool = False,
+    desc: str = "train",
+    stop_after: int | None = None,
+) -> LoopOutput:
+    """Run ``cfg.steps`` optimisation steps of ``loss_fn(step, generator)``.
+
+    ``modules`` are the trainable modules saved in the checkpoint (by name); ``params`` their
+    trainable parameters. Checkpoints go to ``work_dir/checkpoint.pt`` every
+    ``cfg.checkpoint_every`` steps and at the end; with ``resume`` training continues from it.
+    ``stop_after`` ends the run early after that many total steps (used to test resuming).
+    """
+    from tqdm import tqdm
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("params must contain at least one trainable parameter, got none")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    losses: list[float] = []
+    start = 0
+    ckpt = work / CHECKPOINT_NAME
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        for name, m in modules.items():
+            m.load_state_dict(state["modules"][name])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["lr_scheduler"])
+        start = int(state["step"])
+        losses = list(state["losses"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+    resumed_from = start
+
+    def checkpoint(step: int) -> None:
+        state = {
+            "modules": {n: m.state_dict() for n, m in modules.items()},
+            "optimizer": opt.state_dict(),
+            "lr_scheduler": sched.state_dict(),
+            "step": step,
+            "losses": losses,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "config": asdict(cfg),
+        }
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(ckpt)  # atomic: a crash never leaves a half-written checkpoint
+        save_losses(work, losses)
+
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    for m in modules.values():
+        m.train()
+    use_amp = cfg.mixed_precision and cfg.device.startswith("cuda")
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, end), desc=desc, disable=not cfg.progress, initial=start, total=end)
+    for step in bar:
+        gen = step_generator(cfg.seed, step, "cpu")
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss = loss_fn(step, gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss must be finite, got {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if step % cfg.log_every == 0:
+            recent = losses[-cfg.log_every :]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < end:
+            checkpoint(step + 1)
+    checkpoint(end)
+    for m in modules.values():
+        m.eval()
+    return LoopOutput(
+        steps=end, losses=losses, seconds=time.perf_counter() - t0, resumed_from=resumed_from
+    )
+
+
+def plot_losses(losses: list[float], path: str | Path, *, title: str, smooth: int = 50) -> None:
+    """Save a PNG of the raw and smoothed loss curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(losses, dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(y, alpha=0.3, lw=0.7, label="loss")
+    if len(y) >= smooth:
+        k = np.ones(smooth) / smooth
+        ax.plot(np.arange(smooth - 1, len(y)), np.convolve(y, k, mode="valid"), label="mean")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,117 @@
+"""Small ``AutoencoderKL``: 64x64 RGB <-> 4x16x16 latents, trained on the demo renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genservice.training.common import LoopConfig, LoopOutput, seed_everything, train_loop
+
+
+@dataclass(frozen=True)
+class VaeSpec:
+    """Architecture of the small VAE (one down-sampling per block after the first)."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    latent_channels: int = 4
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    sample_size: int = 64
+
+    def __post_init__(self) -> None:
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(
+                f"block_out_channels must be divisible by norm_num_groups={self.norm_num_groups}, "
+                f"got {self.block_out_channels}"
+            )
+
+
+def build_vae(spec: VaeSpec, *, seed: int) -> Any:
+    """A randomly initialised (seeded) ``diffusers.AutoencoderKL``."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    n = len(spec.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=spec.block_out_channels,
+        layers_per_block=spec.layers_per_block,
+        latent_channels=spec.latent_channels,
+        norm_num_groups=spec.norm_num_groups,
+        sample_size=spec.sample_size,
+    )
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
+    y = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return y.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def train_vae(
+    *,
+    images: np.ndarray,
+    spec: VaeSpec,
+    cfg: LoopConfig,
+    batch_size: int,
+    work_dir: str | Path,
+    kl_weight: float = 1e-6,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> tuple[Any, LoopOutput]:
+    """Train a VAE on ``images`` (uint8 (N, H, W, 3)): L1 + MSE reconstruction + tiny KL.
+
+    Augmentation: random horizontal flips (drawn from the step's generator). Returns the model
+    with ``config.scaling_factor`` set to 1/std of the training latents, and the loop output.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    seed_everything(cfg.seed)
+    vae = build_vae(spec, seed=cfg.seed).to(cfg.device)
+    data = to_tensor(images)
+
+    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+        x = data[idx]
+        flip = torch.rand(batch_size, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(cfg.device)
+        post = vae.encode(x).latent_dist
+        eps = torch.randn(post.mean.shape, generator=gen).to(cfg.device)
+        z = post.mean + post.std * eps
+        rec = vae.decode(z).sample
+        kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).sum(dim=(1, 2, 3)).mean()
+        return F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * kl
+
+    out = train_loop(
+        modules={"vae": vae},
+        params=vae.parameters(),
+        loss_fn=loss_fn,
+        cfg=cfg,
+        work_dir=work_dir,
+        resume=resume,
+        desc="vae",
+        stop_after=stop_after,
+    )
+    with torch.no_grad():
+        sub = data[: min(512, data.shape[0])].to(cfg.device)
+        lat = torch.cat([vae.encode(b).latent_dist.mean for b in sub.split(64)])
+        std = float(lat.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    out.extra["latent_std"] = std
+    with torch.no_grad():
+        rec = torch.cat([vae.decode(vae.encode(b).latent_dist.mean).sample for b in sub.split(64)])
+        out.extra["recon_mse"] = float(F.mse_loss(rec, sub))
+    return vae, out

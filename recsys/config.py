@@ -1,0 +1,61 @@
+"""recsys configuration (a nested section of the root settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+
+class RecsysConfig(BaseModel):
+    """Embedding model, index and profile settings."""
+
+    model_config = {"protected_namespaces": ()}
+
+    # --- taste profiles, style terms, references, segments, recommendations (recsys/profiles.py ...)
+    profile_event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0},
+        description="Weight of one event per kind (purchase > add_to_cart > click > view).",
+    )
+    profile_half_life_days: float = Field(default=30.0, gt=0, description="Time-decay half-life.")
+    profile_linkage: str = Field(default="average", pattern="^(average|ward)$")
+    profile_cluster_threshold: float = Field(
+        default=0.5, gt=0, description="Agglomerative cut height (cosine distance for average)."
+    )
+    profile_max_interests: int = Field(default=4, ge=1, le=32)
+    profile_min_interest_share: float = Field(default=0.1, ge=0, lt=1)
+    profile_min_events: int = Field(default=3, ge=1, description="Fewer events: cold start.")
+    profile_n_terms: int = Field(default=8, ge=1, le=64)
+    profile_max_terms_per_facet: int = Field(default=2, ge=1)
+    profile_n_references: int = Field(default=4, ge=1, le=32)
+    style_vocab_path: Path | None = Field(default=None, description="Default: bundled vocab.")
+    style_calibration_epsilon: float = Field(default=0.01, ge=0)
+    mmr_lambda: float = Field(default=0.7, ge=0, le=1, description="1 = relevance only.")
+    recommend_popularity_weight: float = Field(default=0.02, ge=0)
+    recommend_temperature: float = Field(default=0.05, gt=0)
+    recommend_candidates: int = Field(default=100, ge=1)
+    segments_k_min: int = Field(default=2, ge=2)
+    segments_k_max: int = Field(default=12, ge=2)
+    segments_min_jaccard: float = Field(default=0.5, ge=0, le=1)
+    segments_n_examples: int = Field(default=6, ge=1)
+
+    @field_validator("profile_event_weights")
+    @classmethod
+    def _check_event_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        kinds = {"view", "click", "add_to_cart", "purchase"}
+        unknown = set(value) - kinds
+        if unknown or any(w < 0 for w in value.values()):
+            raise ValueError(
+                f"profile_event_weights: expected non-negative weights for {sorted(kinds)}, "
+                f"got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_k_range(self) -> RecsysConfig:
+        if self.segments_k_min > self.segments_k_max:
+            raise ValueError(
+                f"segments_k_min ({self.segments_k_min}) must be <= segments_k_max "
+                f"({self.segments_k_max})"
+            )
+        return self

@@ -1,0 +1,5 @@
+"""Vector indexes behind the ``VectorIndex`` protocol."""
+
+from recsys.index.base import VectorIndex
+
+__all__ = ["VectorIndex"]

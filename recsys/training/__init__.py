@@ -1,0 +1,1 @@
+"""Training of the small embedded CLIP model (``tailorshot train clip``)."""

@@ -1,0 +1,168 @@
+"""Ingestion: bad rows are reported and never stop good rows; re-imports change nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from data.ingest import import_catalog, import_events
+from data.ingest.importer import parse_mapping, parse_timestamp
+from data.models import Event, Product
+from data.repos.stats import count_all
+
+GOOD_PRODUCTS = [
+    {"item_code": f"SKU{i}", "name": f"Product {i}", "cat": "Mug", "price": str(5 + i)}
+    for i in range(5)
+]
+MAPPING = {"sku": "item_code", "title": "name", "category": "cat"}
+
+
+def _write_catalog_csv(path: Path) -> None:
+    """5 good rows and 6 bad ones: missing sku, wrong type, duplicate, 10 MB text,
+    a non-UTF-8 byte, and a truncated last line."""
+    header = "item_code,name,cat,price,description,image\n"
+    lines = [header]
+    for p in GOOD_PRODUCTS:
+        lines.append(f"{p['item_code']},{p['name']},{p['cat']},{p['price']},nice,img/{p['item_code']}.png\n")
+    lines.append(",No sku,Mug,3,x,\n")  # row 6: missing sku
+    lines.append("SKU9,Bad price,Mug,cheap,x,\n")  # row 7: wrong type
+    lines.append("SKU0,Duplicate,Mug,3,x,\n")  # row 8: duplicate sku
+    lines.append("SKU10,Huge,Mug,3," + "a" * 10_000_000 + ",\n")  # row 9: 10 MB description
+    raw = "".join(lines).encode()
+    raw += b"SKU11,Bad \xff byte,Mug,3,x,\n"  # row 10: invalid UTF-8
+    raw += b"SKU12,Truncated,Mu"  # row 11: truncated last line
+    path.write_bytes(raw)
+
+
+def test_catalog_csv_with_bad_rows_loads_every_good_row(sqlite_engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    _write_catalog_csv(path)
+    report = import_catalog(sqlite_engine, path=path, mapping=MAPPING, progress=False)
+    assert report.rows_read == 11
+    assert report.written == 5
+    assert {b.row for b in report.bad_rows} == {6, 7, 8, 9, 10, 11}
+    reasons = {b.row: b.reason for b in report.bad_rows}
+    assert "missing 'sku'" in reasons[6]
+    assert "price" in reasons[7]
+    assert "duplicate sku 'SKU0'" in reasons[8]
+    assert "too long" in reasons[9]
+    assert "UTF-8" in reasons[10]
+    assert "columns" in reasons[11]
+    assert all(b.file == str(path) for b in report.bad_rows)
+    with Session(sqlite_engine) as s:
+        products = s.exec(select(Product).order_by(Product.sku)).all()
+        assert [p.sku for p in products] == [f"SKU{i}" for i in range(5)]
+        assert products[0].category == "mug"
+        assert products[0].image == str((tmp_path / "img" / "SKU0.png").resolve())
+        assert products[1].price == 6.0
+    again = import_catalog(sqlite_engine, path=path, mapping=MAPPING, progress=False)
+    assert (again.written, again.unchanged, again.bad_count) == (0, 5, 6)
+
+
+def _events_rows() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = [
+        {"event_id": f"e{i}", "user_id": f"u{i % 3}", "sku": f"SKU{i % 5}", "kind": "view", "ts": "2026-03-01T10:00:00Z"}
+        for i in range(20)
+    ]
+    rows.append({"event_id": "e20", "user_id": "u1", "sku": "SKU1", "kind": "purchase", "ts": 1772359200})
+    rows.append({"event_id": "bad-ts", "user_id": "u1", "sku": "SKU1", "kind": "view", "ts": "yesterday"})
+    rows.append({"event_id": "bad-product", "user_id": "u1", "sku": "NOPE", "kind": "view", "ts": "2026-03-01"})
+    rows.append({"event_id": "e1", "user_id": "u1", "sku": "SKU1", "kind": "view", "ts": "2026-03-01"})
+    rows.append({"event_id": "bad-kind", "user_id": "u1", "sku": "SKU1", "kind": "wishlist", "ts": "2026-03-01"})
+    rows.append({"event_id": "bad-type", "user_id": {"a": 1}, "sku": "SKU1", "kind": "view", "ts": "2026-03-01"})
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_events_every_format_reports_bad_rows_and_is_idempotent(
+    db_engine: Engine, tmp_path: Path, fmt: str
+) -> None:
+    cat = tmp_path / "catalog.csv"
+    _write_catalog_csv(cat)
+    import_catalog(db_engine, path=cat, mapping=MAPPING, progress=False)
+    rows = _events_rows()
+    path = tmp_path / f"events.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"event_id": "trunc", "user_')
+    elif fmt == "csv":
+        rows = [r for r in rows if r["event_id"] != "bad-type"]  # CSV has no types to get wrong
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["event_id", "user_id", "sku", "kind", "ts"])
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        rows = [r for r in rows if r["event_id"] != "bad-type"]
+        pq.write_table(pa.Table.from_pylist([{**r, "ts": str(r["ts"])} for r in rows]), path)
+    report = import_events(db_engine, path=path, progress=False, chunk_size=7)
+    assert report.written == 21
+    bad = {b.reason.split(" ")[0] + ":" + str(b.row) for b in report.bad_rows}
+    assert any("'ts'" in b.reason for b in report.bad_rows)
+    assert any("unknown product sku 'NOPE'" in b.reason for b in report.bad_rows)
+    assert any("duplicate event_id 'e1'" in b.reason for b in report.bad_rows)
+    assert any("'kind'" in b.reason for b in report.bad_rows)
+    expected_bad = {"jsonl": 6, "csv": 4, "parquet": 4}[fmt]
+    assert report.bad_count == expected_bad, bad
+    with Session(db_engine) as s:
+        counts = count_all(s)
+        assert counts["events"] == 21 and counts["users"] == 3
+        purchase = s.exec(select(Event).where(Event.event_id == "e20")).one()
+        assert purchase.ts == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    again = import_events(db_engine, path=path, progress=False, chunk_size=7)
+    assert (again.written, again.unchanged, again.bad_count) == (0, 21, expected_bad)
+
+
+def test_crash_mid_import_leaves_no_half_written_chunk(sqlite_engine: Engine, tmp_path: Path) -> None:
+    import data.ingest.importer as importer
+
+    cat = tmp_path / "catalog.csv"
+    _write_catalog_csv(cat)
+    import_catalog(sqlite_engine, path=cat, mapping=MAPPING, progress=False)
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _events_rows()[:20]))
+    calls = {"n": 0}
+    real = importer.insert_events
+
+    def crash_on_second_chunk(session, *, events):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        n = real(session, events=events)
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash after writing part of chunk 2")
+        return n
+
+    importer.insert_events = crash_on_second_chunk  # type: ignore[assignment]
+    try:
+        with pytest.raises(RuntimeError):
+            import_events(sqlite_engine, path=path, progress=False, chunk_size=8)
+    finally:
+        importer.insert_events = real  # type: ignore[assignment]
+    with Session(sqlite_engine) as s:
+        assert count_all(s)["events"] == 8  # chunk 1 committed, chunk 2 rolled back whole
+    resumed = import_events(sqlite_engine, path=path, progress=False, chunk_size=8)
+    assert (resumed.written, resumed.unchanged) == (12, 8)
+
+
+def test_parse_helpers_validate_clearly() -> None:
+    assert parse_mapping(["sku=item_code", "title = name"]) == {"sku": "item_code", "title": "name"}
+    with pytest.raises(ValueError, match="OURS=THEIRS"):
+        parse_mapping(["sku"])
+    assert parse_timestamp("2026-03-01T10:00:00+02:00") == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    assert parse_timestamp(1772359200000) == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="out of range"):
+        parse_timestamp("1850-01-01")
+
+
+def test_missing_file_and_unknown_format_fail_loudly(sqlite_engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        import_events(sqlite_engine, path=tmp_path / "nope.csv", progress=False)
+    odd = tmp_path / "events.xlsx"
+    odd.write_text("x")
+    with pytest.raises(ValueError, match="--format"):
+        import_events(sqlite_engine, path=odd, progress=False)
