@@ -1,43 +1,245 @@
-"""FastAPI application factory. Components are built in the lifespan, never at import."""
+"""FastAPI application factory. Components are built in the lifespan, never at import.
+
+``create_app(settings)`` wires: request ids + JSON access logs + latency metrics (one pure
+ASGI middleware), a body-size limit, CORS, error handlers that never leak tracebacks or
+paths, the ``/v1`` routers and the ops routes. The lifespan builds the components (or uses
+the ``components`` passed in, for tests), loads the index and the generator, starts the
+worker, and on shutdown stops the worker gracefully (the job in hand finishes or is handed
+back to the queue; nothing is left half-done).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
-from sqlalchemy import text
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.composition import Components, build_components, start_components, stop_components
+from api.logging import configure_logging, get_logger, new_request_id, request_id_var
 from api.settings import Settings
-from data.db import init_db, make_engine
+
+log = get_logger("http")
+
+OPENAPI_DESCRIPTION = """Personalized product imagery.
+
+Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`. Roles: **storefront**
+(hero, clicks, events), **marketer** (segments, variants, generations), **analyst**
+(analytics), **admin** (everything, and erasure). `/healthz`, `/readyz`, `/metrics` and
+`/v1/images/{key}` need no key. Errors are `{"detail": ..., "request_id": ...}`.
+"""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app for ``settings`` (default: from the environment)."""
-    settings = settings or Settings()
+class RequestContextMiddleware:
+    """Request id (``X-Request-ID`` in and out), a JSON access log line, latency metrics and
+    the request body size limit (413), as one pure ASGI middleware (no per-request task)."""
+
+    def __init__(self, app: ASGIApp, *, fastapi_app: FastAPI, max_body_bytes: int) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = new_request_id(headers.get(b"x-request-id", b"").decode("latin-1") or None)
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        t0 = time.perf_counter()
+        status_code = 500
+        length = headers.get(b"content-length")
+        try:
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                status_code = 413
+                await _send_json(
+                    send, 413, {"detail": "request body too large", "request_id": rid}, rid
+                )
+                return
+
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise HTTPException(413, "request body too large")
+                return message
+
+            async def send_wrapper(message: Message) -> None:
+                nonlocal status_code
+                if message["type"] == "http.response.start":
+                    status_code = int(message["status"])
+                    hdrs = list(message.get("headers", []))
+                    hdrs.append((b"x-request-id", rid.encode("latin-1")))
+                    message = {**message, "headers": hdrs}
+                await send(message)
+
+            await self.app(scope, limited_receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            comps: Components | None = getattr(self.fastapi_app.state, "components", None)
+            if comps is not None:
+                comps.metrics.request_latency.labels(
+                    scope["method"], template, str(status_code)
+                ).observe(elapsed)
+            if template not in ("/healthz", "/metrics") or status_code >= 400:
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": template,
+                        "status": status_code,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+async def _send_json(send: Send, code: int, body: dict[str, Any], rid: str) -> None:
+    import json
+
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"x-request-id", rid.encode("latin-1")),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None) or request_id_var.get()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        rid = _request_id(request)
+        if rid:
+            headers["X-Request-ID"] = rid
+        return JSONResponse(
+            {"detail": exc.detail, "request_id": rid}, status_code=exc.status_code, headers=headers
+        )
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        rid = _request_id(request)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if rid:
+            headers["X-Request-ID"] = rid
+        return JSONResponse(
+            {"detail": exc.detail, "request_id": rid}, status_code=exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Location, message and type only: echoing the input could reflect huge or hostile text.
+        errors = [
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ][:50]
+        return JSONResponse({"detail": errors, "request_id": _request_id(request)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+        rid = _request_id(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.error("unhandled error", exc_info=exc, extra={"route": route})
+        return JSONResponse(
+            {"detail": "internal server error", "request_id": rid},
+            status_code=500,
+            headers={"X-Request-ID": rid} if rid else None,
+        )
+
+
+def create_app(
+    settings: Settings | None = None, *, components: Components | None = None
+) -> FastAPI:
+    """Build the app for ``settings`` (default: from the environment). ``components`` (tests)
+    replaces the ones the lifespan would build; they are still started and stopped."""
+    settings = settings or (components.settings if components is not None else Settings())
+    configure_logging(settings.api.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.data.resolved_database_url())
-        init_db(engine)
+        import anyio
+
+        comps = components or build_components(settings)
+        await anyio.to_thread.run_sync(start_components, comps)
+        from api.services.hero import HeroService
+
+        if comps.hero is None:
+            comps.hero = HeroService(comps)
         app.state.settings = settings
-        app.state.engine = engine
-        yield
-        engine.dispose()
+        app.state.engine = comps.engine
+        app.state.components = comps
+        log.info("started", extra={"ready": comps.readiness.as_dict()})
+        try:
+            yield
+        finally:
+            # Stop taking background work, then let the worker finish its job.
+            comps.hero.close()
+            await anyio.to_thread.run_sync(stop_components, comps)
+            app.state.components = None
+            log.info("stopped")
 
-    app = FastAPI(title="tailorshot", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="tailorshot",
+        version="0.1.0",
+        description=OPENAPI_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_credentials=settings.api.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Request-ID",
+            ],
+            expose_headers=["X-Request-ID", "Retry-After", "ETag", "Location"],
+        )
+    app.add_middleware(
+        RequestContextMiddleware, fastapi_app=app, max_body_bytes=settings.api.max_body_bytes
+    )
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
+    from api.routes import analyst, events, generations, images, marketer, ops, privacy, storefront
 
-    @app.get("/readyz", tags=["ops"])
-    def readyz() -> dict[str, str]:
-        """Readiness: the database answers."""
-        with app.state.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return {"status": "ready"}
+    for module in (ops, storefront, events, images, marketer, generations, analyst, privacy):
+        app.include_router(module.router)
 
+    from api.web import mount_ui
+
+    mount_ui(app)  # /ui/ pages for marketers and analysts (issue: web pages)
     return app

@@ -70,9 +70,7 @@ def parse_role(role: str) -> Role:
     try:
         return Role(role)
     except ValueError:
-        raise ValueError(
-            f"role: expected one of {[r.value for r in Role]}, got {role!r}"
-        ) from None
+        raise ValueError(f"role: expected one of {[r.value for r in Role]}, got {role!r}") from None
 
 
 def create_key(
@@ -130,6 +128,14 @@ class KeyVerifier:
         self._max = max_entries
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
+
+    def peek(self, key: str) -> tuple[bool, Principal | None]:
+        """``(True, verdict)`` when ``key``'s verdict is cached and fresh, else ``(False, None)``
+        (no database access: safe on the event loop)."""
+        hit = self._cache.get(hash_key(key))
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
 
     def verify(self, key: str) -> Principal | None:
         """The principal of ``key`` or None (unknown keys are cached too, briefly)."""

@@ -12,6 +12,7 @@ can pass doubles and other backends (S3, a remote queue) can plug in.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +46,14 @@ class ImageStorePort(Protocol):
 
 @runtime_checkable
 class JobQueuePort(Protocol):
-    """Persisted generation jobs; ``submit`` is idempotent by brief hash and returns the id."""
+    """Persisted generation jobs; ``submit`` is idempotent by brief hash and returns the job
+    id; ``cancel`` returns the job after the change (None when unknown)."""
 
     def submit(self, *, brief_hash: str, brief: dict[str, Any]) -> str: ...
 
     def get(self, job_id: str) -> GenerationJob | None: ...
 
-    def cancel(self, job_id: str) -> bool: ...
+    def cancel(self, job_id: str) -> GenerationJob | None: ...
 
     def queue_depth(self) -> int: ...
 
@@ -62,7 +64,7 @@ class WorkerPort(Protocol):
 
     def start(self) -> None: ...
 
-    def stop(self, timeout: float | None = None) -> None: ...
+    def stop(self, *, graceful: bool = True, timeout: float | None = None) -> bool: ...
 
 
 @dataclass
@@ -95,12 +97,22 @@ class Components:
     jobs: JobQueuePort | None = None
     worker: WorkerPort | None = None
     generator: Any | None = None
+    #: The product recommender (``recsys.recommend.InterestRecommender``) over the index.
     index: Any | None = None
     #: Builds briefs from users and segments (recsys + genservice); see api/services/orchestration.
-    orchestrator: Any | None = None
+    orchestrator: Any = None
+    #: Indexes holding per-user vectors (each with ``remove_user(user_id) -> int``), erased
+    #: with the user. The product index holds no user data.
+    user_indexes: list[Any] = field(default_factory=list)
+    #: The storefront decision service (api/services/hero.HeroService), made by the app.
+    hero: Any = None
     readiness: Readiness = field(default_factory=Readiness)
     #: Loaders run by ``start_components`` (overridable in tests): name -> () -> object.
     loaders: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: Builds the analytics report: ``(components) -> ReportOutput`` (None: recsys's).
+    report_builder: Callable[[Any], Any] | None = None
+    #: Small per-app caches (the analytics report), guarded by ``lock``.
+    cache: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -108,45 +120,35 @@ class Components:
 
 
 class _ImageStoreAdapter:
-    """Adapts genservice's ImageStore to :class:`ImageStorePort` (its method names differ
-    between versions; only this adapter knows them)."""
+    """Adapts genservice's ImageStore to :class:`ImageStorePort` (adds ``content_type``;
+    invalid keys read as unknown)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
     def get(self, key: str) -> bytes:
         try:
-            out = self.store.get(key)
-        except FileNotFoundError as exc:
+            return bytes(self.store.get(key))
+        except (FileNotFoundError, ValueError) as exc:
             raise KeyError(key) from exc
-        if out is None:
-            raise KeyError(key)
-        if isinstance(out, tuple):
-            out = out[0]
-        return bytes(out)
 
     def content_type(self, key: str) -> str:
-        fn = getattr(self.store, "content_type", None)
-        if callable(fn):
-            return str(fn(key))
         return _content_type_from_key(key)
 
     def exists(self, key: str) -> bool:
-        fn = getattr(self.store, "exists", None)
-        if callable(fn):
-            return bool(fn(key))
         try:
-            self.get(key)
-        except KeyError:
+            return bool(self.store.exists(key))
+        except ValueError:
             return False
-        return True
 
     def delete(self, key: str) -> bool:
-        fn = getattr(self.store, "delete", None)
-        if not callable(fn):
-            raise NotImplementedError("the image store cannot delete (erasure needs it)")
-        out = fn(key)
-        return bool(out) if out is not None else True
+        try:
+            return bool(self.store.delete(key))
+        except ValueError:
+            return False
+
+    def put(self, data: bytes, content_type: str) -> str:
+        return str(self.store.put(data, content_type))
 
 
 def _content_type_from_key(key: str) -> str:
@@ -165,16 +167,14 @@ class _JobQueueAdapter:
         self.queue = queue
 
     def submit(self, *, brief_hash: str, brief: dict[str, Any]) -> str:
-        job = self.queue.submit(brief_hash=brief_hash, brief=brief)
-        return str(getattr(job, "id", job))
+        out = self.queue.submit(brief_hash=brief_hash, brief=brief)
+        return str(out.job.id)
 
     def get(self, job_id: str) -> GenerationJob | None:
-        job = self.queue.get(job_id)
-        return job if isinstance(job, GenerationJob) or job is None else job
+        return self.queue.get(job_id)  # type: ignore[no-any-return]
 
-    def cancel(self, job_id: str) -> bool:
-        out = self.queue.cancel(job_id)
-        return bool(out) if out is not None else True
+    def cancel(self, job_id: str) -> GenerationJob | None:
+        return self.queue.cancel(job_id)  # type: ignore[no-any-return]
 
     def queue_depth(self) -> int:
         return int(self.queue.queue_depth())
@@ -196,10 +196,7 @@ def build_image_store(settings: Settings) -> ImageStorePort | None:
     except ImportError:
         log.warning("genservice.storage is not available; images are not served")
         return None
-    cls = getattr(storage, "LocalImageStore", None)
-    if cls is None:
-        return None
-    return _ImageStoreAdapter(cls(images_dir(settings)))
+    return _ImageStoreAdapter(storage.LocalImageStore(images_dir(settings)))
 
 
 def build_job_queue(settings: Settings, engine: Engine) -> JobQueuePort | None:
@@ -209,61 +206,68 @@ def build_job_queue(settings: Settings, engine: Engine) -> JobQueuePort | None:
     except ImportError:
         log.warning("genservice.jobs is not available; generations are disabled")
         return None
-    return _JobQueueAdapter(JobQueue(engine))
+    return _JobQueueAdapter(JobQueue.from_config(engine, settings.generation, seed=settings.seed))
 
 
-def build_job_handler(settings: Settings) -> Callable[..., Any]:
-    """The function a worker runs for each job: builds the generator on first use (lazily,
-    once per process) and renders the job's brief into the image store.
+def make_job_handler(
+    generator: Any | Callable[[], Any], *, metrics: ApiMetrics | None = None
+) -> Callable[..., Any]:
+    """A ``genservice.worker.JobHandler`` rendering each job's brief with ``generator`` (or a
+    zero-argument factory called once, on the first job). Reports progress, honours cancel
+    and records the job's wall time in ``metrics``."""
+    from genservice.brief import CreativeBrief
+    from genservice.worker import JobResult
 
-    Kept for ``tailorshot worker`` processes; the in-app worker uses the generator loaded
-    in the lifespan through the same function.
-    """
     state: dict[str, Any] = {}
     lock = threading.Lock()
 
-    def handler(*args: Any, **kwargs: Any) -> Any:
+    def get_generator() -> Any:
+        if hasattr(generator, "generate"):
+            return generator
         with lock:
-            if "handler" not in state:
-                state["handler"] = _genservice_handler(settings)
-        return state["handler"](*args, **kwargs)
+            if "generator" not in state:
+                state["generator"] = generator()
+        return state["generator"]
+
+    def handler(job: GenerationJob, progress: Callable[[int, int], None],
+                should_cancel: Callable[[], bool]) -> Any:  # fmt: skip
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            brief = CreativeBrief.from_dict(job.brief)
+            out = get_generator().generate(brief, progress=progress, should_cancel=should_cancel)
+            status = "succeeded"
+            return JobResult(result_key=out.image_key, timings=dict(out.timings))
+        finally:
+            if metrics is not None:
+                metrics.job_duration.labels(status).observe(time.perf_counter() - t0)
 
     return handler
 
 
-def _genservice_handler(settings: Settings, generator: Any | None = None) -> Callable[..., Any]:
-    """genservice's own job handler for ``settings`` (with an already-loaded generator)."""
-    from genservice import worker as gworker
-
-    factory = getattr(gworker, "make_job_handler", None) or getattr(gworker, "build_job_handler", None)
-    if factory is None:
-        raise RuntimeError("genservice.worker exposes no job handler factory")
-    if generator is not None:
-        try:
-            return factory(settings=settings, generator=generator)  # type: ignore[no-any-return]
-        except TypeError:
-            pass
-    return factory(settings)  # type: ignore[no-any-return]
+def build_job_handler(settings: Settings) -> Callable[..., Any]:
+    """The handler ``tailorshot worker`` processes run: the generator of ``settings`` is built
+    lazily, on the first job, once per process."""
+    return make_job_handler(lambda: load_generator(settings))
 
 
 def load_generator(settings: Settings) -> Any:
     """Load the configured hero generator (slow: the diffusion pipeline)."""
     from genservice.generator import HeroGenerator
 
-    builder = getattr(HeroGenerator, "from_config", None)
-    if callable(builder):
-        return builder(settings.generation, home=settings.home)
-    return HeroGenerator(settings.generation)
+    gen = HeroGenerator.from_config(settings.generation, home=settings.home)
+    load = getattr(gen.backend, "load", None)
+    if callable(load):
+        load()  # here, in the lifespan, not on the first job
+    return gen
 
 
-def load_index(settings: Settings) -> Any:
-    """Load the product vector index saved under ``<home>/index`` (None if not built)."""
-    from recsys import service as rservice
+def load_recommender(settings: Settings, engine: Engine) -> Any:
+    """The product recommender over the saved vector index (``<home>/index``), with event
+    popularity: ``.index`` is the index, ``.recommend(profile, k=, exclude_ids=)``."""
+    from recsys.service import load_recommender as load
 
-    loader = getattr(rservice, "load_product_index", None)
-    if loader is None:
-        raise RuntimeError("recsys.service exposes no load_product_index")
-    return loader(settings)
+    return load(engine, config=settings.recsys, home=settings.home)
 
 
 def build_components(settings: Settings, *, engine: Engine | None = None) -> Components:
@@ -282,7 +286,7 @@ def build_components(settings: Settings, *, engine: Engine | None = None) -> Com
         images=build_image_store(settings),
         jobs=build_job_queue(settings, engine),
     )
-    comps.loaders = {"index": lambda: load_index(settings)}
+    comps.loaders = {"index": lambda: load_recommender(settings, engine)}
     if api.load_generator:
         comps.loaders["generator"] = lambda: load_generator(settings)
     from api.services.orchestration import Orchestrator
@@ -300,7 +304,7 @@ def start_components(comps: Components) -> None:
         with comps.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         comps.readiness.database = True
-    except Exception as exc:  # noqa: BLE001 - reported by /readyz
+    except Exception as exc:
         comps.readiness.errors["database"] = type(exc).__name__
     for name in ("index", "generator"):
         loader = comps.loaders.get(name)
@@ -311,9 +315,9 @@ def start_components(comps: Components) -> None:
         try:
             setattr(comps, name, loader())
             setattr(comps.readiness, name, getattr(comps, name) is not None)
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz, logged for operators
+        except Exception as exc:
             comps.readiness.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
-            log.warning("could not load %s", name, exc_info=True)
+            log.warning("could not load %s: %s", name, comps.readiness.errors[name])
     if comps.worker is None and comps.settings.api.run_worker and comps.generator is not None:
         comps.worker = _build_worker(comps)
     if comps.worker is not None:
@@ -327,10 +331,10 @@ def _build_worker(comps: Components) -> WorkerPort | None:
     try:
         from genservice.worker import Worker
 
-        handler = _genservice_handler(comps.settings, comps.generator)
+        handler = make_job_handler(comps.generator, metrics=comps.metrics)
         queue = getattr(comps.jobs, "queue", comps.jobs)
-        return Worker(queue, handler)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - the API still serves without a worker
+        return Worker.from_config(queue, handler, comps.settings.generation)  # type: ignore[arg-type]
+    except Exception:
         log.warning("could not start the generation worker", exc_info=True)
         return None
 
@@ -341,7 +345,7 @@ def stop_components(comps: Components) -> None:
     if comps.worker is not None:
         try:
             comps.worker.stop(timeout=comps.settings.api.shutdown_timeout_s)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("worker did not stop cleanly", exc_info=True)
     orch = comps.orchestrator
     if orch is not None and hasattr(orch, "close"):

@@ -25,7 +25,8 @@ class ApiMetrics:
         )
         self.hero_cache = Counter(
             "tailorshot_hero_cache_total",
-            "Hero decisions by whether a personalized variant was ready (hit) or not (miss).",
+            "Hero decisions by whether the user's candidates came from the cache (hit) "
+            "or the database (miss).",
             ["result"],
             registry=r,
         )
@@ -58,7 +59,10 @@ class ApiMetrics:
             registry=r,
         )
         self.rate_limited = Counter(
-            "tailorshot_rate_limited_total", "Requests refused with 429, by role.", ["role"], registry=r
+            "tailorshot_rate_limited_total",
+            "Requests refused with 429, by role.",
+            ["role"],
+            registry=r,
         )
 
     def render(self) -> bytes:

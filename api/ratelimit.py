@@ -34,7 +34,9 @@ class RateLimiter(Protocol):
 
 def _check(rate: float, burst: float) -> None:
     if not rate > 0 or not math.isfinite(rate):
-        raise ValueError(f"rate: expected a positive finite number of tokens per second, got {rate}")
+        raise ValueError(
+            f"rate: expected a positive finite number of tokens per second, got {rate}"
+        )
     if not burst >= 1:
         raise ValueError(f"burst: expected >= 1 token, got {burst}")
 
@@ -89,7 +91,9 @@ class RedisRateLimiter:
     outage must not take the storefront down.
     """
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "tailorshot:rl:") -> None:
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "tailorshot:rl:"
+    ) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.2)

@@ -22,6 +22,8 @@ class ApiConfig(BaseModel):
     port: int = 8000
     cors_origins: list[str] = Field(default_factory=list)
     cors_allow_credentials: bool = False
+    #: Prefix of image URLs in responses ("" = relative URLs such as ``/v1/images/<key>``).
+    public_base_url: str = ""
     #: Requests per second per API key and role (token bucket; burst = ``rate_burst_factor``×).
     rate_limits: dict[str, float] = Field(
         default_factory=lambda: {
@@ -46,6 +48,9 @@ class ApiConfig(BaseModel):
     )
     prior_strength: float = Field(default=50.0, gt=0.0)
     max_candidates: int = Field(default=8, ge=1, le=64)
+    #: Seconds a user's hero candidates are cached (approvals show after at most this long
+    #: on other replicas; at once on the replica that approved).
+    candidates_ttl_s: float = Field(default=5.0, ge=0.0)
     #: Seconds the per-variant click statistics are cached between refreshes.
     stats_ttl_s: float = Field(default=10.0, ge=0.0)
     #: Enqueue a personalized generation from the hero endpoint (in the background).
@@ -65,6 +70,11 @@ class ApiConfig(BaseModel):
     #: Largest accepted request body in bytes (413 beyond).
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     log_level: str = "INFO"
+    #: Analytics before any impression is logged: a labelled demo simulation (else 404).
+    report_demo_fallback: bool = True
+    report_bootstrap: int = Field(default=200, ge=10, le=10000)
+    #: Seconds a computed analytics report is reused.
+    report_ttl_s: float = Field(default=60.0, ge=0.0)
     #: Seed of the storefront's exploration draws (each decision mixes in a counter).
     seed: int = 0
 

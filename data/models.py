@@ -236,3 +236,13 @@ class ApiKey(SQLModel, table=True):
     name: str = Field(default="", max_length=128)
     revoked: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """An ``Idempotency-Key`` seen by the API: the same key (per API key) with the same request
+    hash gets the same result; with another request it is rejected."""
+
+    key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    result_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)

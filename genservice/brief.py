@@ -69,7 +69,9 @@ class ProductRef:
         if not self.id:
             raise ValueError("product.id: expected a non-empty id, got ''")
         if not self.image:
-            raise ValueError(f"product.image: expected an image path or key for {self.id!r}, got ''")
+            raise ValueError(
+                f"product.image: expected an image path or key for {self.id!r}, got ''"
+            )
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ class StyleTerm:
 
     def __post_init__(self) -> None:
         if not isinstance(self.weight, int | float) or not math.isfinite(self.weight):
-            raise ValueError(f"style term {self.term!r}: expected a finite weight, got {self.weight!r}")
+            raise ValueError(
+                f"style term {self.term!r}: expected a finite weight, got {self.weight!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -192,9 +196,7 @@ class CreativeBrief:
             model_id=str(data.get("model_id", "")),
             headline=data.get("headline"),
             prompt_template=data.get("prompt_template"),
-            content_hashes=tuple(
-                (str(k), str(v)) for k, v in data.get("content_hashes", [])
-            ),
+            content_hashes=tuple((str(k), str(v)) for k, v in data.get("content_hashes", [])),
         )
 
 

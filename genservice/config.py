@@ -48,6 +48,16 @@ class GenerationConfig(BaseModel):
     result_cache_file: str | None = None  # default: <home>/cache/results.sqlite
     headline_template: str = "{headline}"
     max_prompt_chars: int = Field(default=1000, ge=16, le=20000)
+    # Jobs and workers (genservice.jobs.JobQueue.from_config, genservice.worker.Worker.from_config).
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    job_timeout_s: float = Field(default=600.0, gt=0)
+    job_backoff_base_s: float = Field(default=2.0, ge=0)
+    job_backoff_max_s: float = Field(default=300.0, ge=0)
+    job_backoff_jitter: float = Field(default=0.5, ge=0, le=1)
+    worker_poll_interval_s: float = Field(default=0.5, ge=0)
+    worker_heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    worker_stale_after_s: float = Field(default=30.0, gt=0)
+    worker_cancel_check_interval_s: float = Field(default=0.1, ge=0)
 
     @field_validator("device")
     @classmethod

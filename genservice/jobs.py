@@ -8,8 +8,9 @@ fail, cancel-ack): once a lease was recovered or expired, nothing its old holder
 so a job never completes twice.
 
 Claiming is race-free on both backends: PostgreSQL uses ``SELECT ... FOR UPDATE SKIP
-LOCKED``; SQLite (one writer at a time) uses a conditional ``UPDATE ... WHERE id = ? AND
-status = 'queued'`` and checks the row count.
+LOCKED``; SQLite (one writer at a time) uses one conditional ``UPDATE ... WHERE id = (next
+due id) AND status = 'queued' RETURNING id`` (before SQLite 3.35, ``UPDATE ... WHERE id = ?
+AND status = 'queued'`` per candidate with a row-count check).
 
 Timestamps are naive UTC (``data.models.utcnow``), computed here and passed as parameters,
 so the SQL is the same on both backends. Higher ``priority`` is claimed first.
@@ -20,22 +21,24 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, func, select, text, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from data.models import GenerationJob, JobStatus, utcnow
+from genservice.config import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
-_T = cast(Table, GenerationJob.__table__)
+_T = cast(Table, GenerationJob.__table__)  # type: ignore[attr-defined]
 
 #: Statuses a job never leaves on its own (``submit`` may requeue failed/cancelled).
 TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
@@ -86,6 +89,7 @@ class JobQueue:
         backoff_max_s: cap of the retry delay, seconds.
         jitter: in ``[0, 1]``: the delay is multiplied by a uniform factor in ``[1 - jitter, 1]``.
         default_timeout_s: ``timeout_s`` of jobs submitted without one, seconds.
+        default_max_attempts: ``max_attempts`` of jobs submitted without one.
         seed: seed of the jitter generator.
         clock: returns "now" as naive UTC (tests pass a fake clock).
     """
@@ -98,6 +102,7 @@ class JobQueue:
         backoff_max_s: float = 300.0,
         jitter: float = 0.5,
         default_timeout_s: float = 600.0,
+        default_max_attempts: int = 3,
         seed: int = 0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -111,15 +116,33 @@ class JobQueue:
             raise ValueError(f"jitter must be in [0, 1], got {jitter!r}")
         if not default_timeout_s > 0:
             raise ValueError(f"default_timeout_s must be > 0 seconds, got {default_timeout_s!r}")
+        if not isinstance(default_max_attempts, int) or default_max_attempts < 1:
+            raise ValueError(
+                f"default_max_attempts must be an int >= 1, got {default_max_attempts!r}"
+            )
         self.engine = engine
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
         self.jitter = float(jitter)
         self.default_timeout_s = float(default_timeout_s)
+        self.default_max_attempts = default_max_attempts
         self._clock = clock
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._dialect = engine.dialect.name
+
+    @classmethod
+    def from_config(cls, engine: Engine, config: GenerationConfig, *, seed: int = 0) -> JobQueue:
+        """A queue with the ``job_*`` settings of ``config``."""
+        return cls(
+            engine,
+            backoff_base_s=config.job_backoff_base_s,
+            backoff_max_s=max(config.job_backoff_max_s, config.job_backoff_base_s),
+            jitter=config.job_backoff_jitter,
+            default_timeout_s=config.job_timeout_s,
+            default_max_attempts=config.job_max_attempts,
+            seed=seed,
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -135,6 +158,12 @@ class JobQueue:
         with self._rng_lock:
             u = self._rng.random()
         return base * (1.0 - self.jitter * u)
+
+    def _relaxed(self, conn: Connection) -> None:
+        """Heartbeats and progress need no fsync: losing the last one in a database crash
+        only makes a lease look a little older (PostgreSQL: asynchronous commit)."""
+        if self._dialect == "postgresql":
+            conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -157,13 +186,14 @@ class JobQueue:
         brief_hash: str,
         brief: dict[str, Any],
         priority: int = 0,
-        max_attempts: int = 3,
+        max_attempts: int | None = None,
         timeout_s: float | None = None,
     ) -> SubmitOutput:
         """Enqueue a job for ``brief`` unless one with ``brief_hash`` exists (idempotent).
 
         A failed or cancelled job with the same hash is requeued (attempts reset); a queued,
-        running or succeeded one is returned unchanged. Concurrent submissions of one hash
+        running or succeeded one is returned unchanged. ``max_attempts`` / ``timeout_s``
+        default to the queue's defaults. Concurrent submissions of one hash
         create exactly one row (the unique constraint decides; the losers read the winner).
         """
         if not isinstance(brief_hash, str) or not 1 <= len(brief_hash) <= 64:
@@ -177,6 +207,8 @@ class JobQueue:
             json.dumps(brief)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"brief must be JSON-serialisable: {exc}") from exc
+        if max_attempts is None:
+            max_attempts = self.default_max_attempts
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
         if not isinstance(priority, int):
@@ -199,9 +231,7 @@ class JobQueue:
             with self._session() as session:
                 session.add(job)
                 session.commit()
-            logger.info(
-                "job submitted", extra={"job_id": job.id, "brief_hash": brief_hash}
-            )
+            logger.info("job submitted", extra={"job_id": job.id, "brief_hash": brief_hash})
             return SubmitOutput(job=job, created=True)
         except IntegrityError:
             pass  # another submission of this hash won the race (or it existed already)
@@ -318,9 +348,20 @@ class JobQueue:
                 if row is not None:
                     job_id = row[0]
                     conn.execute(update(_T).where(_T.c.id == job_id).values(**claimed_values))
+        elif self._dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):
+            # SQLite runs one write statement at a time, so a single conditional UPDATE
+            # whose subquery picks the next due job claims it atomically.
+            pick = select(_T.c.id).where(*due).order_by(*order).limit(1).scalar_subquery()
+            with self.engine.begin() as conn:
+                job_id = conn.execute(
+                    update(_T)
+                    .where(_T.c.id == pick, *due)
+                    .values(**claimed_values)
+                    .returning(_T.c.id)
+                ).scalar_one_or_none()
         else:
-            # One writer at a time: read candidates outside a write transaction, then take
-            # one with a conditional UPDATE; rowcount 0 means another worker was faster.
+            # Other backends: read candidates, then take one with a conditional UPDATE;
+            # rowcount 0 means another worker was faster.
             for _round in range(5):
                 with self.engine.connect() as conn:
                     candidates = list(
@@ -352,12 +393,11 @@ class JobQueue:
 
     # ------------------------------------------------------------------ fenced writes
 
-    def heartbeat(
-        self, job_id: str, *, worker_id: str, attempt: int | None = None
-    ) -> LeaseStatus:
+    def heartbeat(self, job_id: str, *, worker_id: str, attempt: int | None = None) -> LeaseStatus:
         """Record that ``worker_id`` is alive and still working on ``job_id``; returns whether
         it still owns the job and whether cancellation was requested."""
         with self.engine.begin() as conn:
+            self._relaxed(conn)
             n = conn.execute(
                 update(_T)
                 .where(*self._owned(job_id, worker_id, attempt))
@@ -400,6 +440,7 @@ class JobQueue:
         if not (isinstance(step, int) and isinstance(total, int) and 0 <= step <= total):
             raise ValueError(f"progress needs ints 0 <= step <= total, got {step!r}/{total!r}")
         with self.engine.begin() as conn:
+            self._relaxed(conn)
             n = conn.execute(
                 update(_T)
                 .where(*self._owned(job_id, worker_id, attempt))

@@ -130,6 +130,7 @@ NEGATIVE_BASE = (
     "nsfw, nudity"
 )
 _ALLOWED_FIELDS = {"title", "category", "terms", "placement"}
+_HINT_WEIGHT = -1e30  # below any real weight: category hints are dropped first
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class PromptBuilder:
         terms = self._clean_terms(brief.style_terms)
         if hint:
             # The category hint is a low-priority term: dropped before any brief term.
-            terms.append(StyleTerm(hint, float("-inf")))
+            terms.append(StyleTerm(hint, _HINT_WEIGHT))
         kept = list(terms)
 
         def render(title_text: str, kept_terms: Sequence[StyleTerm]) -> str:
@@ -210,9 +211,9 @@ class PromptBuilder:
         return BuiltPrompt(
             prompt=prompt,
             negative_prompt=negative,
-            terms_used=tuple(t.term for t in kept if t.weight != float("-inf")),
+            terms_used=tuple(t.term for t in kept if t.weight != _HINT_WEIGHT),
             terms_dropped=tuple(
-                t.term for t in terms if t.term not in kept_names and t.weight != float("-inf")
+                t.term for t in terms if t.term not in kept_names and t.weight != _HINT_WEIGHT
             ),
             prompt_tokens=self.token_counter(prompt),
             negative_tokens=self.token_counter(negative),

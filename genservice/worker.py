@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from data.models import GenerationJob, JobStatus
+from genservice.config import GenerationConfig
 from genservice.errors import JobCancelled, JobTimedOut
 from genservice.jobs import JobQueue
 
@@ -95,11 +96,14 @@ class _Lease:
         self._progress_at = -float("inf")
         self._lock = threading.Lock()
 
-    def update(self, owned: bool, cancel_requested: bool) -> None:
+    def update(self, owned: bool, cancel_requested: bool, *, checked: bool = False) -> None:
+        """Fold in a lease reading; ``checked`` restarts the ``should_cancel`` cache (only
+        its own reads do, so a heartbeat just before a cancel cannot delay noticing it)."""
         with self._lock:
             self.lost = self.lost or not owned
             self.cancel_requested = self.cancel_requested or cancel_requested
-            self._checked_at = time.monotonic()
+            if checked:
+                self._checked_at = time.monotonic()
 
     def timed_out(self) -> bool:
         return time.monotonic() - self.started > self.timeout_s
@@ -114,7 +118,7 @@ class _Lease:
             st = self.queue.lease_status(
                 self.job_id, worker_id=self.worker_id, attempt=self.attempt
             )
-            self.update(st.owned, st.cancel_requested)
+            self.update(st.owned, st.cancel_requested, checked=True)
         return self.cancel_requested or self.lost or self.abort.is_set()
 
     def progress(self, step: int, total: int) -> None:
@@ -141,7 +145,9 @@ class Worker:
         heartbeat_interval: seconds between heartbeats while a job runs.
         stale_after: seconds without heartbeat after which a running job counts as lost
             (``JobQueue.recover_stale``, run every ``maintenance_interval`` seconds).
-        cancel_check_interval: ``should_cancel`` reads the DB at most this often, seconds.
+        cancel_check_interval: ``should_cancel`` reads the DB at most this often, seconds: a
+            cancel is noticed at the first step that starts this long after the last read,
+            so within one step whenever steps are longer than this.
         progress_interval: progress is written at most this often, seconds.
         maintenance_interval: seconds between ``JobQueue.maintain`` runs; 0 disables them.
     """
@@ -155,7 +161,7 @@ class Worker:
         poll_interval: float = 0.5,
         heartbeat_interval: float = 2.0,
         stale_after: float = 30.0,
-        cancel_check_interval: float = 0.25,
+        cancel_check_interval: float = 0.1,
         progress_interval: float = 0.1,
         maintenance_interval: float = 5.0,
     ) -> None:
@@ -190,6 +196,26 @@ class Worker:
         self._last_maintenance = -float("inf")
         self.current_job_id: str | None = None
         self.processed = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        queue: JobQueue,
+        handler: JobHandler | Callable[..., Any],
+        config: GenerationConfig,
+        *,
+        worker_id: str | None = None,
+    ) -> Worker:
+        """A worker with the ``worker_*`` settings of ``config``."""
+        return cls(
+            queue,
+            handler,
+            worker_id=worker_id,
+            poll_interval=config.worker_poll_interval_s,
+            heartbeat_interval=config.worker_heartbeat_interval_s,
+            stale_after=max(config.worker_stale_after_s, 2 * config.worker_heartbeat_interval_s),
+            cancel_check_interval=config.worker_cancel_check_interval_s,
+        )
 
     def _log(self, msg: str, level: int = logging.INFO, **fields: Any) -> None:
         logger.log(level, msg, extra={"worker_id": self.worker_id, **fields})
@@ -241,13 +267,11 @@ class Worker:
         done = 0
         self._log("worker started")
         while not self._stopping.is_set():
-            self._maybe_maintain()
             try:
+                self._maybe_maintain()
                 out = self.run_once()
             except Exception:  # a DB hiccup must not kill the worker: log and poll again
-                self._log(
-                    "worker loop error", logging.ERROR, error=traceback.format_exc(limit=5)
-                )
+                self._log("worker loop error", logging.ERROR, error=traceback.format_exc(limit=5))
                 out = None
             if out is not None:
                 done += 1
@@ -299,11 +323,13 @@ class Worker:
             progress_interval=self.progress_interval,
             abort=self._abort,
         )
-        fields = {"job_id": job.id, "attempt": job.attempts}
+        fields: dict[str, Any] = {"job_id": job.id, "attempt": job.attempts}
         self._log("job started", **fields)
         beat_stop = threading.Event()
         beat = threading.Thread(
-            target=self._heartbeat_loop, args=(lease, beat_stop), daemon=True,
+            target=self._heartbeat_loop,
+            args=(lease, beat_stop),
+            daemon=True,
             name=f"heartbeat-{job.id[:8]}",
         )
         beat.start()
@@ -312,13 +338,13 @@ class Worker:
         error: BaseException | None = None
         try:
             result = self.handler(job, lease.progress, lease.should_cancel)
-        except BaseException as exc:  # noqa: BLE001 - every outcome must end the attempt
+        except BaseException as exc:  # every outcome must end the attempt
             error = exc
         finally:
             beat_stop.set()
             beat.join()
         run_s = time.monotonic() - t0
-        owner = {"worker_id": self.worker_id, "attempt": lease.attempt}
+        wid, att = self.worker_id, lease.attempt
 
         if error is None:
             if isinstance(result, JobResult):
@@ -334,7 +360,9 @@ class Worker:
             timings = {"run_s": run_s, "attempt": lease.attempt, **extra_timings}
             if job.started_at is not None and job.created_at is not None:
                 timings["queue_wait_s"] = (job.started_at - job.created_at).total_seconds()
-            if self.queue.complete(job.id, result_key=key, timings=timings, **owner):
+            if self.queue.complete(
+                job.id, result_key=key, timings=timings, worker_id=wid, attempt=att
+            ):
                 self._log("job succeeded", run_s=run_s, result_key=key, **fields)
                 return RunOutput(job.id, lease.attempt, "succeeded", result_key=key)
             self._log("job result discarded: lease lost", logging.WARNING, **fields)
@@ -347,23 +375,27 @@ class Worker:
                 self._log("job stopped: lease lost", logging.WARNING, **fields)
                 return RunOutput(job.id, lease.attempt, "lost", error=str(error))
             if lease.abort.is_set() and not lease.cancel_requested:
-                released = self.queue.release(job.id, reason="worker shut down", **owner)
+                released = self.queue.release(
+                    job.id, reason="worker shut down", worker_id=wid, attempt=att
+                )
                 self._log("job released on shutdown", **fields)
                 return RunOutput(
                     job.id, lease.attempt, "released" if released else "lost", error=str(error)
                 )
-            if self.queue.mark_cancelled(job.id, **owner):
+            if self.queue.mark_cancelled(job.id, worker_id=wid, attempt=att):
                 self._log("job cancelled", run_s=run_s, **fields)
                 return RunOutput(job.id, lease.attempt, "cancelled", error=str(error))
             return RunOutput(job.id, lease.attempt, "lost", error=str(error))
 
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             # The process is going down: hand the job back, then let the exit proceed.
-            self.queue.release(job.id, reason=f"worker interrupted: {error!r}", **owner)
+            self.queue.release(
+                job.id, reason=f"worker interrupted: {error!r}", worker_id=wid, attempt=att
+            )
             raise error
         retryable = bool(getattr(error, "retryable", True))
         message = f"{type(error).__name__}: {error}"
-        updated = self.queue.fail(job.id, message, retryable, **owner)
+        updated = self.queue.fail(job.id, message, retryable, worker_id=wid, attempt=att)
         if updated is None:
             return RunOutput(job.id, lease.attempt, "lost", error=message)
         outcome = "retry" if updated.status == JobStatus.queued else "failed"
@@ -383,9 +415,7 @@ class Worker:
                     lease.job_id, worker_id=self.worker_id, attempt=lease.attempt
                 )
             except Exception:  # keep beating; a missed beat only risks a (fenced) recovery
-                self._log(
-                    "heartbeat failed", logging.WARNING, error=traceback.format_exc(limit=3)
-                )
+                self._log("heartbeat failed", logging.WARNING, error=traceback.format_exc(limit=3))
                 continue
             lease.update(st.owned, st.cancel_requested)
             if not st.owned:

@@ -9,11 +9,13 @@ Evidence, shape ``(n_candidates,)``:
 - ``scores``: any "higher is better" score (e.g. a predicted CTR or a similarity), or, when
   ``trials`` is given, click counts with ``trials`` the impression counts;
 - ``EpsilonGreedyPolicy`` / ``SoftmaxPolicy`` turn counts into a smoothed CTR
-  ``(clicks + 1) / (trials + 2)``; ``ThompsonSamplingPolicy`` needs counts (Beta posteriors).
+  ``(clicks + 1) / (trials + 2)`` (an untried candidate scores 0.5: optimistic);
+  ``ThompsonSamplingPolicy`` needs counts (Beta posteriors).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -47,14 +49,14 @@ def _evidence(scores: ArrayLike, trials: ArrayLike | None) -> tuple[FloatArray, 
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or s.shape[0] == 0:
         raise ValueError(f"scores must have shape (n_candidates,) with n >= 1, got {s.shape}")
-    if not np.all(np.isfinite(s)):
+    if not np.isfinite(s.sum()):
         raise ValueError("scores must be finite, found NaN or inf")
     if trials is None:
         return s, None
     t = np.asarray(trials, dtype=np.float64)
     if t.shape != s.shape:
         raise ValueError(f"trials must have the shape of scores {s.shape}, got {t.shape}")
-    if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(s < 0) or np.any(s > t):
+    if not (np.isfinite(t.sum()) and s.min() >= 0 and (t - s).min() >= 0):
         raise ValueError("with trials, scores are click counts: need 0 <= scores <= trials")
     return s, t
 
@@ -85,7 +87,12 @@ class ExplorationPolicy:
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
         dist = self.action_distribution(scores, trials=trials)
-        index = int(rng.choice(dist.shape[0], p=dist))
+        # inverse-CDF sampling (cheaper than rng.choice's checks); never lands on a p=0 slot
+        cdf = np.cumsum(dist)
+        index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+        index = min(index, dist.shape[0] - 1)
+        while dist[index] == 0.0 and index > 0:
+            index -= 1
         return PolicyChoice(index, float(dist[index]), dist)
 
 
@@ -120,7 +127,7 @@ class EpsilonGreedyPolicy(ExplorationPolicy):
         s, t = _evidence(scores, trials)
         v = _smoothed(s, t)
         n = v.shape[0]
-        best = np.isclose(v, v.max(), rtol=0.0, atol=1e-12)
+        best = v >= v.max() - 1e-12
         return self.epsilon / n + (1.0 - self.epsilon) * best / best.sum()
 
 
@@ -183,12 +190,36 @@ class ThompsonSamplingPolicy(ExplorationPolicy):
                 f"min_propensity={self.min_propensity} is too large for {n} candidates "
                 f"(need min_propensity * n < 1)"
             )
-        rng = np.random.default_rng(self.seed)
-        draws = rng.beta(self.prior_alpha + s, self.prior_beta + (t - s), size=(self.n_samples, n))
-        counts = np.bincount(np.argmax(draws, axis=1), minlength=n).astype(np.float64)
-        p = counts / counts.sum()
+        p = _thompson_win_probabilities(
+            tuple(s.tolist()),
+            tuple(t.tolist()),
+            self.prior_alpha,
+            self.prior_beta,
+            self.n_samples,
+            self.seed,
+        )
         # floor via a uniform mixture: p' = (1 - n m) p + m keeps the sum at 1
         return np.asarray((1.0 - n * self.min_propensity) * p + self.min_propensity)
+
+
+@functools.lru_cache(maxsize=4096)
+def _thompson_win_probabilities(
+    clicks: tuple[float, ...],
+    trials: tuple[float, ...],
+    prior_alpha: float,
+    prior_beta: float,
+    n_samples: int,
+    seed: int,
+) -> FloatArray:
+    """Monte-Carlo P(candidate's Beta draw is the largest); cached because the storefront asks
+    again and again with the same counts (the result is deterministic given the seed)."""
+    s, t = np.asarray(clicks), np.asarray(trials)
+    rng = np.random.default_rng(seed)
+    draws = rng.beta(prior_alpha + s, prior_beta + (t - s), size=(n_samples, s.shape[0]))
+    counts = np.bincount(np.argmax(draws, axis=1), minlength=s.shape[0]).astype(np.float64)
+    out = counts / counts.sum()
+    out.setflags(write=False)  # shared through the cache
+    return out
 
 
 _POLICIES: dict[str, type[ExplorationPolicy]] = {

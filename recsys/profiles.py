@@ -38,6 +38,7 @@ __all__ = [
     "TasteProfile",
     "cluster_items",
     "decayed_weights",
+    "threshold_from_quantile",
 ]
 
 #: Bumped when the profile's content or its computation changes meaning.
@@ -45,9 +46,9 @@ PROFILE_VERSION = 1
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
-    "click": 2.0,
-    "add_to_cart": 4.0,
-    "purchase": 8.0,
+    "click": 1.25,
+    "add_to_cart": 1.5,
+    "purchase": 2.0,
 }
 
 _SECONDS_PER_DAY = 86400.0
@@ -123,8 +124,8 @@ class Interest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "centroid": [round(float(v), 6) for v in self.centroid],
-            "weight": round(float(self.weight), 6),
+            "centroid": [float(v) for v in self.centroid],
+            "weight": float(self.weight),
             "medoid_id": int(self.medoid_id),
             "item_ids": [int(i) for i in self.item_ids],
             "terms": [t.to_list() for t in self.terms],
@@ -222,7 +223,7 @@ class TasteProfile:
             "source": self.source,
             "n_events": self.n_events,
             "segment_id": self.segment_id,
-            "embedding": [round(float(v), 6) for v in self.embedding],
+            "embedding": [float(v) for v in self.embedding],
             "interests": [i.to_dict() for i in self.interests],
             "style_terms": [t.to_list() for t in self.style_terms],
             "reference_ids": [int(i) for i in self.reference_ids],
@@ -287,9 +288,7 @@ def decayed_weights(
     return base * np.power(0.5, age / half_life_days)
 
 
-def cluster_items(
-    vectors: np.ndarray, *, threshold: float, linkage: str = "average"
-) -> np.ndarray:
+def cluster_items(vectors: np.ndarray, *, threshold: float, linkage: str = "average") -> np.ndarray:
     """Agglomerative clustering of unit vectors ``(m, dim)``; int64 labels ``(m,)`` from 0.
 
     ``average`` linkage cuts at a mean cosine distance of ``threshold`` (scale-free in the
@@ -315,6 +314,24 @@ def cluster_items(
     _, first = np.unique(labels, return_index=True)
     order = {int(labels[i]): n for n, i in enumerate(sorted(first))}
     return np.array([order[int(v)] for v in labels], dtype=np.int64)
+
+
+def threshold_from_quantile(
+    vectors: np.ndarray, quantile: float, *, sample: int = 2000, seed: int = 0
+) -> float:
+    """The ``quantile`` of pairwise cosine distances among (a seeded sample of at most
+    ``sample``) unit ``vectors`` ``(n, dim)``: a clustering cut that adapts to the spread of
+    whichever embedding model made them."""
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile: expected a value in (0, 1), got {quantile}")
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"vectors: expected shape (n >= 2, dim), got {x.shape}")
+    if x.shape[0] > sample:
+        x = x[np.random.default_rng(seed).choice(x.shape[0], size=sample, replace=False)]
+    d = 1.0 - x @ x.T
+    iu = np.triu_indices(x.shape[0], 1)
+    return float(max(np.quantile(d[iu], quantile), 1e-6))
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -378,13 +395,24 @@ class ProfileBuilder:
         self.scorer = scorer
 
     @classmethod
-    def from_config(cls, config: Any, *, scorer: StyleTermScorer | None = None) -> ProfileBuilder:
-        """From a :class:`recsys.config.RecsysConfig`."""
+    def from_config(
+        cls,
+        config: Any,
+        *,
+        scorer: StyleTermScorer | None = None,
+        catalog_vectors: np.ndarray | None = None,
+    ) -> ProfileBuilder:
+        """From a :class:`recsys.config.RecsysConfig`; with ``profile_cluster_quantile`` set and
+        ``catalog_vectors`` given, the cut height comes from the catalog's distances."""
+        threshold = float(config.profile_cluster_threshold)
+        quantile = getattr(config, "profile_cluster_quantile", None)
+        if quantile is not None and catalog_vectors is not None and len(catalog_vectors) >= 2:
+            threshold = threshold_from_quantile(catalog_vectors, quantile)
         return cls(
             event_weights=config.profile_event_weights,
             half_life_days=config.profile_half_life_days,
             linkage=config.profile_linkage,
-            cluster_threshold=config.profile_cluster_threshold,
+            cluster_threshold=threshold,
             max_interests=config.profile_max_interests,
             min_interest_share=config.profile_min_interest_share,
             min_events=config.profile_min_events,

@@ -35,7 +35,9 @@ class Recommendations:
         ids = np.asarray(self.item_ids, dtype=np.int64)
         scores = np.asarray(self.scores, dtype=np.float32)
         if ids.ndim != 1 or ids.shape != scores.shape:
-            raise ValueError(f"item_ids and scores must be 1-D of one length: {ids.shape}, {scores.shape}")
+            raise ValueError(
+                f"item_ids and scores must be 1-D of one length: {ids.shape}, {scores.shape}"
+            )
         object.__setattr__(self, "item_ids", ids)
         object.__setattr__(self, "scores", scores)
         if self.propensities is not None:

@@ -57,7 +57,7 @@ def mmr_select(
 
 
 def allocate_slots(weights: Sequence[float], n: int) -> list[int]:
-    """Split ``n`` slots across groups in proportion to ``weights`` (largest remainder),
+    """Split ``n`` slots across groups in proportion to ``weights`` (D'Hondt),
     giving every group at least one slot while ``n`` allows, heaviest groups first."""
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or np.any(w < 0):
@@ -65,18 +65,12 @@ def allocate_slots(weights: Sequence[float], n: int) -> list[int]:
     g = len(w)
     if g == 0 or n <= 0:
         return [0] * g
-    order = np.argsort(-w, kind="stable")
     slots = np.zeros(g, dtype=int)
-    base = min(n, g)
-    slots[order[:base]] = 1
-    rest = n - base
-    if rest > 0:
-        share = w / w.sum() * rest if w.sum() > 0 else np.full(g, rest / g)
-        floor = np.floor(share).astype(int)
-        slots += floor
-        left = rest - int(floor.sum())
-        remainder_order = np.argsort(-(share - floor), kind="stable")
-        slots[remainder_order[:left]] += 1
+    # one slot each, heaviest first, then D'Hondt: the next slot goes to max w / (slots + 1)
+    for i in np.argsort(-w, kind="stable")[: min(n, g)]:
+        slots[i] = 1
+    for _ in range(n - min(n, g)):
+        slots[int(np.argmax(w / (slots + 1)))] += 1
     return [int(s) for s in slots]
 
 
@@ -111,17 +105,35 @@ def select_references(
     ids, x = ids[keep], x[keep]
     if len(ids) == 0 or n <= 0:
         return []
+    w = np.asarray(importances, dtype=np.float64)
     slots = allocate_slots(importances, min(n, len(ids)))
     chosen: list[int] = []
-    for ci in np.argsort(-np.asarray(importances, dtype=np.float64), kind="stable"):
+    per_interest: dict[int, list[int]] = {}
+    for ci in np.argsort(-w, kind="stable"):
         want = slots[int(ci)]
         if want == 0:
             continue
-        free = np.array([i for i in range(len(ids)) if i not in set(chosen)], dtype=int)
+        taken = set(chosen)
+        free = np.array([i for i in range(len(ids)) if i not in taken], dtype=int)
         if len(free) == 0:
             break
         picked = mmr_select(
             x[free] @ c[ci], x[free], k=want, lambda_=lambda_, chosen_vectors=x[chosen]
         )
-        chosen.extend(int(free[p]) for p in picked)
+        per_interest[int(ci)] = [int(free[p]) for p in picked]
+        chosen.extend(per_interest[int(ci)])
+    # interleave so that every prefix is itself a fair share: one per interest (heaviest
+    # first), then D'Hondt order
+    order: list[int] = []
+    used = np.zeros(len(w), dtype=int)
+    first = [int(ci) for ci in np.argsort(-w, kind="stable") if per_interest.get(int(ci))]
+    for ci in first:
+        order.append(per_interest[ci][0])
+        used[ci] = 1
+    while len(order) < len(chosen):
+        left = np.array([used[i] < len(per_interest.get(i, [])) for i in range(len(w))])
+        ci = int(np.argmax(np.where(left, w / (used + 1), -np.inf)))
+        order.append(per_interest[ci][used[ci]])
+        used[ci] += 1
+    chosen = order
     return [int(ids[i]) for i in chosen]

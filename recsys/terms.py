@@ -28,14 +28,9 @@ __all__ = [
 ]
 
 
-def _default_vocab_path() -> Path:
-    import data
-
-    return Path(data.__file__).resolve().parent / "vocab" / "style_terms.json"
-
-
-#: The bundled vocabulary (``data/vocab/style_terms.json``).
-DEFAULT_VOCAB_PATH = _default_vocab_path()
+#: The bundled vocabulary (``data/vocab/style_terms.json``; ``data`` and ``recsys`` are
+#: sibling packages both in the source tree and when installed).
+DEFAULT_VOCAB_PATH = Path(__file__).resolve().parents[1] / "data" / "vocab" / "style_terms.json"
 
 
 @dataclass(frozen=True)
@@ -48,7 +43,7 @@ class StyleTerm:
 
     def to_list(self) -> list[Any]:
         """``[term, facet, score]`` (the JSON form)."""
-        return [self.term, self.facet, round(float(self.score), 4)]
+        return [self.term, self.facet, float(self.score)]
 
     @classmethod
     def from_list(cls, value: Sequence[Any]) -> StyleTerm:
@@ -107,9 +102,10 @@ class StyleTermScorer:
     """Calibrated zero-shot scorer of style terms.
 
     ``term_embeddings`` float32 ``(T, dim)`` unit rows, in ``vocabulary.terms`` order;
-    ``mean``/``std`` float32 ``(T,)``: each term's cosine over the catalog. ``epsilon`` is added
-    to ``std`` so that a term with (nearly) constant similarity over the catalog, one every
-    product shares, cannot be blown up by a tiny denominator.
+    ``mean``/``std`` float32 ``(T,)``: each term's cosine over the catalog. A term's ``std`` is
+    floored at ``std_floor`` times the median ``std`` of all terms, so that a term with (nearly)
+    constant similarity over the catalog, one every product shares, cannot be blown up by a
+    tiny denominator (its z-score would be noise amplified).
     """
 
     def __init__(
@@ -119,7 +115,7 @@ class StyleTermScorer:
         term_embeddings: np.ndarray,
         mean: np.ndarray,
         std: np.ndarray,
-        epsilon: float = 0.01,
+        std_floor: float = 0.5,
     ) -> None:
         n = len(vocabulary.terms)
         term_embeddings = np.asarray(term_embeddings, dtype=np.float32)
@@ -130,13 +126,15 @@ class StyleTermScorer:
         for name, arr in (("mean", mean), ("std", std)):
             if np.shape(arr) != (n,):
                 raise ValueError(f"{name}: expected shape ({n},), got {np.shape(arr)}")
-        if epsilon < 0:
-            raise ValueError(f"epsilon: expected >= 0, got {epsilon}")
+        if std_floor < 0:
+            raise ValueError(f"std_floor: expected >= 0, got {std_floor}")
         self.vocabulary = vocabulary
         self.term_embeddings = term_embeddings
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
-        self.epsilon = float(epsilon)
+        self.std_floor = float(std_floor)
+        floor = self.std_floor * float(np.median(self.std))
+        self._denominator = np.maximum(self.std, max(floor, 1e-6)).astype(np.float32)
         self._terms = vocabulary.terms
         self._facet_of = np.array([f for f, _ in self._terms])
 
@@ -151,7 +149,7 @@ class StyleTermScorer:
         vocabulary: StyleVocabulary,
         embedder: Embedder,
         catalog_vectors: np.ndarray,
-        epsilon: float = 0.01,
+        std_floor: float = 0.5,
     ) -> StyleTermScorer:
         """Embed every term's prompts with ``embedder`` and calibrate on ``catalog_vectors``
         (float32 ``(n_items, dim)``, unit rows; at least 2 items)."""
@@ -168,7 +166,7 @@ class StyleTermScorer:
             vocabulary=vocabulary,
             term_embeddings=out,
             catalog_vectors=catalog_vectors,
-            epsilon=epsilon,
+            std_floor=std_floor,
         )
 
     @classmethod
@@ -178,7 +176,7 @@ class StyleTermScorer:
         vocabulary: StyleVocabulary,
         term_embeddings: np.ndarray,
         catalog_vectors: np.ndarray,
-        epsilon: float = 0.01,
+        std_floor: float = 0.5,
     ) -> StyleTermScorer:
         """Scorer whose per-term mean and std come from ``catalog_vectors`` ``(n_items, dim)``."""
         cat = np.asarray(catalog_vectors, dtype=np.float32)
@@ -192,7 +190,7 @@ class StyleTermScorer:
             term_embeddings=term_embeddings,
             mean=sims.mean(axis=0),
             std=sims.std(axis=0),
-            epsilon=epsilon,
+            std_floor=std_floor,
         )
 
     def item_scores(self, vectors: np.ndarray) -> np.ndarray:
@@ -200,7 +198,7 @@ class StyleTermScorer:
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"vectors: expected shape (n, {self.dim}), got {x.shape}")
-        return (x @ self.term_embeddings.T - self.mean) / (self.std + self.epsilon)
+        return (x @ self.term_embeddings.T - self.mean) / self._denominator
 
     def score(self, vectors: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Weighted mean z-score float32 ``(T,)`` of a group of items ``(n, dim)``.

@@ -12,6 +12,7 @@ app = typer.Typer(
     help="Personalized product imagery from shoppers' histories.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
 
 #: Shared command groups: several areas add commands to one group.
@@ -27,12 +28,32 @@ for _name, _group in groups.items():
     app.add_typer(_group, name=_name)
 
 #: Modules under ``api.cli`` that register commands; each area appends its own.
-AREAS: list[str] = ["core", "ingest"]
+AREAS: list[str] = [
+    "core",
+    "ingest",
+    "generate",
+    "keys",
+    "worker",
+    "evaluate",
+    "recsys",
+    "train_gen",
+    "clip",
+]
 
 for _area in AREAS:
     importlib.import_module(f"api.cli.{_area}").register(app, groups)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. Expected failures (bad input, missing files or models)
+    print one ``error:`` line and exit 2; ``TAILORSHOT_DEBUG=1`` shows the traceback."""
+    import os
+    import sys
+
+    try:
+        app(standalone_mode=True)
+    except (FileNotFoundError, ValueError, PermissionError) as exc:
+        if os.environ.get("TAILORSHOT_DEBUG"):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

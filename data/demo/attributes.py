@@ -142,11 +142,16 @@ def validate_attributes(attributes: Mapping[str, str], category: str) -> None:
         if key not in attributes:
             raise ValueError(f"attributes: missing key {key!r} (got keys {sorted(attributes)})")
         if attributes[key] not in values:
-            raise ValueError(f"attributes[{key!r}]: expected one of {list(values)}, got {attributes[key]!r}")
+            raise ValueError(
+                f"attributes[{key!r}]: expected one of {list(values)}, got {attributes[key]!r}"
+            )
 
 
 def caption_for(attributes: Mapping[str, str], category: str) -> str:
-    """A product caption from its attributes, e.g. ``"a red striped cotton t-shirt, minimalist style"``."""
+    """A product caption from its attributes.
+
+    Example: ``"a red striped cotton t-shirt, minimalist style"``.
+    """
     colour = attributes.get("colour", "")
     pattern = attributes.get("pattern", "")
     material = attributes.get("material", "")
@@ -158,7 +163,9 @@ def caption_for(attributes: Mapping[str, str], category: str) -> str:
     return caption
 
 
-def scene_caption(attributes: Mapping[str, str], category: str, *, setting: str, lighting: str) -> str:
+def scene_caption(
+    attributes: Mapping[str, str], category: str, *, setting: str, lighting: str
+) -> str:
     """A caption for a product in a scene, e.g. ``"a red striped cotton t-shirt, minimalist style,
     on a beach, golden hour"``."""
     where = {
@@ -179,7 +186,11 @@ def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     c = np.asarray(rgb, dtype=np.float64) / 255.0
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
     m = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+        [
+            [0.4124564, 0.3575761, 0.1804375],
+            [0.2126729, 0.7151522, 0.0721750],
+            [0.0193339, 0.1191920, 0.9503041],
+        ]
     )
     xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
     f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)

@@ -80,6 +80,8 @@ class GenerationOutput:
     model_id: str
     steps_run: int
     timings: dict[str, float] = field(default_factory=dict)
+    #: The decoded float pixels before rounding, ``(H, W, 3)`` float32 in [0, 1] (if known).
+    array: Any = None
 
 
 @runtime_checkable

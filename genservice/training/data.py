@@ -157,7 +157,11 @@ def _demo(
     dict[str, tuple[int, int, int]],
     list[str],
 ]:
-    """Render ``n`` samples: random demo products, each in a random setting and lighting."""
+    """Render ``n`` samples: random demo products, each in a random setting and lighting.
+
+    Each sample also gets a reference render of the same product in another scene (for the
+    IP-Adapter). The caption is the demo world's ``scene_caption``.
+    """
     from data.demo import attributes as vocab
     from data.demo.render import render_product, render_scene
     from data.demo.world import build_world
@@ -167,29 +171,31 @@ def _demo(
     settings = list(vocab.SETTINGS)
     lighting = list(vocab.LIGHTING)
     images, refs, attrs, pids = [], [], [], []
-    cutouts: dict[int, np.ndarray] = {}
+    cutouts: dict[int, object] = {}
     for _ in range(n):
         k = int(rng.integers(len(products)))
         p = products[k]
-        pa = dict(p.attributes)
         if k not in cutouts:
-            cutouts[k] = np.asarray(render_product(pa | {"category": p.category}, size=size, seed=k))
+            # Render the cut-out at 2x and let render_scene downsample (crisper edges).
+            cutouts[k] = render_product(p.attributes, category=p.category, size=2 * size, seed=k)
         s1, s2 = (settings[int(rng.integers(len(settings)))] for _ in range(2))
         l1, l2 = (lighting[int(rng.integers(len(lighting)))] for _ in range(2))
-        img = render_scene(cutouts[k], setting=s1, lighting=l1, size=size, seed=int(rng.integers(2**31)))
-        ref = render_scene(cutouts[k], setting=s2, lighting=l2, size=size, seed=int(rng.integers(2**31)))
+        sd1, sd2 = (int(rng.integers(2**31)) for _ in range(2))
+        img = render_scene(cutouts[k], setting=s1, lighting=l1, size=size, seed=sd1)  # type: ignore[arg-type]
+        ref = render_scene(cutouts[k], setting=s2, lighting=l2, size=size, seed=sd2)  # type: ignore[arg-type]
         images.append(np.asarray(img)[..., :3])
         refs.append(np.asarray(ref)[..., :3])
         attrs.append(
             {
-                "colour": pa["colour"],
+                "colour": p.attributes["colour"],
                 "category": p.category,
-                "pattern": pa.get("pattern", "solid"),
+                "pattern": p.attributes.get("pattern", "solid"),
                 "setting": s1,
+                "caption": vocab.scene_caption(p.attributes, p.category, setting=s1, lighting=l1),
             }
         )
         pids.append(k)
-    palette = {c: tuple(int(v) for v in rgb) for c, rgb in vocab.COLOUR_RGB.items()}
+    palette = {c: (int(r), int(g), int(b)) for c, (r, g, b) in vocab.COLOURS.items()}
     return images, refs, attrs, pids, palette, list(vocab.CATEGORIES)
 
 
@@ -211,8 +217,11 @@ def build_dataset(
     else:
         images, refs, attrs, pids = _synthetic(n, size, rng)
         palette, categories = dict(SYNTH_COLOURS), list(SYNTH_CATEGORIES)
-    caps = [make_caption(a["colour"], a["pattern"], a["category"], a["setting"]) for a in attrs]
-    by_caption = {c: a for c, a in zip(caps, attrs, strict=True)}
+    caps = [
+        a.get("caption") or make_caption(a["colour"], a["pattern"], a["category"], a["setting"])
+        for a in attrs
+    ]
+    by_caption = dict(zip(caps, attrs, strict=True))
     unique = sorted(by_caption)
     k = min(n_held_out, len(unique) // 4)
     chosen = set(rng.choice(len(unique), size=k, replace=False).tolist()) if k else set()

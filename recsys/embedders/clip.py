@@ -39,11 +39,20 @@ class ModelNotAvailableError(RuntimeError):
     """The requested model cannot be loaded without the network (or does not exist)."""
 
 
+def data_package_dir() -> Path:
+    """Folder of the ``data`` package (found via ``data.config``, so a stray ``data``
+    namespace folder earlier on ``sys.path``, such as ``tests/data``, cannot shadow it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("data.config")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the 'data' package (data/config.py) is not importable")
+    return Path(spec.origin).resolve().parent
+
+
 def default_model_dir() -> Path:
     """The shipped small model folder, ``<data package>/models/clip-tiny``."""
-    import data
-
-    return Path(data.__file__).resolve().parent / "models" / "clip-tiny"
+    return data_package_dir() / "models" / "clip-tiny"
 
 
 def hub_offline() -> bool:
@@ -80,11 +89,11 @@ def _folder_weights(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _offline_hub_folder(repo_id: str) -> Path:
+def _offline_hub_folder(repo_id: str, cache_dir: str | None = None) -> Path:
     """The cached snapshot folder of ``repo_id`` (config and weights present), offline."""
     from huggingface_hub import try_to_load_from_cache
 
-    cfg = try_to_load_from_cache(repo_id, "open_clip_config.json")
+    cfg = try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=cache_dir)
     if not isinstance(cfg, str):
         raise ModelNotAvailableError(
             f"model 'hf-hub:{repo_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE "
@@ -98,7 +107,7 @@ def _offline_hub_folder(repo_id: str) -> Path:
     return folder
 
 
-def _offline_tag_file(name: str, tag: str) -> str:
+def _offline_tag_file(name: str, tag: str, cache_dir: str | None = None) -> str:
     """Local path of the weights for a pretrained ``tag`` of ``name``, from the caches only."""
     from huggingface_hub import try_to_load_from_cache
     from open_clip.pretrained import get_pretrained_cfg
@@ -110,11 +119,12 @@ def _offline_tag_file(name: str, tag: str) -> str:
         # open_clip's convention: 'org/name/file.pt', or 'org/name/' for the default file.
         repo_id, filename = os.path.split(cfg["hf_hub"])
         for candidate in [filename or "open_clip_pytorch_model.bin", *_WEIGHT_NAMES]:
-            hit = try_to_load_from_cache(repo_id, candidate)
+            hit = try_to_load_from_cache(repo_id, candidate, cache_dir=cache_dir)
             if isinstance(hit, str):
                 return hit
     if cfg.get("url"):
-        local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        folder = Path(cache_dir) if cache_dir else Path(os.path.expanduser("~/.cache/clip"))
+        local = folder / os.path.basename(cfg["url"])
         if local.is_file():
             return str(local)
     raise ModelNotAvailableError(
@@ -220,7 +230,8 @@ class OpenClipEmbedder:
             repo_id = source[len("hf-hub:") :]
             if not repo_id:
                 raise ValueError("model 'hf-hub:' needs a repository id, e.g. 'hf-hub:org/name'")
-            name = f"local-dir:{_offline_hub_folder(repo_id)}" if hub_offline() else source
+            cache = str(cache_dir) if cache_dir is not None else None
+            name = f"local-dir:{_offline_hub_folder(repo_id, cache)}" if hub_offline() else source
             model_id = source
             ckpt = None
         elif path.is_dir():
@@ -245,7 +256,9 @@ class OpenClipEmbedder:
                 model_id = f"{source}@{_sha256_file(Path(pretrained))[:16]}"
             elif pretrained:
                 if hub_offline():
-                    ckpt = _offline_tag_file(source, pretrained)
+                    ckpt = _offline_tag_file(
+                        source, pretrained, str(cache_dir) if cache_dir is not None else None
+                    )
                 model_id = f"{source}/{pretrained}"
             else:
                 model_id = f"{source}/random-init"
@@ -298,7 +311,9 @@ class OpenClipEmbedder:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            batch = torch.stack([self._preprocess(_to_rgb(im, start + i)) for i, im in enumerate(chunk)])
+            batch = torch.stack(
+                [self._preprocess(_to_rgb(im, start + i)) for i, im in enumerate(chunk)]
+            )
             with self._lock, torch.inference_mode():
                 feats = self._model.encode_image(batch.to(self._device))
             out[start : start + len(chunk)] = feats.float().cpu().numpy()

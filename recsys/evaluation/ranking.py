@@ -98,7 +98,7 @@ def hit_rate_at_k(
 
 def ndcg_at_k(
     recommended: Sequence[Hashable] | NDArray[Any],
-    relevant: Collection[Hashable] | Mapping[Hashable, float] | NDArray[Any],
+    relevant: Collection[Hashable] | Mapping[Any, float] | NDArray[Any],
     k: int,
 ) -> float:
     """Normalised discounted cumulative gain at k.
@@ -146,8 +146,8 @@ def map_at_k(
 
 def mean_at_k(
     metric: Callable[[Any, Any, int], float],
-    recommended: Mapping[Hashable, Sequence[Hashable]],
-    relevant: Mapping[Hashable, Collection[Hashable]],
+    recommended: Mapping[Any, Sequence[Hashable]],
+    relevant: Mapping[Any, Collection[Hashable]],
     k: int,
 ) -> float:
     """Mean of ``metric`` over the users of ``relevant`` that have at least one relevant item.
@@ -180,7 +180,7 @@ def catalogue_coverage(
 
 def intra_list_diversity(
     recommended: Sequence[Hashable] | NDArray[Any],
-    embeddings: Mapping[Hashable, ArrayLike] | Callable[[Hashable], ArrayLike],
+    embeddings: Mapping[Any, ArrayLike] | Callable[[Hashable], ArrayLike],
     k: int,
 ) -> float:
     """Mean pairwise cosine distance ``1 - cos(e_i, e_j)`` over the top-k items (in [0, 2]).
@@ -205,7 +205,7 @@ def intra_list_diversity(
 
 def novelty(
     recommended_lists: Iterable[Sequence[Hashable] | NDArray[Any]],
-    item_popularity: Mapping[Hashable, float],
+    item_popularity: Mapping[Any, float],
     n_users: int,
     k: int,
 ) -> float:

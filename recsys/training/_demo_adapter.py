@@ -2,9 +2,52 @@
 
 from __future__ import annotations
 
-from recsys.training.clip_data import ProductSource
+import random
+
+from PIL import Image
+
+from recsys.training.clip_data import ClipProduct, ProductSource
+
+#: How a caption places a product in a setting ("a red mug on a beach").
+_WHERE = {
+    "beach": "on a beach",
+    "city street": "on a city street",
+    "forest": "in a forest",
+    "living room": "in a living room",
+    "kitchen": "in a kitchen",
+    "mountains": "in the mountains",
+    "desert": "in a desert",
+    "studio": "in a photo studio",
+}
 
 
-def make_demo_source(*, seed: int = 0) -> ProductSource:
-    """Raises ``ImportError`` until the demo world's renderer is available."""
-    raise ImportError("data.demo renderer not available yet")
+def make_demo_source(*, seed: int = 0, size: int = 128) -> ProductSource:
+    """The demo world's products (world ``seed``; the catalog does not depend on shoppers)
+    rendered with ``data.demo.render``. Raises ``ImportError`` when ``data.demo`` is absent."""
+    from data.demo.attributes import LIGHTING, SETTINGS
+    from data.demo.render import on_studio_background, render_product, render_scene
+    from data.demo.world import build_world
+
+    world = build_world(seed=seed, n_users=1, weeks=1)
+    products = [
+        ClipProduct(id=i, attributes={"category": p.category, **p.attributes})
+        for i, p in enumerate(world.products)
+    ]
+    settings = [s for s in SETTINGS if s != "studio"]
+
+    def cutout(product: ClipProduct, s: int) -> Image.Image:
+        return render_product(product.attributes, size=size, seed=s)
+
+    def studio(product: ClipProduct, s: int) -> Image.Image:
+        return on_studio_background(cutout(product, s))
+
+    def scene(product: ClipProduct, s: int) -> tuple[Image.Image, str | None]:
+        rng = random.Random(s)
+        setting, lighting = rng.choice(settings), rng.choice(LIGHTING)
+        img = render_scene(
+            cutout(product, s), setting=setting, lighting=lighting, size=size, seed=s
+        )
+        words = _WHERE.get(setting, f"in a {setting}")
+        return img, (f"{words}, {lighting}" if rng.random() < 0.5 else words)
+
+    return ProductSource("demo", products, studio, scene)

@@ -59,13 +59,15 @@ def fallback_source(*, n_products: int = 320, seed: int = 0) -> ProductSource:
 
     def scene(product: ClipProduct, s: int) -> tuple[Image.Image, str | None]:
         name = random.Random(s).choice(fr.SCENES)
-        return fr.render(product.attributes, seed=s, scene=name), name
+        return fr.render(product.attributes, seed=s, scene=name), f"in a {name}"
 
     return ProductSource("fallback", products, studio, scene)
 
 
 def demo_source(*, seed: int = 0) -> ProductSource:
-    """Products and renderers of the demo world (``data.demo``); raises ``ImportError`` if absent."""
+    """Products and renderers of the demo world (``data.demo``).
+
+    Raises ``ImportError`` when the demo world is absent."""
     from recsys.training._demo_adapter import make_demo_source
 
     return make_demo_source(seed=seed)
@@ -109,7 +111,7 @@ _WRAPPERS = (
     "a picture of a {}",
     "an image of a {}",
 )
-_SCENE_WRAPPERS = ("a {} in a {}", "a photo of a {} in a {}", "a {}, {} background")
+_SCENE_WRAPPERS = ("a {} {}", "a photo of a {} {}", "a {}, {}")
 _GENERIC = (
     "something {colour}",
     "a {colour} product",

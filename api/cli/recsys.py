@@ -1,0 +1,212 @@
+"""recsys commands: ``index build``, ``profile``, ``segments build``, ``recommend``,
+``evaluate recsys``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from api.cli.common import fail, load_settings, open_engine, print_json
+
+
+def _profile_json(profile: Any, products: dict[int, str]) -> dict[str, Any]:
+    d = profile.to_dict()
+    d.pop("embedding", None)
+    for i in d["interests"]:
+        i.pop("centroid", None)
+        i["medoid_sku"] = products.get(i["medoid_id"])
+    d["reference_skus"] = [products.get(i) for i in d["reference_ids"]]
+    d["style_terms"] = [
+        {"term": t, "facet": f, "score": round(s, 3)} for t, f, s in d["style_terms"]
+    ]
+    return d
+
+
+def _skus(engine: Any) -> dict[int, str]:
+    from sqlmodel import Session, select
+
+    from data.models import Product
+
+    with Session(engine) as session:
+        rows = session.exec(select(Product.id, Product.sku))
+        return {int(i): str(s) for i, s in rows if i is not None}
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Add the recsys commands to ``app`` and the shared groups."""
+
+    @groups["index"].command("build")
+    def index_build(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Embed every product with CLIP (unchanged products come from the cache) and save
+        the vector index under the state folder."""
+        from recsys.service import build_index
+
+        settings = load_settings()
+        engine = open_engine(settings)
+        out = build_index(engine, config=settings.recsys, home=settings.home)
+        d = {k: (str(v) if k == "index_path" else v) for k, v in out.__dict__.items()}
+        if as_json:
+            print_json(d)
+        else:
+            state = "unchanged" if out.skipped else f"{out.embedded} embedded, {out.reused} reused"
+            typer.echo(f"index: {out.n_products} products ({state}) -> {out.index_path}")
+
+    @app.command("profile")
+    def profile(
+        user_id: str = typer.Argument(..., help="The store's user id."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        rebuild: bool = typer.Option(
+            False, "--rebuild", help="Recompute the profile from the current events first."
+        ),
+    ) -> None:
+        """Show a shopper's taste profile: interests, style terms, reference products."""
+        from sqlmodel import Session
+
+        from data.models import User
+        from recsys.service import build_profiles, get_profile
+
+        settings = load_settings()
+        engine = open_engine(settings)
+        with Session(engine) as session:
+            if session.get(User, user_id) is None:
+                fail(f"user_id: no user {user_id!r}")
+        p = None if rebuild else get_profile(engine, user_id=user_id)
+        if p is None:
+            try:
+                build_profiles(engine, config=settings.recsys, home=settings.home)
+            except FileNotFoundError as e:
+                fail(str(e))
+            p = get_profile(engine, user_id=user_id)
+        if p is None:
+            fail(f"user_id {user_id!r}: no profile could be built")
+        d = _profile_json(p, _skus(engine))
+        if as_json:
+            print_json(d)
+            return
+        typer.echo(
+            f"user {p.user_id}  source={p.source}  events={p.n_events}  hash={p.profile_hash[:12]}"
+        )
+        typer.echo(
+            "style terms: "
+            + ", ".join(f"{t['term']} ({t['score']:+.2f})" for t in d["style_terms"])
+        )
+        for n, it in enumerate(d["interests"], 1):
+            terms = ", ".join(t[0] for t in it["terms"][:4])
+            typer.echo(
+                f"interest {n}: weight {it['weight']:.2f}, {len(it['item_ids'])} items, "
+                f"medoid {it['medoid_sku']}: {terms}"
+            )
+        typer.echo("references: " + ", ".join(str(s) for s in d["reference_skus"]))
+
+    @groups["segments"].command("build")
+    def segments_build(
+        seed: int = typer.Option(0, help="Seed of k-means."),
+        force: bool = typer.Option(False, "--force", help="Rebuild even if nothing changed."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Cluster shoppers' profiles into segments (k chosen by silhouette); segment ids
+        stay stable when membership barely moves."""
+        from recsys.service import build_profiles, build_segments
+
+        settings = load_settings()
+        engine = open_engine(settings)
+        try:
+            build_profiles(engine, config=settings.recsys, home=settings.home)
+            out = build_segments(
+                engine, config=settings.recsys, home=settings.home, seed=seed, force=force
+            )
+            if not out.skipped:
+                # cold-start shoppers fall back to the new segments
+                build_profiles(engine, config=settings.recsys, home=settings.home)
+        except (FileNotFoundError, ValueError) as e:
+            fail(str(e))
+        if as_json:
+            print_json(out.__dict__)
+        else:
+            state = " (unchanged)" if out.skipped else ""
+            typer.echo(f"segments: k={out.k}{state}, sizes {out.sizes}")
+
+    @app.command("recommend")
+    def recommend(
+        user_id: str = typer.Argument(..., help="The store's user id."),
+        k: int = typer.Option(10, min=1, max=200, help="How many products."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Products to feature for a shopper (near their interests, purchases excluded,
+        diversified)."""
+        from recsys.service import build_profiles, get_profile, recommend_for_user
+
+        settings = load_settings()
+        engine = open_engine(settings)
+        try:
+            if get_profile(engine, user_id=user_id) is None:
+                build_profiles(engine, config=settings.recsys, home=settings.home)
+            rec = recommend_for_user(
+                engine, user_id=user_id, config=settings.recsys, home=settings.home, k=k
+            )
+        except (FileNotFoundError, KeyError) as e:
+            fail(str(e).strip("'\""))
+        skus = _skus(engine)
+        items = [
+            {"product_id": int(i), "sku": skus.get(int(i)), "score": round(float(s), 4)}
+            for i, s in zip(rec.item_ids, rec.scores, strict=True)
+        ]
+        if as_json:
+            print_json({"user_id": user_id, "policy": rec.policy, "items": items})
+        else:
+            for n, it in enumerate(items, 1):
+                typer.echo(f"{n:2d}. {it['sku']}  {it['score']:+.3f}")
+
+    @groups["evaluate"].command("recsys")
+    def evaluate_recsys_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        skip_clip: bool = typer.Option(False, "--skip-clip", help="Skip the CLIP metrics."),
+    ) -> None:
+        """Acceptance figures on the demo world: CLIP recall@5 and zero-shot accuracy, colour
+        recovery, two-interest match, leave-last-out recall@10 / NDCG@10 vs popularity.
+        Builds the demo world and the index first when missing."""
+        from sqlmodel import Session, select
+
+        from data.demo.attributes import CATEGORY_GROUPS
+        from data.models import DemoTaste
+        from recsys.service import build_index, evaluate_recsys, load_embedder
+
+        settings = load_settings()
+        engine = open_engine(settings)
+        with Session(engine) as session:
+            has_world = session.exec(select(DemoTaste.user_id).limit(1)).first() is not None
+        if not has_world:
+            from data.demo.build import build_demo_world
+
+            build_demo_world(engine, home=settings.home, seed=settings.seed)
+        embedder = load_embedder(settings.recsys)
+        build_index(engine, config=settings.recsys, home=settings.home, embedder=embedder)
+        out: dict[str, Any] = {}
+        if not skip_clip:
+            from recsys.training.clip_eval import evaluate_clip
+
+            clip = evaluate_clip(embedder)
+            out.update(clip.recsys_keys())
+            out["clip_model_id"] = clip.model_id
+        rs = evaluate_recsys(
+            engine,
+            config=settings.recsys,
+            home=settings.home,
+            group_of_category=CATEGORY_GROUPS,
+            embedder=embedder,
+        )
+        out.update(rs.as_dict())
+        out["recall_lift_over_popularity"] = (
+            out["recall_at_10"] / out["recall_at_10_popularity"]
+            if out["recall_at_10_popularity"]
+            else None
+        )
+        if as_json:
+            typer.echo(json.dumps(out, sort_keys=True))
+        else:
+            for key in sorted(out):
+                typer.echo(f"{key:32s} {out[key]}")

@@ -1,0 +1,209 @@
+"""What ``tailorshot demo`` adds for the API: a first set of approved variants per segment
+(rendered by the generator), one demo key per role, and example ``curl`` calls."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+from tqdm import tqdm
+
+from api.auth import create_key, generate_key
+from api.settings import Settings
+from data.models import (
+    CreativeVariant,
+    Event,
+    Role,
+    Segment,
+    VariantChange,
+    VariantStatus,
+)
+
+DEMO_ACTOR = "system:demo"
+
+
+@dataclass(frozen=True)
+class DemoVariantsOutput:
+    """Variants created (ids), segments skipped because they had enough, wall seconds."""
+
+    created: list[int]
+    skipped_segments: list[int]
+    seconds: float
+
+
+def _popular_products(session: Session, n: int) -> list[int]:
+    rows = session.exec(
+        select(Event.product_id, func.count())
+        .group_by(col(Event.product_id))
+        .order_by(func.count().desc(), col(Event.product_id))
+        .limit(n)
+    ).all()
+    return [int(r[0]) for r in rows]
+
+
+def seed_demo_variants(
+    settings: Settings,
+    engine: Engine,
+    *,
+    seed: int,
+    per_segment: int = 2,
+    generic: int = 2,
+    placement: str = "banner",
+    generator: Any | None = None,
+    progress: bool = True,
+) -> DemoVariantsOutput:
+    """Render and approve ``per_segment`` variants for every segment (its example products,
+    its style terms, seeds ``seed, seed+1, ...``) and ``generic`` variants of the most popular
+    products with no terms, at ``placement``. Idempotent: segments (and the generic set)
+    that already have enough approved variants at ``placement`` are skipped; identical briefs
+    hit the generator's result cache.
+
+    ``generator`` defaults to the configured ``HeroGenerator`` (loaded here: slow).
+    """
+    if per_segment < 0 or generic < 0:
+        raise ValueError(f"per_segment and generic: expected >= 0, got {per_segment}, {generic}")
+    from api.composition import build_components, load_generator
+    from api.services.orchestration import Orchestrator, _terms_of
+
+    t0 = time.perf_counter()
+    comps = build_components(settings, engine=engine)
+    orch = Orchestrator(comps)
+    todo: list[
+        tuple[int | None, int, list[tuple[str, float]], int]
+    ] = []  # segment, product, terms, seed
+    skipped: list[int] = []
+    with Session(engine) as session:
+        shared = select(func.count()).where(
+            CreativeVariant.placement == placement,
+            CreativeVariant.status == VariantStatus.approved,
+            col(CreativeVariant.user_id).is_(None),
+        )
+        for seg in session.exec(select(Segment).order_by(col(Segment.id))):
+            have = int(session.exec(shared.where(CreativeVariant.segment_id == seg.id)).one())
+            if have >= per_segment:
+                skipped.append(int(seg.id))  # type: ignore[arg-type]
+                continue
+            products = list(seg.example_product_ids) or _popular_products(session, per_segment)
+            for i in range(have, per_segment):
+                if products:
+                    todo.append(
+                        (seg.id, products[i % len(products)], _terms_of(seg.terms), seed + i)
+                    )
+        have_generic = int(
+            session.exec(shared.where(col(CreativeVariant.segment_id).is_(None))).one()
+        )
+        popular = _popular_products(session, max(generic, 1))
+        for i in range(have_generic, generic):
+            if popular:
+                todo.append((None, popular[i % len(popular)], [], seed + i))
+        briefs = [
+            orch.make_brief(
+                session,
+                product_id=pid,
+                placement=placement,
+                terms=terms,
+                reference_product_ids=[],
+                seed=s,
+            )
+            for _, pid, terms, s in todo
+        ]
+    created: list[int] = []
+    if not briefs:
+        return DemoVariantsOutput(created, skipped, time.perf_counter() - t0)
+    gen = generator if generator is not None else load_generator(settings)
+    batch = max(1, int(settings.generation.max_batch))
+    outputs: list[Any] = []
+    bar = tqdm(total=len(briefs), desc="demo variants", disable=not progress)
+    for start in range(0, len(briefs), batch):
+        part = briefs[start : start + batch]
+        if hasattr(gen, "generate_batch"):
+            outputs += gen.generate_batch(part, return_exceptions=True)
+        else:
+            outputs += [gen.generate(b) for b in part]
+        bar.update(len(part))
+    bar.close()
+    with Session(engine) as session:
+        for (segment_id, pid, _terms, s), brief, out in zip(todo, briefs, outputs, strict=True):
+            if isinstance(out, BaseException) or out is None:
+                continue  # a failed render (e.g. the safety checker): the others still count
+            v = CreativeVariant(
+                segment_id=segment_id,
+                product_id=pid,
+                placement=placement,
+                brief_hash=brief.brief_hash,
+                brief=brief.to_dict(),
+                terms=[[t.term, t.weight] for t in brief.style_terms],
+                image_key=out.image_key,
+                status=VariantStatus.approved,
+                created_by=DEMO_ACTOR,
+            )
+            session.add(v)
+            session.flush()
+            assert v.id is not None
+            created_detail = {"brief_hash": brief.brief_hash, "seed": s}
+            approved_detail = {"from": "draft", "to": "approved"}
+            session.add(
+                VariantChange(
+                    variant_id=v.id, actor=DEMO_ACTOR, action="create", detail=created_detail
+                )
+            )
+            session.add(
+                VariantChange(
+                    variant_id=v.id, actor=DEMO_ACTOR, action="approve", detail=approved_detail
+                )
+            )
+            created.append(v.id)
+        session.commit()
+    return DemoVariantsOutput(created, skipped, time.perf_counter() - t0)
+
+
+def demo_keys(engine: Engine, *, seed: int = 0) -> dict[str, str]:
+    """One API key per role, derived from ``seed`` (so the demo can print them again) and
+    stored hashed; idempotent. Demo keys are guessable from the seed: never use in production."""
+    out: dict[str, str] = {}
+    with Session(engine) as session:
+        for role in Role:
+            key = generate_key(seed=f"{role.value}:{seed}")
+            created = create_key(session, role=role, name=f"demo-{role.value}", key=key)
+            out[role.value] = created.key
+        session.commit()
+    return out
+
+
+def curl_examples(keys: dict[str, str], base_url: str = "http://127.0.0.1:8000") -> str:
+    """Example ``curl`` calls for each role (a block of shell text)."""
+    b = base_url.rstrip("/")
+    s, m = keys.get("storefront", "$STOREFRONT_KEY"), keys.get("marketer", "$MARKETER_KEY")
+    a, ad = keys.get("analyst", "$ANALYST_KEY"), keys.get("admin", "$ADMIN_KEY")
+    event = (
+        '{"events": [{"event_id": "ev-1", "user_id": "u0001", "product_id": 1, '
+        '"kind": "view", "ts": "2026-01-01T12:00:00Z"}]}'
+    )
+    ct = "-H 'Content-Type: application/json'"
+    return f"""# storefront: a hero for a shopper (then follow image_url), a click, events
+curl -s -H 'Authorization: Bearer {s}' '{b}/v1/hero?user_id=u0001&placement=banner'
+curl -s -X POST -H 'Authorization: Bearer {s}' '{b}/v1/impressions/IMPRESSION_ID/click'
+curl -s -X POST -H 'Authorization: Bearer {s}' {ct} \\
+  -d '{event}' '{b}/v1/events'
+
+# marketer: segments, previews, approve, history, a one-off generation
+curl -s -H 'X-API-Key: {m}' '{b}/v1/segments'
+curl -s -X POST -H 'X-API-Key: {m}' {ct} \\
+  -d '{{"product_id": 1, "n": 2}}' '{b}/v1/segments/1/previews'
+curl -s -H 'X-API-Key: {m}' '{b}/v1/variants?status=draft'
+curl -s -X POST -H 'X-API-Key: {m}' '{b}/v1/variants/VARIANT_ID/approve'
+curl -s -H 'X-API-Key: {m}' '{b}/v1/variants/VARIANT_ID/history'
+curl -s -X POST -H 'X-API-Key: {m}' -H 'Idempotency-Key: try-1' {ct} \\
+  -d '{{"product_id": 1, "terms": [{{"term": "teal", "weight": 1.5}}]}}' '{b}/v1/generations'
+
+# analyst: click-through estimates (JSON) and the report page
+curl -s -H 'Authorization: Bearer {a}' '{b}/v1/analytics/ctr'
+curl -s -H 'Authorization: Bearer {a}' '{b}/v1/analytics/report' -o report.html
+
+# admin: erase a shopper; ops (no key): health, readiness, metrics
+curl -s -X DELETE -H 'Authorization: Bearer {ad}' '{b}/v1/users/u0001'
+curl -s '{b}/readyz'; curl -s '{b}/metrics' | head
+"""

@@ -1,0 +1,129 @@
+"""Typed dependencies: components, settings, a database session, the calling key and its
+role (with the per-key rate limit), and the services. Routes stay thin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from api.auth import Principal, role_allows
+from api.composition import Components
+from api.ratelimit import MemoryRateLimiter
+from api.settings import Settings
+from data.models import Role
+
+# auto_error=False: we answer 401 ourselves, with our error body, for both schemes.
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`")
+
+
+# The cheap dependencies are ``async``: FastAPI runs sync dependencies in the thread pool,
+# which costs more than the work they do on the hot storefront path.
+
+
+async def get_components(request: Request) -> Components:
+    """The app's components (built in the lifespan)."""
+    comps: Components | None = getattr(request.app.state, "components", None)
+    if comps is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the service is starting")
+    return comps
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]
+
+
+async def get_settings(comps: ComponentsDep) -> Settings:
+    return comps.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(comps: ComponentsDep) -> Iterator[Session]:
+    """A session per request (no autocommit; routes commit what they change)."""
+    with Session(comps.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def get_principal(
+    request: Request,
+    comps: ComponentsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """The caller from ``Authorization: Bearer`` or ``X-API-Key``; 401 when missing or
+    unknown. Also takes one token from the key's rate-limit bucket (429 when empty)."""
+    key = bearer.credentials if bearer is not None else header_key
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    known, principal = comps.keys.peek(key)
+    if not known:  # a cache miss reads the database: off the event loop
+        principal = await anyio.to_thread.run_sync(comps.keys.verify, key)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.state.principal = principal
+    rate = float(comps.settings.api.rate_limits.get(principal.role.value, 10.0))
+    burst = max(1.0, rate * comps.settings.api.rate_burst_factor)
+    bucket = f"key:{principal.key_id}"
+    if isinstance(comps.limiter, MemoryRateLimiter):
+        decision = comps.limiter.hit(bucket, rate=rate, burst=burst)
+    else:  # network I/O (Redis)
+        decision = await anyio.to_thread.run_sync(
+            lambda: comps.limiter.hit(bucket, rate=rate, burst=burst)
+        )
+    if not decision.allowed:
+        comps.metrics.rate_limited.labels(principal.role.value).inc()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "rate limit exceeded for this API key",
+            headers={"Retry-After": decision.retry_after_header},
+        )
+    return principal
+
+
+def require_role(*roles: Role) -> Callable[..., Any]:
+    """A dependency admitting ``roles`` (and admin); 403 for any other valid key."""
+    allowed = tuple(roles)
+
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not role_allows(principal.role, allowed):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"role {principal.role.value!r} may not call this route; "
+                f"allowed: {[r.value for r in allowed] + ['admin']}",
+            )
+        return principal
+
+    dependency.__name__ = f"require_{'_'.join(r.value for r in allowed)}"
+    return dependency
+
+
+StorefrontKey = Annotated[Principal, Depends(require_role(Role.storefront))]
+MarketerKey = Annotated[Principal, Depends(require_role(Role.marketer))]
+AnalystKey = Annotated[Principal, Depends(require_role(Role.analyst))]
+AdminKey = Annotated[Principal, Depends(require_role(Role.admin))]
+#: Generations are a marketer's tool (the storefront's own generations run in the background).
+GenerationKey = Annotated[Principal, Depends(require_role(Role.marketer))]
+
+
+def image_url(settings: Settings, key: str | None) -> str | None:
+    """The URL of an image key (``api.public_base_url`` + ``/v1/images/<key>``)."""
+    if not key:
+        return None
+    return f"{settings.api.public_base_url.rstrip('/')}/v1/images/{key}"

@@ -1,0 +1,91 @@
+"""Event ingestion: batches validated item by item, idempotent by event id."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+from sqlmodel import col, select
+
+from api.deps import SessionDep, StorefrontKey
+from api.schemas import EventCreate, EventErrorPublic, EventsCreate, EventsPublic
+from data.models import Product
+from data.repos.catalog import insert_events, product_ids_by_sku, upsert_users
+
+router = APIRouter(prefix="/v1", tags=["storefront"])
+
+
+def _error_text(exc: ValidationError) -> str:
+    """Field and message of each problem, never the input itself."""
+    parts = []
+    for e in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(x) for x in e.get("loc", ()))
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg")))
+    return "; ".join(parts)[:500]
+
+
+@router.post("/events", response_model=EventsPublic)
+def post_events(session: SessionDep, _key: StorefrontKey, body: EventsCreate) -> EventsPublic:
+    """Ingest up to 1000 events. Each item is validated on its own: bad items are reported
+    with their index and reason, good items are stored. Re-sending an ``event_id`` changes
+    nothing (it counts as a duplicate). Items name their product by ``product_id`` or ``sku``."""
+    errors: list[EventErrorPublic] = []
+    good: list[tuple[int, EventCreate]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for i, raw in enumerate(body.events):
+        eid = raw.get("event_id") if isinstance(raw, dict) else None
+        eid_s = eid if isinstance(eid, str) and len(eid) <= 128 else None
+        try:
+            item = EventCreate.model_validate(raw)
+        except ValidationError as exc:
+            errors.append(EventErrorPublic(index=i, event_id=eid_s, error=_error_text(exc)))
+            continue
+        if item.product_id is None and item.sku is None:
+            errors.append(
+                EventErrorPublic(index=i, event_id=eid_s, error="product_id or sku is required")
+            )
+            continue
+        if item.event_id in seen:
+            duplicates += 1
+            continue
+        seen.add(item.event_id)
+        good.append((i, item))
+    by_sku = product_ids_by_sku(session, skus=[e.sku for _, e in good if e.sku])
+    wanted_ids = {e.product_id for _, e in good if e.product_id is not None}
+    known_ids = set(
+        session.exec(select(Product.id).where(col(Product.id).in_(list(wanted_ids)))).all()
+    ) if wanted_ids else set()  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for i, e in good:
+        pid = e.product_id if e.product_id is not None else by_sku.get(e.sku or "")
+        if pid is None or (e.product_id is not None and pid not in known_ids):
+            errors.append(EventErrorPublic(index=i, event_id=e.event_id, error="unknown product"))
+            continue
+        # Stored timestamps are aware UTC; a naive one is taken to be UTC already.
+        ts = e.ts.astimezone(UTC) if e.ts.tzinfo else e.ts.replace(tzinfo=UTC)
+        rows.append(
+            {
+                "event_id": e.event_id,
+                "user_id": e.user_id,
+                "product_id": pid,
+                "kind": e.kind.value,
+                "ts": ts,
+                "session": e.session,
+                "source": e.source,
+            }
+        )
+    inserted = 0
+    if rows:
+        upsert_users(session, user_ids=[r["user_id"] for r in rows])
+        inserted = insert_events(session, events=rows)
+        session.commit()
+    errors.sort(key=lambda x: x.index)
+    return EventsPublic(
+        received=len(body.events),
+        inserted=inserted,
+        duplicates=duplicates + len(rows) - inserted,
+        errors=errors,
+    )

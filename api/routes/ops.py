@@ -1,0 +1,63 @@
+"""Operations: liveness, readiness and Prometheus metrics (no API key)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from api.schemas import ReadinessPublic
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadinessPublic,
+    responses={503: {"model": ReadinessPublic, "description": "A component is missing"}},
+)
+def readyz(request: Request) -> Response:
+    """Readiness, per component: the database answers, the product index and the generator
+    are loaded. 200 when all are, else 503 with the same body (``ready: false``)."""
+    from sqlalchemy import text
+
+    comps = getattr(request.app.state, "components", None)
+    if comps is None:
+        body = ReadinessPublic(
+            ready=False, checks={"database": False, "index": False, "generator": False}
+        )
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    r = comps.readiness
+    try:
+        with comps.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        r.database = True
+    except Exception as exc:
+        r.database = False
+        r.errors["database"] = type(exc).__name__
+    # Error names only: messages may hold paths or URLs that clients need not see.
+    errors = {k: v.split(":", 1)[0] for k, v in r.errors.items() if not getattr(r, k, True)}
+    body = ReadinessPublic(ready=r.ready, checks=r.as_dict(), errors=errors)
+    code = status.HTTP_200_OK if r.ready else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse(body.model_dump(), status_code=code)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics (text format): request latency, hero cache hit rate, generation
+    queue depth and job durations, impressions and clicks."""
+    comps = getattr(request.app.state, "components", None)
+    if comps is None:
+        return PlainTextResponse("", status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    if comps.jobs is not None:
+        try:
+            comps.metrics.queue_depth.set(comps.jobs.queue_depth())
+        except Exception:
+            pass
+    return Response(comps.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+"""Privacy: erasure of a user's data."""
+
+from __future__ import annotations
+
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from api.deps import AdminKey, ComponentsDep, SessionDep
+from api.schemas import ErasurePublic
+from api.services.erasure import ErasureIncomplete, erase_user
+
+router = APIRouter(prefix="/v1", tags=["privacy"])
+
+
+def _result_cache(comps: ComponentsDep) -> Any:
+    """genservice's brief -> image cache: the loaded generator's, else the cache file itself
+    (an API-only replica still erases its entries)."""
+    cache = getattr(comps.generator, "cache", None)
+    if cache is not None:
+        return cache
+    gen = comps.settings.generation
+    path = FsPath(gen.result_cache_file or comps.settings.home / "cache" / "results.sqlite")
+    if not path.is_file():
+        return None
+    from genservice.cache import ResultCache
+
+    return ResultCache(path)
+
+
+@router.delete(
+    "/users/{user_id}",
+    response_model=ErasurePublic,
+    responses={503: {"description": "Some files could not be erased; retry"}},
+)
+def delete_user(
+    comps: ComponentsDep,
+    session: SessionDep,
+    key: AdminKey,
+    user_id: Annotated[str, Path(min_length=1, max_length=128)],
+) -> ErasurePublic:
+    """Erase a user: events, taste profile, segment membership, embeddings and index entries,
+    user-level variants with their jobs and image files; impressions keep their aggregate
+    value with the user link set to null. Idempotent: a second call erases nothing more and
+    answers 200 with zero counts."""
+    try:
+        out = erase_user(
+            session,
+            user_id=user_id,
+            images=comps.images,
+            result_cache=_result_cache(comps),
+            user_indexes=comps.user_indexes,
+        )
+    except ErasureIncomplete:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "erasure could not complete; retry"
+        ) from None
+    comps.hero.invalidate()
+    return ErasurePublic(
+        user_id=out.user_id,
+        events=out.events,
+        profiles=out.profiles,
+        memberships=out.memberships,
+        variants=out.variants,
+        jobs=out.jobs,
+        images=out.images,
+        index_entries=out.index_entries,
+        impressions_unlinked=out.impressions_unlinked,
+        user_rows=out.user_rows,
+    )

@@ -1,0 +1,375 @@
+"""The storefront decision: which hero image a user sees, answered from what is ready.
+
+Candidates (at most ``api.max_candidates``), for the requested placement:
+
+1. ``personalized`` — the newest user-level variant of this user whose image exists;
+2. ``segment`` — approved variants of the user's segment;
+3. ``generic`` — approved variants of no segment and no user.
+
+The exploration policy chooses among them (the greedy choice follows the order above through
+per-source priors until logged clicks say otherwise); the impression is logged with the
+propensity of the choice and the whole distribution. When the user has no personalized hero
+yet, a personalized generation is enqueued *in the background* (bounded queue, per-user rate
+limit, deduplicated by brief hash). Nothing here waits on a diffusion run or on the generator:
+a busy or broken generator only means no new personalized images.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from api.composition import Components
+from api.logging import get_logger
+from api.services.policy import ArmStats, HeroPolicy, make_policy
+from data.models import (
+    Click,
+    CreativeVariant,
+    GenerationJob,
+    Impression,
+    JobStatus,
+    SegmentMembership,
+    VariantStatus,
+    new_id,
+    utcnow,
+)
+
+_IMPRESSIONS = Impression.__table__  # type: ignore[attr-defined]
+
+log = get_logger("hero")
+
+SOURCES = ("personalized", "segment", "generic")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A servable variant."""
+
+    variant_id: int
+    product_id: int
+    image_key: str
+    source: str
+
+
+@dataclass(frozen=True)
+class HeroOutput:
+    """The decision as logged: the chosen candidate, the impression and its propensity."""
+
+    impression_id: str
+    variant_id: int
+    product_id: int
+    image_key: str
+    source: str
+    policy: str
+    propensity: float
+    candidates: list[tuple[str, float]]
+
+
+class NoCreative(LookupError):
+    """No servable variant exists for this placement yet."""
+
+
+def sync_variant_images(session: Session, variants: list[CreativeVariant]) -> int:
+    """Copy finished jobs' result keys onto variants that lack an image; returns how many.
+
+    Variants learn about their images lazily (here) rather than through worker callbacks,
+    so genservice stays ignorant of variants.
+    """
+    pending = {v.job_id: v for v in variants if v.image_key is None and v.job_id}
+    if not pending:
+        return 0
+    rows = session.exec(
+        select(GenerationJob.id, GenerationJob.result_key).where(
+            col(GenerationJob.id).in_(list(pending)),
+            GenerationJob.status == JobStatus.succeeded,
+        )
+    ).all()
+    n = 0
+    for job_id, key in rows:
+        if key:
+            v = pending[job_id]
+            v.image_key = key
+            v.updated_at = utcnow()
+            session.add(v)
+            n += 1
+    if n:
+        session.commit()
+    return n
+
+
+def load_candidates(
+    session: Session, *, user_id: str, placement: str, limit: int
+) -> list[Candidate]:
+    """Servable candidates for ``user_id`` at ``placement`` (see the module docstring)."""
+    out: list[Candidate] = []
+    personal = list(
+        session.exec(
+            select(CreativeVariant)
+            .where(
+                CreativeVariant.user_id == user_id,
+                CreativeVariant.placement == placement,
+                CreativeVariant.status != VariantStatus.retired,
+            )
+            .order_by(col(CreativeVariant.updated_at).desc(), col(CreativeVariant.id).desc())
+            .limit(4)
+        )
+    )
+    sync_variant_images(session, personal)
+    for v in personal:
+        if v.image_key and v.id is not None:
+            out.append(Candidate(v.id, v.product_id, v.image_key, "personalized"))
+            break  # the newest personalized image only: older ones are stale taste
+    segment_id = session.exec(
+        select(SegmentMembership.segment_id).where(SegmentMembership.user_id == user_id)
+    ).first()
+    shared = select(CreativeVariant).where(
+        col(CreativeVariant.user_id).is_(None),
+        CreativeVariant.placement == placement,
+        CreativeVariant.status == VariantStatus.approved,
+        col(CreativeVariant.image_key).is_not(None),
+    )
+    if segment_id is not None:
+        # Leave room for one generic candidate, so its click-through keeps being measured.
+        rows = session.exec(
+            shared.where(CreativeVariant.segment_id == segment_id)
+            .order_by(col(CreativeVariant.id))
+            .limit(max(1, limit - len(out) - 1))
+        )
+        out += [
+            Candidate(v.id, v.product_id, v.image_key, "segment")
+            for v in rows
+            if v.id and v.image_key
+        ]
+    room = max(1, limit - len(out))
+    rows = session.exec(
+        shared.where(col(CreativeVariant.segment_id).is_(None))
+        .order_by(col(CreativeVariant.id))
+        .limit(room)
+    )
+    out += [
+        Candidate(v.id, v.product_id, v.image_key, "generic") for v in rows if v.id and v.image_key
+    ]
+    return out[:limit]
+
+
+class ClickStats:
+    """Impressions and clicks per variant, refreshed at most every ``ttl_s`` seconds
+    (one grouped query), so the hot path reads a dict."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl = ttl_s
+        self._at = -1e18
+        self._stats: dict[int, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: Session) -> dict[int, tuple[int, int]]:
+        now = time.monotonic()
+        if now - self._at <= self._ttl:
+            return self._stats
+        with self._lock:
+            if now - self._at <= self._ttl:
+                return self._stats
+            views = dict(
+                session.exec(
+                    select(Impression.variant_id, func.count())
+                    .where(col(Impression.variant_id).is_not(None))
+                    .group_by(col(Impression.variant_id))
+                ).all()
+            )
+            clicks = dict(
+                session.exec(
+                    select(Impression.variant_id, func.count())
+                    .join(Click, col(Click.impression_id) == col(Impression.id))
+                    .group_by(col(Impression.variant_id))
+                ).all()
+            )
+            self._stats = {
+                int(v): (int(n), int(clicks.get(v, 0))) for v, n in views.items() if v is not None
+            }
+            self._at = now
+            return self._stats
+
+    def invalidate(self) -> None:
+        self._at = -1e18
+
+
+class HeroService:
+    """Decides and logs hero impressions; owns the background personalizer."""
+
+    def __init__(self, comps: Components, *, policy: HeroPolicy | None = None) -> None:
+        self.comps = comps
+        cfg = comps.settings.api
+        self.cfg = cfg
+        self.policy = policy or make_policy(cfg)
+        self.stats = ClickStats(cfg.stats_ttl_s)
+        self._counter = itertools.count()
+        self._counter_lock = threading.Lock()
+        self._last_enqueue: dict[str, float] = {}
+        self._enqueue_lock = threading.Lock()
+        self._pending = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._candidates: dict[tuple[str, str], tuple[float, list[Candidate]]] = {}
+        self._candidates_lock = threading.Lock()
+
+    # -- decision ---------------------------------------------------------------------
+
+    def _rng(self) -> np.random.Generator:
+        with self._counter_lock:
+            n = next(self._counter)
+        return np.random.default_rng([self.cfg.seed, n])
+
+    def _arms(self, session: Session, candidates: list[Candidate]) -> list[ArmStats]:
+        stats = self.stats.get(session)
+        k = self.cfg.prior_strength
+        arms = []
+        for c in candidates:
+            views, clicks = stats.get(c.variant_id, (0, 0))
+            prior = float(self.cfg.prior_ctr.get(c.source, 0.02))
+            prior = min(max(prior, 1e-4), 1 - 1e-4)
+            arms.append(ArmStats(alpha=clicks + prior * k, beta=views - clicks + (1 - prior) * k))
+        return arms
+
+    def decide(self, session: Session, *, user_id: str, placement: str) -> HeroOutput:
+        """Choose, log the impression (committed), and return what was shown.
+
+        Raises :class:`NoCreative` when nothing is servable for ``placement``.
+        """
+        candidates = self.candidates(session, user_id=user_id, placement=placement)
+        m = self.comps.metrics
+        self.maybe_personalize(user_id=user_id, placement=placement, candidates=candidates)
+        if not candidates:
+            raise NoCreative(f"no approved creative for placement {placement!r} yet")
+        decision = self.policy.decide(self._arms(session, candidates), self._rng())
+        chosen = candidates[decision.index]
+        dist = [
+            (str(c.variant_id), round(float(p), 10))
+            for c, p in zip(candidates, decision.distribution, strict=True)
+        ]
+        impression_id = new_id()
+        # A Core insert: the ORM unit of work costs more than the rest of the decision.
+        session.execute(
+            _IMPRESSIONS.insert().values(
+                id=impression_id,
+                user_id=user_id,
+                placement=placement,
+                variant_id=chosen.variant_id,
+                product_id=chosen.product_id,
+                arm=chosen.source,
+                policy=self.policy.name,
+                propensity=decision.propensity,
+                candidates=[[k, p] for k, p in dist],
+                position=0,
+                ts=utcnow(),
+            )
+        )
+        session.commit()
+        m.impressions.labels(self.policy.name).inc()
+        m.hero_source.labels(chosen.source).inc()
+        return HeroOutput(
+            impression_id=impression_id,
+            variant_id=chosen.variant_id,
+            product_id=chosen.product_id,
+            image_key=chosen.image_key,
+            source=chosen.source,
+            policy=self.policy.name,
+            propensity=decision.propensity,
+            candidates=dist,
+        )
+
+    def candidates(self, session: Session, *, user_id: str, placement: str) -> list[Candidate]:
+        """:func:`load_candidates`, cached per (user, placement) for ``candidates_ttl_s``
+        seconds (the hot path then touches the database only to log the impression)."""
+        ttl = self.cfg.candidates_ttl_s
+        key = (user_id, placement)
+        now = time.monotonic()
+        if ttl > 0:
+            hit = self._candidates.get(key)
+            if hit is not None and hit[0] > now:
+                self.comps.metrics.hero_cache.labels("hit").inc()
+                return hit[1]
+        self.comps.metrics.hero_cache.labels("miss").inc()
+        found = load_candidates(
+            session, user_id=user_id, placement=placement, limit=self.cfg.max_candidates
+        )
+        if ttl > 0:
+            with self._candidates_lock:
+                if len(self._candidates) >= 100_000:
+                    self._candidates.clear()  # bounded memory; entries are cheap to rebuild
+                self._candidates[key] = (now + ttl, found)
+        return found
+
+    def invalidate(self) -> None:
+        """Forget cached candidates and click statistics (after approvals, retirements,
+        edits and erasures, so they show at once on this replica)."""
+        with self._candidates_lock:
+            self._candidates.clear()
+        self.stats.invalidate()
+
+    # -- background personalization ----------------------------------------------------
+
+    def maybe_personalize(
+        self, *, user_id: str, placement: str, candidates: list[Candidate]
+    ) -> bool:
+        """Enqueue a personalized generation for ``user_id`` in the background when the user
+        has none ready, at most once per ``personalize_interval_s``; never blocks."""
+        orch = self.comps.orchestrator
+        if not self.cfg.personalize or orch is None or self.comps.jobs is None:
+            return False
+        if candidates and candidates[0].source == "personalized":
+            return False
+        now = time.monotonic()
+        with self._enqueue_lock:
+            last = self._last_enqueue.get(f"{user_id}|{placement}")
+            if last is not None and now - last < self.cfg.personalize_interval_s:
+                self.comps.metrics.enqueued.labels("rate_limited").inc()
+                return False
+            if self._pending >= self.cfg.personalize_queue:
+                self.comps.metrics.enqueued.labels("dropped").inc()
+                return False
+            if len(self._last_enqueue) > 100_000:
+                self._last_enqueue.clear()
+            self._last_enqueue[f"{user_id}|{placement}"] = now
+            self._pending += 1
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personalize")
+            executor = self._executor
+        executor.submit(self._personalize, user_id, placement)
+        return True
+
+    def _personalize(self, user_id: str, placement: str) -> None:
+        try:
+            out: Any = self.comps.orchestrator.personalize(user_id=user_id, placement=placement)  # type: ignore[union-attr]
+            outcome = (
+                "skipped" if out is None else ("deduplicated" if out.deduplicated else "enqueued")
+            )
+            self.comps.metrics.enqueued.labels(outcome).inc()
+        except Exception:
+            self.comps.metrics.enqueued.labels("error").inc()
+            log.warning("personalized enqueue failed", exc_info=True, extra={"user_id": user_id})
+        finally:
+            with self._enqueue_lock:
+                self._pending -= 1
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait for queued background enqueues (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._enqueue_lock:
+                if self._pending == 0:
+                    return
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Stop accepting background work; queued enqueues finish."""
+        with self._enqueue_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)

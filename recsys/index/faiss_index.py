@@ -1,0 +1,386 @@
+"""FAISS-backed :class:`~recsys.index.base.VectorIndex` (the only module importing ``faiss``).
+
+Inner product on (by default) L2-normalised vectors, stable int64 ids, add/update/remove
+without a rebuild, and atomic save/load. How ids and removal work depends on the index
+family built from the factory string:
+
+- **flat codes** (``"Flat"``, ``"PQ16"``, ``"SQ8"``, ...): wrapped in ``IndexIDMap2``;
+  removal compacts the codes (O(n) per call, fine for catalogs).
+- **IVF** (``"IVF256,Flat"``, ``"IVF256,PQ16"``, ...): ids live in the inverted lists
+  (``add_with_ids``); removal is native; a hashtable direct map gives ``reconstruct``. The
+  quantizer is trained on the first upsert (or an explicit :meth:`FaissIndex.train`), which
+  therefore needs enough vectors (see :meth:`FaissIndex.min_train_size`).
+- **HNSW** (``"HNSW32"``, ...), which cannot delete: a removed or replaced vector is
+  *tombstoned* (its slot's id becomes -1) and excluded during search with an ``IDSelector``,
+  so results stay exact with respect to the graph; when tombstones exceed
+  ``compact_fraction`` of the slots the graph is rebuilt from the live vectors
+  (``reconstruct``: exact for ``HNSW*``/``HNSW*,Flat``, lossy for ``HNSW*,PQ``/``SQ``).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import faiss as _faiss
+import numpy as np
+
+from recsys.index._common import (
+    atomic_save_arrays,
+    check_ids,
+    check_k,
+    check_upsert,
+    check_vectors,
+    load_arrays,
+    normalise,
+    pad_results,
+)
+
+#: faiss's bundled stubs lag its SWIG API (DirectMap, SearchParametersHNSW, ...): use it untyped.
+faiss: Any = _faiss
+
+_MODES = ("idmap", "ivf", "tombstone")
+
+
+def _make_inner(dim: int, factory: str) -> Any:
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ValueError(f"factory {factory!r} is not a valid FAISS factory string: {e}") from e
+
+
+def _mode_of(inner: Any) -> str:
+    if faiss.try_extract_index_ivf(inner) is not None:
+        return "ivf"
+    if isinstance(inner, faiss.IndexFlatCodes):
+        return "idmap"
+    return "tombstone"
+
+
+def _selector(ids: np.ndarray) -> Any:
+    """An ``IDSelectorArray`` over ``ids`` (the selector IVF's hashtable direct map accepts)."""
+    arr = np.ascontiguousarray(ids, dtype=np.int64)
+    sel = faiss.IDSelectorArray(arr.size, faiss.swig_ptr(arr))
+    sel._keepalive = arr  # the selector points into this buffer
+    return sel
+
+
+class FaissIndex:
+    """Inner-product FAISS index with stable ids (see the module docstring for the families).
+
+    ``factory``: FAISS factory string, e.g. ``"Flat"``, ``"HNSW32"``, ``"IVF256,PQ16"``.
+    ``ef_search`` / ``ef_construction``: HNSW beam widths; ``nprobe``: IVF lists probed;
+    ``compact_fraction``: tombstone share that triggers an HNSW rebuild, in (0, 1].
+    ``normalize``: L2-normalise vectors and queries (scores are cosines).
+    Thread-safe: one lock guards every call.
+    """
+
+    kind = "faiss"
+
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "Flat",
+        *,
+        normalize: bool = True,
+        ef_search: int = 256,
+        ef_construction: int = 80,
+        nprobe: int = 16,
+        compact_fraction: float = 0.25,
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+        if not isinstance(factory, str) or not factory.strip():
+            raise ValueError(f"factory must be a non-empty FAISS factory string, got {factory!r}")
+        for name, value in (("ef_search", ef_search), ("ef_construction", ef_construction),
+                            ("nprobe", nprobe)):  # fmt: skip
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0.0 < compact_fraction <= 1.0:
+            raise ValueError(f"compact_fraction must be in (0, 1], got {compact_fraction}")
+        self._dim = dim
+        self.factory = factory.strip()
+        self.normalize = normalize
+        self.ef_search = ef_search
+        self.ef_construction = ef_construction
+        self.nprobe = nprobe
+        self.compact_fraction = compact_fraction
+        self._lock = threading.RLock()
+        self._init_empty()
+
+    def _init_empty(self) -> None:
+        inner = _make_inner(self._dim, self.factory)
+        self._mode = _mode_of(inner)
+        if self._mode == "idmap":
+            self._index = faiss.IndexIDMap2(inner)
+            self._inner = inner  # keep a Python reference: IndexIDMap2 does not own it
+        else:
+            self._index = inner
+        self._configure()
+        # id -> slot (tombstone mode) or id -> 0 (membership only, other modes)
+        self._slot: dict[int, int] = {}
+        # tombstone mode: slot -> id, -1 for dead slots
+        self._labels = np.zeros(0, dtype=np.int64)
+        self._dead = 0
+
+    def _configure(self) -> None:
+        ivf = faiss.try_extract_index_ivf(self._index)
+        if ivf is not None:
+            ivf.nprobe = self.nprobe
+            if ivf.direct_map.type != faiss.DirectMap.Hashtable:
+                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
+        if hnsw is not None:
+            hnsw.efConstruction = self.ef_construction
+            hnsw.efSearch = self.ef_search
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def mode(self) -> str:
+        """``"idmap"``, ``"ivf"`` or ``"tombstone"`` (how ids and removal are handled)."""
+        return self._mode
+
+    @property
+    def n_tombstones(self) -> int:
+        """Dead HNSW slots awaiting compaction (always 0 outside tombstone mode)."""
+        return self._dead
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, (int, np.integer)) and int(item) in self._slot
+
+    def ids(self) -> np.ndarray:
+        """All live ids, int64 ``(n,)`` (no particular order)."""
+        return np.fromiter(self._slot.keys(), dtype=np.int64, count=len(self._slot))
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def min_train_size(self) -> int:
+        """Vectors needed to train this index (0 when no training is needed)."""
+        if self._index.is_trained:
+            return 0
+        ivf = faiss.try_extract_index_ivf(self._index)
+        need = int(ivf.nlist) if ivf is not None else 1
+        if "PQ" in self.factory or "SQ" in self.factory:
+            need = max(need, 256)  # 8-bit codebooks have 256 centroids each
+        return need
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train the quantizers (IVF/PQ) on ``vectors`` (n, dim); no-op if already trained."""
+        vec = check_vectors(vectors, self._dim)
+        with self._lock:
+            if self._index.is_trained:
+                return
+            need = self.min_train_size()
+            if vec.shape[0] < need:
+                raise ValueError(
+                    f"factory {self.factory!r} needs at least {need} training vectors, "
+                    f"got {vec.shape[0]}"
+                )
+            self._index.train(normalise(vec) if self.normalize else vec)
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add ``vectors`` (n, dim) under ``ids`` (n,); an existing id's vector is replaced."""
+        ids_arr, vec = check_upsert(ids, vectors, self._dim)
+        if self.normalize:
+            vec = normalise(vec)
+        if ids_arr.size == 0:
+            return
+        with self._lock:
+            if not self._index.is_trained:
+                self.train(vec)
+            existing = np.array([i for i in ids_arr.tolist() if i in self._slot], dtype=np.int64)
+            if self._mode == "tombstone":
+                self._kill(existing)
+                start = int(self._index.ntotal)
+                self._index.add(vec)
+                self._labels = np.concatenate([self._labels, ids_arr])
+                for j, i in enumerate(ids_arr.tolist()):
+                    self._slot[i] = start + j
+                self._maybe_compact()
+            else:
+                if existing.size:
+                    self._index.remove_ids(_selector(existing))
+                self._index.add_with_ids(vec, ids_arr)
+                for i in ids_arr.tolist():
+                    self._slot[i] = 0
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Delete ``ids`` (unknown ids are ignored); returns how many were removed."""
+        ids_arr = check_ids(ids)
+        with self._lock:
+            present = np.array(
+                sorted({i for i in ids_arr.tolist() if i in self._slot}), dtype=np.int64
+            )
+            if present.size == 0:
+                return 0
+            if self._mode == "tombstone":
+                self._kill(present)
+                for i in present.tolist():
+                    del self._slot[i]
+                self._maybe_compact()
+            else:
+                removed = int(self._index.remove_ids(_selector(present)))
+                if removed != present.size:  # pragma: no cover - would be a FAISS bug
+                    raise RuntimeError(f"FAISS removed {removed} of {present.size} ids")
+                for i in present.tolist():
+                    del self._slot[i]
+            return int(present.size)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (q, k) float32, ids (q, k) int64)``, best first; padded with -inf / -1
+        when fewer than ``k`` vectors exist."""
+        k = check_k(k)
+        q = check_vectors(queries, self._dim, name="queries")
+        if self.normalize:
+            q = normalise(q)
+        with self._lock:
+            if len(self._slot) == 0:
+                return pad_results(
+                    np.full((q.shape[0], k), -np.inf, np.float32),
+                    np.full((q.shape[0], k), -1, np.int64),
+                )
+            params = self._search_params()
+            if params is None:
+                scores, found = self._index.search(q, k)
+            else:
+                scores, found = self._index.search(q, k, params=params)
+            if self._mode == "tombstone":
+                found = np.where(found >= 0, self._labels[np.maximum(found, 0)], -1)
+        return pad_results(scores, found)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of ``ids`` as float32 ``(n, dim)`` (lossy for PQ/SQ codes);
+        unknown ids raise ``KeyError``."""
+        ids_arr = check_ids(ids)
+        with self._lock:
+            missing = [i for i in ids_arr.tolist() if i not in self._slot]
+            if missing:
+                raise KeyError(f"ids not in index: {missing[:10]}")
+            out = np.zeros((ids_arr.size, self._dim), dtype=np.float32)
+            for row, i in enumerate(ids_arr.tolist()):
+                key = self._slot[i] if self._mode == "tombstone" else i
+                out[row] = self._index.reconstruct(int(key))
+            return out
+
+    # ------------------------------------------------------------------ tombstones
+    def _kill(self, ids: np.ndarray) -> None:
+        for i in ids.tolist():
+            slot = self._slot[i]
+            self._labels[slot] = -1
+            self._dead += 1
+
+    def _search_params(self) -> Any:
+        hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
+        sel = None
+        if self._mode == "tombstone" and self._dead:
+            dead = np.flatnonzero(self._labels < 0).astype(np.int64)
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+            self._sel_keepalive = sel  # the C++ selector must outlive the search call
+        if hnsw is not None:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = self.ef_search
+        elif faiss.try_extract_index_ivf(self._index) is not None:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self.nprobe
+        elif sel is None:
+            return None
+        else:
+            params = faiss.SearchParameters()
+        if sel is not None:
+            params.sel = sel
+        return params
+
+    def _maybe_compact(self) -> None:
+        if self._dead and self._dead >= self.compact_fraction * max(1, self._labels.size):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rebuild a tombstoned index from its live vectors (no-op in other modes)."""
+        with self._lock:
+            if self._mode != "tombstone" or self._dead == 0:
+                return
+            live_slots = np.flatnonzero(self._labels >= 0)
+            vectors = (
+                self._index.reconstruct_batch(live_slots.astype(np.int64))
+                if live_slots.size
+                else np.zeros((0, self._dim), np.float32)
+            )
+            labels = self._labels[live_slots]
+            self._init_empty()
+            if labels.size:
+                self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self._labels = labels.copy()
+            self._slot = {int(i): s for s, i in enumerate(labels.tolist())}
+
+    # ------------------------------------------------------------------ persistence
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "dim": self._dim,
+            "factory": self.factory,
+            "normalize": self.normalize,
+            "ef_search": self.ef_search,
+            "ef_construction": self.ef_construction,
+            "nprobe": self.nprobe,
+            "compact_fraction": self.compact_fraction,
+            "mode": self._mode,
+            "dead": self._dead,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write index + id map to ``path`` as one file, atomically (temp file, fsync,
+        ``os.replace``): a crash mid-save leaves the previous file intact."""
+        with self._lock:
+            blob = faiss.serialize_index(self._index)
+            ids = self.ids() if self._mode != "tombstone" else self._labels.copy()
+            meta = self._meta()
+        atomic_save_arrays(Path(path), meta, {"faiss": blob, "ids": ids})
+
+    @classmethod
+    def load(cls, path: Path) -> FaissIndex:
+        """Read an index written by :meth:`save`."""
+        meta, arrays = load_arrays(Path(path))
+        if meta.get("kind") != cls.kind:
+            raise ValueError(f"{path} holds a {meta.get('kind')!r} index, not {cls.kind!r}")
+        return cls.from_arrays(meta, arrays)
+
+    @classmethod
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> FaissIndex:
+        index = cls(
+            int(meta["dim"]),
+            str(meta["factory"]),
+            normalize=bool(meta["normalize"]),
+            ef_search=int(meta["ef_search"]),
+            ef_construction=int(meta["ef_construction"]),
+            nprobe=int(meta["nprobe"]),
+            compact_fraction=float(meta["compact_fraction"]),
+        )
+        index._index = faiss.deserialize_index(np.ascontiguousarray(arrays["faiss"]))
+        index._inner = None
+        index._mode = str(meta["mode"])
+        if index._mode not in _MODES:
+            raise ValueError(f"index file has unknown mode {index._mode!r}")
+        index._configure()
+        ids = arrays["ids"].astype(np.int64)
+        if index._mode == "tombstone":
+            index._labels = ids
+            index._slot = {int(i): s for s, i in enumerate(ids.tolist()) if i >= 0}
+            index._dead = int((ids < 0).sum())
+        else:
+            index._slot = dict.fromkeys(ids.tolist(), 0)
+        if len(index._slot) != (index._index.ntotal - index._dead):
+            raise ValueError(
+                f"index file is inconsistent: {len(index._slot)} ids for "
+                f"{index._index.ntotal - index._dead} live vectors"
+            )
+        return index

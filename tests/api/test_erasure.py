@@ -1,0 +1,114 @@
+"""DELETE /v1/users/{id}: after erasure no database row, index id or image file of the user
+remains; aggregate impressions stay (unlinked); a second call is harmless."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from apitest_helpers import build_env
+from sqlalchemy import inspect, text
+from sqlmodel import Session, select
+
+from api.composition import images_dir
+from data.models import Click, CreativeVariant, Impression, JobStatus, Segment
+
+
+class FakeUserIndex:
+    """A vector index with per-user entries (ids -> user)."""
+
+    def __init__(self) -> None:
+        self.owner = {1: "u1", 2: "u1", 3: "u2"}
+
+    def remove_user(self, user_id: str) -> int:
+        gone = [i for i, u in self.owner.items() if u == user_id]
+        for i in gone:
+            del self.owner[i]
+        return len(gone)
+
+
+def rows_mentioning(engine, needle: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """``table.column`` of every stored value equal to ``needle`` or containing it in JSON."""
+    hits = []
+    insp = inspect(engine)
+    with engine.connect() as conn:
+        for table in insp.get_table_names():
+            cols = [c["name"] for c in insp.get_columns(table)]
+            for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                for col, value in zip(cols, row, strict=True):
+                    if value == needle or (isinstance(value, str) and f'"{needle}"' in value):
+                        hits.append(f"{table}.{col}")
+    return hits
+
+
+def test_erasure_leaves_nothing_of_the_user(tmp_path: Path) -> None:
+    for env in build_env(tmp_path, worker=True):
+        index = FakeUserIndex()
+        env.comps.user_indexes.append(index)
+        s_key = env.auth("storefront")
+        first = env.client.get("/v1/hero", params={"user_id": "u1"}, headers=s_key).json()
+        env.client.post(f"/v1/impressions/{first['impression_id']}/click", headers=s_key)
+        env.comps.hero.drain()
+        with Session(env.comps.engine) as s:
+            [v] = s.exec(select(CreativeVariant).where(CreativeVariant.user_id == "u1")).all()
+        deadline = time.monotonic() + 10
+        while env.comps.jobs.get(v.job_id).status != JobStatus.succeeded:  # type: ignore[union-attr, arg-type]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        served = env.client.get("/v1/hero", params={"user_id": "u1"}, headers=s_key).json()
+        assert served["source"] in ("personalized", "segment", "generic")
+        job = env.comps.jobs.get(v.job_id)  # type: ignore[union-attr, arg-type]
+        personal_key = job.result_key  # type: ignore[union-attr]
+        assert personal_key and env.comps.images.exists(personal_key)  # type: ignore[union-attr]
+        files_before = {p.name for p in images_dir(env.comps.settings).rglob("*.png")}
+        assert personal_key in files_before
+        assert rows_mentioning(env.comps.engine, "u1")  # the user is there before
+
+        r = env.client.delete("/v1/users/u1", headers=env.auth("admin"))
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["events"] == 6 and out["profiles"] == 1 and out["memberships"] == 1
+        assert out["variants"] == 1 and out["jobs"] == 1 and out["images"] == 1
+        assert out["index_entries"] == 2 and out["user_rows"] == 1
+        assert out["impressions_unlinked"] == 2
+
+        assert rows_mentioning(env.comps.engine, "u1") == []
+        assert not env.comps.images.exists(personal_key)  # type: ignore[union-attr]
+        files_after = {p.name for p in images_dir(env.comps.settings).rglob("*.png")}
+        assert files_after == files_before - {personal_key}
+        assert env.client.get(f"/v1/images/{personal_key}").status_code == 404
+        assert index.owner == {3: "u2"}
+        with Session(env.comps.engine) as s:
+            imps = s.exec(select(Impression)).all()
+            assert len(imps) == 2 and all(i.user_id is None for i in imps)
+            assert len(s.exec(select(Click)).all()) == 1  # aggregate CTR keeps its click
+            seg = s.get(Segment, env.world.segment_id)
+            assert seg is not None and seg.size == 1
+        # Other users are untouched.
+        assert "event.user_id" in rows_mentioning(env.comps.engine, "u2")
+
+        again = env.client.delete("/v1/users/u1", headers=env.auth("admin")).json()
+        assert {k: v for k, v in again.items() if k != "user_id"} == dict.fromkeys(
+            ["events", "profiles", "memberships", "variants", "jobs", "images", "index_entries",
+             "impressions_unlinked", "user_rows"], 0)  # fmt: skip
+        # The user may come back later as a fresh shopper.
+        assert (
+            env.client.get("/v1/hero", params={"user_id": "u1"}, headers=s_key).status_code == 200
+        )
+
+
+def test_erasure_failure_keeps_rows_for_a_retry(tmp_path: Path) -> None:
+    for env in build_env(tmp_path, personalize=False):
+
+        class Broken:
+            def remove_user(self, user_id: str) -> int:
+                raise OSError("/secret/index/path")
+
+        env.comps.user_indexes.append(Broken())
+        r = env.client.delete("/v1/users/u2", headers=env.auth("admin"))
+        assert r.status_code == 503 and "secret" not in r.text
+        assert rows_mentioning(env.comps.engine, "u2")
+        env.comps.user_indexes.clear()
+        r = env.client.delete("/v1/users/u2", headers=env.auth("admin"))
+        assert r.status_code == 200 and r.json()["events"] == 1
+        assert rows_mentioning(env.comps.engine, "u2") == []

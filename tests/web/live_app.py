@@ -1,0 +1,24 @@
+"""The app the browser tests run under uvicorn (``uvicorn live_app:create --factory``): the
+real app and in-process worker, with :class:`webtest_helpers.FakeGenerator` in place of the
+diffusion generator and no vector index, so start-up takes a second and a regeneration
+reports its progress step by step."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.app import create_app
+from api.composition import build_components
+from api.settings import Settings
+
+
+def create() -> FastAPI:
+    """The app for the settings in the environment (``TAILORSHOT_*``)."""
+    from webtest_helpers import FakeGenerator
+
+    settings = Settings()
+    comps = build_components(settings)
+    generator = FakeGenerator(comps.images)
+    # run_worker stays on: start_components builds genservice's worker on this generator.
+    comps.loaders = {"index": lambda: object(), "generator": lambda: generator}
+    return create_app(settings, components=comps)
