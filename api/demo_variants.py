@@ -179,12 +179,12 @@ def curl_examples(keys: dict[str, str], base_url: str = "http://127.0.0.1:8000")
     s, m = keys.get("storefront", "$STOREFRONT_KEY"), keys.get("marketer", "$MARKETER_KEY")
     a, ad = keys.get("analyst", "$ANALYST_KEY"), keys.get("admin", "$ADMIN_KEY")
     event = (
-        '{"events": [{"event_id": "ev-1", "user_id": "u0001", "product_id": 1, '
+        '{"events": [{"event_id": "ev-1", "user_id": "u00001", "product_id": 1, '
         '"kind": "view", "ts": "2026-01-01T12:00:00Z"}]}'
     )
     ct = "-H 'Content-Type: application/json'"
     return f"""# storefront: a hero for a shopper (then follow image_url), a click, events
-curl -s -H 'Authorization: Bearer {s}' '{b}/v1/hero?user_id=u0001&placement=banner'
+curl -s -H 'Authorization: Bearer {s}' '{b}/v1/hero?user_id=u00001&placement=banner'
 curl -s -X POST -H 'Authorization: Bearer {s}' '{b}/v1/impressions/IMPRESSION_ID/click'
 curl -s -X POST -H 'Authorization: Bearer {s}' {ct} \\
   -d '{event}' '{b}/v1/events'
@@ -204,6 +204,6 @@ curl -s -H 'Authorization: Bearer {a}' '{b}/v1/analytics/ctr'
 curl -s -H 'Authorization: Bearer {a}' '{b}/v1/analytics/report' -o report.html
 
 # admin: erase a shopper; ops (no key): health, readiness, metrics
-curl -s -X DELETE -H 'Authorization: Bearer {ad}' '{b}/v1/users/u0001'
+curl -s -X DELETE -H 'Authorization: Bearer {ad}' '{b}/v1/users/u00001'
 curl -s '{b}/readyz'; curl -s '{b}/metrics' | head
 """

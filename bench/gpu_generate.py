@@ -250,10 +250,15 @@ def main() -> None:
     pipe.vae.to(memory_format=torch.channels_last)
     record("bf16+cl", 1)
     record(f"bf16+cl+b{args.batch}", args.batch)
+    errors: dict[str, str] = {}
     if compile_ok:
-        pipe.unet = torch.compile(pipe.unet, mode=args.compile_mode, fullgraph=True)
-        record("compiled", 1)
-        record(f"compiled+b{args.batch}", args.batch)
+        try:
+            pipe.unet = torch.compile(pipe.unet, mode=args.compile_mode, fullgraph=True)
+            record("compiled", 1)
+            record(f"compiled+b{args.batch}", args.batch)
+        except Exception as exc:  # keep the eager figures when compilation fails
+            errors["compiled"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+            print(f"torch.compile failed: {errors['compiled']}", flush=True)
     else:
         print(
             "torch.compile variants skipped ("
@@ -269,6 +274,7 @@ def main() -> None:
         "steps": args.steps,
         "build_s": round(build_s, 2),
         "results": results,
+        "errors": errors,
         "speedup_vs_defaults": {k: round(v["images_per_s"] / base, 2) for k, v in results.items()},
     }
     print(json.dumps(summary, indent=2))

@@ -39,6 +39,8 @@ class GenerationConfig(BaseModel):
     ip_adapter_weight_name: str = "ip-adapter.safetensors"
     #: A float, or per-block scales such as ``{"up": {"block_0": [0.0, 1.0, 0.0]}}``.
     ip_adapter_scale: float | dict[str, Any] = 0.6
+    #: With references but a model without IP-Adapter: fail (True) or warn and ignore them.
+    require_ip_adapter: bool = False
     max_batch: int = Field(default=8, ge=1, le=64)
     channels_last: bool = False
     compile_unet: bool = False

@@ -182,13 +182,27 @@ class HeroGenerator:
             image=init,
             mask_image=mask,
         )
-        if brief.references:
+        use_refs = bool(brief.references or brief.reference_embedding_ids)
+        if use_refs and not getattr(self.backend, "supports_ip_adapter", True):
+            if self.config.require_ip_adapter:
+                raise GenerationError(
+                    "brief.references: this model has no IP-Adapter and "
+                    "generation.require_ip_adapter is on"
+                )
+            log.warning(
+                "model %s has no IP-Adapter: ignoring %d reference(s) of brief %s",
+                self.backend.model_id,
+                len(brief.references) + len(brief.reference_embedding_ids),
+                brief.brief_hash[:12],
+            )
+            use_refs = False
+        if use_refs and brief.references:
             request.ip_adapter_image = [self.load_image(r).convert("RGB") for r in brief.references]
             hashes = dict(brief.content_hashes)
             if all(r in hashes for r in brief.references):
                 request.reference_hashes = [hashes[r] for r in brief.references]
             request.ip_adapter_scale = self.config.ip_adapter_scale
-        elif brief.reference_embedding_ids:
+        elif use_refs and brief.reference_embedding_ids:
             embeds_by_id = getattr(self.backend, "embeds_by_id", None)
             if embeds_by_id is None:
                 raise GenerationError("reference_embedding_ids: this backend caches no embeddings")

@@ -32,8 +32,8 @@ class RecsysConfig(BaseModel):
     index_factory: str = Field(
         default="Flat", min_length=1, description="'numpy' or a FAISS factory string."
     )
-    index_hnsw_ef_search: int = Field(default=256, ge=1)
-    index_hnsw_ef_construction: int = Field(default=80, ge=1)
+    index_hnsw_ef_search: int = Field(default=512, ge=1)
+    index_hnsw_ef_construction: int = Field(default=200, ge=1)
     index_ivf_nprobe: int = Field(default=16, ge=1)
 
     # --- taste profiles, style terms, references, segments, recommendations (recsys/profiles.py)
@@ -52,6 +52,9 @@ class RecsysConfig(BaseModel):
         lt=1,
         description="If set, the cut height is this quantile of the catalog's pairwise cosine "
         "distances (adapts to any embedding model); else profile_cluster_threshold.",
+    )
+    profile_merge_centroids: bool = Field(
+        default=True, description="Join clusters whose centroids are within the cut height."
     )
     profile_max_interests: int = Field(default=4, ge=1, le=32)
     profile_min_interest_share: float = Field(default=0.1, ge=0, lt=1)

@@ -38,6 +38,7 @@ __all__ = [
     "TasteProfile",
     "cluster_items",
     "decayed_weights",
+    "merge_close_centroids",
     "threshold_from_quantile",
 ]
 
@@ -334,6 +335,33 @@ def threshold_from_quantile(
     return float(max(np.quantile(d[iu], quantile), 1e-6))
 
 
+def merge_close_centroids(
+    vectors: np.ndarray, weights: np.ndarray, labels: np.ndarray, *, threshold: float
+) -> np.ndarray:
+    """Merge clusters whose weighted centroids are closer than ``threshold`` (cosine
+    distance), closest pair first. Average linkage keeps apart two halves of one interest
+    whose items are spread out (e.g. the same colour in two categories) although their
+    centres nearly coincide; this pass joins them. Labels are renumbered from 0."""
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    x = np.asarray(vectors, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    while True:
+        ids = np.unique(labels)
+        if len(ids) < 2:
+            break
+        cents = np.stack([(w[labels == i, None] * x[labels == i]).sum(axis=0) for i in ids])
+        cents /= np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
+        dist = 1.0 - cents @ cents.T
+        np.fill_diagonal(dist, np.inf)
+        a, b = np.unravel_index(int(np.argmin(dist)), dist.shape)
+        if dist[a, b] >= threshold:
+            break
+        labels[labels == ids[b]] = ids[a]
+    _, first = np.unique(labels, return_index=True)
+    order = {int(labels[i]): n for n, i in enumerate(sorted(first))}
+    return np.array([order[int(v)] for v in labels], dtype=np.int64)
+
+
 def _normalise(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)
@@ -357,6 +385,7 @@ class ProfileBuilder:
         max_terms_per_facet: int = 2,
         n_references: int = 4,
         mmr_lambda: float = 0.7,
+        merge_centroids: bool = True,
         scorer: StyleTermScorer | None = None,
     ) -> None:
         weights = dict(DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights)
@@ -392,6 +421,7 @@ class ProfileBuilder:
         self.max_terms_per_facet = int(max_terms_per_facet)
         self.n_references = int(n_references)
         self.mmr_lambda = float(mmr_lambda)
+        self.merge_centroids = bool(merge_centroids)
         self.scorer = scorer
 
     @classmethod
@@ -420,6 +450,7 @@ class ProfileBuilder:
             max_terms_per_facet=config.profile_max_terms_per_facet,
             n_references=config.profile_n_references,
             mmr_lambda=config.mmr_lambda,
+            merge_centroids=getattr(config, "profile_merge_centroids", True),
             scorer=scorer,
         )
 
@@ -452,6 +483,10 @@ class ProfileBuilder:
         """Interests of distinct items ``item_ids`` ``(m,)`` with unit ``vectors`` ``(m, dim)``
         and decayed ``weights`` ``(m,)``: heaviest first, weights summing to 1."""
         labels = cluster_items(vectors, threshold=self.cluster_threshold, linkage=self.linkage)
+        if self.merge_centroids:
+            labels = merge_close_centroids(
+                vectors, weights, labels, threshold=self.cluster_threshold
+            )
         total = float(weights.sum())
         clusters = []
         for lab in np.unique(labels):

@@ -239,11 +239,9 @@ def build_index(
         products = list(session.exec(select(Product).order_by(col(Product.id))))
     old: dict[str, np.ndarray] = {}
     old_ids: set[int] = set()
-    old_model = ""
     store = d / PRODUCTS_FILE
     if store.is_file():
         with np.load(store, allow_pickle=False) as z:
-            old_model = str(z["model_id"])
             old_ids = {int(i) for i in z["ids"]}
             old = {str(k): v for k, v in zip(z["keys"], z["vectors"], strict=True)}
 
@@ -260,12 +258,9 @@ def build_index(
                 resolved = embedder()
         return resolved
 
-    # the model id is part of every key; without an embedder instance we trust the store's
-    model_id = old_model
-    if isinstance(embedder, Embedder):
-        model_id = embedder.model_id
-    elif not old_model:
-        model_id = get_embedder().model_id
+    # the model id is part of every key, so the configured model is always resolved (a
+    # swapped checkpoint must never be mistaken for the one that made the stored vectors)
+    model_id = get_embedder().model_id
 
     def key_of(p: Product) -> tuple[str, Path | None]:
         h = hashlib.sha256(model_id.encode())
@@ -683,6 +678,16 @@ def build_segments(
     members = [{users[i] for i in m} for m in fit.members()]
     items, model_id = load_item_vectors(home)
     scorer = load_scorer(config=config, home=home, items=items, model_id=model_id)
+    # Segments are described against the population of shoppers, not the catalog: a profile
+    # embedding is a normalised mean of many items, which shifts every term's cosine the
+    # same way for every shopper; calibrating on the profiles cancels that shift, so a
+    # segment's terms are what sets it apart from the other shoppers.
+    population = StyleTermScorer.calibrate(
+        vocabulary=scorer.vocabulary,
+        term_embeddings=scorer.term_embeddings,
+        catalog_vectors=x,
+        std_floor=config.style_std_floor,
+    )
 
     with Session(engine) as session:
         old_segments = {int(s.id): s for s in session.exec(select(Segment))}  # type: ignore[arg-type]
@@ -710,9 +715,8 @@ def build_segments(
         for c in _tqdm(progress)(range(fit.k), "segments", fit.k):
             idx = np.flatnonzero(fit.labels == c)
             member_x = x[idx]
-            # profile embeddings are means of item vectors, so the calibrated scorer applies
-            scores = scorer.score(member_x)
-            terms = scorer.top_terms(
+            scores = population.score(member_x)
+            terms = population.top_terms(
                 scores, n=config.profile_n_terms, max_per_facet=config.profile_max_terms_per_facet
             )
             sims = items.vectors @ fit.centroids[c]
@@ -725,7 +729,7 @@ def build_segments(
             )
             examples = [int(items.ids[top[i]]) for i in pick]
             # the label names what the products show (settings and lighting only correlate)
-            shown = scorer.top_terms(
+            shown = population.top_terms(
                 scores, n=3, max_per_facet=1, facets=("colour", "aesthetic", "pattern", "material")
             )
             label = " ".join(t.term for t in shown) or f"segment {c}"

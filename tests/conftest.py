@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from data.db import drop_all, init_db, make_engine  # noqa: E402
+from data.db import drop_all, init_db, make_engine
 
 PG_ADMIN_URL = os.environ.get(
     "TAILORSHOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

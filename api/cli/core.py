@@ -30,8 +30,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @app.command()
     def serve(
-        host: str = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
-        port: int = typer.Option(None, help="Port (default from settings: 8000)."),
+        host: str | None = typer.Option(None, help="Bind address (default: settings, 127.0.0.1)."),
+        port: int | None = typer.Option(None, help="Port (default: settings, 8000)."),
     ) -> None:
         """Start the HTTP API (OpenAPI docs at /docs)."""
         import uvicorn

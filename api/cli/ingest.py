@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO
+from typing import TextIO
 
 import typer
 
@@ -32,7 +32,7 @@ def _run(
     settings = load_settings()
     engine = open_engine(settings)
     fn = import_catalog if kind == "catalog" else import_events
-    errors_out: IO[str] | None = errors.open("w") if errors else None
+    errors_out: TextIO | None = errors.open("w") if errors else None
     try:
         report = fn(
             engine,

@@ -43,6 +43,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         work: Path = typer.Option(None, help="Checkpoints and data cache (default HOME/training)."),
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
         batch_size: int = typer.Option(16, help="Images per step."),
+        lr: float = typer.Option(1e-3, help="Peak learning rate."),
+        crop: int = typer.Option(0, help="Train on random CROP x CROP windows (0 = full)."),
+        decoder_only: bool = typer.Option(
+            False, help="Fine-tune only the decoder of OUT/vae (latent space unchanged)."
+        ),
         threads: int = typer.Option(1, help="torch CPU threads (0 = torch default)."),
     ) -> None:
         """Train the small AutoencoderKL (64x64 RGB <-> 4x8x8 latents) on demo scenes."""
@@ -58,6 +63,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             device=device,
             resume=resume,
             batch_size=batch_size,
+            lr=lr,
+            crop=crop or None,
+            decoder_only=decoder_only,
         )
         print_json(s.__dict__)
 

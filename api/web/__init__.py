@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -20,17 +21,29 @@ STATIC_URL = "/ui/static"
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-# Pages are public shells; a strict CSP keeps them to their own assets.
+# Pages are public shells; a strict CSP keeps them to their own assets (no inline script or
+# style, no eval). Images may also come from ``api.public_base_url`` when that is another
+# origin (a CDN in front of /v1/images).
 _CSP = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "default-src 'self'; img-src 'self' data: blob:{extra}; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
 )
+
+
+def content_security_policy(public_base_url: str = "") -> str:
+    """The pages' CSP; ``public_base_url``'s origin is allowed for images."""
+    parts = urlsplit(public_base_url)
+    extra = f" {parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else ""
+    return _CSP.format(extra=extra)
 
 
 def _page(request: Request, name: str, active: str) -> HTMLResponse:
     ctx: dict[str, Any] = {"static_url": STATIC_URL, "active": active}
     response = templates.TemplateResponse(request, name, ctx)
-    response.headers["Content-Security-Policy"] = _CSP
+    settings = getattr(request.app.state, "settings", None)
+    base = settings.api.public_base_url if settings is not None else ""
+    response.headers["Content-Security-Policy"] = content_security_policy(base)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "no-store"
     return response

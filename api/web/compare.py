@@ -70,7 +70,7 @@ class ProductCard(BaseModel):
     id: int
     title: str
     category: str
-    image_url: str
+    image_url: str | None
 
 
 class VariantCtr(BaseModel):
@@ -136,8 +136,12 @@ def compare_heroes(
         if source not in found:
             return None
         vid, pid, key = found[source]
-        return HeroPreview(variant_id=vid, product_id=pid, product_title=titles.get(pid),
-                           image_url=image_url(settings, key))  # fmt: skip
+        return HeroPreview(
+            variant_id=vid,
+            product_id=pid,
+            product_title=titles.get(pid),
+            image_url=image_url(settings, key),
+        )
 
     return ComparePublic(
         user_id=user_id,
@@ -159,7 +163,12 @@ def product_cards(
     rows = session.exec(select(Product).where(col(Product.id).in_(wanted))).all()
     by_id = {p.id: p for p in rows}
     return [
-        ProductCard(id=i, title=p.title, category=p.category, image_url=f"/ui/products/{i}/image")
+        ProductCard(
+            id=i,
+            title=p.title,
+            category=p.category,
+            image_url=f"/ui/products/{i}/image" if p.image else None,
+        )
         for i in wanted
         if (p := by_id.get(i)) is not None
     ]
@@ -194,7 +203,11 @@ def variant_ctr(
     if placement is not None:
         views_q = views_q.where(Impression.placement == placement)
         clicks_q = clicks_q.where(Impression.placement == placement)
-    views = {int(v): int(n) for v, n in session.exec(views_q.group_by(col(Impression.variant_id)))}
+    views = {
+        int(v): int(n)
+        for v, n in session.exec(views_q.group_by(col(Impression.variant_id)))
+        if v is not None
+    }
     clicks = {
         int(v): int(n)
         for v, n in session.exec(clicks_q.group_by(col(Impression.variant_id)))
@@ -220,18 +233,34 @@ def variant_ctr(
             continue
         lo, hi = wilson_interval(c, n, alpha)
         title = titles.get(v.product_id) if v is not None else None
-        rows.append(VariantCtr(
-            label=f"#{vid} {arm}" + (f" · {title}" if title else ""),
-            arm=arm, variant_id=vid, product_id=v.product_id if v else None,
-            impressions=n, clicks=c, ctr=c / n, ci_low=lo, ci_high=hi,
-        ))  # fmt: skip
+        rows.append(
+            VariantCtr(
+                label=f"#{vid} {arm}" + (f" · {title}" if title else ""),
+                arm=arm,
+                variant_id=vid,
+                product_id=v.product_id if v else None,
+                impressions=n,
+                clicks=c,
+                ctr=c / n,
+                ci_low=lo,
+                ci_high=hi,
+            )
+        )
     if pooled[0]:
         lo, hi = wilson_interval(pooled[1], pooled[0], alpha)
-        rows.append(VariantCtr(
-            label=f"personalized ({pooled[2]} variants, pooled)", arm="personalized",
-            variant_id=None, product_id=None, impressions=pooled[0], clicks=pooled[1],
-            ctr=pooled[1] / pooled[0], ci_low=lo, ci_high=hi,
-        ))  # fmt: skip
+        rows.append(
+            VariantCtr(
+                label=f"personalized ({pooled[2]} variants, pooled)",
+                arm="personalized",
+                variant_id=None,
+                product_id=None,
+                impressions=pooled[0],
+                clicks=pooled[1],
+                ctr=pooled[1] / pooled[0],
+                ci_low=lo,
+                ci_high=hi,
+            )
+        )
     rows.sort(key=lambda r: (-r.impressions, r.label))
     rows = rows[:limit]
     return VariantCtrs(data=rows, count=len(rows), alpha=alpha)

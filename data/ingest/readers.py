@@ -50,7 +50,7 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 class _CountingReader(io.RawIOBase):
     """Wraps a binary file and reports bytes read (for the progress bar)."""
 
-    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None] | None) -> None:
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], object] | None) -> None:
         self._raw = raw
         self._on_read = on_read
 
@@ -66,7 +66,7 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
-def _text_stream(raw: BinaryIO, on_read: Callable[[int], None] | None) -> io.TextIOWrapper:
+def _text_stream(raw: BinaryIO, on_read: Callable[[int], object] | None) -> io.TextIOWrapper:
     buffered = io.BufferedReader(_CountingReader(raw, on_read), buffer_size=1 << 20)
     return io.TextIOWrapper(buffered, encoding="utf-8", errors="surrogateescape", newline="")
 
@@ -81,7 +81,7 @@ def _has_bad_bytes(values: Any) -> bool:
     return False
 
 
-def read_csv(raw: BinaryIO, *, on_read: Callable[[int], None] | None = None) -> Iterator[RowItem]:
+def read_csv(raw: BinaryIO, *, on_read: Callable[[int], object] | None = None) -> Iterator[RowItem]:
     """Stream a CSV with a header row. A row with a wrong column count is an error."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     text = _text_stream(raw, on_read)
@@ -119,7 +119,9 @@ def read_csv(raw: BinaryIO, *, on_read: Callable[[int], None] | None = None) -> 
         yield row_no, dict(zip(header, row, strict=True))
 
 
-def read_jsonl(raw: BinaryIO, *, on_read: Callable[[int], None] | None = None) -> Iterator[RowItem]:
+def read_jsonl(
+    raw: BinaryIO, *, on_read: Callable[[int], object] | None = None
+) -> Iterator[RowItem]:
     """Stream JSON Lines: one JSON object per line; blank lines are skipped."""
     text = _text_stream(raw, on_read)
     row_no = 0
@@ -149,7 +151,7 @@ def read_parquet(
     path: Path,
     *,
     batch_size: int = 10_000,
-    on_rows: Callable[[int], None] | None = None,
+    on_rows: Callable[[int], object] | None = None,
 ) -> Iterator[RowItem]:
     """Stream a Parquet file batch by batch."""
     import pyarrow.parquet as pq

@@ -112,7 +112,7 @@ def save_losses(out_dir: Path, losses: list[float], name: str = "loss") -> None:
 def train_loop(
     *,
     modules: dict[str, nn.Module],
-    params: Iterable[nn.Parameter],
+    params: Iterable[torch.Tensor],
     loss_fn: Callable[[int, torch.Generator], torch.Tensor],
     cfg: LoopConfig,
     work_dir: str | Path,

@@ -413,7 +413,8 @@ def evaluate_generator(
         )
         extra["ip_reference_colours"] = [tr.colours[i] for i in ref_idx[:10]]
     if sheet_path is not None:
-        contact_sheet(images[:24], prompts[:24], sheet_path, ip_images=None)
+        pick = np.linspace(0, n - 1, min(24, n)).round().astype(int)  # captions are sorted
+        contact_sheet(images[pick], [prompts[i] for i in pick], sheet_path, ip_images=None)
     return GeneratorEvalOutput(
         n=n,
         colour_match=colour_match,

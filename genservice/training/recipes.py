@@ -90,12 +90,19 @@ def train_vae_recipe(
     device: str = "auto",
     resume: bool = False,
     batch_size: int = 16,
-    lr: float = 2e-3,
-    crop: int | None = 32,
+    lr: float = 1e-3,
+    crop: int | None = None,
+    decoder_only: bool = False,
     data: DataSpec | None = None,
     progress: bool = True,
 ) -> RecipeOutput:
-    """Train the VAE and write ``out/vae`` (diffusers ``AutoencoderKL`` folder)."""
+    """Train the VAE and write ``out/vae`` (diffusers ``AutoencoderKL`` folder).
+
+    ``decoder_only``: fine-tune the decoder of the existing ``out/vae`` (the latent space, and
+    so any UNet trained on it, is unchanged); checkpoints go to ``work_root/vae_decoder``.
+    """
+    from diffusers import AutoencoderKL
+
     from genservice.training.vae import VaeSpec, train_vae
 
     data = data or DataSpec()
@@ -110,12 +117,15 @@ def train_vae_recipe(
         warmup_steps=30,
         progress=progress,
     )
+    init = AutoencoderKL.from_pretrained(str(out / "vae")) if decoder_only else None
     vae, loop = train_vae(
         images=ds.train.images,
         spec=VaeSpec(),
         cfg=cfg,
         batch_size=batch_size,
-        work_dir=work_root / "vae",
+        work_dir=work_root / ("vae_decoder" if decoder_only else "vae"),
+        init=init,
+        decoder_only=decoder_only,
         crop=crop,
         resume=resume,
         stop_after=stop_after,
@@ -123,7 +133,7 @@ def train_vae_recipe(
     target = out / "vae"
     vae.to("cpu").save_pretrained(str(target), safe_serialization=True)
     s = _summary(
-        "vae",
+        "vae_decoder" if decoder_only else "vae",
         target,
         loop,
         {
@@ -181,7 +191,12 @@ def train_unet_recipe(
     vae = AutoencoderKL.from_pretrained(str(out / "vae")).to(dev).eval()
     work = work_root / "unet"
     work.mkdir(parents=True, exist_ok=True)
-    lat_path = work / "latents.pt"
+    import hashlib
+
+    # Latents depend on the VAE weights: key the cache by them so a retrained VAE re-encodes.
+    vae_file = next((out / "vae").glob("*.safetensors"))
+    vae_hash = hashlib.sha256(vae_file.read_bytes()).hexdigest()[:12]
+    lat_path = work / f"latents_{vae_hash}.pt"
     if lat_path.exists():
         latents = torch.load(lat_path)
     else:

@@ -190,7 +190,7 @@ def train_unet(
         params = list({id(p): p for p in params}.values())  # adapter params live in the unet
         modules["image_encoder"] = image_encoder
         gate = ipa.ImageTokenGate(unet)
-    noise_sched = DDPMScheduler(**scheduler_kwargs())
+    noise_sched: Any = DDPMScheduler(**scheduler_kwargs())
     alphas = noise_sched.alphas_cumprod.to(dev)
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
@@ -250,7 +250,7 @@ def fixed_batch_loss(
     from diffusers import DDPMScheduler
 
     g = torch.Generator().manual_seed(seed)
-    sched = DDPMScheduler(**scheduler_kwargs())
+    sched: Any = DDPMScheduler(**scheduler_kwargs())
     noise = torch.randn(latents.shape, generator=g)
     t = torch.randint(0, 1000, (latents.shape[0],), generator=g)
     a = sched.alphas_cumprod[t].sqrt()[:, None, None, None]
@@ -266,7 +266,7 @@ def save_pipeline(
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     sched = DDIMScheduler(**scheduler_kwargs(), set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

@@ -38,7 +38,7 @@ def build_vae(spec: VaeSpec, *, seed: int) -> Any:
 
     torch.manual_seed(seed)
     n = len(spec.block_out_channels)
-    vae = AutoencoderKL(
+    vae: Any = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * n,
@@ -52,8 +52,11 @@ def build_vae(spec: VaeSpec, *, seed: int) -> Any:
     # Start the posterior narrow (std ~0.05): with the weak KL term a std-1 start drowns the
     # latents in noise and the decoder learns grey blur for hundreds of steps; pipelines also
     # sample from this posterior (img2img, inpainting), so it must stay narrow.
+    # The log-variance comes out of ``quant_conv`` (a 1x1 mix after the encoder), so that is
+    # where the narrow start is set.
     with torch.no_grad():
-        vae.encoder.conv_out.bias[spec.latent_channels :].fill_(-6.0)
+        vae.quant_conv.weight[spec.latent_channels :].zero_()
+        vae.quant_conv.bias[spec.latent_channels :].fill_(-6.0)
     return vae
 
 
@@ -77,6 +80,8 @@ def train_vae(
     work_dir: str | Path,
     kl_weight: float = 1e-6,
     crop: int | None = None,
+    init: Any | None = None,
+    decoder_only: bool = False,
     resume: bool = False,
     stop_after: int | None = None,
 ) -> tuple[Any, LoopOutput]:
@@ -92,7 +97,13 @@ def train_vae(
     if crop is not None and (crop < 8 or crop % 8):
         raise ValueError(f"crop must be a multiple of 8 and >= 8, got {crop}")
     seed_everything(cfg.seed)
-    vae = build_vae(spec, seed=cfg.seed).to(cfg.device)
+    vae = (init if init is not None else build_vae(spec, seed=cfg.seed)).to(cfg.device)
+    if decoder_only:
+        # Sharpen the decoder while the latent space (and any UNet trained on it) stays fixed.
+        vae.requires_grad_(False)
+        vae.decoder.requires_grad_(True)
+        vae.post_quant_conv.requires_grad_(True)
+    scale_before = float(vae.config.scaling_factor)
     data = to_tensor(images)
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
@@ -112,7 +123,7 @@ def train_vae(
 
     out = train_loop(
         modules={"vae": vae},
-        params=vae.parameters(),
+        params=[p for p in vae.parameters() if p.requires_grad],
         loss_fn=loss_fn,
         cfg=cfg,
         work_dir=work_dir,
@@ -124,7 +135,10 @@ def train_vae(
         sub = data[: min(512, data.shape[0])].to(cfg.device)
         lat = torch.cat([vae.encode(b).latent_dist.mean for b in sub.split(64)])
         std = float(lat.std())
-    vae.register_to_config(scaling_factor=1.0 / std)
+    if not decoder_only:
+        vae.register_to_config(scaling_factor=1.0 / std)
+    else:
+        vae.register_to_config(scaling_factor=scale_before)
     out.extra["latent_std"] = std
     with torch.no_grad():
         rec = torch.cat([vae.decode(vae.encode(b).latent_dist.mean).sample for b in sub.split(64)])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from recsys.config import RecsysConfig
 from recsys.embedders.base import Embedder
 
 
@@ -149,3 +150,21 @@ class CachedEmbedder:
         """float32 ``(len(texts), dim)``; keyed on the UTF-8 text."""
         keys = [content_key(self.model_id, "text", t.encode("utf-8")) for t in texts]
         return self._cached(keys, lambda idx: self.embedder.embed_texts([texts[i] for i in idx]))
+
+
+def embedder_from_config(config: RecsysConfig, *, home: Path | None = None) -> Embedder:
+    """The configured OpenCLIP embedder (``clip_*`` settings), wrapped in the on-disk cache
+    at ``embedding_cache_dir`` (default ``<home>/cache/embeddings``; no cache without either)."""
+    from recsys.embedders.clip import OpenClipEmbedder
+
+    embedder = OpenClipEmbedder.load(
+        config.clip_model,
+        pretrained=config.clip_pretrained,
+        model_config=config.clip_model_config,
+        device=config.clip_device,
+        batch_size=config.clip_batch_size,
+    )
+    cache_dir = config.embedding_cache_dir or (
+        Path(home) / "cache" / "embeddings" if home is not None else None
+    )
+    return CachedEmbedder(embedder, EmbeddingCache(cache_dir)) if cache_dir else embedder

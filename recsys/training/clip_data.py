@@ -112,22 +112,22 @@ _WRAPPERS = (
     "an image of a {}",
 )
 _SCENE_WRAPPERS = ("a {} {}", "a photo of a {} {}", "a {}, {}")
-_GENERIC = (
-    "something {colour}",
-    "a {colour} product",
-    "a {colour} object",
-    "a photo of a {colour} thing",
-    "a photo of a {category}",
-    "a {category}",
-    "a {style} {category}",
-    "a {category} made of {material}",
-    "a {category} in {colour}",
-    "a {colour} {category} with a {pattern} pattern",
-    "a {pattern} {category}",
-    "{material}",
-    "{colour}",
-    "a {style} style product",
-)
+#: Single-attribute captions, so that a bare term ("a mug", "something red", "vintage")
+#: lands near the products that have it (zero-shot classification and style terms use these).
+SINGLE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "category": ("a photo of a {}", "a {}", "a product photo of a {}", "an image of a {}"),
+    "colour": ("something {}", "a {} product", "a {} object", "a {} item", "{}"),
+    "style": ("a {} style product", "something {}", "a {} item", "{} style"),
+    "material": ("something made of {}", "a {} product", "a {} item", "{}"),
+    "pattern": ("a {} product", "something with a {} pattern", "a {} item", "{}"),
+}
+_SINGLE_WEIGHTS = {
+    "category": 0.35,
+    "colour": 0.25,
+    "style": 0.14,
+    "material": 0.13,
+    "pattern": 0.13,
+}
 
 
 def _phrase(product: ClipProduct, rng: random.Random) -> tuple[str, set[str]]:
@@ -145,11 +145,11 @@ def make_caption(
     product: ClipProduct, *, rng: random.Random, scene: str | None = None
 ) -> tuple[str, set[str]]:
     """A random caption of ``product`` and the set of attribute keys it mentions."""
-    if rng.random() < 0.2:
-        template = rng.choice(_GENERIC)
-        keys = {k for k in ATTRIBUTE_KEYS if "{" + k + "}" in template}
-        if all(product.attr(k) for k in keys):
-            return template.format(**{k: product.attr(k) for k in keys}), keys
+    if rng.random() < 0.3:
+        keys = [k for k in _SINGLE_WEIGHTS if product.attr(k)]
+        if keys:
+            key = rng.choices(keys, weights=[_SINGLE_WEIGHTS[k] for k in keys])[0]
+            return rng.choice(SINGLE_TEMPLATES[key]).format(product.attr(key)), {key}
     phrase, used = _phrase(product, rng)
     if scene and rng.random() < 0.6:
         return rng.choice(_SCENE_WRAPPERS).format(phrase, scene), used

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from recsys.training.clip_data import (
+    ATTRIBUTE_KEYS,
+    SINGLE_TEMPLATES,
     AttributeCodes,
     ClipProduct,
     ProductSource,
@@ -73,6 +75,7 @@ class ClipTrainConfig:
     threads: int = 1
     checkpoint_every: int = 100
     save_fp16: bool = True
+    attribute_loss_weight: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads", "checkpoint_every"):
@@ -85,6 +88,10 @@ class ClipTrainConfig:
             raise ValueError("studio_views + scene_views must be >= 1")
         if not 0 < self.min_lr <= self.lr:
             raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if self.attribute_loss_weight < 0:
+            raise ValueError(
+                f"attribute_loss_weight must be >= 0, got {self.attribute_loss_weight}"
+            )
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not self.arch_config.is_file():
@@ -283,6 +290,14 @@ def train_clip(
     log(f"rendered {len(pool.product_index)} training images at {size}px")
     codes = AttributeCodes(src.products)
     product_codes = torch.from_numpy(np.stack([codes.encode(p) for p in train_products]))
+    # Attribute prompts ("a photo of a mug", "something red", ...) for every value of each
+    # attribute, in code order: the image must pick its own value among all of them. This is
+    # zero-shot classification used as a training signal; held-out products never enter it.
+    attr_values = {
+        k: sorted(codes.vocab[k], key=codes.vocab[k].__getitem__)
+        for k in ATTRIBUTE_KEYS
+        if len(codes.vocab[k]) > 1 and "" not in codes.vocab[k]
+    }
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -367,7 +382,20 @@ def train_clip(
         tokens = tokenizer(captions)
         img = F.normalize(model.encode_image(images), dim=-1)
         txt = F.normalize(model.encode_text(tokens), dim=-1)
-        loss = multi_positive_clip_loss(img, txt, positives, model.logit_scale.exp())
+        scale = model.logit_scale.exp()
+        loss = multi_positive_clip_loss(img, txt, positives, scale)
+        if cfg.attribute_loss_weight > 0 and attr_values:
+            prompts: list[str] = []
+            spans: list[tuple[int, int, int]] = []
+            for key, values in attr_values.items():
+                template = caption_rng.choice(SINGLE_TEMPLATES[key])
+                spans.append((ATTRIBUTE_KEYS.index(key), len(prompts), len(prompts) + len(values)))
+                prompts += [template.format(v) for v in values]
+            ptxt = F.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+            attr_loss = torch.stack(
+                [F.cross_entropy(scale * img @ ptxt[s:e].T, c[:, j]) for j, s, e in spans]
+            ).mean()
+            loss = loss + cfg.attribute_loss_weight * attr_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -474,6 +502,9 @@ def write_model_card(out: ClipTrainOutput, cfg: ClipTrainConfig, *, path: Path) 
         "- captions built from attributes (colour, pattern, material, style, category) with",
         "  varied templates, random attribute subsets and scene phrases; a caption that fits",
         "  several products in the batch counts all of them as positives (multi-positive InfoNCE)",
+        f"- plus an attribute-prompt term (weight {cfg.attribute_loss_weight}): each image must",
+        '  pick its own value among prompts for every value of each attribute ("a photo of a',
+        '  mug", "something red", random template per step); training products only',
         "- augmentation: small shifts, horizontal flips, brightness; never hue (colour is a label)",
         "",
         "## Training",

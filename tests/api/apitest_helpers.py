@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,7 +189,7 @@ class FakeReport:
 
 def build_env(
     tmp_path: Path, *, mode: str = "ok", worker: bool = False, real_report: bool = False, **api: Any
-) -> Iterator[Env]:
+) -> Generator[Env, None, None]:
     """An app on a fresh state folder, seeded; ``mode`` of the fake generator; ``worker``
     runs genservice's real worker on it; ``real_report`` uses recsys's (slow) report."""
     home = tmp_path / "home"

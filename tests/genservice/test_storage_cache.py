@@ -17,6 +17,7 @@ from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
 from genservice.cache import CachedResult, ResultCache
 from genservice.compose import check_fidelity, cut_out, parse_box, place_cutout, read_metadata
 from genservice.config import GenerationConfig
+from genservice.errors import GenerationError
 from genservice.generator import HeroGenerator, HeroOutput
 from genservice.safety import SkinToneHeuristicChecker
 from genservice.storage import ImageStore, LocalImageStore, content_key
@@ -180,3 +181,16 @@ def test_bad_brief_fails_alone_with_return_exceptions(home: Path) -> None:
     assert isinstance(outs[1], HeroOutput)
     with pytest.raises(Exception, match="this generator serves"):
         gen.generate(_brief(seed=9).__class__(product=_brief().product, model_id="other"))
+
+
+def test_references_without_an_ip_adapter(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gen = _generator(home, ip_adapter=None)
+    brief = _brief(seed=5, references=("ref.png",))
+    with caplog.at_level("WARNING"):
+        out = gen.generate(brief)
+    assert "has no IP-Adapter: ignoring 1 reference" in caplog.text
+    assert gen.store.exists(out.image_key)
+    strict = _generator(home / "strict", ip_adapter=None, require_ip_adapter=True)
+    strict.home = home
+    with pytest.raises(GenerationError, match="require_ip_adapter"):
+        strict.generate(_brief(seed=6, references=("ref.png",)))

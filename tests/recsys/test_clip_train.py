@@ -124,6 +124,8 @@ def test_config_validation(tmp_path: Path) -> None:
         _cfg(tmp_path, steps=0)
     with pytest.raises(ValueError, match="min_lr"):
         _cfg(tmp_path, lr=1e-4, min_lr=1e-3)
+    with pytest.raises(ValueError, match="attribute_loss_weight"):
+        _cfg(tmp_path, attribute_loss_weight=-1.0)
     with pytest.raises(FileNotFoundError, match="arch_config"):
         _cfg(tmp_path, arch_config=tmp_path / "missing.json")
 

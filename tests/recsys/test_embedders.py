@@ -234,3 +234,15 @@ def test_shipped_default_known_answer() -> None:
     sims = x @ t.T
     assert sims[0, 0] > sims[0, 1] and sims[0, 0] > sims[0, 2]  # red mug: colour and category
     assert sims[1, 3] > sims[1, 2] and sims[1, 3] > sims[1, 1]
+
+
+def test_embedder_from_config(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from recsys.config import RecsysConfig
+    from recsys.embedders.cache import embedder_from_config
+
+    cfg = RecsysConfig(clip_model=str(tiny["folder"]), clip_batch_size=3)
+    emb = embedder_from_config(cfg, home=tmp_path)
+    assert isinstance(emb, CachedEmbedder) and emb.dim == 16
+    emb.embed_texts(["a red mug"])
+    assert (tmp_path / "cache" / "embeddings" / "embeddings.sqlite").is_file()
+    assert isinstance(embedder_from_config(cfg), OpenClipEmbedder)

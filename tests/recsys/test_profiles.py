@@ -195,6 +195,21 @@ def test_threshold_from_catalog_quantile() -> None:
     assert ProfileBuilder.from_config(cfg).cluster_threshold == cfg.profile_cluster_threshold
 
 
+def test_merge_close_centroids_joins_split_halves() -> None:
+    from recsys.profiles import merge_close_centroids
+
+    # two spread-out halves around e0 (their centroids coincide) and one cluster at e1
+    x = unit(
+        np.array([[1, 0.6, 0, 0], [1, -0.6, 0, 0], [1, 0, 0.6, 0], [1, 0, -0.6, 0], [0, 0, 0, 1]])
+    )
+    labels = np.array([0, 0, 1, 1, 2])
+    merged = merge_close_centroids(x, np.ones(5), labels, threshold=0.1)
+    assert merged.tolist() == [0, 0, 0, 0, 1]
+    # clusters farther apart than the threshold stay apart
+    far = np.array([0, 0, 0, 0, 1])
+    assert merge_close_centroids(x, np.ones(5), far, threshold=0.5).tolist() == [0, 0, 0, 0, 1]
+
+
 def test_cluster_items_known_labels() -> None:
     x = unit(np.array([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0.05, 1, 0]], dtype=np.float32))
     assert cluster_items(x, threshold=0.3).tolist() == [0, 0, 1, 1]

@@ -121,7 +121,7 @@ def test_saved_folder_loads_and_generates(tiny_pipeline: Path) -> None:
     ).images
     np.testing.assert_array_equal(out, again)  # seeded
 
-    inpaint = StableDiffusionInpaintPipeline(**pipe.components)
+    inpaint: Any = StableDiffusionInpaintPipeline(**pipe.components)
     inpaint.set_progress_bar_config(disable=True)
     image = Image.new("RGB", (32, 32), (200, 40, 40))
     mask = Image.new("L", (32, 32), 255)

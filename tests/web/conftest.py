@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,26 +16,14 @@ from webtest_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     LiveServer,
-    UiWorld,
+    UiEnv,
     seed_ui_world,
     start_live_server,
 )
 
 from api.app import create_app
-from api.composition import Components, build_components
+from api.composition import build_components
 from api.settings import ApiConfig, Settings
-
-
-
-@dataclass
-class UiEnv:
-    client: TestClient
-    comps: Components
-    world: UiWorld
-    home: Path
-
-    def auth(self, role: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.world.keys[role]}"}
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +33,18 @@ def ui_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiEnv]:
     settings = Settings(
         home=home,
         database_url=None,
-        api=ApiConfig(load_generator=False, run_worker=False, personalize=False,
-                      key_cache_ttl_s=0.0, candidates_ttl_s=0.0, report_bootstrap=20),  # fmt: skip
+        api=ApiConfig(
+            load_generator=False,
+            run_worker=False,
+            personalize=False,
+            key_cache_ttl_s=0.0,
+            candidates_ttl_s=0.0,
+            report_bootstrap=20,
+        ),
     )
     comps = build_components(settings)
     comps.loaders = {"index": lambda: object()}
-    world = seed_ui_world(comps.engine, comps.images, home, n_impressions=300)
+    world = seed_ui_world(comps.engine, comps.images, home, n_impressions=900)
     with TestClient(create_app(settings, components=comps)) as client:
         yield UiEnv(client=client, comps=comps, world=world, home=home)
 
@@ -65,7 +57,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The app under uvicorn on a free port; the analytics report is computed in the
     background from the start, so the analyst page does not wait for it."""
     if not CHROMIUM.exists():
-        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(
+            f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("browser tests need the playwright Python package (pip install playwright)")
     server = start_live_server(tmp_path_factory.mktemp("live") / "home")
     headers = {"Authorization": f"Bearer {server.world.keys['analyst']}"}
     warm = threading.Thread(
@@ -83,10 +81,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def browser(live: LiveServer) -> Iterator[Any]:
     """Headless Chromium (never downloaded: Debian's binary)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("browser tests need the playwright Python package")
+    from playwright.sync_api import sync_playwright
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)

@@ -5,6 +5,8 @@ reports its progress step by step."""
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 
 from api.app import create_app
@@ -14,11 +16,11 @@ from api.settings import Settings
 
 def create() -> FastAPI:
     """The app for the settings in the environment (``TAILORSHOT_*``)."""
-    from webtest_helpers import FakeGenerator
+    from webtest_helpers import FAKE_STEP_ENV, FakeGenerator
 
     settings = Settings()
     comps = build_components(settings)
-    generator = FakeGenerator(comps.images)
+    generator = FakeGenerator(comps.images, step_s=float(os.environ.get(FAKE_STEP_ENV, "0.15")))
     # run_worker stays on: start_components builds genservice's worker on this generator.
     comps.loaders = {"index": lambda: object(), "generator": lambda: generator}
     return create_app(settings, components=comps)

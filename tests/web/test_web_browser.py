@@ -66,7 +66,7 @@ def test_marketer_approves_and_storefront_serves(browser: Any, live: LiveServer)
     errors.clear()  # the 401 of the refused key is logged by the browser console
 
     log_in(page, live, "marketer", "/ui/marketer")
-    seg1, seg2 = w.segment_ids
+    seg1 = w.segment_ids[0]
     page.click(f'#segment-list button[data-segment-id="{seg1}"]')
     assert page.get_attribute(f'button[data-segment-id="{seg1}"]', "aria-pressed") == "true"
     assert page.evaluate("document.activeElement.id") == "segment-title"
@@ -84,9 +84,13 @@ def test_marketer_approves_and_storefront_serves(browser: Any, live: LiveServer)
     assert before.status_code == 404, before.text
 
     card.get_by_role("button", name=f"Approve variant {w.draft_variant_id}").click()
-    approved = page.locator(f'article[data-variant-id="{w.draft_variant_id}"][data-status="approved"]')
+    approved = page.locator(
+        f'article[data-variant-id="{w.draft_variant_id}"][data-status="approved"]'
+    )
     approved.wait_for()
     assert "Approved" in approved.locator(".status").inner_text()
+    # Focus stays in the rebuilt card (its heading: the Approve button is now disabled).
+    assert page.evaluate("document.activeElement.id") == f"vh-{w.draft_variant_id}"
 
     hero = httpx.get(f"{live.base}/v1/hero", params={"user_id": w.member}, headers=sf)
     assert hero.status_code == 200, hero.text
@@ -115,12 +119,25 @@ def test_regenerate_shows_progress_live(browser: Any, live: LiveServer) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     log_in(page, live, "marketer", "/ui/marketer")
     page.click(f'#segment-list button[data-segment-id="{w.segment_ids[0]}"]')
+    page.wait_for_selector("#variant-grid[aria-busy=false]")
+    parsed = page.evaluate("parseTerms('red:1.2,  linen , beach:0')")
+    assert parsed == [
+        {"term": "red", "weight": 1.2},
+        {"term": "linen", "weight": 1},
+        {"term": "beach", "weight": 0},
+    ]
     vid = w.second_draft_variant_id
     card = page.locator(f'article[data-variant-id="{vid}"]')
     old_src = card.locator("img").get_attribute("src")
-    card.locator("summary").click()
+    # Keyboard only: open the editor, type the terms, submit with Enter.
+    card.locator("summary").focus()
+    page.keyboard.press("Enter")
     page.fill(f"#terms-{vid}", "red:1.2, beach:0.8, golden hour")
-    page.locator(f'article[data-variant-id="{vid}"] button[type=submit]').click()
+    page.press(f"#terms-{vid}", "Enter")
+    # The card is rebuilt as a draft being rendered; focus follows it.
+    page.wait_for_function(
+        "(id) => document.activeElement && document.activeElement.id === `vh-${id}`", arg=vid
+    )
     status = page.locator(f'article[data-variant-id="{vid}"] .status')
     assert status.get_attribute("aria-live") == "polite"
     # The fake generator reports 6 steps, 150 ms apart: at least one is seen mid-way.
@@ -159,5 +176,16 @@ def test_analyst_page_draws_plots(browser: Any, live: LiveServer) -> None:
     assert page.locator("#chart-ess table tbody tr").count() == 3
     assert page.evaluate(A11Y_JS) == []
     shoot(page, "analyst")
+    # The skip link is the first stop of the tab order and lands on the content.
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # An analyst key does not open the marketer page.
+    page.goto(f"{live.base}/ui/marketer")
+    page.wait_for_selector("body[data-ready=true]")
+    assert "cannot open this page" in page.inner_text("#page-error")
     assert errors == []
     page.close()

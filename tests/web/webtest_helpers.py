@@ -45,6 +45,8 @@ from data.models import (
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts" / "web"
+#: Seconds per step of the live server's FakeGenerator (read by ``live_app``).
+FAKE_STEP_ENV = "TAILORSHOT_TEST_FAKE_STEP_S"
 CHROMIUM = Path("/usr/bin/chromium")
 #: Debian's Chromium, headless, quiet: no sandbox (containers), no GPU, no background traffic.
 CHROMIUM_ARGS = [
@@ -91,12 +93,15 @@ def render_cutout(index: int, size: int = 160) -> Image.Image:
     return render_product(attrs, category=cat, size=size, seed=index)
 
 
-def render_scene_png(index: int, setting: str, lighting: str, *, seed: int, size: int = 256) -> bytes:
+def render_scene_png(
+    index: int, setting: str, lighting: str, *, seed: int, size: int = 256
+) -> bytes:
     """A hero-like scene: product ``index`` placed in ``setting`` under ``lighting``."""
     from data.demo.render import compose_scene
 
-    scene = compose_scene(render_cutout(index), setting=setting, lighting=lighting, size=size,
-                          seed=seed)  # fmt: skip
+    scene = compose_scene(
+        render_cutout(index), setting=setting, lighting=lighting, size=size, seed=seed
+    )
     return png_bytes(scene.image)
 
 
@@ -120,14 +125,20 @@ class UiWorld:
 
 
 def seed_ui_world(
-    engine: Engine, images: Any, home: Path, *, n_impressions: int = 900, seed: int = 0
+    engine: Engine,
+    images: Any,
+    home: Path,
+    *,
+    n_impressions: int = 900,
+    epsilon: float = 0.2,
+    seed: int = 4,
 ) -> UiWorld:
     """Write the world into ``engine`` and ``images`` (an image store with ``put``).
 
     Segment 1 ("Bold reds"): users u001–u030, two draft variants (with images), nothing
     approved. Segment 2 ("Warm naturals"): users u031–u060, two approved variants, personalized
     variants for u031–u045. One retired generic variant. ``n_impressions`` impressions of
-    segment-2 shoppers logged by an epsilon-greedy policy (epsilon 0.2) over
+    segment-2 shoppers logged by an epsilon-greedy policy (``epsilon``) over
     personalized / segment / generic candidates, clicks drawn with ``TRUE_CTR``.
     """
     rng = np.random.default_rng(seed)
@@ -140,8 +151,14 @@ def seed_ui_world(
             rel = f"catalog/ui-{i}.png"
             on_studio_background(render_cutout(i)).convert("RGB").save(home / rel)
             attrs = {"colour": colour, "pattern": pattern, "material": material, "style": style}
-            p = Product(sku=f"UI-{i:03d}", title=_title(cat, colour, pattern, material, style),
-                        category=cat, attributes=attrs, image=rel, price=20.0 + 7 * i)  # fmt: skip
+            p = Product(
+                sku=f"UI-{i:03d}",
+                title=_title(cat, colour, pattern, material, style),
+                category=cat,
+                attributes=attrs,
+                image=rel,
+                price=20.0 + 7 * i,
+            )
             s.add(p)
             products.append(p)
         s.flush()
@@ -149,15 +166,25 @@ def seed_ui_world(
         seg1 = Segment(
             label="Bold reds · minimalist",
             size=30,
-            terms=[["red", 0.31], ["minimalist", 0.22], ["cotton", 0.18], ["studio", 0.12],
-                   ["soft light", 0.09]],  # fmt: skip
+            terms=[
+                ["red", 0.31],
+                ["minimalist", 0.22],
+                ["cotton", 0.18],
+                ["studio", 0.12],
+                ["soft light", 0.09],
+            ],
             example_product_ids=pids[:4],
         )
         seg2 = Segment(
             label="Warm naturals · vintage",
             size=30,
-            terms=[["brown", 0.27], ["wood", 0.21], ["vintage", 0.19], ["living room", 0.14],
-                   ["golden hour", 0.10]],  # fmt: skip
+            terms=[
+                ["brown", 0.27],
+                ["wood", 0.21],
+                ["vintage", 0.19],
+                ["living room", 0.14],
+                ["golden hour", 0.10],
+            ],
             example_product_ids=pids[4:8],
         )
         s.add(seg1)
@@ -171,36 +198,68 @@ def seed_ui_world(
             seg_id = seg1.id if int(u[1:]) <= 30 else seg2.id
             s.add(SegmentMembership(user_id=u, segment_id=seg_id, score=0.8))
 
-        def variant(pidx: int, setting: str, lighting: str, vseed: int, **kw: Any) -> CreativeVariant:
+        def variant(
+            pidx: int, setting: str, lighting: str, vseed: int, **kw: Any
+        ) -> CreativeVariant:
             key = images.put(render_scene_png(pidx, setting, lighting, seed=vseed), "image/png")
             terms = kw.pop("terms", [[setting, 1.0], [lighting, 0.8]])
-            v = CreativeVariant(product_id=pids[pidx], placement="banner",
-                                brief_hash=f"ui-{pidx}-{setting}-{vseed}-{kw.get('user_id')}",
-                                terms=terms, image_key=key, created_by="marketer:seed", **kw)  # fmt: skip
+            v = CreativeVariant(
+                product_id=pids[pidx],
+                placement="banner",
+                brief_hash=f"ui-{pidx}-{setting}-{vseed}-{kw.get('user_id')}",
+                terms=terms,
+                image_key=key,
+                created_by="marketer:seed",
+                **kw,
+            )
             s.add(v)
             return v
 
         red_terms = [["red", 1.0], ["minimalist", 0.8], ["studio", 0.6]]
         d1 = variant(0, "studio", "soft light", 1, segment_id=seg1.id, terms=red_terms)
-        d2 = variant(1, "city street", "neon", 2, segment_id=seg1.id,
-                     terms=[["red", 1.0], ["sporty", 0.7], ["city street", 0.6]])  # fmt: skip
-        a1 = variant(4, "living room", "golden hour", 3, segment_id=seg2.id,
-                     status=VariantStatus.approved,
-                     terms=[["brown", 1.0], ["wood", 0.8], ["living room", 0.6]])  # fmt: skip
-        a2 = variant(5, "forest", "overcast", 4, segment_id=seg2.id,
-                     status=VariantStatus.approved,
-                     terms=[["vintage", 1.0], ["forest", 0.7]])  # fmt: skip
+        d2 = variant(
+            1,
+            "city street",
+            "neon",
+            2,
+            segment_id=seg1.id,
+            terms=[["red", 1.0], ["sporty", 0.7], ["city street", 0.6]],
+        )
+        a1 = variant(
+            4,
+            "living room",
+            "golden hour",
+            3,
+            segment_id=seg2.id,
+            status=VariantStatus.approved,
+            terms=[["brown", 1.0], ["wood", 0.8], ["living room", 0.6]],
+        )
+        a2 = variant(
+            5,
+            "forest",
+            "overcast",
+            4,
+            segment_id=seg2.id,
+            status=VariantStatus.approved,
+            terms=[["vintage", 1.0], ["forest", 0.7]],
+        )
         gen = variant(2, "kitchen", "soft light", 5, status=VariantStatus.retired, terms=[])
         personal: dict[str, CreativeVariant] = {}
         for j, u in enumerate(users[30:45]):
-            personal[u] = variant(4 + j % 2, "mountains" if j % 2 else "desert", "golden hour",
-                                  10 + j % 2, user_id=u, status=VariantStatus.approved,
-                                  terms=[["brown", 1.0], ["mountains", 0.6]])  # fmt: skip
+            personal[u] = variant(
+                4 + j % 2,
+                "mountains" if j % 2 else "desert",
+                "golden hour",
+                10 + j % 2,
+                user_id=u,
+                status=VariantStatus.approved,
+                terms=[["brown", 1.0], ["mountains", 0.6]],
+            )
         s.flush()
 
         # Impressions of an epsilon-greedy logging policy: greedy = personalized if on offer,
         # else the first segment variant; epsilon spread uniformly over the candidates.
-        eps = 0.2
+        eps = epsilon
         t0 = utcnow() - timedelta(days=7)
         clicks: list[Click] = []
         by_arm: dict[str, list[int]] = {}
@@ -216,11 +275,16 @@ def seed_ui_world(
             choice = int(rng.choice(k, p=probs))
             v, arm = cands[choice]
             imp = Impression(
-                user_id=u, placement="banner", variant_id=v.id, product_id=v.product_id,
-                arm=arm, policy="epsilon_greedy", propensity=float(probs[choice]),
+                user_id=u,
+                placement="banner",
+                variant_id=v.id,
+                product_id=v.product_id,
+                arm=arm,
+                policy="epsilon_greedy",
+                propensity=float(probs[choice]),
                 candidates=[[str(c.id), float(p)] for (c, _), p in zip(cands, probs, strict=True)],
                 ts=t0 + timedelta(minutes=7 * n),
-            )  # fmt: skip
+            )
             s.add(imp)
             stat = by_arm.setdefault(arm, [0, 0])
             stat[0] += 1
@@ -248,6 +312,19 @@ def seed_ui_world(
 
 
 @dataclass
+class UiEnv:
+    """The app in-process on a seeded world (see ``conftest.ui_env``)."""
+
+    client: Any  # fastapi.testclient.TestClient
+    comps: Any  # api.composition.Components
+    world: UiWorld
+    home: Path
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.world.keys[role]}"}
+
+
+@dataclass
 class FakeOutput:
     image_key: str
     timings: dict[str, float] = field(default_factory=dict)
@@ -265,8 +342,13 @@ class FakeGenerator:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def generate(self, brief: Any, *, progress: Callable[[int, int], None] | None = None,
-                 should_cancel: Callable[[], bool] | None = None) -> FakeOutput:  # fmt: skip
+    def generate(
+        self,
+        brief: Any,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> FakeOutput:
         from data.demo.attributes import SETTINGS
 
         with self._lock:
@@ -336,9 +418,18 @@ class LiveServer:
         return out.decode(errors="replace")
 
 
-def start_live_server(home: Path, *, seed: int = 0, n_impressions: int = 900) -> LiveServer:
+def start_live_server(
+    home: Path,
+    *,
+    seed: int = 4,
+    n_impressions: int = 900,
+    epsilon: float = 0.2,
+    step_s: float = 0.15,
+    report_bootstrap: int = 50,
+) -> LiveServer:
     """Seed ``home`` and start ``uvicorn live_app:create --factory`` on a free port (the app
-    with a :class:`FakeGenerator` and the in-process worker); waits until ``/healthz``."""
+    with a :class:`FakeGenerator` taking ``step_s`` per step, and the in-process worker);
+    waits until ``/healthz`` answers."""
     from api.composition import build_image_store
     from api.settings import Settings
     from data.db import init_db, make_engine
@@ -348,14 +439,31 @@ def start_live_server(home: Path, *, seed: int = 0, n_impressions: int = 900) ->
     engine = make_engine(settings.data.resolved_database_url())
     init_db(engine)
     store = build_image_store(settings)
-    world = seed_ui_world(engine, store, home, n_impressions=n_impressions, seed=seed)
+    world = seed_ui_world(
+        engine, store, home, n_impressions=n_impressions, epsilon=epsilon, seed=seed
+    )
     engine.dispose()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "live_app:create", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "live_app:create",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT,
-        env=live_env(home),
+        env={
+            **live_env(home),
+            "TAILORSHOT_API__REPORT_BOOTSTRAP": str(report_bootstrap),
+            FAKE_STEP_ENV: str(step_s),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

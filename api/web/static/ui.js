@@ -150,7 +150,8 @@ function variantCard(v) {
     btn.disabled = true;
     try {
       const out = await api(`/v1/variants/${v.id}/${action}`, { method: "POST" });
-      const fresh = replaceCard(card, out, `.actions button[data-action="${action}"]`);
+      // The clicked button had focus (a disabled one loses it): keep focus in the new card.
+      const fresh = replaceCard(card, out, `.actions button[data-action="${action}"]`, true);
       say($(".status", fresh), action === "approve" ? "Approved: the storefront may now serve it." : "Retired: no longer served.");
     } catch (e) { say(msg, e.message, true); btn.disabled = false; }
   };
@@ -187,7 +188,7 @@ function variantCard(v) {
       say(msg, "Submitting…");
       try {
         const out = await api(`/v1/variants/${v.id}`, { method: "PATCH", body });
-        replaceCard(card, out, "h4");
+        replaceCard(card, out, "h4", true);
       } catch (e) { say(msg, e.message, true); regen.disabled = false; }
     });
     card.append(el("details", {}, el("summary", { text: "Edit terms and regenerate" }), form));
@@ -200,11 +201,12 @@ function variantCard(v) {
 
 // Swap a card for a fresh one built from ``v`` and move focus to ``focusSel`` inside it, so
 // keyboard and screen-reader users stay where they were.
-function replaceCard(card, v, focusSel) {
+function replaceCard(card, v, focusSel, force = false) {
   const fresh = variantCard(v);
   const hadFocus = card.contains(document.activeElement);
   card.replaceWith(fresh);
-  if (hadFocus || focusSel === "h4") {
+  updateCounts();
+  if (hadFocus || force) {
     const target = $(focusSel, fresh);
     (target && !target.disabled ? target : $("h4", fresh)).focus();
   }
@@ -253,6 +255,14 @@ async function pollJob(v, card, me) {
   }
 }
 
+// "4 variants: 1 approved, 3 draft." from the cards on the page (kept current after actions).
+function updateCounts() {
+  const cards = $$("#variant-grid article[data-status]");
+  const counts = ["draft", "approved", "retired"].map((st) => [st, cards.filter((c) => c.dataset.status === st).length]).filter(([, n]) => n);
+  say($("#variants-status"), cards.length ? `${cards.length} variant${cards.length === 1 ? "" : "s"}: ${counts.map(([st, n]) => `${n} ${st}`).join(", ")}.`
+    : "No variants match: preview some above.");
+}
+
 async function loadVariants() {
   const seg = state.segment;
   if (!seg) return;
@@ -260,26 +270,23 @@ async function loadVariants() {
   const q = new URLSearchParams({ segment_id: seg.id, limit: 200 });
   if ($("#status-filter").value) q.set("status", $("#status-filter").value);
   if ($("#product-filter").value) q.set("product_id", $("#product-filter").value);
+  const grid = $("#variant-grid");
+  grid.setAttribute("aria-busy", "true");
   say(status, "Loading variants…");
   for (const p of state.pollers.values()) p.stop = true;
   state.pollers.clear();
-  const list = items(await api(`/v1/variants?${q}`));
-  await productCards(list.map((v) => v.product_id));
-  // One grid per product, products in the segment's example order first.
+  let list;
+  try {
+    list = items(await api(`/v1/variants?${q}`));
+    await productCards(list.map((v) => v.product_id));
+  } finally { grid.setAttribute("aria-busy", "false"); }
+  // One grid, grouped by product (the segment's example products first), newest first.
   const order = [...(seg.example_product_ids || []), ...list.map((v) => v.product_id)];
-  const byProduct = new Map();
-  for (const pid of order) if (list.some((v) => v.product_id === pid) && !byProduct.has(pid)) byProduct.set(pid, []);
-  for (const v of list) byProduct.get(v.product_id).push(v);
-  const groups = [...byProduct.entries()].map(([pid, vs]) => {
-    const hid = `pg-${pid}`;
-    return el("section", { class: "product-group", "aria-labelledby": hid },
-      el("h3", { id: hid, text: `${productTitle(pid)} · ${vs.length} variant${vs.length === 1 ? "" : "s"}` }),
-      el("ul", { class: "grid" }, ...vs.map((v) => el("li", {}, variantCard(v)))));
-  });
-  $("#variant-groups").replaceChildren(...groups);
-  const counts = ["draft", "approved", "retired"].map((s) => [s, list.filter((v) => v.status === s).length]).filter(([, n]) => n);
-  say(status, list.length ? `${list.length} variant${list.length === 1 ? "" : "s"}: ${counts.map(([s, n]) => `${n} ${s}`).join(", ")}.`
-    : "No variants match: preview some above.");
+  const rank = new Map();
+  for (const pid of order) if (!rank.has(pid)) rank.set(pid, rank.size);
+  const sorted = [...list].sort((a, b) => rank.get(a.product_id) - rank.get(b.product_id) || b.id - a.id);
+  grid.replaceChildren(...sorted.map((v) => el("li", {}, variantCard(v))));
+  updateCounts();
   // Keep the product filter's choices in step with what exists.
   const pf = $("#product-filter");
   const known = new Set($$("option", pf).map((o) => o.value));
@@ -287,6 +294,7 @@ async function loadVariants() {
 }
 
 async function selectSegment(seg, { focus = true } = {}) {
+  if (state.segment && state.segment.id === seg.id) { if (focus) $("#segment-title").focus(); return; }
   state.segment = seg;
   for (const b of $$("#segment-list button")) b.setAttribute("aria-pressed", String(b.dataset.segmentId === String(seg.id)));
   history.replaceState(null, "", `#segment-${seg.id}`);
@@ -300,7 +308,8 @@ async function selectSegment(seg, { focus = true } = {}) {
   const ids = seg.example_product_ids || [];
   const examples = await productCards(ids);
   $("#segment-examples").replaceChildren(...examples.map((p) => el("li", {}, el("figure", {},
-    el("img", { src: p.image_url, alt: p.title, loading: "lazy", width: 160, height: 160 }),
+    p.image_url ? el("img", { src: p.image_url, alt: p.title, loading: "lazy", width: 160, height: 160 })
+      : el("div", { class: "placeholder", text: "No image" }),
     el("figcaption", { text: `${p.title}` })))));
   $("#preview-product").replaceChildren(...examples.map((p) => el("option", { value: p.id, text: p.title })));
   const pf = $("#product-filter");
@@ -405,6 +414,10 @@ function barChart(rows, { width, format = pct, captionId, title, domain = null }
   const clip = (s) => (s.length > maxChars ? s.slice(0, maxChars - 1) + "…" : s);
   let y = 4;
   const ticks = niceTicks(lo, hi);
+  // Digits that show every tick exactly (in percent for rates): 2.5% needs one, 20% none.
+  const percent = format === pct || Boolean(format.percent);
+  const decimals = (v) => [0, 1, 2, 3].find((d) => Math.abs(+v.toFixed(d) - v) < 1e-9) ?? 3;
+  const tickDigits = Math.max(0, ...ticks.map((t) => decimals(percent ? t * 100 : t)));
   const plotTop = 4;
   for (const r of rows) {
     if (r.group) {
@@ -439,7 +452,9 @@ function barChart(rows, { width, format = pct, captionId, title, domain = null }
   for (const t of ticks) {
     const tx = x(t);
     root.insertBefore(svgEl("line", { x1: tx, x2: tx, y1: plotTop, y2: axisY, stroke: t === 0 ? "#8b8b96" : "#e4e4ea" }), root.children[1]);
-    root.append(svgEl("text", { x: tx, y: axisY + 16, "font-size": 11, "text-anchor": "middle", fill: "#55555f" }, format(t, 0)));
+    // Keep the end labels inside the chart.
+    const anchor = tx - padL < 14 ? "start" : W - padR - tx < 14 ? "end" : "middle";
+    root.append(svgEl("text", { x: tx, y: axisY + 16, "font-size": 11, "text-anchor": anchor, fill: "#55555f" }, format(t, tickDigits)));
   }
   return root;
 }
@@ -457,6 +472,11 @@ const charts = [];
 function mountChart(id, rows, opts, table) {
   const fig = $(`#${id}`);
   const cap = $("figcaption", fig);
+  if (!rows.some((r) => !r.group)) {
+    fig.prepend(el("p", { class: "muted", text: opts.empty || "Not enough logged data for this plot yet." }));
+    if (table) fig.append(table);
+    return;
+  }
   const draw = () => {
     const w = fig.clientWidth - 2 * parseFloat(getComputedStyle(fig).paddingLeft || "0");
     const svg = barChart(rows, { ...opts, width: w, captionId: cap.id });
@@ -474,6 +494,7 @@ window.addEventListener("resize", () => {
   resizeTimer = setTimeout(() => { for (const c of charts) if (String(Math.round(c.fig.clientWidth)) !== c.fig.dataset.width) c.draw(); }, 150);
 });
 
+const MIN_VARIANT_IMPRESSIONS = 20;
 const ARM_ORDER = ["personalized", "segment", "generic"];
 const EST_ORDER = ["ipw", "snipw", "clipped_ipw", "dm", "dr", "switch_dr"];
 const EST_NAMES = { ipw: "IPS", snipw: "SNIPS", clipped_ipw: "clipped IPS", dm: "DM", dr: "DR", switch_dr: "switch DR" };
@@ -521,7 +542,8 @@ async function initAnalyst() {
 
   // 2. Per variant (logged, Wilson).
   const vrows = items(variants);
-  mountChart("chart-variant", vrows.map((r) => ({ label: `${r.label} (${int(r.impressions)})`, value: r.ctr, lo: r.ci_low, hi: r.ci_high, colour: COLOURS[r.arm] })),
+  // A variant shown a handful of times has an interval as wide as the axis: table only.
+  mountChart("chart-variant", vrows.filter((r) => r.impressions >= MIN_VARIANT_IMPRESSIONS).map((r) => ({ label: `${r.label} (${int(r.impressions)})`, value: r.ctr, lo: r.ci_low, hi: r.ci_high, colour: COLOURS[r.arm] })),
     { title: "Click-through per variant" },
     dataTable(["Variant", "CTR", "95% interval", "Impressions", "Clicks"], vrows.map((r) => [r.label, pct(r.ctr, 2), ci(r), int(r.impressions), int(r.clicks)]), "Click-through per variant"));
 
@@ -550,7 +572,9 @@ async function initAnalyst() {
     }
   }
   const signed = (x, d = 1) => (Number.isFinite(x) ? `${x > 0 ? "+" : ""}${(100 * x).toFixed(d)}%` : "–");
-  mountChart("chart-lift", liftRows, { title: `Lift versus ${ev.control ?? "control"}`, format: (x, d = 1) => signed(x, d) },
+  signed.percent = true;
+  mountChart("chart-lift", liftRows, { title: `Lift versus ${ev.control ?? "control"}`, format: signed,
+      empty: "No lift yet: it needs an arm besides the control and clicks on the control arm." },
     dataTable(["Arm · estimator", "Lift", `${level}% interval`], liftTable, "Lift versus control"));
 
   // 5. Effective sample size per arm policy, out of all impressions.
