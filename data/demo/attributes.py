@@ -163,25 +163,29 @@ def caption_for(attributes: Mapping[str, str], category: str) -> str:
     return caption
 
 
+#: How a caption places a product in a setting ("a red mug on a beach").
+SETTING_PHRASES: dict[str, str] = {
+    "studio": "in a photo studio",
+    "beach": "on a beach",
+    "city street": "on a city street",
+    "forest": "in a forest",
+    "living room": "in a living room",
+    "kitchen": "in a kitchen",
+    "mountains": "in the mountains",
+    "desert": "in a desert",
+}
+
+
 def scene_caption(
     attributes: Mapping[str, str], category: str, *, setting: str, lighting: str
 ) -> str:
     """A caption for a product in a scene, e.g. ``"a red striped cotton t-shirt, minimalist style,
     on a beach, golden hour"``."""
-    where = {
-        "studio": "in a photo studio",
-        "beach": "on a beach",
-        "city street": "on a city street",
-        "forest": "in a forest",
-        "living room": "in a living room",
-        "kitchen": "in a kitchen",
-        "mountains": "in the mountains",
-        "desert": "in a desert",
-    }.get(setting, f"in a {setting} setting")
+    where = SETTING_PHRASES.get(setting, f"in a {setting} setting")
     return f"{caption_for(attributes, category)}, {where}, {lighting}"
 
 
-def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB ``(..., 3)`` uint8 or float 0-255 -> CIELAB ``(..., 3)`` float64 (D65)."""
     c = np.asarray(rgb, dtype=np.float64) / 255.0
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
@@ -201,7 +205,7 @@ def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return lab
 
 
-_COLOUR_LAB = _srgb_to_lab(np.array(list(COLOURS.values()), dtype=np.float64))
+_COLOUR_LAB = srgb_to_lab(np.array(list(COLOURS.values()), dtype=np.float64))
 
 
 def nearest_colour_index(rgb: np.ndarray) -> np.ndarray:
@@ -209,7 +213,7 @@ def nearest_colour_index(rgb: np.ndarray) -> np.ndarray:
 
     ``rgb``: ``(..., 3)`` values 0-255; returns an int64 array of shape ``(...)``.
     """
-    lab = _srgb_to_lab(rgb)
+    lab = srgb_to_lab(rgb)
     d = ((lab[..., None, :] - _COLOUR_LAB) ** 2).sum(axis=-1)
     return np.asarray(d.argmin(axis=-1), dtype=np.int64)
 

@@ -21,8 +21,8 @@ from data.demo.attributes import (
     COLOURS,
     LIGHTING,
     SETTINGS,
-    _srgb_to_lab,
     nearest_colour_index,
+    srgb_to_lab,
     validate_attributes,
 )
 
@@ -543,7 +543,7 @@ def contrast_colour(colour: str) -> tuple[int, int, int]:
     """The pattern colour for a body colour: a darker shade of light colours, a lighter tint
     of dark ones (same hue, so the product still reads as its colour)."""
     rgb = np.array(COLOURS[colour], dtype=np.float64)
-    lightness = float(_srgb_to_lab(rgb)[0])
+    lightness = float(srgb_to_lab(rgb)[0])
     if lightness > 60:  # white, yellow, orange, pink: a mild shade, or they turn grey / brown
         out = rgb * 0.74
     elif lightness > 42:

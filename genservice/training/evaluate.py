@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.demo.attributes import srgb_to_lab
 from genservice.training.common import LoopConfig, seed_everything, train_loop
 
 #: (images uint8 (N, H, W, 3)) -> (colour names, category names)
@@ -161,7 +162,7 @@ def hue_colour(
     (CIELAB) from every sampled border colour; each foreground pixel votes for its nearest
     palette colour.
     """
-    lab = _srgb_to_lab(image.astype(np.float64))
+    lab = srgb_to_lab(image.astype(np.float64))
     h, w, _ = lab.shape
     border = np.concatenate(
         [lab[:2].reshape(-1, 3), lab[:, :2].reshape(-1, 3), lab[:, -2:].reshape(-1, 3)]
@@ -173,29 +174,10 @@ def hue_colour(
     if mask.sum() < 10:
         mask = centre
     names = list(palette)
-    pal = _srgb_to_lab(np.array([palette[n] for n in names], dtype=np.float64))
+    pal = srgb_to_lab(np.array([palette[n] for n in names], dtype=np.float64))
     pix = lab[mask]
     idx = ((pix[:, None, :] - pal[None]) ** 2).sum(-1).argmin(1)
     return names[int(np.bincount(idx, minlength=len(names)).argmax())]
-
-
-def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB (..., 3) 0-255 -> CIELAB (D65)."""
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array(
-        [
-            [0.4124564, 0.3575761, 0.1804375],
-            [0.2126729, 0.7151522, 0.0721750],
-            [0.0193339, 0.1191920, 0.9503041],
-        ]
-    )
-    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
-    return np.stack(
-        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
-        axis=-1,
-    )
 
 
 @dataclass
@@ -395,11 +377,11 @@ def evaluate_generator(
         )
         # Same question in CIELAB, no judge: does the hue-judge region get closer to the
         # reference's palette colour?
-        pal = {k: _srgb_to_lab(np.array(v, dtype=np.float64)) for k, v in dataset.palette.items()}
+        pal = {k: srgb_to_lab(np.array(v, dtype=np.float64)) for k, v in dataset.palette.items()}
 
         def fg_lab(im: np.ndarray) -> np.ndarray:
             return np.asarray(
-                _srgb_to_lab(im[16:60, 12:52].reshape(-1, 3).astype(np.float64)).mean(0)
+                srgb_to_lab(im[16:60, 12:52].reshape(-1, 3).astype(np.float64)).mean(0)
             )
 
         extra["ip_shift_lab_centre"] = float(

@@ -8,23 +8,11 @@ from PIL import Image
 
 from recsys.training.clip_data import ClipProduct, ProductSource
 
-#: How a caption places a product in a setting ("a red mug on a beach").
-_WHERE = {
-    "beach": "on a beach",
-    "city street": "on a city street",
-    "forest": "in a forest",
-    "living room": "in a living room",
-    "kitchen": "in a kitchen",
-    "mountains": "in the mountains",
-    "desert": "in a desert",
-    "studio": "in a photo studio",
-}
-
 
 def make_demo_source(*, seed: int = 0, size: int = 128) -> ProductSource:
     """The demo world's products (world ``seed``; the catalog does not depend on shoppers)
     rendered with ``data.demo.render``. Raises ``ImportError`` when ``data.demo`` is absent."""
-    from data.demo.attributes import LIGHTING, SETTINGS
+    from data.demo.attributes import LIGHTING, SETTING_PHRASES, SETTINGS
     from data.demo.render import on_studio_background, render_product, render_scene
     from data.demo.world import build_world
 
@@ -47,7 +35,7 @@ def make_demo_source(*, seed: int = 0, size: int = 128) -> ProductSource:
         img = render_scene(
             cutout(product, s), setting=setting, lighting=lighting, size=size, seed=s
         )
-        words = _WHERE.get(setting, f"in a {setting}")
+        words = SETTING_PHRASES.get(setting, f"in a {setting}")
         return img, (f"{words}, {lighting}" if rng.random() < 0.5 else words)
 
     return ProductSource("demo", products, studio, scene)

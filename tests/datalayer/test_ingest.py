@@ -31,7 +31,9 @@ def _write_catalog_csv(path: Path) -> None:
     header = "item_code,name,cat,price,description,image\n"
     lines = [header]
     for p in GOOD_PRODUCTS:
-        lines.append(f"{p['item_code']},{p['name']},{p['cat']},{p['price']},nice,img/{p['item_code']}.png\n")
+        lines.append(
+            f"{p['item_code']},{p['name']},{p['cat']},{p['price']},nice,img/{p['item_code']}.png\n"
+        )
     lines.append(",No sku,Mug,3,x,\n")  # row 6: missing sku
     lines.append("SKU9,Bad price,Mug,cheap,x,\n")  # row 7: wrong type
     lines.append("SKU0,Duplicate,Mug,3,x,\n")  # row 8: duplicate sku
@@ -42,7 +44,9 @@ def _write_catalog_csv(path: Path) -> None:
     path.write_bytes(raw)
 
 
-def test_catalog_csv_with_bad_rows_loads_every_good_row(sqlite_engine: Engine, tmp_path: Path) -> None:
+def test_catalog_csv_with_bad_rows_loads_every_good_row(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
     path = tmp_path / "catalog.csv"
     _write_catalog_csv(path)
     report = import_catalog(sqlite_engine, path=path, mapping=MAPPING, progress=False)
@@ -69,15 +73,51 @@ def test_catalog_csv_with_bad_rows_loads_every_good_row(sqlite_engine: Engine, t
 
 def _events_rows() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = [
-        {"event_id": f"e{i}", "user_id": f"u{i % 3}", "sku": f"SKU{i % 5}", "kind": "view", "ts": "2026-03-01T10:00:00Z"}
+        {
+            "event_id": f"e{i}",
+            "user_id": f"u{i % 3}",
+            "sku": f"SKU{i % 5}",
+            "kind": "view",
+            "ts": "2026-03-01T10:00:00Z",
+        }
         for i in range(20)
     ]
-    rows.append({"event_id": "e20", "user_id": "u1", "sku": "SKU1", "kind": "purchase", "ts": 1772359200})
-    rows.append({"event_id": "bad-ts", "user_id": "u1", "sku": "SKU1", "kind": "view", "ts": "yesterday"})
-    rows.append({"event_id": "bad-product", "user_id": "u1", "sku": "NOPE", "kind": "view", "ts": "2026-03-01"})
-    rows.append({"event_id": "e1", "user_id": "u1", "sku": "SKU1", "kind": "view", "ts": "2026-03-01"})
-    rows.append({"event_id": "bad-kind", "user_id": "u1", "sku": "SKU1", "kind": "wishlist", "ts": "2026-03-01"})
-    rows.append({"event_id": "bad-type", "user_id": {"a": 1}, "sku": "SKU1", "kind": "view", "ts": "2026-03-01"})
+    rows.append(
+        {"event_id": "e20", "user_id": "u1", "sku": "SKU1", "kind": "purchase", "ts": 1772359200}
+    )
+    rows.append(
+        {"event_id": "bad-ts", "user_id": "u1", "sku": "SKU1", "kind": "view", "ts": "yesterday"}
+    )
+    rows.append(
+        {
+            "event_id": "bad-product",
+            "user_id": "u1",
+            "sku": "NOPE",
+            "kind": "view",
+            "ts": "2026-03-01",
+        }
+    )
+    rows.append(
+        {"event_id": "e1", "user_id": "u1", "sku": "SKU1", "kind": "view", "ts": "2026-03-01"}
+    )
+    rows.append(
+        {
+            "event_id": "bad-kind",
+            "user_id": "u1",
+            "sku": "SKU1",
+            "kind": "wishlist",
+            "ts": "2026-03-01",
+        }
+    )
+    rows.append(
+        {
+            "event_id": "bad-type",
+            "user_id": {"a": 1},
+            "sku": "SKU1",
+            "kind": "view",
+            "ts": "2026-03-01",
+        }
+    )
     return rows
 
 
@@ -119,7 +159,9 @@ def test_events_every_format_reports_bad_rows_and_is_idempotent(
     assert (again.written, again.unchanged, again.bad_count) == (0, 21, expected_bad)
 
 
-def test_crash_mid_import_leaves_no_half_written_chunk(sqlite_engine: Engine, tmp_path: Path) -> None:
+def test_crash_mid_import_leaves_no_half_written_chunk(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
     import data.ingest.importer as importer
 
     cat = tmp_path / "catalog.csv"

@@ -31,7 +31,12 @@ def _seed(engine: Engine) -> dict[str, int]:
         upsert_products(
             s,
             products=[
-                {"sku": "A", "title": "Red mug", "category": "mug", "attributes": {"colour": "red"}},
+                {
+                    "sku": "A",
+                    "title": "Red mug",
+                    "category": "mug",
+                    "attributes": {"colour": "red"},
+                },
                 {"sku": "B", "title": "Blue lamp", "category": "lamp", "price": 12.5},
             ],
         )
@@ -40,7 +45,13 @@ def _seed(engine: Engine) -> dict[str, int]:
         insert_events(
             s,
             events=[
-                {"event_id": "e1", "user_id": "u1", "product_id": ids["A"], "kind": "view", "ts": T0},
+                {
+                    "event_id": "e1",
+                    "user_id": "u1",
+                    "product_id": ids["A"],
+                    "kind": "view",
+                    "ts": T0,
+                },
                 {
                     "event_id": "e2",
                     "user_id": "u1",
@@ -48,7 +59,13 @@ def _seed(engine: Engine) -> dict[str, int]:
                     "kind": "purchase",
                     "ts": T0 + timedelta(hours=1),
                 },
-                {"event_id": "e3", "user_id": "u2", "product_id": ids["A"], "kind": "click", "ts": T0},
+                {
+                    "event_id": "e3",
+                    "user_id": "u2",
+                    "product_id": ids["A"],
+                    "kind": "click",
+                    "ts": T0,
+                },
             ],
         )
     return ids
@@ -60,7 +77,12 @@ def test_upsert_products_is_idempotent_and_updates_changed_rows(db_engine: Engin
         same = upsert_products(
             s,
             products=[
-                {"sku": "A", "title": "Red mug", "category": "mug", "attributes": {"colour": "red"}},
+                {
+                    "sku": "A",
+                    "title": "Red mug",
+                    "category": "mug",
+                    "attributes": {"colour": "red"},
+                },
             ],
         )
         changed = upsert_products(
@@ -80,7 +102,13 @@ def test_events_insert_once_and_read_in_time_order(db_engine: Engine) -> None:
         again = insert_events(
             s,
             events=[
-                {"event_id": "e1", "user_id": "u1", "product_id": ids["A"], "kind": "view", "ts": T0}
+                {
+                    "event_id": "e1",
+                    "user_id": "u1",
+                    "product_id": ids["A"],
+                    "kind": "view",
+                    "ts": T0,
+                }
             ],
         )
         assert again == 0
