@@ -119,6 +119,8 @@ PLACEMENT_TEMPLATES: dict[str, str] = {
     "story": "{title}, {category} product photo, {terms}, tall vertical scene",
 }
 DEFAULT_TEMPLATE = "{title}, {category} product photo, {terms}"
+#: Tried in turn when a template's own words exceed a short text-encoder context.
+FALLBACK_TEMPLATES: tuple[str, ...] = (DEFAULT_TEMPLATE, "{title}, {terms}", "{title}")
 #: Extra scene hints per category (keys are lower-case category names).
 CATEGORY_HINTS: dict[str, str] = {
     "t-shirt": "folded on a table", "hoodie": "on a hanger", "sneaker": "on a clean floor",
@@ -172,8 +174,13 @@ class PromptBuilder:
         return self.max_tokens - 2
 
     def build(self, brief: CreativeBrief) -> BuiltPrompt:
-        """Positive and negative prompt for ``brief``; raises ``ValueError`` on a bad template."""
-        template = self._template(brief)
+        """Positive and negative prompt for ``brief``; raises ``ValueError`` on a bad template.
+
+        When even the template's own words do not fit the text encoder (a small model with a
+        short context), simpler templates are tried in turn (``FALLBACK_TEMPLATES``), so a
+        short context degrades the wording rather than failing the job.
+        """
+        first = self._template(brief)
         title = sanitize_text(brief.product.title, max_chars=self.max_title_chars) or "product"
         category = sanitize_text(brief.product.category, max_chars=40)
         hint = CATEGORY_HINTS.get(category.lower(), "")
@@ -181,6 +188,39 @@ class PromptBuilder:
         if hint:
             # The category hint is a low-priority term: dropped before any brief term.
             terms.append(StyleTerm(hint, _HINT_WEIGHT))
+        for template in dict.fromkeys([first, *FALLBACK_TEMPLATES]):
+            fitted = self._fit(template, brief, title, category, terms)
+            if fitted is not None:
+                prompt, kept = fitted
+                break
+        else:
+            raise ValueError(
+                f"prompt_template: the template alone needs more than {self.budget} tokens: "
+                f"{first!r}"
+            )
+        negative = self._fit_negative(self.negative_prompt)
+        kept_names = {t.term for t in kept}
+        return BuiltPrompt(
+            prompt=prompt,
+            negative_prompt=negative,
+            terms_used=tuple(t.term for t in kept if t.weight != _HINT_WEIGHT),
+            terms_dropped=tuple(
+                t.term for t in terms if t.term not in kept_names and t.weight != _HINT_WEIGHT
+            ),
+            prompt_tokens=self.token_counter(prompt),
+            negative_tokens=self.token_counter(negative),
+        )
+
+    def _fit(
+        self,
+        template: str,
+        brief: CreativeBrief,
+        title: str,
+        category: str,
+        terms: Sequence[StyleTerm],
+    ) -> tuple[str, list[StyleTerm]] | None:
+        """``template`` filled, dropping lowest-weight terms then trailing title words until
+        it fits the budget; None when the template's own words do not fit."""
         kept = list(terms)
 
         def render(title_text: str, kept_terms: Sequence[StyleTerm]) -> str:
@@ -202,22 +242,8 @@ class PromptBuilder:
             words.pop()  # cut the title at a word boundary, never inside a word
             prompt = render(" ".join(words), kept)
         if self.token_counter(prompt) > self.budget:
-            raise ValueError(
-                f"prompt_template: the template alone needs more than {self.budget} tokens: "
-                f"{template!r}"
-            )
-        negative = self._fit_negative(self.negative_prompt)
-        kept_names = {t.term for t in kept}
-        return BuiltPrompt(
-            prompt=prompt,
-            negative_prompt=negative,
-            terms_used=tuple(t.term for t in kept if t.weight != _HINT_WEIGHT),
-            terms_dropped=tuple(
-                t.term for t in terms if t.term not in kept_names and t.weight != _HINT_WEIGHT
-            ),
-            prompt_tokens=self.token_counter(prompt),
-            negative_tokens=self.token_counter(negative),
-        )
+            return None
+        return prompt, kept
 
     def _template(self, brief: CreativeBrief) -> str:
         if brief.prompt_template is None:

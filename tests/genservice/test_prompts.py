@@ -147,3 +147,24 @@ def test_negative_prompt_fits_and_counter_is_conservative(
     text = "a cozy handmade ceramic mug on a rustic wooden table, warm morning light"
     assert approx_token_count(text) >= clip_counter(text)
     assert re.fullmatch(r"[ -~]*", built.prompt)
+
+
+def test_short_context_falls_back_to_simpler_templates_instead_of_failing() -> None:
+    # A short context cannot hold the banner template's own words (one token per word here):
+    # the builder falls back to the default template, keeping the title and the top term.
+    def words(text: str) -> int:
+        return len(re.findall(r"[A-Za-z0-9-]+|[^\sA-Za-z0-9-]", text))
+
+    builder = PromptBuilder(max_tokens=12, token_counter=words)
+    out = builder.build(
+        brief(
+            "Minimalist red cotton t-shirt",
+            (StyleTerm("beach", 2.0), StyleTerm("golden hour", 1.0)),
+            placement=PLACEMENTS["banner"],
+        )
+    )
+    assert out.prompt == "Minimalist red cotton t-shirt, mug product photo, beach"
+    assert out.prompt_tokens == builder.budget == 10
+    tiny = PromptBuilder(max_tokens=8, token_counter=words).build(brief("Red mug"))
+    assert tiny.prompt == "Red mug, mug product photo"  # the category hint is dropped first
+    assert out.terms_used == ("beach",) and out.terms_dropped == ("golden hour",)
