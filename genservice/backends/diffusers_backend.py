@@ -579,24 +579,26 @@ class DiffusersBackend:
             for i, img in enumerate(images):
                 key = hashes[i] if hashes is not None else _image_hash(img)
                 cached = self._embed_cache.get(key)
-                if cached is None:
+                if cached is not None:
+                    self._embed_cache.move_to_end(key)
+                else:
+                    # Not in memory: from the on-disk cache (another process or an earlier
+                    # run computed it), else computed now; either way kept in memory.
                     cached = self._load_embed(key)
-                if cached is None:
-                    with torch.no_grad():
-                        (cached,) = self._pipe.prepare_ip_adapter_image_embeds(
-                            ip_adapter_image=[img.convert("RGB")],
-                            ip_adapter_image_embeds=None,
-                            device=self.device,
-                            num_images_per_prompt=1,
-                            do_classifier_free_guidance=True,
-                        )
-                    cached = cached.detach()
-                    self._save_embed(key, cached)
+                    if cached is None:
+                        with torch.no_grad():
+                            (cached,) = self._pipe.prepare_ip_adapter_image_embeds(
+                                ip_adapter_image=[img.convert("RGB")],
+                                ip_adapter_image_embeds=None,
+                                device=self.device,
+                                num_images_per_prompt=1,
+                                do_classifier_free_guidance=True,
+                            )
+                        cached = cached.detach()
+                        self._save_embed(key, cached)
                     self._embed_cache[key] = cached
                     while len(self._embed_cache) > self._embed_cache_size:
                         self._embed_cache.popitem(last=False)
-                else:
-                    self._embed_cache.move_to_end(key)
                 out.append(cached)
             return out
 

@@ -165,6 +165,12 @@ def test_reference_embeddings_are_computed_once(
     assert np.allclose(got.numpy(), emb.numpy())
     with pytest.raises(GenerationError, match="no cached embedding"):
         other.embeds_by_id(["0" * 64])
+    # A fresh backend (another worker process) finds the embedding on disk, keeps it in
+    # memory and serves it again: the path that once raised KeyError on the second use.
+    third = DiffusersBackend(backend.config, home=backend.home)
+    for _ in range(2):
+        (again,) = third.reference_embeds([ref])
+        assert np.allclose(again.numpy(), emb.numpy())
 
 
 def test_cancel_stops_within_one_step(backend: DiffusersBackend) -> None:
