@@ -16,8 +16,15 @@ class JobTimedOut(GenerationError):
 
 
 class SafetyViolation(GenerationError):
-    """The safety checker flagged the output (or failed): it is never stored or served."""
+    """The safety checker flagged the output (or failed): it is never stored or served.
+
+    Not retried: the same brief (same seed) renders the same image again."""
+
+    retryable = False
 
 
 class FidelityError(GenerationError):
-    """The product's pixels in the output differ from the source cut-out."""
+    """The product's pixels in the output differ from the source cut-out (not retried:
+    composition is deterministic)."""
+
+    retryable = False

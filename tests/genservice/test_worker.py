@@ -419,3 +419,13 @@ def test_cli_worker_sigterm_finishes_or_hands_back(
         assert 2 <= done.progress_step < 40
         assert f"done {job.id} 1" not in log.read_text()
     eng.dispose()
+
+
+def test_deterministic_generation_errors_are_not_retried() -> None:
+    from genservice.errors import FidelityError, GenerationError, SafetyViolation
+
+    # The worker reads ``retryable`` off the exception: a flagged or unfaithful render of
+    # the same brief would fail again, so it fails the job at once.
+    assert SafetyViolation("x").retryable is False
+    assert FidelityError("x").retryable is False
+    assert getattr(GenerationError("x"), "retryable", True) is True
