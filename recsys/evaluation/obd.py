@@ -20,16 +20,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from recsys.evaluation.arms import default_arm_estimators
 from recsys.evaluation.estimators import (
     BaseEstimator,
-    ClippedIPW,
-    DirectMethod,
-    DoublyRobust,
     EstimateOutput,
-    InverseProbabilityWeighting,
     RegressionModel,
-    SelfNormalizedIPW,
-    SwitchDoublyRobust,
 )
 
 __all__ = [
@@ -146,15 +141,9 @@ def load_obd(path: str | Path, *, behavior_policy: str, campaign: str) -> OpenBa
 
 
 def default_obd_estimators() -> dict[str, BaseEstimator]:
-    """The estimators of the OBD check, by report name (DM / DR share one reward model)."""
-    return {
-        "ipw": InverseProbabilityWeighting(),
-        "snipw": SelfNormalizedIPW(),
-        "clipped_ipw": ClippedIPW(max_weight=20.0),
-        "dm": DirectMethod(),
-        "dr": DoublyRobust(),
-        "switch_dr": SwitchDoublyRobust(switch_threshold=20.0),
-    }
+    """The estimators of the OBD check, by report name: the same set as the arm policies'
+    (DM / DR share one reward model)."""
+    return default_arm_estimators()
 
 
 @dataclass(frozen=True)
