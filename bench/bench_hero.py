@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from api.liveserver import spawn_uvicorn, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -247,38 +249,13 @@ def run_scenario(
         "TAILORSHOT_API__STATS_TTL_S": "10",
         "HF_HUB_OFFLINE": "1",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = spawn_uvicorn(
+        port=port, env=env, cwd=ROOT, extra_args=["--no-access-log"], capture=False
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start for scenario {name}")
-            time.sleep(0.2)
+        wait_healthy(proc, base, timeout_s=300)
         if busy:  # wait until the worker is inside a diffusion run
             while _job_counts(home)["running"] == 0:
                 if time.monotonic() > deadline:

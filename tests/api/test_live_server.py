@@ -10,8 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from apitest_helpers import ROLES, make_settings, seed_world
 
 from api.composition import build_components
+from api.liveserver import spawn_uvicorn, wait_healthy
 
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/v1/images/{key}")}
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,40 +48,11 @@ def live(
         "TAILORSHOT_API__REPORT_DEMO_FALLBACK": "false",
         "HF_HUB_OFFLINE": "1",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--timeout-graceful-shutdown",
-            "10",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    proc = spawn_uvicorn(
+        port=port, env=env, cwd=ROOT, extra_args=["--timeout-graceful-shutdown", "10"]
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            proc.kill()
-            raise AssertionError(f"uvicorn did not start: {out[-2000:]}")
-        time.sleep(0.2)
+    wait_healthy(proc, base, timeout_s=60)
     yield base, world.keys, proc
     if proc.poll() is None:
         proc.kill()

@@ -13,7 +13,6 @@ import io
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,13 +21,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from PIL import Image
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from api.auth import create_key
+from api.liveserver import spawn_uvicorn, wait_healthy
 from data.models import (
     Click,
     CreativeVariant,
@@ -444,40 +443,16 @@ def start_live_server(
     )
     engine.dispose()
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "live_app:create",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
+    proc = spawn_uvicorn(
+        port=port,
         env={
             **live_env(home),
             "TAILORSHOT_API__REPORT_BOOTSTRAP": str(report_bootstrap),
             FAKE_STEP_ENV: str(step_s),
         },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        app="live_app:create",
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            out = proc.communicate()[0].decode(errors="replace")
-            raise RuntimeError(f"uvicorn did not start (rc={proc.returncode}):\n{out[-4000:]}")
-        time.sleep(0.2)
+    wait_healthy(proc, base, timeout_s=90)
     return LiveServer(base=base, proc=proc, home=home, world=world)
