@@ -119,6 +119,14 @@ def load_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
+def load_arrays_of_kind(path: Path, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`load_arrays`, refusing a file that holds another ``kind`` of index."""
+    meta, arrays = load_arrays(path)
+    if meta.get("kind") != kind:
+        raise ValueError(f"{path} holds a {meta.get('kind')!r} index, not {kind!r}")
+    return meta, arrays
+
+
 def pad_results(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Enforce the padding convention: id -1 <=> score -inf; float32 / int64."""
     ids = ids.astype(np.int64, copy=False)

@@ -12,7 +12,7 @@ from recsys.index._common import (
     check_k,
     check_upsert,
     check_vectors,
-    load_arrays,
+    load_arrays_of_kind,
     normalise,
     pad_results,
 )
@@ -112,9 +112,7 @@ class NumpyIndex:
     @classmethod
     def load(cls, path: Path) -> NumpyIndex:
         """Read an index written by :meth:`save`."""
-        meta, arrays = load_arrays(Path(path))
-        if meta.get("kind") != cls.kind:
-            raise ValueError(f"{path} holds a {meta.get('kind')!r} index, not {cls.kind!r}")
+        meta, arrays = load_arrays_of_kind(Path(path), cls.kind)
         return cls.from_arrays(meta, arrays)
 
     @classmethod
