@@ -516,7 +516,7 @@ def write_model_card(out: ClipTrainOutput, cfg: ClipTrainConfig, *, path: Path) 
         f"{math.log(cfg.batch_size):.2f}); loss by step: "
         + ", ".join(f"{s}: {v:.3f}" for s, v in marks),
         f"- time: {out.total_seconds / 60:.1f} min on {platform.machine()} CPU "
-        "(shared 2-core machine, under `nice -n 5` while other jobs ran)",
+        "(a shared 2-core machine, one torch thread, other training jobs on the other core)",
         "",
         "## Measured (held-out products)",
         "",
