@@ -50,7 +50,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ),
         threads: int = typer.Option(1, help="torch CPU threads (0 = torch default)."),
     ) -> None:
-        """Train the small AutoencoderKL (64x64 RGB <-> 4x8x8 latents) on demo scenes."""
+        """Train the small AutoencoderKL (64x64 RGB <-> 4x16x16 latents) on demo scenes."""
         from genservice.training.recipes import train_vae_recipe
 
         _threads(threads)

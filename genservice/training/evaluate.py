@@ -230,6 +230,18 @@ def generate(
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def vae_roundtrip(vae: Any, images: np.ndarray, *, batch_size: int = 100) -> np.ndarray:
+    """uint8 (N, H, W, 3) images encoded (posterior mean) and decoded by ``vae``."""
+    from genservice.training.vae import to_tensor, to_uint8
+
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_tensor(images[i : i + batch_size]).to(vae.device, vae.dtype)
+        out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample))
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.uint8)
+
+
 def fit_judge(
     *,
     work_dir: Path,
@@ -322,6 +334,15 @@ def evaluate_generator(
             )
         ),
     }
+    # The same judge on the VAE's reconstructions of those renders: the ceiling any UNet on
+    # this latent space can reach.
+    vc, vk = judge.predict(vae_roundtrip(pipe.vae, cr.images[:m]))
+    acc["judge_colour_vae_roundtrip"] = float(
+        np.mean([a == b for a, b in zip(vc, cr.colours[:m], strict=True)])
+    )
+    acc["judge_category_vae_roundtrip"] = float(
+        np.mean([a == b for a, b in zip(vk, cr.categories[:m], strict=True)])
+    )
     extra: dict[str, Any] = {
         "steps": steps,
         "guidance": guidance,

@@ -75,9 +75,27 @@ def _summary(kind: str, out: Path, loop: Any, extra: dict[str, Any]) -> RecipeOu
 
 
 def _write_summary(folder: Path, s: RecipeOutput, losses: list[float]) -> None:
+    """Write ``training_<kind>.json`` and ``loss_<kind>.png`` under ``folder``.
+
+    Decoder fine-tunes stack on one another, so each gets its own record
+    (``training_vae_decoder.json``, ``training_vae_decoder_2.json``, ...); a from-scratch
+    VAE makes the earlier decoder records stale and removes them.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"training_{s.kind}.json").write_text(json.dumps(asdict(s), indent=2))
-    plot_losses(losses, folder / f"loss_{s.kind}.png", title=f"{s.kind} training loss")
+    name = s.kind
+    if s.kind == "vae":
+        for old in [
+            *folder.glob("training_vae_decoder*.json"),
+            *folder.glob("loss_vae_decoder*.png"),
+        ]:
+            old.unlink()
+    elif s.kind == "vae_decoder":
+        n = 1
+        while (folder / f"training_{name}.json").exists():
+            n += 1
+            name = f"vae_decoder_{n}"
+    (folder / f"training_{name}.json").write_text(json.dumps(asdict(s), indent=2))
+    plot_losses(losses, folder / f"loss_{name}.png", title=f"{name} training loss")
 
 
 def train_vae_recipe(
@@ -206,7 +224,8 @@ def train_unet_recipe(
     tokenizer = load_tokenizer(tok_dir)
     ids = tokenize(tokenizer, ds.train.captions)
     empty = tokenize(tokenizer, [""])[0]
-    spec = UnetSpec(sample_size=ds.train.images.shape[1] // 8, in_channels=latents.shape[1])
+    # The latent grid follows the VAE (one 2x down-sampling per block after the first).
+    spec = UnetSpec(sample_size=int(latents.shape[-1]), in_channels=latents.shape[1])
     text_spec = TextEncoderSpec()
     image_spec = ipa.ImageEncoderSpec(image_size=ds.train.images.shape[1])
     cfg = LoopConfig(

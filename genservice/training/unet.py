@@ -19,13 +19,13 @@ from genservice.training.text import TextEncoderSpec, build_text_encoder
 
 @dataclass(frozen=True)
 class UnetSpec:
-    """Architecture of the small UNet (latent 4x8x8 by default)."""
+    """Architecture of the small UNet (latent 4x16x16 by default)."""
 
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1
     attention_heads: int = 4
     norm_num_groups: int = 8
-    sample_size: int = 8
+    sample_size: int = 16
     in_channels: int = 4
 
     def __post_init__(self) -> None:
