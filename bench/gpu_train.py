@@ -7,7 +7,7 @@ crop and learning rates), so the figures compare with the CPU run recorded there
   vae          1500 steps, batch 32, 32x32 crops, lr 1e-3
   decoder 1    1000 steps, decoder only, lr 5e-4
   decoder 2    2500 steps, decoder only, lr 3e-4
-  unet         6000 steps, UNet + text encoder + IP-Adapter jointly, batch 32
+  unet         8000 steps, UNet + text encoder + IP-Adapter jointly, batch 32
 
 then ``tailorshot evaluate generator --json`` on the result. Prints one JSON object
 (seconds per stage, final losses, the evaluation) and writes it to ``OUT/gpu_train.json``.
@@ -37,7 +37,7 @@ STAGES = [
     ("decoder_1", 1000, 5e-4, True),
     ("decoder_2", 2500, 3e-4, True),
 ]
-UNET_STEPS = 6000
+UNET_STEPS = 8000
 
 
 def main() -> None:

@@ -35,16 +35,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @train.command("vae")
     def train_vae_cmd(
-        steps: int = typer.Option(1200, help="Optimisation steps (cosine schedule length)."),
+        steps: int = typer.Option(
+            1500, help="Optimisation steps (cosine schedule length; 1500 as shipped)."
+        ),
         stop_after: int = typer.Option(0, help="End after this many steps (0 = all); resumable."),
         seed: int = typer.Option(0, help="Seed of data order, noise and initialisation."),
         resume: bool = typer.Option(False, help="Continue from the work folder's checkpoint."),
         out: Path = typer.Option(DEFAULT_OUT, help="Model folder; the VAE goes to OUT/vae."),
         work: Path = typer.Option(None, help="Checkpoints and data cache (default HOME/training)."),
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
-        batch_size: int = typer.Option(16, help="Images per step."),
+        batch_size: int = typer.Option(32, help="Images per step."),
         lr: float = typer.Option(1e-3, help="Peak learning rate."),
-        crop: int = typer.Option(0, help="Train on random CROP x CROP windows (0 = full)."),
+        crop: int = typer.Option(32, help="Train on random CROP x CROP windows (0 = full)."),
         decoder_only: bool = typer.Option(
             False, help="Fine-tune only the decoder of OUT/vae (latent space unchanged)."
         ),
@@ -71,7 +73,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @train.command("unet")
     def train_unet_cmd(
-        steps: int = typer.Option(3000, help="Optimisation steps (cosine schedule length)."),
+        steps: int = typer.Option(
+            8000, help="Optimisation steps (cosine schedule length; 8000 as shipped)."
+        ),
         stop_after: int = typer.Option(0, help="End after this many steps (0 = all); resumable."),
         seed: int = typer.Option(0, help="Seed of data order, noise and initialisation."),
         resume: bool = typer.Option(False, help="Continue from the work folder's checkpoint."),
