@@ -57,14 +57,13 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-train-"))
     data = DataSpec(n=400) if args.dry_run else DataSpec()
     out: Path = args.out
+    stages: dict[str, dict[str, float]] = {}
     report: dict[str, object] = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "dry_run": args.dry_run,
-        "stages": {},
+        "stages": stages,
     }
-    stages = report["stages"]
-    assert isinstance(stages, dict)
     for label, steps, lr, decoder_only in STAGES:
         t0 = time.perf_counter()
         s = train_vae_recipe(

@@ -33,7 +33,7 @@ class DataSpec:
 
 @dataclass
 class RecipeOutput:
-    """Summary of one training command (also written as ``training.json`` next to the weights)."""
+    """Summary of one training command (also written as ``OUT/training/training_<kind>.json``)."""
 
     kind: str
     out: str
