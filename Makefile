@@ -22,10 +22,11 @@ install: $(STAMP)  ## Create the venv and install tailorshot with its dev extras
 demo: $(STAMP)  ## Build the demo world into ./var (idempotent) and serve it on $(HOST):$(PORT).
 	HF_HUB_OFFLINE=1 TAILORSHOT_API__HOST=$(HOST) TAILORSHOT_API__PORT=$(PORT) $(VENV)/bin/tailorshot demo
 
-lint: $(STAMP)  ## ruff (lint + format check) and mypy.
+lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (import-linter, .importlinter).
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy data recsys genservice api
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## Apply ruff fixes and formatting.
 	$(VENV)/bin/ruff check --fix .
