@@ -71,6 +71,46 @@ class Product(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class ProductVariant(SQLModel, table=True):
+    """A purchasable variant of a product (a colour, a size ...) with its own sku.
+
+    ``options`` maps option names (lower case, e.g. ``color``, ``size``) to values in file
+    order; ``attributes`` holds the options plus any other per-variant attributes. ``image`` is
+    the variant's own image (path or URI) or None to use the product's. A variant sku never
+    equals a product sku, so a sku names exactly one thing.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int = Field(foreign_key="product.id", index=True)
+    sku: str = Field(index=True, unique=True, max_length=128)
+    title: str = Field(default="", max_length=512)
+    options: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    image: str | None = Field(default=None, max_length=2048)
+    price: float | None = None
+    position: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ImportedImage(SQLModel, table=True):
+    """An image fetched from a URL during a catalog import, stored content-addressed under
+    the state folder (``path`` is relative to it). Keyed by the URL's SHA-256 so a re-import
+    reuses the stored file instead of fetching again."""
+
+    url_hash: str = Field(primary_key=True, max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    path: str = Field(max_length=512)
+    sha256: str = Field(max_length=64)
+    size_bytes: int = 0
+    content_type: str = Field(default="", max_length=128)
+    fetched_at: datetime = Field(default_factory=utcnow)
+
+
 class User(SQLModel, table=True):
     """A shopper, keyed by the store's own user id."""
 
@@ -246,3 +286,12 @@ class IdempotencyRecord(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     result_id: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ErasureRecord(SQLModel, table=True):
+    """A durable erasure tombstone: ``user_key`` is a keyed hash (HMAC-SHA256 hex) of an erased
+    user's id, so the record itself does not keep the id in the clear. Every path that writes
+    per-user state checks it (``api.services.erasure.ErasureGuard``)."""
+
+    user_key: str = Field(primary_key=True, max_length=64)
+    erased_at: datetime = Field(default_factory=utcnow)

@@ -1,4 +1,5 @@
-"""Validated, chunked, idempotent imports of catalogs and events.
+"""Validated, chunked, idempotent imports of events, and the row helpers the catalog import
+(``data.ingest.catalog``) shares.
 
 Each chunk is written in one transaction, so a crash mid-import leaves no half-written chunk;
 re-running the same file changes nothing (upserts by sku, inserts skipped by event id).
@@ -30,10 +31,8 @@ from data.ingest.readers import (
 )
 from data.models import EventKind
 from data.repos.catalog import (
-    PRODUCT_FIELDS,
     insert_events,
     product_ids_by_sku,
-    upsert_products,
     upsert_users,
 )
 
@@ -66,11 +65,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class BadRow:
-    """A row that was not loaded: where it is and why."""
+    """A row that was not loaded (``level="error"``), or was loaded with a problem
+    (``level="warning"``, e.g. an image that could not be fetched): where it is and why.
+    ``row`` is the file's line number (for Parquet, the 1-based row index)."""
 
     file: str
     row: int
     reason: str
+    level: str = "error"
 
 
 @dataclass
@@ -85,14 +87,30 @@ class ImportReport:
     bad_count: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     users_created: int = 0
+    #: Catalog only: products and variants loaded (written or unchanged), Shopify image-only
+    #: rows, images fetched from URLs, images found already stored, and warnings.
+    products: int = 0
+    variants: int = 0
+    image_rows: int = 0
+    images_fetched: int = 0
+    images_reused: int = 0
+    warning_count: int = 0
+    warnings: list[BadRow] = field(default_factory=list)
 
     def add_bad(self, bad: BadRow) -> None:
         self.bad_count += 1
         if len(self.bad_rows) < MAX_BAD_ROWS_KEPT:
             self.bad_rows.append(bad)
 
+    def add_warning(self, warning: BadRow) -> None:
+        self.warning_count += 1
+        if len(self.warnings) < MAX_BAD_ROWS_KEPT:
+            self.warnings.append(warning)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The report as JSON-ready data; ``row`` in each bad row is the file's line number,
+        the same number the text report prints."""
+        out: dict[str, Any] = {
             "file": self.file,
             "kind": self.kind,
             "rows_read": self.rows_read,
@@ -102,6 +120,17 @@ class ImportReport:
             "users_created": self.users_created,
             "bad_rows": [b.__dict__ for b in self.bad_rows],
         }
+        if self.kind == "catalog":
+            out.update(
+                products=self.products,
+                variants=self.variants,
+                image_rows=self.image_rows,
+                images_fetched=self.images_fetched,
+                images_reused=self.images_reused,
+                warning_count=self.warning_count,
+                warnings=[w.__dict__ for w in self.warnings],
+            )
+        return out
 
 
 class RowError(ValueError):
@@ -200,19 +229,6 @@ def _image(value: Any, base_dir: Path) -> str | None:
     if not path.is_absolute():
         path = base_dir / path  # image paths are relative to the file that names them
     return str(path.resolve())
-
-
-def validate_product(rec: Mapping[str, Any], *, base_dir: Path) -> dict[str, Any]:
-    """One catalog record → a product dict for ``upsert_products`` (raises ``RowError``)."""
-    return {
-        "sku": _text(rec, "sku", max_len=MAX_ID_LEN, required=True),
-        "title": _text(rec, "title", max_len=MAX_TITLE_LEN, required=True),
-        "description": _text(rec, "description", max_len=MAX_DESCRIPTION_LEN),
-        "category": _text(rec, "category", max_len=MAX_CATEGORY_LEN).lower(),
-        "attributes": _attributes(rec),
-        "image": _image(rec.get("image"), base_dir),
-        "price": _price(rec.get("price")),
-    }
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -319,60 +335,6 @@ def _check_file(path: Path) -> None:
         raise FileNotFoundError(f"file: {path} does not exist")
     if not path.is_file():
         raise ValueError(f"file: {path} is not a regular file")
-
-
-def import_catalog(
-    engine: Engine,
-    *,
-    path: Path,
-    fmt: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    chunk_size: int = 1_000,
-    progress: bool = True,
-    errors_out: TextIO | None = None,
-) -> ImportReport:
-    """Upsert products from ``path`` by sku. Bad rows are reported, good rows always load."""
-    _check_file(path)
-    fmt = detect_format(path, fmt)
-    report = ImportReport(file=str(path), kind="catalog")
-    add_bad = _bad_writer(errors_out, report)
-    seen: dict[str, int] = {}
-    bar = _progress(path, fmt, progress, f"catalog {path.name}")
-    try:
-        for chunk in _chunked(_iter_rows(path, fmt, bar), chunk_size):
-            good: list[dict[str, Any]] = []
-            for row_no, item in chunk:
-                report.rows_read += 1
-                if isinstance(item, str):
-                    add_bad(BadRow(str(path), row_no, item))
-                    continue
-                try:
-                    product = validate_product(
-                        _apply_mapping(item, mapping or {}), base_dir=path.parent
-                    )
-                except RowError as exc:
-                    add_bad(BadRow(str(path), row_no, str(exc)))
-                    continue
-                first = seen.get(product["sku"])
-                if first is not None:
-                    add_bad(
-                        BadRow(
-                            str(path),
-                            row_no,
-                            f"duplicate sku {product['sku']!r} (first at row {first})",
-                        )
-                    )
-                    continue
-                seen[product["sku"]] = row_no
-                good.append({k: product[k] for k in PRODUCT_FIELDS})
-            with session_scope(engine) as session:
-                n = upsert_products(session, products=good)
-            report.written += n
-            report.unchanged += len(good) - n
-    finally:
-        if bar is not None:
-            bar.close()
-    return report
 
 
 def import_events(

@@ -1,7 +1,10 @@
-"""Row readers that stream a file as ``(row_number, record | error)`` pairs.
+"""Row readers that stream a file as ``(line_number, record | error)`` pairs.
 
-Row numbers are 1-based data rows (the CSV header is row 0). A row that cannot be parsed is
-yielded as a ``str`` reason instead of a dict, so one bad line never stops the rest.
+The number is the file's 1-based line number where the record starts (the CSV header is line
+1, so the first data row is line 2; a quoted field spanning lines counts every line; blank lines
+count too), so every report points at the line an editor shows. Parquet has no lines: there it
+is the 1-based row index. A row that cannot be parsed is yielded as a ``str`` reason instead of
+a dict, so one bad line never stops the rest.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def _has_bad_bytes(values: Any) -> bool:
 
 
 def read_csv(raw: BinaryIO, *, on_read: Callable[[int], object] | None = None) -> Iterator[RowItem]:
-    """Stream a CSV with a header row. A row with a wrong column count is an error."""
+    """Stream a CSV with a header row as ``(line, record)``. A wrong column count is an error."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     text = _text_stream(raw, on_read)
     head = text.readline()
@@ -94,19 +97,20 @@ def read_csv(raw: BinaryIO, *, on_read: Callable[[int], object] | None = None) -
     if not header or any(not h for h in header):
         raise ValueError("csv: the first line must be a header naming every column")
     reader = csv.reader(text, dialect=dialect)
-    row_no = 0
+    lines_before = 1  # the header line
     while True:
-        row_no += 1
+        row_no = lines_before + 1  # where this record starts
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
+            lines_before = 1 + reader.line_num
             yield row_no, f"unparseable CSV row: {exc}"
             continue
+        lines_before = 1 + reader.line_num
         if not row:
-            row_no -= 1  # blank line: not a record
-            continue
+            continue  # blank line: not a record (its line still counts)
         if _has_bad_bytes(row):
             yield row_no, "invalid UTF-8 byte in row"
             continue
@@ -122,14 +126,12 @@ def read_csv(raw: BinaryIO, *, on_read: Callable[[int], object] | None = None) -
 def read_jsonl(
     raw: BinaryIO, *, on_read: Callable[[int], object] | None = None
 ) -> Iterator[RowItem]:
-    """Stream JSON Lines: one JSON object per line; blank lines are skipped."""
+    """Stream JSON Lines as ``(line, object)``: one object per line; blank lines are skipped."""
     text = _text_stream(raw, on_read)
-    row_no = 0
-    for line in text:
+    for row_no, line in enumerate(text, start=1):
         stripped = line.strip()
         if not stripped:
             continue
-        row_no += 1
         if _BAD_BYTE.search(stripped):
             yield row_no, "invalid UTF-8 byte in line"
             continue
@@ -153,7 +155,7 @@ def read_parquet(
     batch_size: int = 10_000,
     on_rows: Callable[[int], object] | None = None,
 ) -> Iterator[RowItem]:
-    """Stream a Parquet file batch by batch."""
+    """Stream a Parquet file batch by batch as ``(row index from 1, record)``."""
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)

@@ -34,13 +34,13 @@ def _write_catalog_csv(path: Path) -> None:
         lines.append(
             f"{p['item_code']},{p['name']},{p['cat']},{p['price']},nice,img/{p['item_code']}.png\n"
         )
-    lines.append(",No sku,Mug,3,x,\n")  # row 6: missing sku
-    lines.append("SKU9,Bad price,Mug,cheap,x,\n")  # row 7: wrong type
-    lines.append("SKU0,Duplicate,Mug,3,x,\n")  # row 8: duplicate sku
-    lines.append("SKU10,Huge,Mug,3," + "a" * 10_000_000 + ",\n")  # row 9: 10 MB description
+    lines.append(",No sku,Mug,3,x,\n")  # line 7: missing sku
+    lines.append("SKU9,Bad price,Mug,cheap,x,\n")  # line 8: wrong type
+    lines.append("SKU0,Duplicate,Mug,3,x,\n")  # line 9: duplicate sku
+    lines.append("SKU10,Huge,Mug,3," + "a" * 10_000_000 + ",\n")  # line 10: 10 MB description
     raw = "".join(lines).encode()
-    raw += b"SKU11,Bad \xff byte,Mug,3,x,\n"  # row 10: invalid UTF-8
-    raw += b"SKU12,Truncated,Mu"  # row 11: truncated last line
+    raw += b"SKU11,Bad \xff byte,Mug,3,x,\n"  # line 11: invalid UTF-8
+    raw += b"SKU12,Truncated,Mu"  # line 12: truncated last line
     path.write_bytes(raw)
 
 
@@ -52,14 +52,15 @@ def test_catalog_csv_with_bad_rows_loads_every_good_row(
     report = import_catalog(sqlite_engine, path=path, mapping=MAPPING, progress=False)
     assert report.rows_read == 11
     assert report.written == 5
-    assert {b.row for b in report.bad_rows} == {6, 7, 8, 9, 10, 11}
+    # Rows are numbered by the file's line (the header is line 1).
+    assert {b.row for b in report.bad_rows} == {7, 8, 9, 10, 11, 12}
     reasons = {b.row: b.reason for b in report.bad_rows}
-    assert "missing 'sku'" in reasons[6]
-    assert "price" in reasons[7]
-    assert "duplicate sku 'SKU0'" in reasons[8]
-    assert "too long" in reasons[9]
-    assert "UTF-8" in reasons[10]
-    assert "columns" in reasons[11]
+    assert "missing 'sku'" in reasons[7]
+    assert "price" in reasons[8]
+    assert "duplicate sku 'SKU0' (first at line 2)" in reasons[9]
+    assert "too long" in reasons[10]
+    assert "UTF-8" in reasons[11]
+    assert "columns" in reasons[12]
     assert all(b.file == str(path) for b in report.bad_rows)
     with Session(sqlite_engine) as s:
         products = s.exec(select(Product).order_by(Product.sku)).all()
