@@ -14,7 +14,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @app.command()
     def generate(
-        product: str = typer.Option(..., "--product", help="SKU of a catalog product."),
+        product: str = typer.Option(
+            ..., "--product", help="SKU of a catalog product or of one of its variants."
+        ),
         out: Path = typer.Option(..., "--out", help="Output file (.png or .webp)."),
         terms: str = typer.Option(
             "", "--terms", help='Style terms, "term:weight, term, ..." (weight defaults to 1).'
@@ -30,10 +32,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Generate a hero image for PRODUCT and write it to OUT; prints the brief hash and
         per-stage timings. The product's pixels are kept exactly (checked before writing)."""
-        from sqlmodel import Session, select
+        from sqlmodel import Session
         from tqdm import tqdm
 
-        from data.models import Product
+        from data.repos.catalog import resolve_sku
         from genservice.brief import CreativeBrief, Placement, ProductRef, file_sha256, parse_terms
         from genservice.generator import HeroGenerator
 
@@ -49,12 +51,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 fail(f"--reference: expected an image file, got {str(ref)!r} (not found)")
         engine = open_engine(settings)
         with Session(engine) as session:
-            row = session.exec(select(Product).where(Product.sku == product)).first()
-        if row is None:
-            fail(f"--product: no product with sku {product!r} in the catalog")
-        if not row.image:
+            match = resolve_sku(session, sku=product)  # a variant sku names its product
+        if match is None:
+            fail(f"--product: no product or variant with sku {product!r} in the catalog")
+        row, image = match.product, match.image  # a variant's own image when it has one
+        if not image:
             fail(f"--product: product {product!r} has no image")
-        image_path = Path(row.image)
+        image_path = Path(image)
         if not image_path.is_absolute():
             image_path = settings.home / image_path
         if not image_path.is_file():
@@ -68,10 +71,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         generator = HeroGenerator.from_config(gen_config, home=settings.home)
         refs = tuple(str(r.resolve()) for r in reference)
         hashes = {r: file_sha256(r) for r in refs}
-        hashes[row.image] = file_sha256(str(image_path))
+        hashes[image] = file_sha256(str(image_path))
         brief = CreativeBrief(
             product=ProductRef(
-                id=str(row.id), title=row.title, image=row.image, category=row.category
+                id=str(row.id), title=match.title, image=image, category=row.category
             ),
             placement=place,
             style_terms=parse_terms(terms),
