@@ -60,10 +60,52 @@ class GenerationConfig(BaseModel):
     worker_heartbeat_interval_s: float = Field(default=2.0, gt=0)
     worker_stale_after_s: float = Field(default=30.0, gt=0)
     worker_cancel_check_interval_s: float = Field(default=0.1, ge=0)
+    # Real checkpoints and serving speed (issue 19).
+    #: Architecture configs for a single-file ``model`` (``*.safetensors``/``*.ckpt`` in the
+    #: original layout): a local diffusers folder (``model_index.json``, ``*/config.json``,
+    #: tokenizers; no weights needed) or a hub id. Required offline.
+    single_file_config: str | None = None
+    #: Override of the native image side in pixels (0 = UNet sample size x VAE factor).
+    native_size: int = Field(default=0, ge=0, le=4096)
+    #: ``torch.compile`` mode when ``compile_unet``/``compile_vae`` is on.
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "max-autotune"
+    compile_vae: bool = False
+    #: Fuse the attention q/k/v projections into one matmul (UNet and VAE).
+    fuse_qkv: bool = False
+    #: Decode in tiles / one image at a time: only where GPU memory needs it (slower).
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    #: Canvas sizes ``(width, height)`` warmed up once when the model loads (compilation and
+    #: autotuning paid at start-up, not on a shopper's request); empty = the native square
+    #: when compiling, else none.
+    warmup_sizes: list[tuple[int, int]] = Field(default_factory=list)
+    #: Batch sizes warmed up per size (compiled graphs are shape-specific).
+    warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    #: Denoising steps of each warm-up call.
+    warmup_steps: int = Field(default=2, ge=1, le=50)
 
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
         if value != "auto" and not (value == "cpu" or value.startswith(("cuda", "mps"))):
             raise ValueError(f"device: expected 'auto', 'cpu', 'cuda[:N]' or 'mps', got {value!r}")
+        return value
+
+    @field_validator("warmup_sizes")
+    @classmethod
+    def _check_warmup_sizes(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for w, h in value:
+            if w < 8 or h < 8 or w % 8 or h % 8:
+                raise ValueError(
+                    f"warmup_sizes: expected (width, height) multiples of 8, got {(w, h)}"
+                )
+        return value
+
+    @field_validator("warmup_batch_sizes")
+    @classmethod
+    def _check_warmup_batches(cls, value: list[int]) -> list[int]:
+        if any(b < 1 or b > 64 for b in value):
+            raise ValueError(f"warmup_batch_sizes: expected ints in [1, 64], got {value}")
         return value

@@ -123,3 +123,32 @@ class Backend(Protocol):
     def native_size(self) -> int:
         """The model's native image side in pixels (for example 512 for SD 1.5)."""
         ...
+
+    @property
+    def size_multiple(self) -> int:
+        """Canvas sides must be multiples of this many pixels (VAE factor x UNet levels)."""
+        ...
+
+    @property
+    def supports_ip_adapter(self) -> bool:
+        """True when reference images can condition generation (an IP-Adapter is present)."""
+        ...
+
+    def load(self) -> Any:
+        """Load the model now (idempotent; slow), warming up the configured sizes."""
+        ...
+
+    def warmup(
+        self,
+        sizes: Sequence[tuple[int, int]] | None = None,
+        *,
+        batch_sizes: Sequence[int] | None = None,
+    ) -> dict[tuple[int, int, int], float]:
+        """Run each ``(width, height)`` x batch size not yet warmed up once; returns seconds
+        per newly warmed ``(width, height, batch)``."""
+        ...
+
+    def embeds_by_id(self, ids: Sequence[str]) -> Any:
+        """Cached reference embeddings by content hash, ``(2, len(ids), dim)``; raises
+        ``GenerationError`` for an unknown id."""
+        ...

@@ -1,7 +1,10 @@
 """The diffusers backend: the only module (outside ``genservice/training``) importing diffusers.
 
 Loads SD 1.5/2.1, SDXL or Turbo/LCM pipelines by hub id or local folder through
-``from_pretrained`` (``HF_HUB_OFFLINE`` honoured), runs text-to-image, image-to-image and
+``from_pretrained``, or a single-file (Civitai-style, original layout) checkpoint through
+``from_single_file`` with a local config folder (``HF_HUB_OFFLINE`` honoured); applies the
+serving settings (dtype, channels-last, fused q/k/v, ``torch.compile``) and warms each
+configured canvas size up once at load time; runs text-to-image, image-to-image and
 inpainting around a product mask, IP-Adapter with cached reference embeddings, batches
 compatible requests into one pipeline call, reports progress and stops on cancellation.
 ``build_tiny_pipeline`` writes a small random-weight SD-architecture pipeline (the default
@@ -51,6 +54,8 @@ SCHEDULERS: dict[str, str] = {
     "heun": "HeunDiscreteScheduler",
     "lms": "LMSDiscreteScheduler",
 }
+#: File suffixes of single-file (original-layout) checkpoints loaded with ``from_single_file``.
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 TINY_IP_ADAPTER_SUBFOLDER = "ip_adapter"
 TINY_IP_ADAPTER_WEIGHTS = "ip-adapter.safetensors"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +77,8 @@ def resolve_model_path(config: GenerationConfig, *, home: Path) -> str:
         candidates.append(_PROJECT_ROOT / model)
     for cand in candidates:
         if (cand / "model_index.json").is_file():
+            return str(cand.resolve())
+        if cand.is_file() and cand.suffix in SINGLE_FILE_SUFFIXES:
             return str(cand.resolve())
     if model == DEFAULT_MODEL:
         if not config.fallback_random_model:
@@ -99,8 +106,8 @@ def resolve_model_path(config: GenerationConfig, *, home: Path) -> str:
         return str(folder.resolve())
     if Path(model).exists() or model.count("/") != 1:
         raise GenerationError(
-            f"generation.model: expected a diffusers folder with model_index.json or a hub id "
-            f"'org/name', got {model!r}"
+            f"generation.model: expected a diffusers folder with model_index.json, a single-file "
+            f"checkpoint ({'/'.join(SINGLE_FILE_SUFFIXES)}) or a hub id 'org/name', got {model!r}"
         )
     return model  # a hub id; from_pretrained honours HF_HUB_OFFLINE
 
@@ -307,6 +314,203 @@ def build_tiny_pipeline(folder: str | Path, seed: int = 0, *, with_ip_adapter: b
     return folder
 
 
+# --------------------------------------------------------------------------- architectures
+
+#: UNet / VAE / text-encoder configs of the real architectures ("full") and of small,
+#: architecture-identical stand-ins ("tiny": same block types, layers and key layout, few
+#: channels) used to test single-file loading and to dry-run the GPU benches.
+ARCHS: dict[str, dict[str, dict[str, Any]]] = {
+    "sd15": {
+        "unet": {
+            "sample_size": 64,
+            "block_out_channels": (320, 640, 1280, 1280),
+            "layers_per_block": 2,
+            "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            "cross_attention_dim": 768,
+            "attention_head_dim": 8,
+        },
+        "vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2},
+        "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12},
+    },
+    "sdxl": {
+        "unet": {
+            "sample_size": 128,
+            "block_out_channels": (320, 640, 1280),
+            "layers_per_block": 2,
+            "down_block_types": ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2,
+            "up_block_types": ("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D",),
+            "transformer_layers_per_block": (1, 2, 10),
+            "attention_head_dim": (5, 10, 20),
+            "cross_attention_dim": 2048,
+            "use_linear_projection": True,
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 256,
+            "projection_class_embeddings_input_dim": 2816,
+        },
+        "vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2},
+        "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12},
+        "text_2": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32},
+    },
+}
+TINY_ARCHS: dict[str, dict[str, dict[str, Any]]] = {
+    "sd15": {
+        "unet": {
+            **ARCHS["sd15"]["unet"],
+            "sample_size": 8,
+            "block_out_channels": (32, 32, 64, 64),
+            "cross_attention_dim": 32,
+            "norm_num_groups": 8,
+        },
+        "vae": {"block_out_channels": (16, 16, 32, 32), "layers_per_block": 1},
+        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2},
+    },
+    "sdxl": {
+        "unet": {
+            **ARCHS["sdxl"]["unet"],
+            "sample_size": 16,
+            "block_out_channels": (32, 64, 64),
+            "transformer_layers_per_block": (1, 1, 2),
+            "attention_head_dim": (2, 4, 8),
+            "cross_attention_dim": 96,
+            "norm_num_groups": 8,
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 64 + 6 * 8,
+        },
+        "vae": {"block_out_channels": (16, 32, 32, 32), "layers_per_block": 1},
+        # Different widths: diffusers tells SDXL's two encoders apart by their sizes.
+        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2},
+        "text_2": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2},
+    },
+}
+
+
+def build_arch_pipeline(
+    arch: str, *, tiny: bool = True, seed: int = 0, device: str = "cpu", dtype: Any = None
+) -> Any:
+    """A random-weight SD 1.5 (``"sd15"``, 512 px) or SDXL (``"sdxl"``, 1024 px, two text
+    encoders) pipeline built from configs on ``device``; ``tiny`` keeps the architecture
+    (block types, layers, key names) with few channels (native 64 / 128 px). Nothing is
+    downloaded; CLIP's real BPE vocabulary is used."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    table = TINY_ARCHS if tiny else ARCHS
+    if arch not in table:
+        raise ValueError(f"arch: expected one of {sorted(table)}, got {arch!r}")
+    spec = table[arch]
+    tmp = Path(tempfile.mkdtemp(prefix="tok-"))
+    try:
+        vocab = write_clip_tokenizer_files(tmp)
+        tokenizer = CLIPTokenizer.from_pretrained(str(tmp), model_max_length=77)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def text_config(t: dict[str, Any], *, xl_second: bool = False) -> Any:
+        return CLIPTextConfig(
+            vocab_size=vocab,
+            max_position_embeddings=77,
+            num_attention_heads=max(4, t["hidden_size"] // 64),
+            projection_dim=t["hidden_size"],
+            hidden_act="gelu" if xl_second else "quick_gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **t,
+        )
+
+    native = spec["unet"]["sample_size"] * 8
+    torch.manual_seed(seed)
+    with torch.device(device):  # allocate on the device: no multi-GB copy from the host
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **spec["unet"])
+        vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            norm_num_groups=8 if tiny else 32,
+            sample_size=native,
+            scaling_factor=0.13025 if arch == "sdxl" else 0.18215,
+            **spec["vae"],
+        )
+        text_encoder = CLIPTextModel(text_config(spec["text"]))
+        text_encoder_2 = (
+            CLIPTextModelWithProjection(text_config(spec["text_2"], xl_second=True))
+            if "text_2" in spec
+            else None
+        )
+    sched_kw: dict[str, Any] = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "steps_offset": 1,
+    }
+    pipe: Any
+    if arch == "sdxl":
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **sched_kw),
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **sched_kw),
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
+        )
+    if dtype is not None:
+        pipe = pipe.to(dtype=dtype)
+    return pipe
+
+
+def write_random_ip_adapter(pipe: Any, folder: str | Path, *, seed: int = 0) -> Path:
+    """Random IP-Adapter weights for ``pipe``'s UNet plus a small CLIP image encoder under
+    ``folder/ip_adapter`` (the layout ``generation.ip_adapter="auto"`` finds)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    ip_dir = Path(folder) / TINY_IP_ADAPTER_SUBFOLDER
+    torch.manual_seed(seed)
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            projection_dim=32,
+        )
+    )
+    encoder.save_pretrained(ip_dir / "image_encoder", safe_serialization=True)
+    state = _tiny_ip_adapter_state(pipe.unet, image_embed_dim=32, seed=seed + 1)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(ip_dir / TINY_IP_ADAPTER_WEIGHTS))
+    return ip_dir
+
+
 # --------------------------------------------------------------------------- safety checker
 
 
@@ -414,32 +618,27 @@ class DiffusersBackend:
         self.safety_checker: DiffusersSafetyChecker | None = None
         #: Number of pipeline calls made (tests check that a cache hit makes none).
         self.calls = 0
+        #: Seconds each warmed-up ``(width, height, batch)`` took (see :meth:`warmup`).
+        self.warmed: dict[tuple[int, int, int], float] = {}
+        self.load_seconds = 0.0
 
     # ----------------------------------------------------------------- loading
 
     def load(self) -> Any:
-        """Load (once) and return the text-to-image pipeline."""
+        """Load (once) and return the text-to-image pipeline; then warm up the configured
+        sizes (see :meth:`warmup`)."""
         with self._lock:
             if self._pipe is not None:
                 return self._pipe
-            import torch
-            from diffusers import AutoPipelineForText2Image
-
             path = resolve_model_path(self.config, home=self.home)
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-            kwargs: dict[str, Any] = {"dtype": self.dtype}
-            if Path(path).is_dir() or offline:
-                kwargs["local_files_only"] = True
-            if self.config.model_variant:
-                kwargs["variant"] = self.config.model_variant
-            index = self._model_index(path)
-            if "safety_checker" in index:
-                kwargs["safety_checker"] = None  # run separately on the final composite
-                kwargs["requires_safety_checker"] = False
             t0 = time.perf_counter()
             try:
-                pipe = AutoPipelineForText2Image.from_pretrained(path, **kwargs)
-            except (OSError, ValueError) as exc:
+                if Path(path).is_file():
+                    pipe = self._load_single_file(path, offline=offline)
+                else:
+                    pipe = self._load_pretrained(path, offline=offline)
+            except (OSError, ValueError, KeyError) as exc:
                 raise GenerationError(
                     f"generation.model: could not load {path!r} "
                     f"(offline={offline}): {type(exc).__name__}: {exc}"
@@ -448,25 +647,162 @@ class DiffusersBackend:
             pipe.set_progress_bar_config(disable=True)
             if self.config.scheduler != "default":
                 pipe.scheduler = self._make_scheduler(self.config.scheduler, pipe.scheduler)
-            if self.config.channels_last:
-                pipe.unet.to(memory_format=torch.channels_last)
-                pipe.vae.to(memory_format=torch.channels_last)
-            if self.config.compile_unet:
-                pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=False)
+            self._optimize(pipe)
             if Path(path).is_dir():
                 self.safety_checker = DiffusersSafetyChecker.from_folder(path, device=self.device)
             self._ip_source = self._find_ip_adapter(path)
             self._path = path
             self._pipe = pipe
             self._pipes = {"txt2img": pipe}
+            self.load_seconds = time.perf_counter() - t0
             log.info(
-                "loaded %s on %s/%s in %.1fs",
+                "loaded %s (%s) on %s/%s in %.1fs",
                 path,
+                type(pipe).__name__,
                 self.device,
                 self.dtype,
-                time.perf_counter() - t0,
+                self.load_seconds,
             )
+            if self.config.warmup_sizes or self.config.compile_unet or self.config.compile_vae:
+                self.warmup()
             return pipe
+
+    def _load_pretrained(self, path: str, *, offline: bool) -> Any:
+        """A diffusers folder or hub id through ``AutoPipelineForText2Image``."""
+        from diffusers import AutoPipelineForText2Image
+
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if Path(path).is_dir() or offline:
+            kwargs["local_files_only"] = True
+        if self.config.model_variant:
+            kwargs["variant"] = self.config.model_variant
+        if "safety_checker" in self._model_index(path):
+            kwargs["safety_checker"] = None  # run separately on the final composite
+            kwargs["requires_safety_checker"] = False
+        return AutoPipelineForText2Image.from_pretrained(path, **kwargs)
+
+    def _load_single_file(self, path: str, *, offline: bool) -> Any:
+        """A single original-layout checkpoint through ``from_single_file``.
+
+        The architecture comes from ``generation.single_file_config`` (a local diffusers folder or a
+        hub id); the pipeline class from ``generation.pipeline``, else that folder's
+        ``model_index.json``, else the checkpoint's keys (two text encoders: SDXL).
+        """
+        import inspect
+
+        import diffusers
+
+        cfg_src = self.config.single_file_config
+        local_cfg = cfg_src is not None and Path(cfg_src).is_dir()
+        if cfg_src is None and offline:
+            raise GenerationError(
+                "generation.single_file_config: a single-file checkpoint needs its architecture "
+                "configs offline; expected a local diffusers folder (model_index.json, "
+                f"*/config.json, tokenizer), got None for model {path!r}"
+            )
+        if local_cfg and not (Path(str(cfg_src)) / "model_index.json").is_file():
+            raise GenerationError(
+                "generation.single_file_config: expected a diffusers folder with "
+                f"model_index.json, got {cfg_src!r}"
+            )
+        cls = getattr(diffusers, self._single_file_class(path, cfg_src if local_cfg else None))
+        kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
+        if cfg_src is not None:
+            kwargs["config"] = str(Path(cfg_src).resolve()) if local_cfg else cfg_src
+        if local_cfg or offline:
+            kwargs["local_files_only"] = True
+        if "safety_checker" in inspect.signature(cls.__init__).parameters:
+            kwargs["safety_checker"] = None  # run separately on the final composite
+            kwargs["requires_safety_checker"] = False
+        return cls.from_single_file(path, **kwargs)
+
+    def _single_file_class(self, path: str, config_dir: str | None) -> str:
+        if self.config.pipeline == "sd":
+            return "StableDiffusionPipeline"
+        if self.config.pipeline == "sdxl":
+            return "StableDiffusionXLPipeline"
+        if config_dir is not None:
+            name = self._model_index(config_dir).get("_class_name")
+            if isinstance(name, str) and name.endswith("Pipeline"):
+                return name
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                if any(k.startswith("conditioner.embedders.1.") for k in f.keys()):  # noqa: SIM118
+                    return "StableDiffusionXLPipeline"
+        return "StableDiffusionPipeline"
+
+    def _optimize(self, pipe: Any) -> None:
+        """Apply the serving settings: channels-last, fused q/k/v, VAE tiling/slicing and
+        ``torch.compile`` (compiled lazily: the first call per shape pays, see ``warmup``)."""
+        import torch
+
+        cfg = self.config
+        if cfg.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        if cfg.fuse_qkv:
+            pipe.unet.fuse_qkv_projections()
+            pipe.vae.fuse_qkv_projections()
+        if cfg.vae_tiling:
+            pipe.vae.enable_tiling()
+        if cfg.vae_slicing:
+            pipe.vae.enable_slicing()
+        if cfg.compile_unet:
+            pipe.unet = torch.compile(pipe.unet, mode=cfg.compile_mode, fullgraph=False)
+        if cfg.compile_vae:
+            pipe.vae.decode = torch.compile(pipe.vae.decode, mode=cfg.compile_mode)
+
+    # ----------------------------------------------------------------- warm-up
+
+    def warmup(
+        self,
+        sizes: Sequence[tuple[int, int]] | None = None,
+        *,
+        batch_sizes: Sequence[int] | None = None,
+    ) -> dict[tuple[int, int, int], float]:
+        """Run one short inpainting call per ``(width, height)`` and batch size not warmed up
+        yet, so compilation, autotuning and CUDA-graph capture happen now, not on a
+        shopper's request. Defaults: ``generation.warmup_sizes`` (else the native square) and
+        ``generation.warmup_batch_sizes``; guidance as configured (CFG doubles the UNet
+        batch) and the IP-Adapter loaded when the model has one (it changes the graph).
+        Returns seconds per newly warmed ``(width, height, batch)``; repeated sizes cost
+        nothing."""
+        with self._lock:
+            self.load()
+            cfg = self.config
+            if sizes is None:
+                sizes = list(cfg.warmup_sizes) or [(self.native_size, self.native_size)]
+            batches = list(batch_sizes) if batch_sizes is not None else cfg.warmup_batch_sizes
+            if self._ip_source is not None:
+                self._ensure_ip_adapter()
+            done: dict[tuple[int, int, int], float] = {}
+            for w, h in sizes:
+                for b in batches:
+                    key = (int(w), int(h), int(b))
+                    if key in self.warmed:
+                        continue
+                    image = Image.new("RGB", (key[0], key[1]), (128, 128, 128))
+                    mask = Image.new("L", (key[0], key[1]), 255)
+                    reqs = [
+                        GenerationRequest(
+                            prompt="warm-up",
+                            width=key[0],
+                            height=key[1],
+                            num_inference_steps=cfg.warmup_steps,
+                            guidance_scale=cfg.guidance_scale,
+                            seed=i,
+                            image=image,
+                            mask_image=mask,
+                        )
+                        for i in range(key[2])
+                    ]
+                    t0 = time.perf_counter()
+                    self.generate_batch(reqs)
+                    done[key] = self.warmed[key] = time.perf_counter() - t0
+                    log.info("warmed up %dx%d batch %d in %.1fs", *key, done[key])
+            return done
 
     @staticmethod
     def _model_index(path: str) -> dict[str, Any]:
@@ -491,6 +827,8 @@ class DiffusersBackend:
         if setting is None or setting == "none":
             return None
         source = path if setting == "auto" else setting
+        if setting == "auto" and Path(path).is_file():
+            source = str(Path(path).parent)  # a single file: an adapter beside it, if any
         if Path(source).is_dir():
             weights = Path(source) / self.config.ip_adapter_subfolder
             if not (weights / self.config.ip_adapter_weight_name).is_file():
@@ -518,6 +856,18 @@ class DiffusersBackend:
         pipe = self._pipe
         pipe.load_ip_adapter(source, subfolder=subfolder, weight_name=weight)
         pipe.image_encoder.to(self.device, self.dtype)
+        if self.config.fuse_qkv:
+            # Loading the adapter resets every attention processor: self-attention gets the
+            # fused one back (its modules keep their fused weights); cross-attention keeps
+            # the adapter's processor.
+            from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+            unet = pipe.unet
+            procs = dict(unet.attn_processors)
+            for name in procs:
+                if name.endswith("attn1.processor"):
+                    procs[name] = FusedAttnProcessor2_0()
+            unet.set_attn_processor(procs)
         self._ip_loaded = True
         self._pipes = {"txt2img": pipe}  # derived pipelines must see the new components
 
@@ -552,6 +902,10 @@ class DiffusersBackend:
 
     @property
     def native_size(self) -> int:
+        """The model's native side in pixels: ``generation.native_size`` when set, else the
+        UNet sample size x the VAE factor (512 for SD 1.5, 768 for SD 2.x-v, 1024 for SDXL)."""
+        if self.config.native_size:
+            return int(self.config.native_size)
         pipe = self.load()
         return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
@@ -915,11 +1269,15 @@ def keep_unmasked_pixels(pixels: np.ndarray, image: Any, mask_image: Any) -> np.
 
 
 __all__ = [
+    "ARCHS",
     "SCHEDULERS",
+    "TINY_ARCHS",
     "DiffusersBackend",
     "DiffusersSafetyChecker",
+    "build_arch_pipeline",
     "build_tiny_pipeline",
     "keep_unmasked_pixels",
     "resolve_model_path",
     "write_clip_tokenizer_files",
+    "write_random_ip_adapter",
 ]

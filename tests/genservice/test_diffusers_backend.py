@@ -261,3 +261,164 @@ def test_hub_id_offline_fails_clearly(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_tiny_folder_ships_no_safety_checker() -> None:
     assert DiffusersSafetyChecker.from_folder(str(tiny_model_dir())) is None
+
+
+# --------------------------------------------------------------------------- real checkpoints
+
+
+@pytest.fixture(scope="module")
+def sd15_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny SD 1.5-architecture model saved twice: as a diffusers folder and as one
+    original-layout ``.safetensors`` file plus a weightless config folder."""
+    from genservice.backends.single_file import save_config_folder, save_single_file
+
+    root = tmp_path_factory.mktemp("sd15")
+    pipe = db.build_arch_pipeline("sd15", tiny=True, seed=3)
+    pipe.save_pretrained(root / "folder", safe_serialization=True)
+    save_single_file(pipe, root / "file" / "tiny-sd15.safetensors")
+    save_config_folder(pipe, root / "config")
+    return {
+        "folder": root / "folder",
+        "file": root / "file" / "tiny-sd15.safetensors",
+        "config": root / "config",
+    }
+
+
+def test_single_file_has_the_original_sd15_layout(sd15_files: dict[str, Path]) -> None:
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors.torch import load_file
+
+    state = load_file(str(sd15_files["file"]))
+    # diffusers recognises the file as an SD 1.x checkpoint by its key names.
+    assert infer_diffusers_model_type(state) == "v1"
+    for key in (
+        "model.diffusion_model.input_blocks.3.0.op.weight",  # first down-sampler
+        "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+        "model.diffusion_model.output_blocks.2.1.conv.weight",  # up-sampler without attention
+        "model.diffusion_model.output_blocks.5.2.conv.weight",  # up-sampler after attention
+        "model.diffusion_model.output_blocks.11.1.proj_out.weight",
+        "first_stage_model.decoder.up.3.upsample.conv.weight",
+        "first_stage_model.encoder.mid.attn_1.q.weight",
+        "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+    ):
+        assert key in state, key
+    assert state["first_stage_model.encoder.mid.attn_1.q.weight"].ndim == 4  # 1x1 conv
+    # No weights sit in the config folder: only configs and the tokenizer.
+    assert not list(sd15_files["config"].rglob("*.safetensors"))
+    assert (sd15_files["config"] / "tokenizer" / "tokenizer_config.json").is_file()
+
+
+def test_single_file_round_trip_gives_identical_outputs(
+    sd15_files: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = DiffusersBackend(
+        GenerationConfig(model=str(sd15_files["folder"]), device="cpu"), home=tmp_path / "a"
+    )
+    single = DiffusersBackend(
+        GenerationConfig(
+            model=str(sd15_files["file"]),
+            single_file_config=str(sd15_files["config"]),
+            device="cpu",
+        ),
+        home=tmp_path / "b",
+    )
+    pa, pb = folder.load(), single.load()
+    assert type(pb).__name__ == "StableDiffusionPipeline"
+    for name in ("unet", "vae", "text_encoder"):
+        sa, sb = getattr(pa, name).state_dict(), getattr(pb, name).state_dict()
+        assert sa.keys() == sb.keys()
+        assert all(bool((sa[k] == sb[k]).all()) for k in sa), name
+    assert single.native_size == folder.native_size == 64
+    assert single.max_tokens == 77 and single.count_tokens("hello world") == 2
+    init = product_image(64)
+    mask = Image.fromarray(np.where(np.asarray(init.convert("L")) < 200, 0, 255).astype(np.uint8))
+    for r in (req(4), req(5, image=init, mask_image=mask)):
+        a, b = folder.generate(r), single.generate(r)
+        assert np.array_equal(a.array, b.array)
+        assert float(np.asarray(b.image).std()) > 1.0
+
+
+def test_single_file_needs_a_config_offline(sd15_files: dict[str, Path], tmp_path: Path) -> None:
+    b = DiffusersBackend(
+        GenerationConfig(model=str(sd15_files["file"]), device="cpu"), home=tmp_path
+    )
+    with pytest.raises(GenerationError, match="single_file_config"):
+        b.load()
+    bad = GenerationConfig(
+        model=str(sd15_files["file"]), single_file_config=str(tmp_path), device="cpu"
+    )
+    with pytest.raises(GenerationError, match=r"single_file_config: expected a diffusers folder"):
+        DiffusersBackend(bad, home=tmp_path).load()
+
+
+def test_sdxl_single_file_loads_both_text_encoders(tmp_path: Path) -> None:
+    from genservice.backends.single_file import save_config_folder, save_single_file
+
+    pipe = db.build_arch_pipeline("sdxl", tiny=True, seed=4)
+    path = save_single_file(pipe, tmp_path / "tiny-sdxl.safetensors")
+    save_config_folder(pipe, tmp_path / "config")
+    pipe.save_pretrained(tmp_path / "folder", safe_serialization=True)
+    single = DiffusersBackend(
+        GenerationConfig(
+            model=str(path), single_file_config=str(tmp_path / "config"), device="cpu"
+        ),
+        home=tmp_path / "h1",
+    )
+    folder = DiffusersBackend(
+        GenerationConfig(model=str(tmp_path / "folder"), device="cpu"), home=tmp_path / "h2"
+    )
+    loaded = single.load()
+    assert type(loaded).__name__ == "StableDiffusionXLPipeline"
+    # The class is also found from the keys alone (two text encoders: SDXL).
+    assert single._single_file_class(str(path), None) == "StableDiffusionXLPipeline"
+    for name in ("text_encoder", "text_encoder_2", "unet"):
+        sa, sb = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert sa.keys() == sb.keys()
+        assert all(bool((sa[k] == sb[k]).all()) for k in sa), name
+    assert single.native_size == 128  # renders at the model's own size, not enlarged
+    a = folder.generate(req(6, width=128, height=128))
+    b = single.generate(req(6, width=128, height=128))
+    assert a.image.size == (128, 128)
+    assert np.array_equal(a.array, b.array)
+
+
+def test_warmup_runs_once_per_size_and_batch(tmp_path: Path) -> None:
+    b = make_backend(tmp_path, warmup_sizes=[(64, 64), (96, 48)], warmup_batch_sizes=[1, 2])
+    assert b.calls == 0  # nothing happens before load
+    b.load()
+    assert b.calls == 4  # one pipeline call per (size, batch): at start-up
+    assert set(b.warmed) == {(64, 64, 1), (64, 64, 2), (96, 48, 1), (96, 48, 2)}
+    assert b._ip_loaded  # the served graph includes the adapter, so the warm-up did too
+    assert b.warmup() == {} and b.calls == 4  # repeated sizes cost nothing
+    b.load()
+    assert b.calls == 4
+    new = b.warmup([(64, 64), (64, 32)], batch_sizes=[1])
+    assert set(new) == {(64, 32, 1)} and b.calls == 5
+    # Serving afterwards is unaffected by the warm-up (same pixels as a fresh backend).
+    fresh = make_backend(tmp_path / "fresh")
+    np.testing.assert_array_equal(b.generate(req(8)).array, fresh.generate(req(8)).array)
+
+
+def test_native_size_override_and_protocol(tmp_path: Path) -> None:
+    b = make_backend(tmp_path, native_size=512)
+    assert b.native_size == 512 and b.calls == 0  # answered without loading the model
+    assert isinstance(b, Backend)
+    assert b.supports_ip_adapter and b.size_multiple == 16
+
+
+def test_fused_qkv_matches_unfused_with_and_without_references(
+    backend: DiffusersBackend, tmp_path: Path
+) -> None:
+    fused = make_backend(tmp_path, fuse_qkv=True)
+    ref = [reference_image(RED)]
+    plain_out = backend.generate(req(9))
+    fused_out = fused.generate(req(9))
+    np.testing.assert_allclose(fused_out.array, plain_out.array, atol=1e-4)
+    with_ref = backend.generate(req(9, ip_adapter_image=ref, ip_adapter_scale=1.0))
+    fused_ref = fused.generate(req(9, ip_adapter_image=ref, ip_adapter_scale=1.0))
+    np.testing.assert_allclose(fused_ref.array, with_ref.array, atol=1e-4)
+    assert not np.allclose(fused_ref.array, fused_out.array, atol=1e-3)  # the adapter acts
+    procs = fused.load().unet.attn_processors
+    assert {type(p).__name__ for n, p in procs.items() if n.endswith("attn1.processor")} == {
+        "FusedAttnProcessor2_0"
+    }
