@@ -165,6 +165,23 @@ def _install_error_handlers(app: FastAPI) -> None:
         ][:50]
         return JSONResponse({"detail": errors, "request_id": _request_id(request)}, status_code=422)
 
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    @app.exception_handler(PoolTimeout)
+    async def saturated(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every database connection is busy: a clean "try again", never a 500.
+        rid = _request_id(request)
+        comps = getattr(request.app.state, "components", None)
+        retry = str(comps.settings.api.retry_after_s) if comps is not None else "2"
+        headers = {"Retry-After": retry}
+        if rid:
+            headers["X-Request-ID"] = rid
+        return JSONResponse(
+            {"detail": "the service is busy; retry", "request_id": rid},
+            status_code=503,
+            headers=headers,
+        )
+
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
         rid = _request_id(request)
@@ -175,6 +192,21 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=500,
             headers={"X-Request-ID": rid} if rid else None,
         )
+
+
+def build_engine(settings: Settings) -> Any:
+    """The database engine of a server: the pool holds one connection per route thread
+    (``api.worker_threads``) plus a few for background threads (personalizer, worker,
+    heartbeats), and a request waits at most ``api.db_pool_timeout_s`` for one (then 503)."""
+    from data.db import make_engine
+
+    api = settings.api
+    return make_engine(
+        settings.data.resolved_database_url(),
+        pool_size=api.worker_threads,
+        max_overflow=8,
+        pool_timeout_s=api.db_pool_timeout_s,
+    )
 
 
 def create_app(
@@ -189,7 +221,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import anyio
 
-        comps = components or build_components(settings)
+        # Route threads and database connections are sized together (one connection each).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api.worker_threads
+        comps = components or build_components(settings, engine=build_engine(settings))
         await anyio.to_thread.run_sync(start_components, comps)
         from api.services.hero import HeroService
 

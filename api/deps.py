@@ -127,3 +127,26 @@ def image_url(settings: Settings, key: str | None) -> str | None:
     if not key:
         return None
     return f"{settings.api.public_base_url.rstrip('/')}/v1/images/{key}"
+
+
+def ensure_queue_room(comps: Components) -> None:
+    """503 with ``Retry-After`` when ``api.max_queue_depth`` jobs are already queued."""
+    if comps.jobs is not None and comps.jobs.queue_depth() >= comps.settings.api.max_queue_depth:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the generation queue is full; retry later",
+            headers={"Retry-After": str(comps.settings.api.retry_after_s)},
+        )
+
+
+def check_brief(brief: Any, field: str = "prompt_template") -> None:
+    """Validate at submit what the worker would reject (a bad template, text that does not
+    fit): 422 naming the field, instead of a job that fails its retries."""
+    from genservice.prompts import PromptBuilder
+
+    try:
+        PromptBuilder().build(brief)
+    except ValueError as exc:
+        text = str(exc)
+        detail = text if text.startswith(field) else f"{field}: {text}"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail) from None

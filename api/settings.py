@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from data.config import DataConfig
@@ -59,8 +59,38 @@ class ApiConfig(BaseModel):
     personalize_interval_s: float = Field(default=600.0, ge=0.0)
     #: Background briefs waiting to be built; beyond this new ones are dropped (never block).
     personalize_queue: int = Field(default=64, ge=1, le=100000)
-    #: Seconds an authenticated key stays cached in memory (revocation takes this long).
+    #: Seconds an authenticated key stays cached in memory. Revocation does not wait for it:
+    #: every process polls the keys' version stamp (``key_version_poll_s``).
     key_cache_ttl_s: float = Field(default=30.0, ge=0.0)
+    #: Seconds between polls of the keys' version stamp in the database (revocation and new
+    #: keys take effect on every process within this long).
+    key_version_poll_s: float = Field(default=0.5, gt=0.0, le=60.0)
+    #: Failed key checks (unknown or revoked keys) per second per client address, and the
+    #: burst; beyond them 429 before any database lookup.
+    auth_failure_rate: float = Field(default=1.0, gt=0.0)
+    auth_failure_burst: float = Field(default=10.0, ge=1.0)
+    #: Threads that run the synchronous routes (anyio's thread pool). The database pool is
+    #: sized from it: one connection per request plus the background threads.
+    worker_threads: int = Field(default=40, ge=1, le=1000)
+    #: Seconds a request waits for a database connection before a 503 (shorter than clients'
+    #: own timeouts, so they see the 503 and its Retry-After, not a hung request).
+    db_pool_timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
+    #: Queued generation jobs beyond which new submissions answer 503 with Retry-After.
+    max_queue_depth: int = Field(default=1000, ge=1)
+    #: Seconds suggested in ``Retry-After`` of 503s (saturated pool or queue).
+    retry_after_s: int = Field(default=2, ge=1, le=3600)
+    #: Secret of the keyed hash (HMAC-SHA256) that replaces user ids in logs and erasure
+    #: tombstones. Unset: a random one kept in ``<home>/secrets/user_hash.key``. Replicas that
+    #: share a database must share it (set it here or share the file).
+    user_hash_secret: SecretStr | None = None
+    #: Seconds an erasure waits for the user's running jobs to stop before answering 503
+    #: (the tombstone stays; a retry finishes the erasure).
+    erasure_job_wait_s: float = Field(default=30.0, ge=0.0)
+    #: Personalized heroes use only style terms of the marketer-approved vocabulary (the
+    #: approved terms of segments' variants plus ``approved_terms``); others are dropped.
+    approved_terms_only: bool = True
+    #: Extra globally approved style terms (lower case).
+    approved_terms: list[str] = Field(default_factory=list)
     #: Run the in-process generation worker thread with the app.
     run_worker: bool = True
     #: Load the generator in the lifespan (readiness waits for it); off for API-only replicas.

@@ -14,11 +14,41 @@ from sqlmodel import Session, SQLModel, create_engine
 from data import models as _models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    pool_timeout_s: float | None = None,
+) -> Engine:
     """Create an engine for ``url``; SQLite gets WAL and a busy timeout so that
-    several worker processes can share one file."""
+    several worker processes can share one file.
+
+    ``pool_size`` / ``max_overflow`` / ``pool_timeout_s`` (seconds) size the connection pool
+    (None: SQLAlchemy's defaults, 5 + 10 and 30 s). A server sizes it to its worker threads so
+    that a request waiting for a connection fails fast instead of outliving its client.
+
+    SQLite durability: WAL with ``synchronous=NORMAL`` means an acknowledged (committed) write
+    survives a crash of the process, but the last transactions before a power loss or OS crash
+    may roll back (the database itself stays consistent). ``secure_delete`` overwrites deleted
+    content with zeros, so an erased user's bytes do not linger in free pages.
+    """
     kwargs: dict[str, Any] = {"echo": echo}
+    for name, value in (("pool_size", pool_size), ("max_overflow", max_overflow)):
+        if value is not None:
+            if value < 0:
+                raise ValueError(f"{name}: expected >= 0, got {value}")
+            kwargs[name] = int(value)
+    if pool_timeout_s is not None:
+        if not pool_timeout_s > 0:
+            raise ValueError(f"pool_timeout_s: expected > 0 seconds, got {pool_timeout_s}")
+        kwargs["pool_timeout"] = float(pool_timeout_s)
     if url.startswith("sqlite"):
+        if url == "sqlite:///:memory:" or url == "sqlite://":
+            # One in-memory database per connection: pool arguments do not apply.
+            for name in ("pool_size", "max_overflow", "pool_timeout"):
+                kwargs.pop(name, None)
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -34,9 +64,23 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
     return engine
+
+
+def checkpoint(engine: Engine) -> None:
+    """SQLite: copy the WAL into the main file and truncate it (with ``secure_delete`` on,
+    deleted rows are then gone from both files). Other backends: nothing to do."""
+    if engine.dialect.name != "sqlite":
+        return
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        conn.commit()
 
 
 def init_db(engine: Engine) -> None:

@@ -7,11 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import ValidationError
+from sqlalchemy import delete
 from sqlmodel import col, select
 
-from api.deps import SessionDep, StorefrontKey
+from api.deps import ComponentsDep, SessionDep, StorefrontKey
 from api.schemas import EventCreate, EventErrorPublic, EventsCreate, EventsPublic
-from data.models import Product
+from api.services.erasure import guard_for, rowcount
+from data.models import Event, Product, User
 from data.repos.catalog import insert_events, product_ids_by_sku, upsert_users
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
@@ -27,10 +29,13 @@ def _error_text(exc: ValidationError) -> str:
 
 
 @router.post("/events", response_model=EventsPublic)
-def post_events(session: SessionDep, _key: StorefrontKey, body: EventsCreate) -> EventsPublic:
+def post_events(
+    comps: ComponentsDep, session: SessionDep, _key: StorefrontKey, body: EventsCreate
+) -> EventsPublic:
     """Ingest up to 1000 events. Each item is validated on its own: bad items are reported
     with their index and reason, good items are stored. Re-sending an ``event_id`` changes
-    nothing (it counts as a duplicate). Items name their product by ``product_id`` or ``sku``."""
+    nothing (it counts as a duplicate). Items name their product by ``product_id`` or ``sku``.
+    Events of an erased user are refused (``user erased``): nothing is stored for them again."""
     errors: list[EventErrorPublic] = []
     good: list[tuple[int, EventCreate]] = []
     seen: set[str] = set()
@@ -58,8 +63,14 @@ def post_events(session: SessionDep, _key: StorefrontKey, body: EventsCreate) ->
     known_ids = set(
         session.exec(select(Product.id).where(col(Product.id).in_(list(wanted_ids)))).all()
     ) if wanted_ids else set()  # fmt: skip
+    guard = guard_for(comps)
+    erased = guard.erased_among([e.user_id for _, e in good], session)
     rows: list[dict[str, Any]] = []
+    row_index: list[int] = []
     for i, e in good:
+        if e.user_id in erased:
+            errors.append(EventErrorPublic(index=i, event_id=e.event_id, error="user erased"))
+            continue
         pid = e.product_id if e.product_id is not None else by_sku.get(e.sku or "")
         if pid is None or (e.product_id is not None and pid not in known_ids):
             errors.append(EventErrorPublic(index=i, event_id=e.event_id, error="unknown product"))
@@ -77,11 +88,27 @@ def post_events(session: SessionDep, _key: StorefrontKey, body: EventsCreate) ->
                 "source": e.source,
             }
         )
+        row_index.append(i)
     inserted = 0
     if rows:
         upsert_users(session, user_ids=[r["user_id"] for r in rows])
         inserted = insert_events(session, events=rows)
         session.commit()
+        # Committed, then checked: a user erased meanwhile loses what was just written
+        # (api/services/erasure.py explains why this order cannot resurrect a user).
+        late = guard.erased_among({r["user_id"] for r in rows}, session)
+        if late:
+            ids = [r["event_id"] for r in rows if r["user_id"] in late]
+            gone = rowcount(session.execute(delete(Event).where(col(Event.event_id).in_(ids))))
+            session.execute(delete(User).where(col(User.id).in_(list(late))))
+            session.commit()
+            inserted -= gone
+            for i, r in zip(row_index, rows, strict=True):
+                if r["user_id"] in late:
+                    errors.append(
+                        EventErrorPublic(index=i, event_id=r["event_id"], error="user erased")
+                    )
+            rows = [r for r in rows if r["user_id"] not in late]
     errors.sort(key=lambda x: x.index)
     return EventsPublic(
         received=len(body.events),

@@ -9,7 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import ComponentsDep, GenerationKey, SessionDep, image_url
+from api.deps import (
+    ComponentsDep,
+    GenerationKey,
+    SessionDep,
+    check_brief,
+    ensure_queue_room,
+    image_url,
+)
 from api.schemas import GenerationCreate, GenerationPublic
 from api.services.orchestration import OrchestrationError
 from api.settings import Settings
@@ -70,8 +77,12 @@ def create_generation(
         json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()
     scoped = f"{key.key_id}:{idempotency_key}" if idempotency_key else None
+    # One database connection at a time per request: the session's reads end (commit) before
+    # the job queue opens its own connection, so a burst cannot exhaust the pool by holding
+    # one connection while waiting for another.
     if scoped is not None:
         prior = session.get(IdempotencyRecord, scoped)
+        session.commit()
         if prior is not None:
             if prior.request_hash != request_hash:
                 raise HTTPException(
@@ -95,6 +106,10 @@ def create_generation(
         )
     except OrchestrationError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    finally:
+        session.commit()
+    check_brief(brief)
+    ensure_queue_room(comps)
     job_id = comps.jobs.submit(brief_hash=brief.brief_hash, brief=brief.to_dict())
     if scoped is not None:
         session.add(IdempotencyRecord(key=scoped, request_hash=request_hash, result_id=job_id))
@@ -103,6 +118,7 @@ def create_generation(
         except IntegrityError:  # a concurrent request with this key won
             session.rollback()
             prior = session.get(IdempotencyRecord, scoped)
+            session.commit()
             if prior is None or prior.request_hash != request_hash:
                 raise HTTPException(
                     status.HTTP_409_CONFLICT,
@@ -111,7 +127,11 @@ def create_generation(
             job_id = prior.result_id
     job = comps.jobs.get(job_id)
     if job is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the job vanished; retry")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the job vanished; retry",
+            headers={"Retry-After": str(comps.settings.api.retry_after_s)},
+        )
     response.headers["Location"] = f"/v1/generations/{job.id}"
     return job_public(comps.settings, job)
 

@@ -7,7 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from sqlmodel import col, func, select
 
-from api.deps import ComponentsDep, MarketerKey, SessionDep, SettingsDep, image_url
+from api.deps import (
+    ComponentsDep,
+    MarketerKey,
+    SessionDep,
+    SettingsDep,
+    ensure_queue_room,
+    image_url,
+)
 from api.schemas import (
     DbId,
     PreviewCreate,
@@ -80,6 +87,7 @@ def create_previews(
     An identical request returns the same variants (briefs are deduplicated by hash)."""
     orch = _orchestrator(comps)
     terms = [(t.term, t.weight) for t in body.terms] if body.terms is not None else None
+    ensure_queue_room(comps)
     try:
         variants = orch.preview_segment(
             session,
@@ -150,6 +158,7 @@ def update_variant(
         raise HTTPException(422, "nothing to change: send terms or prompt_template")
     orch = _orchestrator(comps)
     terms = [(t.term, t.weight) for t in body.terms] if body.terms is not None else None
+    ensure_queue_room(comps)
     try:
         v = orch.regenerate(
             session, variant=v, actor=key.actor, terms=terms, prompt_template=body.prompt_template

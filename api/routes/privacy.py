@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 
 from api.deps import AdminKey, ComponentsDep, SessionDep
 from api.schemas import ErasurePublic
-from api.services.erasure import ErasureIncomplete, erase_user
+from api.services.erasure import ErasureIncomplete, erase_everywhere
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
 
@@ -42,21 +42,19 @@ def delete_user(
 ) -> ErasurePublic:
     """Erase a user: events, taste profile, segment membership, embeddings and index entries,
     user-level variants with their jobs and image files; impressions keep their aggregate
-    value with the user link set to null. Idempotent: a second call erases nothing more and
-    answers 200 with zero counts."""
+    value with the user link set to null. A durable tombstone is written first: from then on
+    nothing is stored for this user id again (events are refused, no personalization), and the
+    user's queued and running jobs are cancelled. Idempotent: a second call erases nothing
+    more and answers 200 with zero counts. 503 (with ``Retry-After``) when a job did not stop
+    in time or a file could not be deleted: retry."""
     try:
-        out = erase_user(
-            session,
-            user_id=user_id,
-            images=comps.images,
-            result_cache=_result_cache(comps),
-            user_indexes=comps.user_indexes,
-        )
+        out = erase_everywhere(comps, session, user_id=user_id, result_cache=_result_cache(comps))
     except ErasureIncomplete:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "erasure could not complete; retry"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "erasure could not complete; retry",
+            headers={"Retry-After": str(comps.settings.api.retry_after_s)},
         ) from None
-    comps.hero.invalidate()
     return ErasurePublic(
         user_id=out.user_id,
         events=out.events,

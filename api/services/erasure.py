@@ -1,5 +1,19 @@
 """Erasure of one user (``DELETE /v1/users/{id}``): idempotent, one transaction for the rows.
 
+Order of operations (docs/PRIVACY.md), so that no interleaving resurrects a user:
+
+1. a durable tombstone (``ErasureRecord``, keyed hash of the id) is committed first;
+2. in-process work for the user is dropped (pending personalization, cached candidates);
+3. the user's queued jobs are cancelled, running ones asked to stop, and the erasure waits
+   until none runs (else 503: the tombstone stays and a retry finishes);
+4. files, cache entries and index entries are deleted, then the rows (one transaction);
+5. SQLite: checkpoint with ``secure_delete`` so the bytes leave the file and the WAL.
+
+Every writer of per-user state commits its write, *then* checks the tombstone and undoes the
+write when the user is erased (:meth:`ErasureGuard.is_erased`). Either the check runs after
+the tombstone commit (the writer undoes), or the write was committed before the tombstone and
+step 4 — which starts after the tombstone commit — deletes it.
+
 Erased: the user's events, taste profile, segment membership, demo taste, user row, user-level
 variants (with their audit rows, their jobs and their image files, unless another variant
 still uses the same content-addressed image) and any user vectors in an index. Impressions stay
@@ -8,19 +22,31 @@ for aggregate click-through, with their user link set to NULL.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from api.logging import get_logger
 from data.models import (
     CreativeVariant,
     DemoTaste,
+    ErasureRecord,
     Event,
     GenerationJob,
     Impression,
+    JobStatus,
     Segment,
     SegmentMembership,
     TasteProfileRecord,
@@ -29,6 +55,247 @@ from data.models import (
 )
 
 log = get_logger("erasure")
+
+_SECRET_FILE = Path("secrets") / "user_hash.key"
+
+
+def load_user_secret(home: Path, configured: str | None = None) -> bytes:
+    """The secret of the user-id hash: ``configured`` when given, else 32 random bytes kept
+    in ``<home>/secrets/user_hash.key`` (created once, mode 0600)."""
+    if configured:
+        return configured.encode("utf-8")
+    path = Path(home) / _SECRET_FILE
+    if path.is_file():
+        data = path.read_bytes()
+        if len(data) >= 16:
+            return data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_bytes(32))
+    try:
+        os.link(tmp, path)  # atomic and never overwrites: two processes agree on one secret
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_bytes()
+
+
+def user_key(secret: bytes, user_id: str) -> str:
+    """HMAC-SHA256 of ``user_id`` under ``secret``: 64 hex characters."""
+    return hmac.new(secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+class UserErased(RuntimeError):
+    """The user was erased: nothing may be written for them any more."""
+
+
+class ErasureGuard:
+    """Tombstones of erased users and the check every per-user writer makes. Thread-safe.
+
+    Erased users are remembered in memory once seen (erasure is permanent, so positives never
+    go stale); a negative answer always reads the database (one primary-key lookup), so an
+    erasure made by another process is seen at once.
+    """
+
+    def __init__(self, engine: Engine, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError(f"secret: expected >= 16 bytes, got {len(secret)}")
+        self.engine = engine
+        self._secret = secret
+        self._erased: set[str] = set()
+        self._lock = threading.Lock()
+
+    def key(self, user_id: str) -> str:
+        """The keyed hash of ``user_id`` (what tombstones store)."""
+        return user_key(self._secret, user_id)
+
+    def ref(self, user_id: str | None) -> str | None:
+        """A short keyed hash for logs (16 hex characters; never the id in the clear)."""
+        return None if user_id is None else self.key(user_id)[:16]
+
+    def erased_among(self, user_ids: Iterable[str], session: Session | None = None) -> set[str]:
+        """The ids among ``user_ids`` that have a tombstone (reads the database for the rest)."""
+        by_key = {self.key(u): u for u in set(user_ids)}
+        with self._lock:
+            found = {u for k, u in by_key.items() if k in self._erased}
+        rest = [k for k in by_key if by_key[k] not in found]
+        if rest:
+
+            def lookup(s: Session) -> list[str]:
+                return list(
+                    s.exec(
+                        select(ErasureRecord.user_key).where(col(ErasureRecord.user_key).in_(rest))
+                    ).all()
+                )
+
+            if session is not None:
+                hits = lookup(session)
+            else:
+                with Session(self.engine) as s:
+                    hits = lookup(s)
+            if hits:
+                with self._lock:
+                    self._erased.update(hits)
+                found |= {by_key[k] for k in hits}
+        return found
+
+    def known_erased(self, user_id: str) -> bool:
+        """Whether ``user_id`` is known here to be erased (memory only, no database)."""
+        k = self.key(user_id)
+        with self._lock:
+            return k in self._erased
+
+    def is_erased(self, user_id: str, session: Session | None = None) -> bool:
+        """Whether ``user_id`` was erased (see the class docstring for the cost)."""
+        return bool(self.erased_among([user_id], session))
+
+    def tombstone(self, user_id: str) -> None:
+        """Commit the tombstone of ``user_id`` (idempotent): step 1 of an erasure."""
+        k = self.key(user_id)
+        with Session(self.engine) as s:
+            if s.get(ErasureRecord, k) is None:
+                s.add(ErasureRecord(user_key=k))
+                try:
+                    s.commit()
+                except IntegrityError:  # a concurrent erasure of the same user
+                    s.rollback()
+        with self._lock:
+            self._erased.add(k)
+
+
+def guard_for(comps: Any) -> ErasureGuard:
+    """The app's :class:`ErasureGuard` (made once per components, kept in ``comps.cache``)."""
+    with comps.lock:
+        guard = comps.cache.get("erasure_guard")
+        if guard is None:
+            cfg = comps.settings.api
+            configured = cfg.user_hash_secret.get_secret_value() if cfg.user_hash_secret else None
+            guard = ErasureGuard(comps.engine, load_user_secret(comps.settings.home, configured))
+            comps.cache["erasure_guard"] = guard
+    return guard  # type: ignore[no-any-return]
+
+
+def user_job_ids(session: Session, *, user_id: str) -> list[str]:
+    """Ids of the jobs rendering the user's own variants (not shared with other variants)."""
+    variants = list(session.exec(select(CreativeVariant).where(CreativeVariant.user_id == user_id)))
+    hashes = {v.brief_hash for v in variants}
+    ids = {v.job_id for v in variants if v.job_id}
+    if hashes:
+        shared = set(
+            session.exec(
+                select(CreativeVariant.brief_hash).where(
+                    col(CreativeVariant.brief_hash).in_(list(hashes)),
+                    (col(CreativeVariant.user_id).is_(None)) | (CreativeVariant.user_id != user_id),
+                )
+            ).all()
+        )
+        own = hashes - shared
+        if own:
+            ids |= set(
+                session.exec(
+                    select(GenerationJob.id).where(col(GenerationJob.brief_hash).in_(list(own)))
+                ).all()
+            )
+    return sorted(ids)
+
+
+def stop_user_jobs(comps: Any, session: Session, *, user_id: str, wait_s: float) -> bool:
+    """Cancel the user's queued jobs and ask running ones to stop; True once none of them is
+    queued or running (waits up to ``wait_s`` seconds; a job a retry requeued is cancelled
+    again)."""
+    if comps.jobs is None:
+        return True
+    deadline = time.monotonic() + wait_s
+    while True:
+        ids = user_job_ids(session, user_id=user_id)
+        live: list[str] = []
+        if ids:
+            live = list(
+                session.exec(
+                    select(GenerationJob.id).where(
+                        col(GenerationJob.id).in_(ids),
+                        col(GenerationJob.status).in_([JobStatus.queued, JobStatus.running]),
+                    )
+                ).all()
+            )
+        session.rollback()  # end the read: the queue writes through its own connection
+        if not live:
+            return True
+        for job_id in live:
+            comps.jobs.cancel(job_id)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def discard_job(comps: Any, *, job_id: str, brief_hash: str, wait_s: float) -> bool:
+    """Undo a job submitted for a user erased meanwhile: unless another variant still uses
+    ``brief_hash``, cancel it, wait until it stops, then delete its row and its image. True
+    when nothing of it is left (or it is shared)."""
+    if comps.jobs is None:
+        return True
+    with Session(comps.engine) as s:
+        if s.exec(
+            select(CreativeVariant.id).where(CreativeVariant.brief_hash == brief_hash)
+        ).first():
+            return True
+    deadline = time.monotonic() + wait_s
+    while True:
+        job = comps.jobs.cancel(job_id)
+        if job is None or job.status not in (JobStatus.queued, JobStatus.running):
+            break
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    if job is not None:
+        if job.result_key and comps.images is not None:
+            with Session(comps.engine) as s:
+                used = s.exec(
+                    select(CreativeVariant.id).where(CreativeVariant.image_key == job.result_key)
+                ).first()
+            if used is None:
+                comps.images.delete(job.result_key)
+        with Session(comps.engine) as s:
+            s.execute(delete(GenerationJob).where(col(GenerationJob.id) == job_id))
+            s.commit()
+    return True
+
+
+def erase_everywhere(
+    comps: Any, session: Session, *, user_id: str, result_cache: Any | None = None
+) -> ErasureOutput:
+    """The whole erasure of ``user_id`` in the documented order (module docstring). Raises
+    :class:`ErasureIncomplete` when a running job did not stop in time or a file could not be
+    deleted; the tombstone stays, so a retry finishes the work."""
+    if not user_id or len(user_id) > 128:
+        raise ValueError(f"user_id: expected 1..128 characters, got {len(user_id)}")
+    from data.db import checkpoint
+
+    guard = guard_for(comps)
+    guard.tombstone(user_id)  # 1
+    if comps.hero is not None:  # 2
+        comps.hero.forget_user(user_id)
+    wait_s = float(comps.settings.api.erasure_job_wait_s)
+    if not stop_user_jobs(comps, session, user_id=user_id, wait_s=wait_s):  # 3
+        raise ErasureIncomplete(user_id, ["a job of the user is still running"])
+    out = erase_user(  # 4
+        session,
+        user_id=user_id,
+        images=comps.images,
+        result_cache=result_cache,
+        user_indexes=comps.user_indexes,
+    )
+    try:
+        checkpoint(comps.engine)  # 5
+    except Exception as exc:  # a busy reader delays the checkpoint; the next one catches up
+        log.warning("checkpoint after erasure failed", extra={"error": type(exc).__name__})
+    if comps.hero is not None:
+        comps.hero.invalidate()
+    log.info("erasure done", extra={"user": guard.ref(user_id), "erased": out.total})
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,7 +331,8 @@ class ErasureIncomplete(RuntimeError):
         self.errors = errors
 
 
-def _rowcount(res: Any) -> int:
+def rowcount(res: Any) -> int:
+    """Rows a Core statement touched (0 when the driver does not say)."""
     return int(getattr(res, "rowcount", 0) or 0)
 
 
@@ -149,33 +417,31 @@ def erase_user(
             seg.size -= 1
             session.add(seg)
     counts: dict[str, int] = {}
-    counts["events"] = _rowcount(
-        session.execute(delete(Event).where(col(Event.user_id) == user_id))
-    )
-    counts["profiles"] = _rowcount(
+    counts["events"] = rowcount(session.execute(delete(Event).where(col(Event.user_id) == user_id)))
+    counts["profiles"] = rowcount(
         session.execute(
             delete(TasteProfileRecord).where(col(TasteProfileRecord.user_id) == user_id)
         )
     )
-    counts["memberships"] = _rowcount(
+    counts["memberships"] = rowcount(
         session.execute(delete(SegmentMembership).where(col(SegmentMembership.user_id) == user_id))
     )
     session.execute(delete(DemoTaste).where(col(DemoTaste.user_id) == user_id))
     if variant_ids:
         session.execute(delete(VariantChange).where(col(VariantChange.variant_id).in_(variant_ids)))
-        counts["variants"] = _rowcount(
+        counts["variants"] = rowcount(
             session.execute(delete(CreativeVariant).where(col(CreativeVariant.id).in_(variant_ids)))
         )
     if erasable_jobs:
-        counts["jobs"] = _rowcount(
+        counts["jobs"] = rowcount(
             session.execute(delete(GenerationJob).where(col(GenerationJob.id).in_(erasable_jobs)))
         )
-    counts["impressions_unlinked"] = _rowcount(
+    counts["impressions_unlinked"] = rowcount(
         session.execute(
             update(Impression).where(col(Impression.user_id) == user_id).values(user_id=None)
         )
     )
-    counts["user_rows"] = _rowcount(session.execute(delete(User).where(col(User.id) == user_id)))
+    counts["user_rows"] = rowcount(session.execute(delete(User).where(col(User.id) == user_id)))
     session.commit()
 
     out = ErasureOutput(

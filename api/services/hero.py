@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from api.composition import Components
 from api.logging import get_logger
+from api.services.erasure import guard_for, rowcount
 from api.services.policy import ArmStats, HeroPolicy, make_policy
 from data.models import (
     Click,
@@ -93,15 +94,23 @@ def sync_variant_images(session: Session, variants: list[CreativeVariant]) -> in
         )
     ).all()
     n = 0
+    table = CreativeVariant.__table__  # type: ignore[attr-defined]
     for job_id, key in rows:
         if key:
             v = pending[job_id]
+            now = utcnow()
+            # A Core UPDATE of the row if it still exists: a variant erased meanwhile stays
+            # erased (an ORM flush of a deleted row would fail, or re-create nothing useful).
+            n += rowcount(
+                session.execute(
+                    update(table)
+                    .where(table.c.id == v.id, table.c.image_key.is_(None))
+                    .values(image_key=key, updated_at=now)
+                )
+            )
             v.image_key = key
-            v.updated_at = utcnow()
-            session.add(v)
-            n += 1
-    if n:
-        session.commit()
+            v.updated_at = now
+    session.commit()
     return n
 
 
@@ -242,9 +251,14 @@ class HeroService:
 
         Raises :class:`NoCreative` when nothing is servable for ``placement``.
         """
+        guard = guard_for(self.comps)
+        erased = guard.known_erased(user_id)  # memory only: the hot path stays cheap
         candidates = self.candidates(session, user_id=user_id, placement=placement)
+        if erased:
+            candidates = [c for c in candidates if c.source != "personalized"]
         m = self.comps.metrics
-        self.maybe_personalize(user_id=user_id, placement=placement, candidates=candidates)
+        if not erased:
+            self.maybe_personalize(user_id=user_id, placement=placement, candidates=candidates)
         if not candidates:
             raise NoCreative(f"no approved creative for placement {placement!r} yet")
         decision = self.policy.decide(self._arms(session, candidates), self._rng())
@@ -258,7 +272,7 @@ class HeroService:
         session.execute(
             _IMPRESSIONS.insert().values(
                 id=impression_id,
-                user_id=user_id,
+                user_id=None if erased else user_id,
                 placement=placement,
                 variant_id=chosen.variant_id,
                 product_id=chosen.product_id,
@@ -271,6 +285,12 @@ class HeroService:
             )
         )
         session.commit()
+        if not erased and guard.is_erased(user_id, session):
+            # Erased while deciding: the impression keeps its aggregate value, not the user.
+            session.execute(
+                update(_IMPRESSIONS).where(_IMPRESSIONS.c.id == impression_id).values(user_id=None)
+            )
+            session.commit()
         m.impressions.labels(self.policy.name).inc()
         m.hero_source.labels(chosen.source).inc()
         return HeroOutput(
@@ -305,6 +325,17 @@ class HeroService:
                     self._candidates.clear()  # bounded memory; entries are cheap to rebuild
                 self._candidates[key] = (now + ttl, found)
         return found
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop what this process holds for ``user_id`` (erasure step 2): cached candidates
+        and the enqueue rate-limit entries. Queued personalization of the user is skipped by
+        the tombstone check it makes before any work."""
+        with self._candidates_lock:
+            for key in [k for k in self._candidates if k[0] == user_id]:
+                del self._candidates[key]
+        with self._enqueue_lock:
+            for name in [k for k in self._last_enqueue if k.split("|", 1)[0] == user_id]:
+                del self._last_enqueue[name]
 
     def invalidate(self) -> None:
         """Forget cached candidates and click statistics (after approvals, retirements,
@@ -353,7 +384,11 @@ class HeroService:
             self.comps.metrics.enqueued.labels(outcome).inc()
         except Exception:
             self.comps.metrics.enqueued.labels("error").inc()
-            log.warning("personalized enqueue failed", exc_info=True, extra={"user_id": user_id})
+            log.warning(
+                "personalized enqueue failed",
+                exc_info=True,
+                extra={"user": guard_for(self.comps).ref(user_id)},
+            )
         finally:
             with self._enqueue_lock:
                 self._pending -= 1

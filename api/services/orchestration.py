@@ -93,6 +93,12 @@ class Orchestrator:
 
     # -- helpers ----------------------------------------------------------------------
 
+    def _ref(self, user_id: str) -> str | None:
+        """The user's keyed hash for logs (user ids are never logged in the clear)."""
+        from api.services.erasure import guard_for
+
+        return guard_for(self.comps).ref(user_id)
+
     def _image_path(self, image: str | None) -> str | None:
         """A product image as an absolute path (relative paths are under the state folder)."""
         if not image:
@@ -177,7 +183,7 @@ class Orchestrator:
         try:
             return TasteProfile.from_dict(rec.data)
         except (KeyError, TypeError, ValueError):
-            log.warning("stored profile unreadable", extra={"user_id": user_id})
+            log.warning("stored profile unreadable", extra={"user": self._ref(user_id)})
             return None
 
     def product_for(self, session: Session, *, user_id: str, profile: Any) -> int | None:
@@ -199,7 +205,9 @@ class Orchestrator:
                 if len(recs):
                     return int(recs.item_ids[0])
             except ValueError:
-                log.warning("recommendation failed", exc_info=True, extra={"user_id": user_id})
+                log.warning(
+                    "recommendation failed", exc_info=True, extra={"user": self._ref(user_id)}
+                )
         if profile is not None and getattr(profile, "interests", None):
             return int(profile.interests[0].medoid_id)
         row = session.exec(
@@ -243,7 +251,19 @@ class Orchestrator:
         return session.get(Segment, sid) if sid is not None else None
 
     def personalize(self, *, user_id: str, placement: str) -> PersonalizeOutput | None:
-        """Build the user's brief, create (or reuse) their variant and submit the job."""
+        """Build the user's brief, create (or reuse) their variant and submit the job.
+
+        Erasure-safe (api/services/erasure.py): nothing starts for an erased user, and every
+        write is committed *then* checked against the tombstone and undone when the user was
+        erased meanwhile (variant deleted, job cancelled and deleted with its image).
+        """
+        from sqlalchemy import delete, update
+
+        from api.services.erasure import discard_job, guard_for, rowcount
+
+        guard = guard_for(self.comps)
+        if guard.is_erased(user_id):
+            return None
         with Session(self.comps.engine, expire_on_commit=False) as session:
             built = self.brief_for_user(session, user_id=user_id, placement=placement)
             if built is None:
@@ -258,7 +278,6 @@ class Orchestrator:
                 ).first()
                 if existing is not None and existing.id is not None:
                     return PersonalizeOutput(existing.id, existing.job_id, h, True)
-                job_id = self.submit(brief)
                 variant = CreativeVariant(
                     user_id=user_id,
                     product_id=product_id,
@@ -266,14 +285,37 @@ class Orchestrator:
                     brief_hash=h,
                     brief=brief.to_dict(),
                     terms=[[t.term, t.weight] for t in brief.style_terms],
-                    job_id=job_id,
+                    job_id=None,
                     status=VariantStatus.draft,
                     created_by="system:personalize",
                 )
                 session.add(variant)
                 session.commit()
-                assert variant.id is not None
-                return PersonalizeOutput(variant.id, job_id, h, False)
+            vid = variant.id
+            assert vid is not None
+            table = CreativeVariant.__table__  # type: ignore[attr-defined]
+            if guard.is_erased(user_id, session):
+                session.execute(delete(table).where(table.c.id == vid))
+                session.commit()
+                return None
+            session.rollback()  # one connection at a time: the queue uses its own
+            job_id = self.submit(brief)
+            linked = rowcount(
+                session.execute(update(table).where(table.c.id == vid).values(job_id=job_id))
+            )
+            session.commit()
+            if not linked or guard.is_erased(user_id, session):
+                session.execute(delete(table).where(table.c.id == vid))
+                session.commit()
+                if job_id is not None:
+                    discard_job(
+                        self.comps,
+                        job_id=job_id,
+                        brief_hash=h,
+                        wait_s=float(self.settings.api.erasure_job_wait_s),
+                    )
+                return None
+            return PersonalizeOutput(vid, job_id, h, False)
 
     # -- segments and variants -----------------------------------------------------------
 
@@ -317,6 +359,7 @@ class Orchestrator:
                 )
             ).first()
             plan.append((brief, existing, seed + i))
+        session.commit()  # end the reads: one connection at a time (the queue uses its own)
         job_ids = [self.submit(b) if e is None else e.job_id for b, e, _ in plan]
         out: list[CreativeVariant] = []
         for (brief, existing, s_i), job_id in zip(plan, job_ids, strict=True):
@@ -379,6 +422,7 @@ class Orchestrator:
         )
         before = {"terms": variant.terms, "prompt_template": variant.prompt_template,
                   "brief_hash": variant.brief_hash, "status": str(variant.status)}  # fmt: skip
+        session.commit()  # end the reads: one connection at a time (the queue uses its own)
         job_id = self.submit(brief)
         variant.brief_hash = brief.brief_hash
         variant.brief = brief.to_dict()

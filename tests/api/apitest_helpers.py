@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlmodel import Session
 
-from api.app import create_app
+from api.app import build_engine, create_app
 from api.auth import create_key
 from api.composition import Components, build_components
 from api.settings import ApiConfig, Settings
@@ -155,7 +155,7 @@ def seed_world(engine: Any, comps: Components, home: Path) -> World:
         )
 
 
-def make_settings(home: Path, **api: Any) -> Settings:
+def make_settings(home: Path, *, database_url: str | None = None, **api: Any) -> Settings:
     base: dict[str, Any] = {
         "load_generator": False,
         "run_worker": False,
@@ -166,7 +166,7 @@ def make_settings(home: Path, **api: Any) -> Settings:
         "key_cache_ttl_s": 0.0,
     }
     base.update(api)
-    return Settings(home=home, api=ApiConfig(**base))
+    return Settings(home=home, database_url=database_url, api=ApiConfig(**base))
 
 
 @dataclass
@@ -188,17 +188,25 @@ class FakeReport:
 
 
 def build_env(
-    tmp_path: Path, *, mode: str = "ok", worker: bool = False, real_report: bool = False, **api: Any
+    tmp_path: Path,
+    *,
+    mode: str = "ok",
+    worker: bool = False,
+    real_report: bool = False,
+    database_url: str | None = None,
+    generator_class: type[FakeGenerator] | None = None,
+    **api: Any,
 ) -> Generator[Env, None, None]:
     """An app on a fresh state folder, seeded; ``mode`` of the fake generator; ``worker``
-    runs genservice's real worker on it; ``real_report`` uses recsys's (slow) report."""
+    runs genservice's real worker on it; ``real_report`` uses recsys's (slow) report;
+    ``database_url`` (default: SQLite under the state folder) must name an empty database."""
     home = tmp_path / "home"
-    settings = make_settings(home, **api)
-    comps = build_components(settings)
+    settings = make_settings(home, database_url=database_url, **api)
+    comps = build_components(settings, engine=build_engine(settings))
     assert comps.images is not None
     if not real_report:
         comps.report_builder = lambda c: FakeReport({"source": "fake"}, "<html>fake</html>")
-    gen = FakeGenerator(comps.images, mode=mode)
+    gen = (generator_class or FakeGenerator)(comps.images, mode=mode)
     comps.loaders = {"index": lambda: object(), "generator": lambda: gen}
     if worker:
         from api.composition import make_job_handler
