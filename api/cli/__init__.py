@@ -38,6 +38,7 @@ AREAS: list[str] = [
     "recsys",
     "train_gen",
     "clip",
+    "imaging",
 ]
 
 for _area in AREAS:
