@@ -79,7 +79,10 @@ class RequestContextMiddleware:
                 nonlocal status_code
                 if message["type"] == "http.response.start":
                     status_code = int(message["status"])
-                    hdrs = list(message.get("headers", []))
+                    # Exactly one X-Request-ID on every response (error handlers set it too).
+                    hdrs = [
+                        h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"
+                    ]
                     hdrs.append((b"x-request-id", rid.encode("latin-1")))
                     message = {**message, "headers": hdrs}
                 await send(message)

@@ -54,8 +54,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class AccessLogScrubber(logging.Filter):
+    """Removes personal data from uvicorn's access log lines: the query string (``user_id``)
+    and the id in ``/v1/users/{user_id}`` paths. uvicorn's record args are
+    ``(client, method, path, http_version, status)``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path = args[2].split("?", 1)[0]
+            if path.startswith("/v1/users/"):
+                path = "/v1/users/{user_id}"
+            record.args = (*args[:2], path, *args[3:])
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Send the ``tailorshot`` logger's records to stderr as JSON lines (idempotent)."""
+    """Send the ``tailorshot`` logger's records to stderr as JSON lines (idempotent), and
+    scrub uvicorn's access log (:class:`AccessLogScrubber`)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogScrubber) for f in access.filters):
+        access.addFilter(AccessLogScrubber())
     logger = logging.getLogger("tailorshot")
     logger.setLevel(level.upper())
     if not any(getattr(h, "_tailorshot_json", False) for h in logger.handlers):
