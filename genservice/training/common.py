@@ -3,6 +3,12 @@
 Determinism: every step draws its batch and noise from a ``torch.Generator`` seeded with
 ``(seed, step)``, so a run resumed from a checkpoint takes exactly the same steps as an
 uninterrupted one (the checkpoint also stores optimiser state, step, losses and RNG states).
+
+Feeding a GPU: the loop never waits on the device inside a step. Losses stay on the device
+and come to the host every ``log_every`` steps in one copy (:func:`fetch`, the loop's only
+device-to-host read), where they are checked for NaN/inf; the optimiser is the fused AdamW
+where the device has one; the trainers keep their data on the device and, with
+``rng_device="device"``, draw batches and noise there too.
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ class LoopConfig:
     log_every: int = 10
     mixed_precision: bool = True  # only used on CUDA (bf16 autocast)
     progress: bool = True
+    #: Fused AdamW (one kernel for all parameters) where the device supports it.
+    fused_optimizer: bool = True
+    #: ``"cpu"``: per-step generators on the CPU (bit-identical draws on every machine);
+    #: ``"device"``: on the training device (no host work per step on a GPU).
+    rng_device: str = "cpu"
+    #: ``torch.compile`` the trainer's step function (``compile_mode`` as in torch).
+    compile: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -51,6 +65,15 @@ class LoopConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.rng_device not in ("cpu", "device"):
+            raise ValueError(f"rng_device must be 'cpu' or 'device', got {self.rng_device!r}")
+
+    @property
+    def generator_device(self) -> str:
+        """Where the per-step generators live (see ``rng_device``)."""
+        return self.device if self.rng_device == "device" else "cpu"
 
 
 @dataclass
@@ -109,6 +132,25 @@ def save_losses(out_dir: Path, losses: list[float], name: str = "loss") -> None:
     (out_dir / f"{name}.json").write_text(json.dumps({"loss": losses}))
 
 
+def fetch(values: list[torch.Tensor]) -> list[float]:
+    """Device scalars -> host floats in one copy: the loop's only device-to-host read (one
+    wait on the device per call; tests count the calls)."""
+    return [float(v) for v in torch.stack(values).float().cpu().tolist()]
+
+
+def make_optimizer(params: list[torch.Tensor], cfg: LoopConfig) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel over all parameters, step counts kept on the device) where
+    ``cfg.fused_optimizer`` and the device support it."""
+    dev = torch.device(cfg.device)
+    fused = cfg.fused_optimizer and dev.type in ("cuda", "cpu")
+    if fused:
+        try:
+            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        except (RuntimeError, ValueError):  # an older torch or a dtype it does not fuse
+            pass
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def train_loop(
     *,
     modules: dict[str, nn.Module],
@@ -126,6 +168,10 @@ def train_loop(
     trainable parameters. Checkpoints go to ``work_dir/checkpoint.pt`` every
     ``cfg.checkpoint_every`` steps and at the end; with ``resume`` training continues from it.
     ``stop_after`` ends the run early after that many total steps (used to test resuming).
+    The generator lives on ``cfg.generator_device``. Losses are read back every
+    ``cfg.log_every`` steps (and before each checkpoint), not per step: a non-finite loss
+    raises ``FloatingPointError`` naming its step at the next read, before any checkpoint
+    is written, so a saved checkpoint never holds weights updated from a NaN.
     """
     from tqdm import tqdm
 
@@ -134,7 +180,7 @@ def train_loop(
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("params must contain at least one trainable parameter, got none")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     losses: list[float] = []
     start = 0
@@ -169,35 +215,58 @@ def train_loop(
         tmp.replace(ckpt)  # atomic: a crash never leaves a half-written checkpoint
         save_losses(work, losses)
 
+    pending: list[torch.Tensor] = []  # this interval's losses, still on the device
+    syncs = 0
+
+    def flush() -> None:
+        nonlocal syncs
+        if not pending:
+            return
+        first = len(losses)
+        values = fetch(pending)
+        syncs += 1
+        pending.clear()
+        for i, v in enumerate(values):
+            if not np.isfinite(v):
+                raise FloatingPointError(f"loss must be finite, got {v} at step {first + i}")
+        losses.extend(values)
+        recent = losses[-cfg.log_every :]
+        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     for m in modules.values():
         m.train()
     use_amp = cfg.mixed_precision and cfg.device.startswith("cuda")
+    gen_device = cfg.generator_device
+    clip_foreach = torch.device(cfg.device).type == "cuda"
     t0 = time.perf_counter()
     bar = tqdm(range(start, end), desc=desc, disable=not cfg.progress, initial=start, total=end)
     for step in bar:
-        gen = step_generator(cfg.seed, step, "cpu")
+        gen = step_generator(cfg.seed, step, gen_device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             loss = loss_fn(step, gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss must be finite, got {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=clip_foreach or None)
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
-        if step % cfg.log_every == 0:
-            recent = losses[-cfg.log_every :]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < end:
-            checkpoint(step + 1)
+        pending.append(loss.detach())
+        done = step + 1
+        if len(pending) >= cfg.log_every or done % cfg.checkpoint_every == 0 or done == end:
+            flush()
+        if done % cfg.checkpoint_every == 0 and done < end:
+            checkpoint(done)
+    flush()
     checkpoint(end)
     for m in modules.values():
         m.eval()
     return LoopOutput(
-        steps=end, losses=losses, seconds=time.perf_counter() - t0, resumed_from=resumed_from
+        steps=end,
+        losses=losses,
+        seconds=time.perf_counter() - t0,
+        resumed_from=resumed_from,
+        extra={"host_reads": syncs},
     )
 
 

@@ -192,38 +192,67 @@ def train_unet(
         gate = ipa.ImageTokenGate(unet)
     noise_sched: Any = DDPMScheduler(**scheduler_kwargs())
     alphas = noise_sched.alphas_cumprod.to(dev)
+    n_timesteps = int(noise_sched.config.num_train_timesteps)
+    # The data set lives on the device, prepared once: a step only gathers its batch there.
+    latents_d = latents.to(dev)
+    ids_d = caption_ids.to(dev)
+    empty_d = empty_ids.to(dev)[None, :]
+    refs_d = refs.to(dev) if refs is not None else None
+    use_ip = refs_d is not None and gate is not None and ip is not None
+    ip_spec = ip or IpJointSpec()
+    gate_buf = torch.ones(batch_size, dtype=torch.bool, device=dev)
+    if use_ip and gate is not None:
+        gate.gate = gate_buf  # one tensor, updated in place: a compiled step sees no new object
+    shape = (batch_size, *latents.shape[1:])
 
-    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(0, latents.shape[0], (batch_size,), generator=gen)
-        x0 = latents[idx]
-        flip = torch.rand(batch_size, generator=gen) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0).to(dev)
-        ids = caption_ids[idx].clone()
-        u_drop = torch.rand(batch_size, generator=gen)
-        noise = torch.randn(x0.shape, generator=gen).to(dev)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=gen)
-        t = t.to(dev)
+    def draw(gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """The step's random numbers, drawn in a fixed order from ``gen`` (its device)."""
+        g = gen.device
+        d = {"idx": torch.randint(0, latents.shape[0], (batch_size,), generator=gen, device=g)}
+        d["flip"] = torch.rand(batch_size, generator=gen, device=g) < 0.5
+        d["u_drop"] = torch.rand(batch_size, generator=gen, device=g)
+        d["noise"] = torch.randn(shape, generator=gen, device=g)
+        d["t"] = torch.randint(0, n_timesteps, (batch_size,), generator=gen, device=g)
+        if use_ip:
+            d["on"] = torch.rand(batch_size, generator=gen, device=g) < ip_spec.prob
+            d["zero"] = torch.rand(batch_size, generator=gen, device=g) < ip_spec.zero_image
+            d["rflip"] = torch.rand(batch_size, generator=gen, device=g) < 0.5
+        return {k: v.to(dev, non_blocking=True) for k, v in d.items()}
+
+    def step_loss(r: dict[str, torch.Tensor]) -> torch.Tensor:
+        """v-prediction loss of one batch; tensor ops only (no host reads), compilable."""
+        idx = r["idx"]
+        x0 = latents_d[idx]
+        x0 = torch.where(r["flip"][:, None, None, None], x0.flip(-1), x0)
+        t = r["t"]
         a = alphas[t].sqrt()[:, None, None, None]
         s = (1 - alphas[t]).sqrt()[:, None, None, None]
-        xt = a * x0 + s * noise
-        target = a * noise - s * x0  # v-prediction
+        xt = a * x0 + s * r["noise"]
+        target = a * r["noise"] - s * x0  # v-prediction
         kwargs: dict[str, Any] = {}
-        drop = u_drop < caption_dropout
-        if refs is not None and gate is not None and ip is not None and image_encoder is not None:
-            on = torch.rand(batch_size, generator=gen) < ip.prob
-            zero = torch.rand(batch_size, generator=gen) < ip.zero_image
-            drop = torch.where(on, u_drop < ip.caption_dropout, drop)
-            r = refs[idx]
-            rflip = torch.rand(batch_size, generator=gen) < 0.5
-            r = torch.where(rflip[:, None, None, None], r.flip(-1), r).to(dev)
-            emb = ipa.image_embeds(image_encoder, r)
-            emb = emb * (~zero).to(emb.dtype).to(dev)[:, None, None]
-            gate.gate = on.to(dev)
+        drop = r["u_drop"] < caption_dropout
+        if use_ip and refs_d is not None and image_encoder is not None:
+            on = r["on"]
+            drop = torch.where(on, r["u_drop"] < ip_spec.caption_dropout, drop)
+            im = refs_d[idx]
+            im = torch.where(r["rflip"][:, None, None, None], im.flip(-1), im)
+            emb = ipa.image_embeds(image_encoder, im)
+            emb = emb * (~r["zero"]).to(emb.dtype)[:, None, None]
             kwargs["added_cond_kwargs"] = {"image_embeds": [emb]}
-        ids[drop] = empty_ids
-        cond = text_encoder(ids.to(dev))[0]
+        ids = torch.where(drop[:, None], empty_d, ids_d[idx])
+        cond = text_encoder(ids)[0]
         pred = unet(xt, t, encoder_hidden_states=cond, **kwargs).sample
         return F.mse_loss(pred.float(), target.float())
+
+    step_fn = (
+        torch.compile(step_loss, mode=cfg.compile_mode, dynamic=False) if cfg.compile else step_loss
+    )
+
+    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
+        r = draw(gen)
+        if use_ip:
+            gate_buf.copy_(r["on"])
+        return step_fn(r)
 
     loop = train_loop(
         modules=modules,

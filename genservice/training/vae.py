@@ -15,7 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genservice.training.common import LoopConfig, LoopOutput, seed_everything, train_loop
+from genservice.training.common import (
+    LoopConfig,
+    LoopOutput,
+    seed_everything,
+    step_generator,
+    train_loop,
+)
 
 
 @dataclass(frozen=True)
@@ -108,18 +114,28 @@ def train_vae(
         vae.decoder.requires_grad_(True)
         vae.post_quant_conv.requires_grad_(True)
     scale_before = float(vae.config.scaling_factor)
-    data = to_tensor(images)
+    dev = cfg.device
+    data = to_tensor(images).to(dev)  # prepared once, on the device
+    side = images.shape[1]
+    size = crop if crop is not None and crop < side else side
+    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    eps_shape = (batch_size, int(vae.config.latent_channels), size // down, size // down)
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
-        x = data[idx]
-        if crop is not None and crop < x.shape[-1]:
-            oy, ox = torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=gen).tolist()
-            x = x[..., oy : oy + crop, ox : ox + crop]
-        flip = torch.rand(batch_size, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(cfg.device)
+        g = gen.device
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen, device=g)
+        if size < side:
+            # Crop offsets are host ints (slicing): from the CPU stream even when the rest
+            # is drawn on the device, so no step waits on the device.
+            cpu_gen = gen if g.type == "cpu" else step_generator(cfg.seed + 1, step, "cpu")
+            oy, ox = torch.randint(0, side - size + 1, (2,), generator=cpu_gen).tolist()
+        flip = torch.rand(batch_size, generator=gen, device=g) < 0.5
+        eps = torch.randn(eps_shape, generator=gen, device=g).to(dev, non_blocking=True)
+        x = data[idx.to(dev, non_blocking=True)]
+        if size < side:
+            x = x[..., oy : oy + size, ox : ox + size]
+        x = torch.where(flip.to(dev, non_blocking=True)[:, None, None, None], x.flip(-1), x)
         post = vae.encode(x).latent_dist
-        eps = torch.randn(post.mean.shape, generator=gen).to(cfg.device)
         z = post.mean + post.std * eps
         rec = vae.decode(z).sample
         kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).sum(dim=(1, 2, 3)).mean()
@@ -136,7 +152,7 @@ def train_vae(
         stop_after=stop_after,
     )
     with torch.no_grad():
-        sub = data[: min(512, data.shape[0])].to(cfg.device)
+        sub = data[: min(512, data.shape[0])]
         lat = torch.cat([vae.encode(b).latent_dist.mean for b in sub.split(64)])
         std = float(lat.std())
     if not decoder_only:
