@@ -9,20 +9,73 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from data.models import EventKind, JobStatus, Role, VariantStatus
 
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+MAX_TEMPLATE_CHARS = 500
+
+#: No NUL, no C0 or C1 control character, no DEL, in any text field (PostgreSQL rejects NUL in
+#: text; control characters in ids end up in logs and CSV exports).
+NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+NO_CONTROLS_NONEMPTY = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
+
+#: Ids and short texts (events' ids, session, source, sku).
+ShortId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROLS_NONEMPTY)
+]
+ShortText = Annotated[str, StringConstraints(max_length=128, pattern=NO_CONTROLS)]
+
+
+def _safe_term(value: str) -> str:
+    from genservice.prompts import find_blocked
+
+    if find_blocked(value) is not None:
+        raise ValueError("blocked by the brand-safety list")
+    return value
+
+
+def _safe_headline(value: str) -> str:
+    from genservice.prompts import find_blocked, has_injection
+
+    if find_blocked(value) is not None:
+        raise ValueError("blocked by the brand-safety list")
+    if has_injection(value):
+        raise ValueError("instructions are not allowed in a headline")
+    return value
+
+
+def _safe_template(value: str) -> str:
+    from genservice.prompts import validate_template
+
+    validate_template(value)
+    return value
+
+
+UserId = ShortId
 PlacementName = Literal["banner", "square", "story"]
-Term = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Term = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROLS_NONEMPTY),
+    AfterValidator(_safe_term),
+]
+#: A prompt template: placeholders among {title}, {category}, {terms}, {placement}; literal
+#: text passes the brand-safety list (checked at submit: 422 naming the field).
+Template = Annotated[
+    str,
+    StringConstraints(max_length=MAX_TEMPLATE_CHARS, pattern=NO_CONTROLS),
+    AfterValidator(_safe_template),
+]
+Headline = Annotated[
+    str, StringConstraints(max_length=120, pattern=NO_CONTROLS), AfterValidator(_safe_headline)
+]
 #: Ids are positive 63-bit integers (the databases' BIGINT range).
 DbId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 MAX_EVENTS_PER_BATCH = 1000
 MAX_PREVIEWS = 8
 MAX_TERMS = 16
-MAX_TEMPLATE_CHARS = 500
 MAX_STEPS = 100
 
 
@@ -64,14 +117,14 @@ class EventCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    event_id: ShortId
     user_id: UserId
     product_id: DbId | None = None
-    sku: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    sku: ShortId | None = None
     kind: EventKind
     ts: datetime
-    session: Annotated[str, StringConstraints(max_length=128)] | None = None
-    source: Annotated[str, StringConstraints(max_length=128)] | None = None
+    session: ShortText | None = None
+    source: ShortText | None = None
 
 
 class EventsCreate(BaseModel):
@@ -132,7 +185,7 @@ class PreviewCreate(BaseModel):
     n: int = Field(default=4, ge=1, le=MAX_PREVIEWS)
     placement: PlacementName = "banner"
     terms: list[StyleTermIn] | None = Field(default=None, max_length=MAX_TERMS)
-    prompt_template: Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS)] | None = None
+    prompt_template: Template | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
@@ -164,7 +217,7 @@ class VariantUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     terms: list[StyleTermIn] | None = Field(default=None, min_length=1, max_length=MAX_TERMS)
-    prompt_template: Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS)] | None = None
+    prompt_template: Template | None = None
 
 
 class VariantChangePublic(_Out):
@@ -193,8 +246,8 @@ class GenerationCreate(BaseModel):
     placement: PlacementName = "banner"
     terms: list[StyleTermIn] = Field(default_factory=list, max_length=MAX_TERMS)
     reference_product_ids: list[DbId] = Field(default_factory=list, max_length=4)
-    prompt_template: Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_CHARS)] | None = None
-    headline: Annotated[str, StringConstraints(max_length=120)] | None = None
+    prompt_template: Template | None = None
+    headline: Headline | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 

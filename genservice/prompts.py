@@ -48,27 +48,208 @@ _INJECTION = re.compile(
 )
 _LORA = re.compile(r"<\s*(?:lora|lyco|hypernet|embedding)\s*:[^>]*>?", re.IGNORECASE)
 _WEIGHT = re.compile(r":\s*[-+]?\d*\.?\d+")  # "(word:1.5)" → "(word"
-_SYNTAX = re.compile(r"[()\[\]{}<>|\\:;=`^~*#@$%_\"]+")
+_SYNTAX = re.compile(r"[()\[\]{}<>|\\:;=`^~*#@_\"]+")
 _KEYWORDS = re.compile(r"\b(?:BREAK|AND|ADDROW|ADDCOL|ADDBASE)\b")  # A1111 / composable words
-_BLOCKED = re.compile(
-    r"\b(?:nsfw|nude|nudity|naked|topless|porn\w*|sexy|sex|erotic\w*|gore|gory|blood\w*)\b",
-    re.IGNORECASE,
-)
 _SPACES = re.compile(r"\s+")
 
+# -- brand safety: block lists matched after normalisation ---------------------------------
 
-def sanitize_text(text: str, *, max_chars: int = 200) -> str:
-    """Make merchant/user text safe to put in a prompt.
+#: Leetspeak and symbol substitutions (``1`` reads as ``i`` and as ``l``: both are tried).
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+     "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e"}
+)  # fmt: skip
+_LEET_L = str.maketrans({"1": "l"})
+_WORD = re.compile(r"[a-z]+")
+#: More lookalikes, for matching only (Armenian, small capitals, Cherokee ...).
+_MATCH_CONFUSABLES = {**_CONFUSABLES, **{
+    "ս": "u", "ո": "n", "օ": "o", "ց": "g", "հ": "h", "ա": "w", "ɴ": "n", "ᴜ": "u", "ᴅ": "d",
+    "ᴇ": "e", "ꜱ": "s", "ᴘ": "p", "ʀ": "r", "ᴏ": "o", "ᴋ": "k", "ᴛ": "t", "ʏ": "y", "ᴀ": "a",
+    "ɪ": "i", "ʟ": "l", "ᴍ": "m", "ᴡ": "w", "Ꭺ": "A", "Ꮃ": "W", "Ꭼ": "E", "Ꮲ": "P",
+}}  # fmt: skip
+#: Lookalikes with two readings (Cyrillic н is an H, but stands in for an n as well).
+_MATCH_ALTERNATES = {"н": "n", "Н": "N", "и": "n", "ь": "b", "г": "r", "в": "b"}
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+@dataclass(frozen=True)
+class BlockList:
+    """Blocked words (``words``: whole words after stemming; ``prefixes``: any word starting
+    with one), phrases (several words) and CJK terms (substrings). Loaded from
+    ``data/vocab/blocklist_*.txt``."""
+
+    words: frozenset[str]
+    prefixes: tuple[str, ...]
+    phrases: tuple[tuple[str, ...], ...]
+    cjk: tuple[str, ...]
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[str]) -> BlockList:
+        words: set[str] = set()
+        prefixes: list[str] = []
+        phrases: list[tuple[str, ...]] = []
+        cjk: list[str] = []
+        for raw in lines:
+            line = unicodedata.normalize("NFKC", raw.split("#", 1)[0]).strip().casefold()
+            if not line:
+                continue
+            if _CJK.search(line):
+                cjk.append(re.sub(r"\s+", "", line))
+            elif line.endswith("*"):
+                prefixes.append(line[:-1])
+            elif " " in line:
+                phrases.append(tuple(line.split()))
+            else:
+                words.add(line)
+        return cls(frozenset(words), tuple(prefixes), tuple(phrases), tuple(cjk))
+
+    @classmethod
+    def load(cls, folder: str | None = None) -> BlockList:
+        """Every ``blocklist_*.txt`` in ``folder`` (default: the bundled ``data/vocab``)."""
+        from pathlib import Path
+
+        if folder is None:
+            import data
+
+            base = Path(data.__file__).resolve().parent / "vocab"
+        else:
+            base = Path(folder)
+        files = sorted(base.glob("blocklist_*.txt"))
+        if not files:
+            raise FileNotFoundError(f"block lists: no blocklist_*.txt under {base}")
+        lines: list[str] = []
+        for f in files:
+            lines += f.read_text(encoding="utf-8").splitlines()
+        return cls.from_lines(lines)
+
+    def _word_hit(self, word: str) -> str | None:
+        # Plurals and common inflections: nudes -> nude, undressed -> undress, orgies -> orgy.
+        forms = {word, word[:-1] if word.endswith("s") else word}
+        if word.endswith(("es", "ed")):
+            forms.add(word[:-2])
+        if word.endswith("ies"):
+            forms.add(word[:-3] + "y")
+        if word.endswith("ing"):
+            forms |= {word[:-3], word[:-3] + "e"}
+        for f in forms:
+            if f in self.words:
+                return f
+        for p in self.prefixes:
+            if word.startswith(p):
+                return p
+        return None
+
+    def find(self, text: str) -> str | None:
+        """The first blocked term found in ``text`` after normalisation, else None.
+
+        Normalisation: NFKC, case folding, homoglyphs to ASCII, accents stripped, invisible
+        characters removed, leetspeak (``nud3``, ``p0rn``), separators inside a word
+        (``n-s-f-w``, ``nu.des``), runs of spaced single letters (``n u d e``), plurals and
+        stems; CJK terms match with anything between their characters removed.
+        """
+        text = unicodedata.normalize("NFKC", str(text)[:20_000])
+        for table in (_MATCH_CONFUSABLES, {**_MATCH_CONFUSABLES, **_MATCH_ALTERNATES}):
+            hit = self._find_folded(text, table)
+            if hit is not None:
+                return hit
+        return None
+
+    def _find_folded(self, text: str, confusables: dict[str, str]) -> str | None:
+        chars: list[str] = []
+        for ch in text:
+            if ch in confusables:
+                chars.append(confusables[ch])
+            elif unicodedata.category(ch) == "Cf":
+                continue  # zero-width joiners and friends hide separators
+            elif ch.isascii() or _CJK.match(ch):
+                chars.append(ch)
+            else:
+                base = unicodedata.normalize("NFKD", ch)
+                ascii_base = "".join(c for c in base if c.isascii() and c.isalnum())
+                chars.append(ascii_base or " ")
+        flat = "".join(chars).casefold()
+        if self.cjk:
+            squeezed = "".join(_CJK.findall(flat))
+            for term in self.cjk:
+                if term in squeezed:
+                    return term
+        for table in (_LEET, _LEET_L):
+            hit = self._find_words(flat.translate(table))
+            if hit is not None:
+                return hit
+        return None
+
+    def _find_words(self, text: str) -> str | None:
+        chunks = text.split()
+        words: list[str] = []
+        candidates: list[str] = []
+        run: list[str] = []
+        for chunk in chunks:
+            parts = _WORD.findall(chunk)
+            words += parts
+            candidates += parts
+            if len(parts) > 1:
+                candidates.append("".join(parts))  # n-s-f-w, nu.des, p*o*r*n
+            joined = "".join(parts)
+            if 0 < len(joined) <= 2:
+                run.append(joined)
+                continue
+            if len(run) > 1:
+                candidates.append("".join(run))  # n u d e s, nu de s
+            run = []
+        if len(run) > 1:
+            candidates.append("".join(run))
+        for w in candidates:
+            hit = self._word_hit(w)
+            if hit is not None:
+                return hit
+        if self.phrases:
+            padded = " " + " ".join(words) + " "
+            for phrase in self.phrases:
+                if " " + " ".join(phrase) + " " in padded:
+                    return " ".join(phrase)
+        return None
+
+
+_BLOCKLIST: BlockList | None = None
+
+
+def blocklist() -> BlockList:
+    """The bundled block lists (loaded once)."""
+    global _BLOCKLIST
+    if _BLOCKLIST is None:
+        _BLOCKLIST = BlockList.load()
+    return _BLOCKLIST
+
+
+def find_blocked(text: str) -> str | None:
+    """The first blocked term in ``text`` (see :meth:`BlockList.find`), else None."""
+    return blocklist().find(text)
+
+
+def has_injection(text: str) -> bool:
+    """Whether ``text`` holds an instruction-injection phrase ("ignore previous ...")."""
+    folded = sanitize_text(text, max_chars=max(1, min(len(text), 4000)), drop_blocked=False)
+    return bool(_INJECTION.search(folded))
+
+
+def sanitize_text(text: str, *, max_chars: int = 200, drop_blocked: bool = True) -> str:
+    """Make merchant/user text safe to put in a prompt or on a hero.
 
     NFKC-normalise, fold homoglyphs to ASCII (others are dropped), strip control and
     zero-width characters, prompt-weight syntax (``(word:1.5)``, ``[word]``, ``{}``,
-    ``<lora:...>``, ``BREAK``), injected instructions and blocked words, collapse spaces and
-    cut to ``max_chars`` at a word boundary. The result is printable ASCII.
+    ``<lora:...>``, ``BREAK``) and injected instructions, collapse spaces and cut to
+    ``max_chars`` at a word boundary. Ordinary symbols (``%``, ``$``, ``&``, ``!``) stay.
+    When the text holds a blocked term (:func:`find_blocked`, after normalisation) the
+    *whole* text is dropped (``""``): a caption that tried to smuggle one word in is not
+    trusted for the rest. The result is printable ASCII.
     """
     if max_chars < 1:
         raise ValueError(f"max_chars: expected >= 1, got {max_chars}")
     # Bound the work first: a 10 MB title should not cost 10 MB of regex passes.
     text = str(text)[: max_chars * 8]
+    if drop_blocked and find_blocked(text) is not None:
+        return ""
     text = unicodedata.normalize("NFKC", text)
     chars: list[str] = []
     for ch in text:
@@ -91,7 +272,7 @@ def sanitize_text(text: str, *, max_chars: int = 200) -> str:
     text = _KEYWORDS.sub(" ", text)
     # Repeat until stable: removing one phrase may join the halves of another.
     for _ in range(5):
-        new = _BLOCKED.sub(" ", _INJECTION.sub(" ", _SPACES.sub(" ", text)))
+        new = _INJECTION.sub(" ", _SPACES.sub(" ", text))
         if new == text:
             break
         text = new
@@ -100,7 +281,27 @@ def sanitize_text(text: str, *, max_chars: int = 200) -> str:
         cut = text[: max_chars + 1]
         space = cut.rfind(" ")
         text = (cut[:space] if space > 0 else cut[:max_chars]).rstrip(" ,.-'")
+    if drop_blocked and find_blocked(text) is not None:  # joined halves of a blocked word
+        return ""
     return text
+
+
+def validate_template(template: str) -> None:
+    """Raise ``ValueError`` naming ``prompt_template`` when ``template`` is not a valid
+    format string, uses placeholders other than ``{title}``, ``{category}``, ``{terms}``,
+    ``{placement}`` (no attribute or index access), or holds a blocked term."""
+    try:
+        parsed = list(string.Formatter().parse(str(template)))
+    except ValueError as exc:
+        raise ValueError(f"prompt_template: not a valid template ({exc})") from None
+    for _literal, name, spec, conv in parsed:
+        if name is not None and (name not in _ALLOWED_FIELDS or spec or conv):
+            raise ValueError(
+                f"prompt_template: expected placeholders among {sorted(_ALLOWED_FIELDS)}, "
+                f"got {{{name}}}"
+            )
+    if find_blocked(str(template)) is not None:
+        raise ValueError("prompt_template: blocked by the brand-safety list")
 
 
 def approx_token_count(text: str) -> int:
@@ -127,9 +328,11 @@ CATEGORY_HINTS: dict[str, str] = {
     "handbag": "on a shelf", "mug": "on a kitchen counter", "lamp": "in a living room",
     "chair": "in a bright room", "watch": "on a wooden desk",
 }  # fmt: skip
+#: Safety terms of every negative prompt: first, and never dropped to fit the token budget.
+SAFETY_NEGATIVE: tuple[str, ...] = ("nsfw", "nudity", "gore")
 NEGATIVE_BASE = (
-    "blurry, low quality, deformed, distorted product, extra objects, text, watermark, logo, "
-    "nsfw, nudity"
+    "nsfw, nudity, gore, blurry, low quality, deformed, distorted product, extra objects, "
+    "text, watermark, logo"
 )
 _ALLOWED_FIELDS = {"title", "category", "terms", "placement"}
 _HINT_WEIGHT = -1e30  # below any real weight: category hints are dropped first
@@ -280,7 +483,11 @@ class PromptBuilder:
         return clean[: self.max_terms]
 
     def _fit_negative(self, text: str) -> str:
+        """The negative prompt within budget: the safety terms (``SAFETY_NEGATIVE``) come first
+        and stay; the other items are dropped from the end until it fits."""
         items = [p.strip() for p in text.split(",") if p.strip()]
-        while items and self.token_counter(", ".join(items)) > self.budget:
-            items.pop()
-        return ", ".join(items)
+        safety = list(SAFETY_NEGATIVE)
+        rest = [i for i in items if i.lower() not in SAFETY_NEGATIVE]
+        while rest and self.token_counter(", ".join(safety + rest)) > self.budget:
+            rest.pop()
+        return ", ".join(safety + rest)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, status
 
 from api.deps import AdminKey, ComponentsDep, SessionDep
-from api.schemas import ErasurePublic
+from api.schemas import NO_CONTROLS_NONEMPTY, ErasurePublic
 from api.services.erasure import ErasureIncomplete, erase_everywhere
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
@@ -38,7 +38,7 @@ def delete_user(
     comps: ComponentsDep,
     session: SessionDep,
     key: AdminKey,
-    user_id: Annotated[str, Path(min_length=1, max_length=128)],
+    user_id: Annotated[str, Path(min_length=1, max_length=128, pattern=NO_CONTROLS_NONEMPTY)],
 ) -> ErasurePublic:
     """Erase a user: events, taste profile, segment membership, embeddings and index entries,
     user-level variants with their jobs and image files; impressions keep their aggregate

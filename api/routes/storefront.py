@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from api.deps import ComponentsDep, SessionDep, StorefrontKey, image_url
-from api.schemas import ClickPublic, HeroPublic, PlacementName, UserId
+from api.schemas import NO_CONTROLS_NONEMPTY, ClickPublic, HeroPublic, PlacementName, UserId
 from api.services.hero import HeroService, NoCreative
 from data.models import Click, Impression
 
@@ -60,7 +60,7 @@ def post_click(
     comps: ComponentsDep,
     session: SessionDep,
     _key: StorefrontKey,
-    impression_id: Annotated[str, Path(min_length=1, max_length=64)],
+    impression_id: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROLS_NONEMPTY)],
 ) -> ClickPublic:
     """Record a click on an impression, once: a second call answers 200 with
     ``created: false`` and changes nothing."""

@@ -109,12 +109,18 @@ def test_edit_regenerates_and_returns_to_draft(tmp_path: Path) -> None:
             "terms": [{"term": "teal", "weight": 2.0}, {"term": "velvet"}],
             "prompt_template": "{product} in a {terms} room",
         }
+        # An unknown placeholder is refused at submit (the worker would fail every retry).
+        r = env.client.patch(f"/v1/variants/{vid}", json=body, headers=m)
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["body", "prompt_template"]
+        assert "placeholders" in r.json()["detail"][0]["msg"]
+        body["prompt_template"] = "{title} in a {terms} room"
         r = env.client.patch(f"/v1/variants/{vid}", json=body, headers=m)
         assert r.status_code == 202, r.text
         out = r.json()
         assert out["status"] == "draft" and out["image_url"] is None
         assert out["terms"] == [["teal", 2.0], ["velvet", 1.0]]
-        assert out["prompt_template"] == "{product} in a {terms} room"
+        assert out["prompt_template"] == "{title} in a {terms} room"
         wait_job(env, out["job_id"], JobStatus.succeeded)
         assert env.client.post(f"/v1/variants/{vid}/approve", headers=m).status_code == 200
         hist = env.client.get(f"/v1/variants/{vid}/history", headers=m).json()["data"]

@@ -143,7 +143,8 @@ def test_negative_prompt_fits_and_counter_is_conservative(
     builder = PromptBuilder(max_tokens=20, token_counter=clip_counter)
     built = builder.build(brief("Mug", placement=PLACEMENTS["square"]))
     assert 0 < clip_counter(built.negative_prompt) <= 18
-    assert built.negative_prompt.startswith("blurry, low quality")
+    # Safety terms first and kept; quality terms fill what is left.
+    assert built.negative_prompt.startswith("nsfw, nudity, gore, blurry")
     text = "a cozy handmade ceramic mug on a rustic wooden table, warm morning light"
     assert approx_token_count(text) >= clip_counter(text)
     assert re.fullmatch(r"[ -~]*", built.prompt)
