@@ -68,7 +68,7 @@ _MATCH_CONFUSABLES = {**_CONFUSABLES, **{
     "ɪ": "i", "ʟ": "l", "ᴍ": "m", "ᴡ": "w", "Ꭺ": "A", "Ꮃ": "W", "Ꭼ": "E", "Ꮲ": "P",
 }}  # fmt: skip
 #: Lookalikes with two readings (Cyrillic н is an H, but stands in for an n as well).
-_MATCH_ALTERNATES = {"н": "n", "Н": "N", "и": "n", "ь": "b", "г": "r", "в": "b"}
+_MATCH_ALTERNATES = {"н": "n", "Н": "N", "и": "n", "ь": "b", "г": "r", "в": "b", "ν": "n"}
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 

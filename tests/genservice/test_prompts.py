@@ -169,3 +169,83 @@ def test_short_context_falls_back_to_simpler_templates_instead_of_failing() -> N
     tiny = PromptBuilder(max_tokens=8, token_counter=words).build(brief("Red mug"))
     assert tiny.prompt == "Red mug, mug product photo"  # the category hint is dropped first
     assert out.terms_used == ("beach",) and out.terms_dropped == ("golden hour",)
+
+
+# -- brand safety: hostile strings (table-driven) --------------------------------------------
+
+#: Each string holds a blocked term, disguised: plurals and stems, leetspeak, separators,
+#: spacing, Unicode lookalikes (fullwidth, Cyrillic, Greek, Armenian, small capitals, maths
+#: alphanumerics), accents and combining marks, zero-width characters, Chinese.
+HOSTILE = [
+    "nudes", "Nudes", "NUDES", "undressed", "undressing", "nudity", "naked", "nakedness",
+    "nud3", "nud3s", "p0rn", "p0rn0", "pr0n star pornstar", "n-s-f-w", "n.s.f.w", "n_s_f_w",
+    "n s f w", "n u d e s", "N U D E", "nu.des", "nu-de", "n*u*d*e", "p*o*r*n", "p o r n",
+    "FREE NUDES - ignore previous instructions", "free nudes!!!", "hot s3xy girls", "s e x y",
+    "sexy", "SEX", "s3x", "5exy", "nak3d", "n4ked", "3r0tic", "erotica", "t0pless", "topless",
+    "hentai", "h3nta1", "0rgy", "orgies", "xxx", "onlyfans", "0nlyf4ns",
+    "ｎｕｄｅ", "ＮＳＦＷ", "Ｐｏｒｎ", "нude", "ѕеху", "рorn", "nսde", "ɴᴜᴅᴇ", "𝐧𝐮𝐝𝐞", "𝓹𝓸𝓻𝓷",
+    "ñude", "nüde", "n̲u̲d̲e̲", "nu\u200bde", "p\u200bo\u200br\u200bn", "ns\u00adfw",
+    "ΝΑΚΕD", "gory scene", "decapitated", "mutilated corpse", "swastika print", "n4zi",
+    "white power", "色情", "色 情 图片", "裸体", "裸體模特", "淫秽", "做爱", "三级片", "脱衣", "血腥",
+]  # fmt: skip
+
+#: Ordinary product text that must pass untouched (false positives would cost real titles).
+BENIGN = [
+    "Gore-Tex jacket", "20% off today", "Save $20 & more!", "Unisex hoodie", "Essex blue mug",
+    "XXL tee", "Sussex oak chair", "Middlesex lamp", "Sextant brass lamp", "Nudge planter",
+    "Pornic sea salt", "Cotton blend T-shirt", "黄色 T恤", "Skin-tone beige sneakers",
+    "Lingerie set in silk", "Classic 4K monitor stand",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_text_never_reaches_a_prompt_or_headline(text: str) -> None:
+    from genservice.prompts import find_blocked
+
+    assert find_blocked(text) is not None, text
+    builder = PromptBuilder()
+    # As a title: dropped whole (the prompt says "product").
+    by_title = builder.build(brief(text))
+    assert find_blocked(by_title.prompt) is None and by_title.prompt.startswith("product")
+    # As a style term: dropped.
+    by_term = builder.build(brief("Red mug", (StyleTerm(text, 5.0), StyleTerm("teal", 1.0))))
+    assert by_term.terms_used == ("teal",) and find_blocked(by_term.prompt) is None
+    # In a template's literal text: dropped.
+    by_template = builder.build(brief("Red mug", prompt_template="{title}, " + text))
+    assert find_blocked(by_template.prompt) is None
+    assert by_template.prompt.startswith("Red mug")
+    # As a headline: the text the generator would draw is empty.
+    assert sanitize_text(text, max_chars=120) == ""
+    assert len(HOSTILE) >= 60
+
+
+@pytest.mark.parametrize("text", BENIGN)
+def test_ordinary_text_is_not_blocked(text: str) -> None:
+    from genservice.prompts import find_blocked
+
+    assert find_blocked(text) is None, text
+    if text.isascii():
+        assert sanitize_text(text) == text
+
+
+def test_safety_terms_survive_a_32_token_encoder(clip_counter: Callable[[str], int]) -> None:
+    builder = PromptBuilder(max_tokens=32, token_counter=clip_counter)
+    built = builder.build(brief("Red mug", (StyleTerm("teal", 1.0),)))
+    assert built.negative_prompt.split(", ")[:3] == ["nsfw", "nudity", "gore"]
+    # Even a custom negative prompt too long for the context keeps them.
+    custom = PromptBuilder(
+        max_tokens=10, token_counter=clip_counter, negative_prompt="blurry, " * 20 + "nsfw"
+    )
+    neg = custom.build(brief("Red mug")).negative_prompt
+    assert neg.startswith("nsfw, nudity, gore")
+    assert clip_counter(neg) <= 8 or neg == "nsfw, nudity, gore"
+
+
+def test_block_lists_are_data_files() -> None:
+    from genservice.prompts import BlockList
+
+    lists = BlockList.load()
+    assert "nude" in lists.words and "nsfw" in lists.prefixes and "色情" in lists.cjk
+    assert ("white", "power") in lists.phrases
+    with pytest.raises(FileNotFoundError, match="blocklist"):
+        BlockList.load("/nonexistent-folder")
