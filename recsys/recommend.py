@@ -24,12 +24,16 @@ __all__ = ["InterestRecommender", "PopularityRecommender", "Recommendations"]
 @dataclass(frozen=True)
 class Recommendations:
     """``item_ids`` int64 ``(k,)`` best first, ``scores`` float32 ``(k,)``; ``propensities``
-    float64 ``(k,)`` only when a stochastic policy chose (else ``None``)."""
+    float64 ``(k,)`` only when a stochastic policy chose (else ``None``). Explanations, when
+    the recommender gives them: ``because_ids`` int64 ``(k,)`` the history product behind
+    each pick (-1: none), ``interest_index`` int64 ``(k,)`` the profile interest it serves."""
 
     item_ids: np.ndarray
     scores: np.ndarray
     propensities: np.ndarray | None = None
     policy: str = "interest"
+    because_ids: np.ndarray | None = None
+    interest_index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.item_ids, dtype=np.int64)
@@ -45,6 +49,13 @@ class Recommendations:
             if p.shape != ids.shape or np.any((p <= 0) | (p > 1)):
                 raise ValueError(f"propensities: expected {ids.shape} values in (0, 1], got {p!r}")
             object.__setattr__(self, "propensities", p)
+        for name in ("because_ids", "interest_index"):
+            v = getattr(self, name)
+            if v is not None:
+                arr = np.asarray(v, dtype=np.int64)
+                if arr.shape != ids.shape:
+                    raise ValueError(f"{name}: expected shape {ids.shape}, got {arr.shape}")
+                object.__setattr__(self, name, arr)
 
     def __len__(self) -> int:
         return int(self.item_ids.shape[0])

@@ -65,8 +65,10 @@ __all__ = [
     "build_profiles",
     "build_recsys",
     "build_segments",
+    "evaluate_recommenders",
     "evaluate_recsys",
     "get_profile",
+    "last_purchase_cutoffs",
     "load_embedder",
     "load_histories",
     "load_item_vectors",
@@ -931,6 +933,125 @@ def _best_colour(terms: Sequence[StyleTerm]) -> str:
     return next((t.term for t in terms if t.facet == "colour"), "")
 
 
+def last_purchase_cutoffs(
+    engine: Engine, histories: Mapping[str, Sequence[HistoryEvent]]
+) -> tuple[dict[str, datetime], dict[str, int]]:
+    """Leave-last-out: per shopper with a purchase, the start of their last purchase's
+    session (their history must end before it) and the product bought."""
+    with Session(engine) as session:
+        sessions = {
+            (str(u), int(p), ts): sess
+            for u, p, ts, sess in session.exec(
+                select(Event.user_id, Event.product_id, Event.ts, Event.session).where(
+                    Event.kind == "purchase"
+                )
+            )
+        }
+        session_start: dict[tuple[str, str], datetime] = {}
+        for u, sess, ts in session.exec(select(Event.user_id, Event.session, Event.ts)):
+            key = (str(u), str(sess))
+            if key not in session_start or ts < session_start[key]:
+                session_start[key] = ts
+    cutoff: dict[str, datetime] = {}
+    target: dict[str, int] = {}
+    for u, evs in histories.items():
+        buys = [e for e in evs if e.kind == "purchase"]
+        if not buys:
+            continue
+        last = buys[-1]
+        sess = sessions.get((u, last.product_id, last.ts))
+        start = session_start.get((u, str(sess)), last.ts) if sess is not None else last.ts
+        cutoff[u] = min(start, last.ts)
+        target[u] = last.product_id
+    return cutoff, target
+
+
+def evaluate_recommenders(
+    engine: Engine,
+    *,
+    config: RecsysConfig,
+    home: Path,
+    k: int = 10,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    protocols: Sequence[str] = ("leave_last_out", "time_split", "new_products"),
+    embedder: Embedder | Callable[[], Embedder] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Popularity, item-kNN, EASE, ALS, the interest recommender and the hybrid on the
+    leave-last-out, global time split and new-product protocols
+    (:mod:`recsys.evaluation.protocols`); per protocol its summary (recall / NDCG at ``k``
+    with bootstrap 95% intervals, the hybrid's lift over the best baseline), the cold-start
+    shoppers' (<= 2 training events) summary and what each fold tuned."""
+    from recsys.evaluation.protocols import (
+        drop_products,
+        global_time_split,
+        run_protocol,
+        split_before,
+    )
+
+    known = {"leave_last_out", "time_split", "new_products"}
+    if set(protocols) - known:
+        raise ValueError(f"protocols: expected some of {sorted(known)}, got {list(protocols)}")
+    items, model_id = load_item_vectors(home)
+    scorer = load_scorer(
+        config=config, home=home, items=items, model_id=model_id, embedder=embedder
+    )
+    builder = ProfileBuilder.from_config(config, scorer=scorer, catalog_vectors=items.vectors)
+    histories = load_histories(engine)
+    cutoff, target = last_purchase_cutoffs(engine, histories)
+    index = _make_index(config, items.dim)
+    index.upsert(items.ids, items.vectors)
+    bar = _tqdm(progress)
+    out: dict[str, Any] = {"model_id": model_id, "k": k, "seed": seed}
+
+    def run(split: Any) -> Any:
+        popularity = _popularity(split.train)
+        cold = ColdStart(popularity=_popularity_fallback(items, popularity, scorer, config))
+        interest = InterestRecommender(
+            index=index,
+            popularity=popularity,
+            popularity_weight=config.recommend_popularity_weight,
+            temperature=config.recommend_temperature,
+            candidates=config.recommend_candidates,
+            mmr_lambda=config.mmr_lambda,
+        )
+        return run_protocol(
+            split,
+            items=items,
+            profile_of=lambda u, h: builder.build(u, h, items, cold_start=cold),
+            interest_recommend=lambda p, kk, ex: interest.recommend(
+                p, k=kk, exclude_ids=ex
+            ).item_ids.tolist(),
+            k=k,
+            seed=seed,
+            hybrid_params={"temperature": config.recommend_temperature},
+            progress=bar,
+        )
+
+    llo = split_before(histories, cutoff, target)
+    for name in protocols:
+        if name == "leave_last_out":
+            res = run(llo)
+            mask = None
+        elif name == "time_split":
+            res = run(global_time_split(histories))
+            mask = None
+        else:
+            split, new = drop_products(llo, items.ids.tolist(), seed=seed)
+            res = run(split)
+            mask = np.array(
+                [bool(res_rel & new) for res_rel in (split.relevant[u] for u in res.users)]
+            )
+        summary = res.summary(n_bootstrap=n_bootstrap, seed=seed, mask=mask)
+        summary["cold_start"] = res.summary(
+            n_bootstrap=n_bootstrap, seed=seed, mask=res.cold if mask is None else res.cold & mask
+        )
+        summary["tuned"] = res.tuned
+        out[name] = summary
+    return out
+
+
 def evaluate_recsys(
     engine: Engine,
     *,
@@ -956,19 +1077,6 @@ def evaluate_recsys(
             int(pid): group_of_category.get(str(cat), "")  # type: ignore[arg-type]
             for pid, cat in session.exec(select(Product.id, Product.category))
         }
-        sessions = {
-            (str(u), int(p), ts): sess
-            for u, p, ts, sess in session.exec(
-                select(Event.user_id, Event.product_id, Event.ts, Event.session).where(
-                    Event.kind == "purchase"
-                )
-            )
-        }
-        session_start: dict[tuple[str, str], datetime] = {}
-        for u, sess, ts in session.exec(select(Event.user_id, Event.session, Event.ts)):
-            key = (str(u), str(sess))
-            if key not in session_start or ts < session_start[key]:
-                session_start[key] = ts
     if not tastes:
         raise ValueError(
             "no DemoTaste rows: build the demo world first (tailorshot demo --no-serve)"
@@ -1001,18 +1109,7 @@ def evaluate_recsys(
                 len(top) == 2 and {c for c, _ in got} == {str(t["colour"]) for t in true}
             )
 
-    # leave-last-out: hold out each user's last purchase; history = before its session
-    cutoff: dict[str, datetime] = {}
-    target: dict[str, int] = {}
-    for u, evs in histories.items():
-        buys = [e for e in evs if e.kind == "purchase"]
-        if not buys:
-            continue
-        last = buys[-1]
-        sess = sessions.get((u, last.product_id, last.ts))
-        start = session_start.get((u, str(sess)), last.ts) if sess is not None else last.ts
-        cutoff[u] = min(start, last.ts)
-        target[u] = last.product_id
+    cutoff, target = last_purchase_cutoffs(engine, histories)
     train = load_histories(engine, before=cutoff)
     popularity = _popularity(train)
     index = _make_index(config, items.dim)

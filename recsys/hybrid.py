@@ -1,0 +1,329 @@
+"""The default product recommender: collaborative scores blended with CLIP content scores.
+
+Per shopper and product, three scores are standardised over the catalog (z-scores) and
+blended linearly with weights tuned on validation shoppers (:func:`tune_blend`):
+
+- ``collaborative``: a :class:`~recsys.collaborative.CollaborativeModel` (EASE below a
+  product-count threshold, ALS above) on the shopper's history row. A product with no
+  interactions has no collaborative score; it gets the mean score of its ``n_borrow``
+  nearest interacted products in CLIP space, so a new product is placed by content alone;
+- ``interests``: the multi-interest soft maximum of :class:`~recsys.recommend.InterestRecommender`
+  ``T * log(sum_k w_k exp(cos(c_k, x) / T))`` over the taste profile's interests;
+- ``kernel``: ``log(sum_j p_j exp((cos(x, x_j) - 1) / tau))`` over the history products ``j``
+  (``p`` the history row, normalised): close to any product the shopper engaged with.
+
+Shoppers with at most ``cold_max_events`` events use their own weights (tuned on cold
+validation shoppers). The top ``candidates`` are diversified with MMR, and each pick carries
+an explanation: the history product that contributes most ("because you viewed ...") and the
+interest it serves.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.collaborative import CollaborativeModel, Interactions, top_k_excluding
+from recsys.profiles import HistoryEvent, ItemVectors, TasteProfile
+from recsys.recommend import Recommendations
+from recsys.references import mmr_select
+
+__all__ = [
+    "COMPONENTS",
+    "BlendWeights",
+    "HybridRecommender",
+    "tune_blend",
+]
+
+#: Score components, in the order of :class:`BlendWeights`.
+COMPONENTS: tuple[str, ...] = ("collaborative", "interests", "kernel")
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """Non-negative weights of the z-scored components (they need not sum to 1)."""
+
+    collaborative: float
+    interests: float
+    kernel: float
+
+    def __post_init__(self) -> None:
+        v = self.as_array()
+        if np.any(v < 0) or not np.all(np.isfinite(v)) or v.sum() <= 0:
+            raise ValueError(f"BlendWeights: expected finite weights >= 0, not all 0, got {v}")
+
+    def as_array(self) -> np.ndarray:
+        """float64 ``(3,)`` in :data:`COMPONENTS` order."""
+        return np.array([self.collaborative, self.interests, self.kernel], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, v: Sequence[float]) -> BlendWeights:
+        return cls(*(round(float(x), 6) for x in v))
+
+
+#: Used until weights are tuned (warm: tuned on demo world seed 0's validation shoppers).
+DEFAULT_WARM = BlendWeights(collaborative=0.5, interests=0.1, kernel=0.4)
+DEFAULT_COLD = BlendWeights(collaborative=0.2, interests=0.6, kernel=0.2)
+
+
+def _zscore(s: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise z-scores of ``s`` ``(n, m)``, mean and std over ``valid`` columns."""
+    ref = s if valid is None else s[:, valid]
+    mu = ref.mean(axis=1, keepdims=True)
+    sd = ref.std(axis=1, keepdims=True)
+    return (s - mu) / np.where(sd > 1e-12, sd, 1.0)
+
+
+class HybridRecommender:
+    """Collaborative + CLIP content, blended (see the module docstring).
+
+    ``collaborative`` is fitted on ``interactions.matrix``; ``items`` are the catalog's CLIP
+    vectors (every product that can be recommended); ``temperature`` (cosine units) as in
+    :class:`InterestRecommender`; ``kernel_tau`` (cosine units) the history kernel's width;
+    ``mmr_lambda`` 1 = no diversification; ``candidates`` the MMR pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        collaborative: CollaborativeModel,
+        interactions: Interactions,
+        items: ItemVectors,
+        warm: BlendWeights = DEFAULT_WARM,
+        cold: BlendWeights = DEFAULT_COLD,
+        cold_max_events: int = 2,
+        temperature: float = 0.05,
+        kernel_tau: float = 0.2,
+        n_borrow: int = 5,
+        mmr_lambda: float = 0.9,
+        candidates: int = 50,
+    ) -> None:
+        if temperature <= 0 or kernel_tau <= 0:
+            raise ValueError(
+                f"temperature and kernel_tau: expected > 0, got {temperature}, {kernel_tau}"
+            )
+        if not 0 <= mmr_lambda <= 1:
+            raise ValueError(f"mmr_lambda: expected in [0, 1], got {mmr_lambda}")
+        if candidates < 1 or n_borrow < 1 or cold_max_events < 0:
+            raise ValueError(
+                "candidates >= 1, n_borrow >= 1, cold_max_events >= 0 expected, got "
+                f"{candidates}, {n_borrow}, {cold_max_events}"
+            )
+        self.collaborative = collaborative
+        self.interactions = interactions
+        self.items = items
+        self.warm = warm
+        self.cold = cold
+        self.cold_max_events = int(cold_max_events)
+        self.temperature = float(temperature)
+        self.kernel_tau = float(kernel_tau)
+        self.mmr_lambda = float(mmr_lambda)
+        self.candidates = int(candidates)
+        # catalog position -> matrix column (-1: never interacted with)
+        cols = interactions.cols_of(items.ids)
+        counts = interactions.item_counts()
+        has = cols >= 0
+        has[has] = counts[cols[has]] > 0
+        self._cols = cols
+        self._known = has
+        # new products borrow the collaborative score of their nearest interacted products
+        self._borrow: dict[int, np.ndarray] = {}
+        known = np.flatnonzero(has)
+        if len(known):
+            for i in np.flatnonzero(~has):
+                sims = items.vectors[known] @ items.vectors[i]
+                self._borrow[int(i)] = known[np.argsort(-sims, kind="stable")[:n_borrow]]
+
+    # ------------------------------------------------------------------ scores
+    def history_rows(self, histories: Sequence[Sequence[HistoryEvent]]) -> sp.csr_matrix:
+        """Histories folded into the interaction matrix's columns, ``(n, n_cols)``."""
+        if not histories:
+            return sp.csr_matrix((0, len(self.interactions.item_ids)), dtype=np.float32)
+        return sp.vstack([self.interactions.fold_in(h) for h in histories]).tocsr()
+
+    def stored_row(self, user_id: str) -> sp.csr_matrix:
+        """The row of ``user_id`` in the fitted matrix (empty if the shopper is unknown)."""
+        r = self.interactions.row_of(user_id)
+        if r is None:
+            return sp.csr_matrix((1, len(self.interactions.item_ids)), dtype=np.float32)
+        return self.interactions.matrix[r]
+
+    def component_scores(
+        self, profiles: Sequence[TasteProfile], rows: sp.csr_matrix
+    ) -> dict[str, np.ndarray]:
+        """z-scored components, each float64 ``(n, n_catalog)`` in ``items.ids`` order, for
+        ``profiles`` and their history ``rows`` ``(n, n_cols)``."""
+        n = len(profiles)
+        if rows.shape[0] != n:
+            raise ValueError(f"rows: expected {n} rows (one per profile), got {rows.shape[0]}")
+        x = self.items.vectors.astype(np.float32)
+        m = len(self.items.ids)
+        collab = np.zeros((n, m))
+        if n and self._known.any():
+            raw = np.asarray(self.collaborative.scores(rows), dtype=np.float64)
+            collab[:, self._known] = raw[:, self._cols[self._known]]
+            collab = _zscore(collab, self._known)
+            for i, nb in self._borrow.items():
+                collab[:, i] = collab[:, nb].mean(axis=1)
+            # a shopper without any history has no collaborative signal at all
+            collab[np.asarray(rows.getnnz(axis=1)) == 0] = 0.0
+        interests = np.zeros((n, m))
+        for u, p in enumerate(profiles):
+            if p.dim != x.shape[1]:
+                raise ValueError(
+                    f"profile {p.user_id!r}: embedding dim {p.dim} does not match the item "
+                    f"vectors' dim {x.shape[1]}"
+                )
+            c = np.stack([i.centroid for i in p.interests]).astype(np.float32)
+            w = np.array([i.weight for i in p.interests], dtype=np.float64)
+            s = (x @ c.T).astype(np.float64)
+            mx = s.max(axis=1, keepdims=True)
+            t = self.temperature
+            interests[u] = mx[:, 0] + t * np.log((w / w.sum() * np.exp((s - mx) / t)).sum(1))
+        interests = _zscore(interests)
+        kernel = interests.copy()  # fallback for shoppers with no catalogued history
+        catalog_of_col = np.full(len(self.interactions.item_ids), -1, dtype=np.int64)
+        catalog_of_col[self._cols[self._cols >= 0]] = np.flatnonzero(self._cols >= 0)
+        for u in range(n):
+            lo, hi = rows.indptr[u], rows.indptr[u + 1]
+            pos = catalog_of_col[rows.indices[lo:hi]]
+            ok = pos >= 0
+            if not ok.any():
+                continue
+            p = rows.data[lo:hi][ok].astype(np.float64)
+            k = np.exp(((x @ x[pos[ok]].T).astype(np.float64) - 1.0) / self.kernel_tau)
+            kernel[u] = _zscore(np.log(k @ (p / p.sum()) + 1e-300)[None, :])[0]
+        return {"collaborative": collab, "interests": interests, "kernel": kernel}
+
+    def blend(self, components: Mapping[str, np.ndarray], n_events: Sequence[int]) -> np.ndarray:
+        """Blended relevance ``(n, n_catalog)``: warm or cold weights per shopper."""
+        stack = np.stack([components[c] for c in COMPONENTS], axis=-1)
+        cold = np.asarray(n_events) <= self.cold_max_events
+        w = np.where(cold[:, None], self.cold.as_array(), self.warm.as_array())
+        return np.einsum("nmc,nc->nm", stack, w)
+
+    # ------------------------------------------------------------------ recommend
+    def recommend(
+        self,
+        profile: TasteProfile,
+        *,
+        k: int = 10,
+        exclude_ids: Collection[int] = (),
+        history: Sequence[HistoryEvent] | None = None,
+    ) -> Recommendations:
+        """Top ``k`` products for ``profile`` (never one of ``exclude_ids``: pass the
+        shopper's purchases). ``history`` defaults to the shopper's row in the fitted matrix.
+        Each pick is explained: ``because_ids`` (a history product, -1 if none) and
+        ``interest_index`` (the profile interest nearest it)."""
+        if k < 1:
+            raise ValueError(f"k: expected >= 1, got {k}")
+        if history is not None:
+            row = self.interactions.fold_in(history)
+            n_events = len(history)
+        else:
+            row = self.stored_row(profile.user_id)
+            n_events = profile.n_events
+        comps = self.component_scores([profile], row)
+        rel = self.blend(comps, [n_events])[0]
+        excluded = np.isin(self.items.ids, np.fromiter((int(i) for i in exclude_ids), np.int64))
+        top = top_k_excluding(rel, max(self.candidates, k), excluded)
+        if len(top) == 0:
+            return Recommendations(np.zeros(0, np.int64), np.zeros(0, np.float32))
+        r = rel[top]
+        spread = float(r.max() - r.min())
+        scaled = (r - r.min()) / spread if spread > 0 else np.ones_like(r)
+        x = self.items.vectors[top].astype(np.float32)
+        picked = top[mmr_select(scaled, x, k=k, lambda_=self.mmr_lambda)]
+        because, interest = self._explain(profile, row, picked)
+        return Recommendations(
+            item_ids=self.items.ids[picked],
+            scores=rel[picked],
+            policy="hybrid",
+            because_ids=because,
+            interest_index=interest,
+        )
+
+    def _explain(
+        self, profile: TasteProfile, row: sp.csr_matrix, picked: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x = self.items.vectors
+        c = np.stack([i.centroid for i in profile.interests]).astype(np.float32)
+        interest = np.argmax(x[picked] @ c.T, axis=1).astype(np.int64)
+        because = np.full(len(picked), -1, dtype=np.int64)
+        if row.nnz == 0:
+            return because, interest
+        item_ids = self.interactions.item_ids
+        cols = self._cols[picked]
+        known = self._known[picked]
+        explain = getattr(self.collaborative, "explain", None)
+        if known.any() and callable(explain):
+            because[known] = item_ids[explain(row, cols[known])]
+        # products without a collaborative link: the nearest history product in CLIP space
+        hist_pos = self.items.rows(int(i) for i in item_ids[row.indices] if int(i) in self.items)
+        if len(hist_pos):
+            nearest = np.argmax(x[picked] @ x[hist_pos].T, axis=1)
+            fill = because < 0
+            because[fill] = self.items.ids[hist_pos[nearest[fill]]]
+        return because, interest
+
+    def similar(
+        self, product_id: int, *, k: int = 10, exclude_ids: Collection[int] = ()
+    ) -> Recommendations:
+        """The ``k`` products nearest ``product_id`` by CLIP cosine (itself excluded)."""
+        if product_id not in self.items:
+            raise KeyError(f"product_id {product_id} is not in the catalog vectors")
+        x = self.items.vectors
+        s = (x @ x[self.items.rows([product_id])[0]]).astype(np.float64)
+        excluded = np.isin(self.items.ids, [int(product_id), *(int(i) for i in exclude_ids)])
+        top = top_k_excluding(s, k, excluded)
+        return Recommendations(self.items.ids[top], s[top], policy="similar")
+
+
+def _ranks_of_targets(rel: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target column (ties to the lower column, like
+    :func:`top_k_excluding`); excluded columns never outrank it."""
+    s = np.where(excluded, -np.inf, rel)
+    st = s[np.arange(len(targets)), targets][:, None]
+    j = np.arange(s.shape[1])[None, :]
+    return ((s > st) | ((s == st) & (j < targets[:, None]))).sum(axis=1)
+
+
+def tune_blend(
+    components: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    excluded: np.ndarray,
+    *,
+    k: int = 10,
+    step: float = 0.1,
+) -> tuple[BlendWeights, float]:
+    """The simplex grid point (``step`` apart) of weights maximising recall@``k`` of
+    ``targets`` (catalog positions, int ``(n,)``) on validation shoppers, ties broken by
+    the mean reciprocal rank, then by grid order. ``components`` each ``(n, n_catalog)``;
+    ``excluded`` bool ``(n, n_catalog)`` (earlier purchases). Returns (weights, recall)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    n = len(targets)
+    if n == 0:
+        raise ValueError("targets: expected at least one validation shopper, got none")
+    if not 0 < step <= 0.5:
+        raise ValueError(f"step: expected in (0, 0.5], got {step}")
+    stack = np.stack([components[c] for c in COMPONENTS], axis=-1)
+    if stack.shape[:2] != excluded.shape or stack.shape[0] != n:
+        raise ValueError(
+            f"components {stack.shape[:2]}, excluded {excluded.shape} and targets ({n},) must agree"
+        )
+    m = round(1 / step)
+    best: tuple[float, float, tuple[float, ...]] | None = None
+    for a, b in itertools.product(range(m + 1), repeat=2):
+        if a + b > m:
+            continue
+        w = (a / m, b / m, (m - a - b) / m)
+        ranks = _ranks_of_targets(stack @ np.array(w), targets, excluded)
+        key = (float((ranks < k).mean()), float((1.0 / (ranks + 1)).mean()))
+        if best is None or key > best[:2]:
+            best = (key[0], key[1], w)
+    assert best is not None
+    return BlendWeights.from_array(best[2]), best[0]
