@@ -229,8 +229,10 @@ def find_blocked(text: str) -> str | None:
 
 def has_injection(text: str) -> bool:
     """Whether ``text`` holds an instruction-injection phrase ("ignore previous ...")."""
-    folded = sanitize_text(text, max_chars=max(1, min(len(text), 4000)), drop_blocked=False)
-    return bool(_INJECTION.search(folded))
+    folded = unicodedata.normalize("NFKC", str(text)[:20_000])
+    folded = "".join(_MATCH_CONFUSABLES.get(ch, ch) for ch in folded)
+    folded = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in folded)
+    return bool(_INJECTION.search(_SPACES.sub(" ", folded)))
 
 
 def sanitize_text(text: str, *, max_chars: int = 200, drop_blocked: bool = True) -> str:
