@@ -1,0 +1,249 @@
+"""Learned cut-out (U^2-Net-p + guided-filter matting): real photo against a hand-drawn mask,
+holes kept, fragments removed, the stated method rule, the content-hash cache, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from data.demo.render import compose_scene, on_studio_background, render_product
+from genservice.compose import cut_out
+from genservice.imaging.cutout import (
+    MIN_FLAT_BORDER,
+    MIN_U2NETP_CONFIDENCE,
+    SalientObjectModel,
+    choose_method,
+    clean_mask,
+    cut_out_product,
+    default_model,
+    flood_alpha,
+    guided_filter,
+    image_digest,
+    mask_iou,
+    u2netp_confidence,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MUG = {"colour": "red", "pattern": "solid", "material": "ceramic", "style": "minimalist"}
+
+
+def _mug(size: int = 256, seed: int = 0) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+    """A mug render (RGBA), its product mask and the handle's hole (both (size, size) bool)."""
+    rgba = render_product(MUG, category="mug", size=size, seed=seed)
+    mask = np.asarray(rgba)[..., 3] >= 128
+    hole = ndimage.binary_fill_holes(mask) & ~mask
+    return rgba, mask, hole
+
+
+@pytest.fixture(scope="module")
+def coffee_result():  # type: ignore[no-untyped-def]
+    return cut_out_product(Image.fromarray(skimage.data.coffee()))
+
+
+def test_coffee_keeps_cup_and_saucer_and_drops_the_table(coffee_result) -> None:  # type: ignore[no-untyped-def]
+    truth = np.asarray(Image.open(FIXTURES / "coffee_mask.png")) >= 128
+    r = coffee_result
+    assert r.method == "u2netp" and r.confidence >= MIN_U2NETP_CONFIDENCE
+    assert r.alpha.shape == (400, 600) and r.alpha.dtype == np.float32
+    assert mask_iou(r.alpha, truth) >= 0.94
+    # Cup (rim, coffee), saucer (left, bottom) and the spoon's bowl are kept whole.
+    for x, y in [(297, 60), (290, 130), (110, 230), (280, 360), (365, 280)]:
+        assert r.alpha[y, x] > 0.95, (x, y)
+    # The dark table edge (top-left corner) and the wood around the saucer are dropped.
+    assert r.alpha[:70, :90].max() < 0.02
+    assert r.alpha[:, :55].max() < 0.02 and r.alpha[:, 500:].max() < 0.02
+    assert not (r.alpha[396:, :] > 0.5).any()  # the saucer ends at row 391
+    # The cut-out is cropped to the product and carries the alpha.
+    a = np.asarray(r.cutout.image)[..., 3]
+    assert r.cutout.image.mode == "RGBA" and a.max() == 255
+    assert 395 <= r.cutout.size[0] <= 430 and 370 <= r.cutout.size[1] <= 400
+
+
+def test_coffee_edges_are_soft_only_on_a_thin_boundary_band(coffee_result) -> None:  # type: ignore[no-untyped-def]
+    alpha = coffee_result.alpha
+    mid = (alpha > 0.05) & (alpha < 0.95)
+    # Soft pixels exist (matting, not a hard mask) and all of them lie near the boundary.
+    assert mid.sum() > 500
+    hard = alpha > 0.5
+    near = ndimage.binary_dilation(hard ^ ndimage.binary_erosion(hard), iterations=14)
+    assert mid[~near].sum() == 0
+    assert mid.mean() < 0.03
+
+
+def test_mug_handle_hole_is_kept_on_a_studio_backdrop_and_in_a_scene() -> None:
+    rgba, mask, hole = _mug(256, seed=0)
+    assert hole.sum() > 300  # the render has a real hole inside its handle
+    inner = ndimage.binary_erosion(hole, iterations=2)
+    studio = cut_out_product(on_studio_background(rgba))
+    assert studio.method == "u2netp"
+    assert mask_iou(studio.alpha, mask) >= 0.97
+    assert studio.alpha[inner].mean() < 0.05
+    # The old colour-key flood fill closes the same hole (why it is only a fallback).
+    old = np.asarray(cut_out(on_studio_background(rgba)).image)[..., 3] >= 128
+    assert old.sum() > mask.sum() + 0.9 * hole.sum()
+
+    scene = compose_scene(rgba, setting="living room", lighting="soft light", size=512, seed=1)
+    truth = np.asarray(scene.mask) >= 128
+    s_hole = ndimage.binary_erosion(ndimage.binary_fill_holes(truth) & ~truth, iterations=2)
+    r = cut_out_product(scene.image)
+    assert r.method == "u2netp"
+    assert mask_iou(r.alpha, truth) >= 0.95
+    assert s_hole.sum() > 100 and r.alpha[s_hole].mean() < 0.1
+
+
+def test_detached_fragments_are_removed_from_a_scene() -> None:
+    # The beach has a sun, the forest leaves: salient, apart from the product; the cut-out
+    # keeps one island, the product.
+    for setting, seed in (("beach", 2), ("forest", 2)):
+        product = render_product(
+            {**MUG, "material": "canvas", "colour": "blue"}, category="sneaker", size=256, seed=3
+        )
+        scene = compose_scene(product, setting=setting, lighting="soft light", size=512, seed=seed)
+        truth = np.asarray(scene.mask) >= 128
+        raw = default_model().saliency(scene.image) > 0.5
+        _, n_raw = ndimage.label(raw & ~ndimage.binary_dilation(truth, iterations=8))
+        r = cut_out_product(scene.image)
+        _, islands = ndimage.label(r.alpha > 0.5)
+        assert islands == 1, setting
+        assert r.alpha[~ndimage.binary_dilation(truth, iterations=8)].max() < 0.02, setting
+        assert mask_iou(r.alpha, truth) >= 0.95, setting
+        if setting == "beach":
+            assert n_raw >= 1  # the network did see the sun: the cleaning removed it
+
+
+def test_clean_mask_known_answer() -> None:
+    mask = np.zeros((100, 100), bool)
+    mask[10:60, 10:60] = True  # product, 2500 px
+    mask[25:45, 25:45] = False  # its handle's hole, 400 px: kept open
+    mask[15, 15] = False  # a pinhole, 1 px (< 0.05 % of the picture): closed
+    mask[80:85, 80:85] = True  # a fragment, 25 px: dropped
+    mask[70:95, 10:40] = True  # a second part, 750 px (>= 25 % of the largest): kept
+    out, dropped = clean_mask(mask)
+    assert dropped == 1
+    assert not out[80:85, 80:85].any()
+    assert out[15, 15] and not out[25:45, 25:45].any()
+    assert out[70:95, 10:40].all()
+    assert out.sum() == 2100 + 750
+
+
+def test_guided_filter_keeps_a_step_edge_that_the_input_blurs() -> None:
+    guide = np.zeros((40, 40, 3), np.float32)
+    guide[:, 20:] = 1.0
+    blurry = np.clip((np.arange(40, dtype=np.float32) - 14) / 12, 0, 1)[None, :].repeat(40, 0)
+    q = guided_filter(guide, blurry, r=4, eps=1e-4)
+    assert q.shape == (40, 40)
+    # The input's ramp rises 1/12 per column; filtered, most of the rise sits on the guide's
+    # edge (columns 19 | 20) and the far sides are flat again.
+    assert abs(blurry[20, 20] - blurry[20, 19]) < 0.1
+    assert q[20, 20] - q[20, 19] > 0.35
+    assert q[20, 10] < 0.1 and q[20, 30] > 0.9
+    assert np.allclose(q[:, 5], q[20, 5], atol=1e-4)  # rows are identical: no vertical change
+
+
+def test_method_rule_is_stated_and_the_fallback_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    assert choose_method(0.9, 0.2)[0] == "u2netp"
+    assert choose_method(0.3, 0.99)[0] == "flood"
+    method, reason = choose_method(0.3, 0.5)
+    assert method == "u2netp" and "not flat" in reason
+    assert choose_method(MIN_U2NETP_CONFIDENCE, 1.0)[0] == "u2netp"
+    assert choose_method(0.59, MIN_FLAT_BORDER)[0] == "flood"
+
+    class Undecided(SalientObjectModel):
+        """A model that sees nothing clearly (all 0.5): the rule must fall back."""
+
+        def raw_saliency(self, image: Image.Image) -> np.ndarray:
+            return np.full((320, 320), 0.5, np.float32)
+
+    rgba, mask, hole = _mug(256, seed=0)
+    photo = on_studio_background(rgba, shadow=False)
+    with caplog.at_level(logging.INFO, logger="genservice.imaging.cutout"):
+        r = cut_out_product(photo, model=Undecided())
+    assert r.method == "flood" and r.confidence >= MIN_FLAT_BORDER
+    assert any(rec.levelno == logging.WARNING and "flood" in rec.message for rec in caplog.records)
+    assert mask_iou(r.alpha, mask) >= 0.95
+    # This flood fill keeps the handle's hole open too.
+    assert r.alpha[ndimage.binary_erosion(hole, iterations=2)].max() == 0.0
+
+
+def test_confidence_known_answers() -> None:
+    clear = np.zeros((320, 320), np.float32)
+    clear[100:200, 100:200] = 1.0
+    assert u2netp_confidence(clear) == 1.0
+    assert u2netp_confidence(np.zeros((320, 320), np.float32)) == 0.0
+    half = clear.copy()
+    half[100:150, 100:200] = 0.6  # half of the object undecided
+    assert u2netp_confidence(half) == pytest.approx(0.5)
+
+
+def test_flood_alpha_on_a_flat_backdrop() -> None:
+    rgb = np.full((60, 80, 3), 240, np.uint8)
+    rgb[10:50, 20:60] = (200, 30, 30)
+    rgb[20:40, 30:50] = 240  # a background-coloured hole, enclosed
+    a = flood_alpha(rgb)
+    assert a.dtype == np.float32
+    assert a[10:50, 20:60].sum() == 40 * 40 - 20 * 20
+    assert a.sum() == 40 * 40 - 20 * 20
+
+
+def test_images_with_transparency_use_their_alpha() -> None:
+    rgba = _mug(128, seed=4)[0]
+    r = cut_out_product(rgba)
+    assert r.method == "alpha" and r.confidence == 1.0
+    np.testing.assert_array_equal(r.alpha, np.asarray(rgba)[..., 3] / np.float32(255))
+
+
+def test_saliency_is_cached_by_content_hash() -> None:
+    model = SalientObjectModel(cache_size=4)
+    img = on_studio_background(_mug(128, seed=1)[0])
+    a = model.saliency(img)
+    b = model.saliency(img.copy())  # another object, the same pixels: a hit
+    assert (model.misses, model.hits) == (1, 1)
+    np.testing.assert_array_equal(a, b)
+    changed = np.array(img)
+    changed[0, 0] = (0, 0, 0)
+    model.saliency(Image.fromarray(changed))
+    assert (model.misses, model.hits) == (2, 1)
+    assert image_digest(img) == image_digest(img.copy())
+    assert image_digest(img) != image_digest(Image.fromarray(changed))
+    assert a.shape == (128, 128) and a.min() >= 0.0 and a.max() <= 1.0
+    first = cut_out_product(img, model=model)
+    again = cut_out_product(img, model=model)
+    assert model.hits == 3 and np.array_equal(first.alpha, again.alpha)
+
+
+def test_a_picture_without_a_product_is_refused_clearly() -> None:
+    grass = Image.fromarray(skimage.data.grass()).convert("RGB")
+    with pytest.raises(ValueError, match="image: expected a product"):
+        cut_out_product(grass)
+    with pytest.raises(ValueError, match="image: expected a PIL image"):
+        cut_out_product(np.zeros((8, 8, 3)))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cache_size"):
+        SalientObjectModel(cache_size=-1)
+
+
+def test_cli_cutout_writes_an_rgba_png_and_reports_the_method(tmp_path: Path) -> None:
+    from api.cli import app
+
+    src = tmp_path / "mug.png"
+    on_studio_background(_mug(128, seed=2)[0]).save(src)
+    out, mask = tmp_path / "cut.png", tmp_path / "mask.png"
+    res = CliRunner().invoke(
+        app, ["cutout", str(src), "--out", str(out), "--mask", str(mask), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["method"] == "u2netp" and info["confidence"] >= MIN_U2NETP_CONFIDENCE
+    assert info["seconds"] > 0 and info["source_size"] == [128, 128]
+    img = Image.open(out)
+    assert img.mode == "RGBA" and list(img.size) == info["cutout_size"]
+    assert Image.open(mask).size == (128, 128)
+    bad = CliRunner().invoke(app, ["cutout", str(tmp_path / "none.png"), "--out", str(out)])
+    assert bad.exit_code == 2 and "IMAGE" in bad.output
