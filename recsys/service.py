@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
@@ -74,6 +75,7 @@ __all__ = [
     "load_item_vectors",
     "load_recommender",
     "load_scorer",
+    "make_hybrid",
     "recommend_for_user",
 ]
 
@@ -83,6 +85,8 @@ PRODUCTS_FILE = "products.npz"
 INDEX_FILE = "products.index"
 TERMS_FILE = "style_terms.npz"
 SEGMENTS_STATE_FILE = "segments_state.json"
+#: EASE's l2 in the hybrid: the value both validation folds chose on the demo (50-100).
+HYBRID_EASE_L2 = 100.0
 
 Progress = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
 
@@ -630,6 +634,36 @@ def _load_segment_centroids(home: Path) -> dict[int, np.ndarray]:
     return {int(k): np.asarray(v, dtype=np.float32) for k, v in state.get("centroids", {}).items()}
 
 
+def _segment_relevance(
+    hybrid: Any,
+    members: Sequence[TasteProfile],
+    sims: np.ndarray,
+    *,
+    seed: int,
+    max_members: int = 200,
+) -> np.ndarray:
+    """Relevance of every catalog product ``(n_items,)`` to a segment: the mean z-scored
+    cosine to the segment centroid (``sims``) and the z-scored mean hybrid relevance over
+    (up to ``max_members``, a seeded sample of) its members, equally weighted, scaled to
+    [0, 1] for MMR."""
+
+    def z(v: np.ndarray) -> np.ndarray:
+        sd = float(v.std())
+        return (v - float(v.mean())) / (sd if sd > 1e-12 else 1.0)
+
+    rel = z(np.asarray(sims, dtype=np.float64))
+    if members:
+        rng = np.random.default_rng(seed)
+        chosen = [members[int(i)] for i in rng.permutation(len(members))[:max_members]]
+        rows = sp.vstack([hybrid.stored_row(p.user_id) for p in chosen]).tocsr()
+        blended = hybrid.blend(
+            hybrid.component_scores(chosen, rows), [p.n_events for p in chosen]
+        ).mean(axis=0)
+        rel = 0.5 * rel + 0.5 * z(blended)
+    spread = float(rel.max() - rel.min())
+    return (rel - rel.min()) / spread if spread > 0 else np.ones_like(rel)
+
+
 def build_segments(
     engine: Engine,
     *,
@@ -679,6 +713,8 @@ def build_segments(
     )
     members = [{users[i] for i in m} for m in fit.members()]
     items, model_id = load_item_vectors(home)
+    # example products: what the members' hybrid recommendations favour, near the centroid
+    hybrid = make_hybrid(load_histories(engine), items=items, config=config, seed=seed)
     scorer = load_scorer(config=config, home=home, items=items, model_id=model_id)
     # Segments are described against the population of shoppers, not the catalog: a profile
     # embedding is a normalised mean of many items, which shifts every term's cosine the
@@ -722,9 +758,12 @@ def build_segments(
                 scores, n=config.profile_n_terms, max_per_facet=config.profile_max_terms_per_facet
             )
             sims = items.vectors @ fit.centroids[c]
-            top = np.argsort(-sims)[: 5 * config.segments_n_examples]
+            rel = _segment_relevance(
+                hybrid, [profiles[users[int(i)]] for i in idx], sims, seed=seed + c
+            )
+            top = np.argsort(-rel, kind="stable")[: 5 * config.segments_n_examples]
             pick = mmr_select(
-                sims[top],
+                rel[top],
                 items.vectors[top],
                 k=config.segments_n_examples,
                 lambda_=config.mmr_lambda,
@@ -802,18 +841,59 @@ def build_segments(
 
 
 # ---------------------------------------------------------------------------- recommend
-def load_recommender(engine: Engine, *, config: RecsysConfig, home: Path) -> InterestRecommender:
-    """An :class:`InterestRecommender` over the saved index with event popularity."""
+def load_recommender(
+    engine: Engine, *, config: RecsysConfig, home: Path, kind: str = "hybrid", seed: int = 0
+) -> Any:
+    """The product recommender the storefront, the segment builder and ``tailorshot
+    recommend`` use: ``kind="hybrid"`` (default) a :class:`~recsys.hybrid.HybridRecommender`
+    fitted on every shopper's events (EASE below the product-count threshold, ALS above),
+    ``kind="interest"`` the CLIP-only :class:`InterestRecommender`. Both expose ``.index``
+    (the vector index) and ``.recommend(profile, k=, exclude_ids=)``."""
+    if kind not in ("hybrid", "interest"):
+        raise ValueError(f"kind: expected 'hybrid' or 'interest', got {kind!r}")
     index = _load_index(_index_dir(home) / INDEX_FILE)
-    popularity = _popularity(load_histories(engine))
-    return InterestRecommender(
-        index=index,
-        popularity=popularity,
-        popularity_weight=config.recommend_popularity_weight,
-        temperature=config.recommend_temperature,
-        candidates=config.recommend_candidates,
-        mmr_lambda=config.mmr_lambda,
+    histories = load_histories(engine)
+    if kind == "interest":
+        return InterestRecommender(
+            index=index,
+            popularity=_popularity(histories),
+            popularity_weight=config.recommend_popularity_weight,
+            temperature=config.recommend_temperature,
+            candidates=config.recommend_candidates,
+            mmr_lambda=config.mmr_lambda,
+        )
+    return make_hybrid(
+        histories, items=load_item_vectors(home)[0], config=config, seed=seed, index=index
     )
+
+
+def make_hybrid(
+    histories: Mapping[str, Sequence[HistoryEvent]],
+    *,
+    items: ItemVectors,
+    config: RecsysConfig,
+    seed: int = 0,
+    index: VectorIndex | None = None,
+) -> Any:
+    """A :class:`~recsys.hybrid.HybridRecommender` fitted on ``histories`` with the default
+    blend weights (those tuned on the demo's validation shoppers)."""
+    from recsys.collaborative import Interactions, make_collaborative
+    from recsys.hybrid import HybridRecommender
+
+    inter = Interactions.from_histories(
+        histories,
+        item_ids=set(items.ids.tolist()) | {e.product_id for h in histories.values() for e in h},
+    )
+    collab = make_collaborative(len(inter.item_ids), ease_l2=HYBRID_EASE_L2, seed=seed)
+    collab.fit(inter.matrix)
+    hybrid = HybridRecommender(
+        collaborative=collab,
+        interactions=inter,
+        items=items,
+        temperature=config.recommend_temperature,
+    )
+    hybrid.index = index
+    return hybrid
 
 
 def purchased_ids(engine: Engine, *, user_id: str) -> set[int]:
@@ -832,9 +912,10 @@ def recommend_for_user(
     config: RecsysConfig,
     home: Path,
     k: int = 10,
-    recommender: InterestRecommender | None = None,
+    recommender: Any | None = None,
 ) -> Recommendations:
-    """Products to feature for ``user_id`` (purchases excluded); needs a stored profile."""
+    """Products to feature for ``user_id`` (purchases excluded, explained), from the hybrid
+    recommender by default; needs a stored profile."""
     profile = get_profile(engine, user_id=user_id)
     if profile is None:
         raise KeyError(f"user_id {user_id!r}: no taste profile (build profiles first)")
