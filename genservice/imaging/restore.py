@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 #: Models this module can convert (the ncnn file stems in the wheel).
 MODELS = ("realesrgan-x4plus", "realesr-animevideov3-x4")
-#: The default; chosen by measurement (see README, "Learned image parts and their licences").
-DEFAULT_MODEL = "realesrgan-x4plus"
+#: The default, chosen by measurement (README, "Learned image parts and their licences"): the
+#: compact net with back-projection beats bicubic PSNR on every photo tried and runs ~30x
+#: faster on 2 CPU cores than x4plus, which looks more photographic but loses PSNR to bicubic.
+DEFAULT_MODEL = "realesr-animevideov3-x4"
 #: Every supported model enlarges by 4.
 NATIVE_SCALE = 4
 
