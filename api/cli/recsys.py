@@ -34,6 +34,30 @@ def _skus(engine: Any) -> dict[int, str]:
         return {int(i): str(s) for i, s in rows if i is not None}
 
 
+def _echo_protocol(name: str, summary: dict[str, Any]) -> None:
+    """One table per protocol: recall@10 and NDCG@10 with their 95% intervals."""
+    for label, part in ((name, summary), (f"{name} / cold start", summary.get("cold_start", {}))):
+        typer.echo(f"\n{label}: {part.get('n_users', 0)} shoppers")
+        recs = sorted(
+            k[len("recall_at_10_") :]
+            for k in part
+            if k.startswith("recall_at_10_") and not k.endswith("_ci95")
+        )
+        for r in recs:
+            lo, hi = part[f"recall_at_10_{r}_ci95"]
+            nlo, nhi = part[f"ndcg_at_10_{r}_ci95"]
+            typer.echo(
+                f"  {r:12s} recall@10 {part[f'recall_at_10_{r}']:.3f} [{lo:.3f}, {hi:.3f}]  "
+                f"NDCG@10 {part[f'ndcg_at_10_{r}']:.3f} [{nlo:.3f}, {nhi:.3f}]"
+            )
+        if "hybrid_lift_over_best_baseline" in part:
+            lo, hi = part["hybrid_lift_over_best_baseline_ci95"]
+            typer.echo(
+                f"  hybrid / {part['best_baseline']}: "
+                f"{part['hybrid_lift_over_best_baseline']:.3f} [{lo:.3f}, {hi:.3f}]"
+            )
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     """Add the recsys commands to ``app`` and the shared groups."""
 
@@ -136,8 +160,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         k: int = typer.Option(10, min=1, max=200, help="How many products."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
-        """Products to feature for a shopper (near their interests, purchases excluded,
-        diversified)."""
+        """Products to feature for a shopper from the hybrid recommender (collaborative +
+        CLIP interests, purchases excluded, diversified), each with why: the history product
+        behind it and the interest it serves."""
         from recsys.service import build_profiles, get_profile, recommend_for_user
 
         settings = load_settings()
@@ -151,24 +176,50 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         except (FileNotFoundError, KeyError) as e:
             fail(str(e).strip("'\""))
         skus = _skus(engine)
-        items = [
+        items: list[dict[str, Any]] = [
             {"product_id": int(i), "sku": skus.get(int(i)), "score": round(float(s), 4)}
             for i, s in zip(rec.item_ids, rec.scores, strict=True)
         ]
+        for n, it in enumerate(items):
+            if rec.because_ids is not None:
+                b = int(rec.because_ids[n])
+                it["because_product_id"] = b if b >= 0 else None
+                it["because_sku"] = skus.get(b) if b >= 0 else None
+            if rec.interest_index is not None:
+                it["interest"] = int(rec.interest_index[n]) + 1
         if as_json:
             print_json({"user_id": user_id, "policy": rec.policy, "items": items})
         else:
             for n, it in enumerate(items, 1):
-                typer.echo(f"{n:2d}. {it['sku']}  {it['score']:+.3f}")
+                why = []
+                if it.get("because_sku"):
+                    why.append(f"because you viewed {it['because_sku']}")
+                if "interest" in it:
+                    why.append(f"interest {it['interest']}")
+                tail = f"  ({'; '.join(why)})" if why else ""
+                typer.echo(f"{n:2d}. {it['sku']}  {it['score']:+.3f}{tail}")
 
     @groups["evaluate"].command("recsys")
     def evaluate_recsys_cmd(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
         skip_clip: bool = typer.Option(False, "--skip-clip", help="Skip the CLIP metrics."),
+        protocols: str = typer.Option(
+            "leave_last_out,time_split,new_products",
+            "--protocols",
+            help="Comma-separated recommender protocols to run ('' = none): leave_last_out, "
+            "time_split, new_products.",
+        ),
+        n_bootstrap: int = typer.Option(
+            1000, "--n-bootstrap", min=10, help="Bootstrap resamples of the 95% intervals."
+        ),
+        seed: int = typer.Option(0, help="Seed of the folds, the bootstrap and ALS."),
     ) -> None:
         """Acceptance figures on the demo world: CLIP recall@5 and zero-shot accuracy, colour
-        recovery, two-interest match, leave-last-out recall@10 / NDCG@10 vs popularity.
-        Builds the demo world and the index first when missing."""
+        recovery, two-interest match, leave-last-out recall@10 / NDCG@10 vs popularity; then
+        popularity, item-kNN, EASE, ALS, the interest recommender and the hybrid on
+        leave-last-out, a global time split and new products, with bootstrap 95% intervals
+        (keys recall_at_10_<name>, ndcg_at_10_<name> per protocol). Builds the demo world and
+        the index first when missing."""
         from sqlmodel import Session, select
 
         from data.demo.attributes import CATEGORY_GROUPS
@@ -205,8 +256,34 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             if out["recall_at_10_popularity"]
             else None
         )
+        names = [p.strip() for p in protocols.split(",") if p.strip()]
+        if names:
+            from recsys.service import evaluate_recommenders
+
+            try:
+                rec = evaluate_recommenders(
+                    engine,
+                    config=settings.recsys,
+                    home=settings.home,
+                    seed=seed,
+                    n_bootstrap=n_bootstrap,
+                    protocols=names,
+                    embedder=embedder,
+                    progress=not as_json,
+                )
+            except ValueError as e:
+                fail(str(e))
+            out["protocols"] = {n: rec[n] for n in names}
+            # the headline keys of the default protocol, at the top level as well
+            if "leave_last_out" in rec:
+                for key, v in rec["leave_last_out"].items():
+                    if key.startswith(("recall_at_", "ndcg_at_")) and not key.endswith("_ci95"):
+                        out.setdefault(key, v)
         if as_json:
             typer.echo(json.dumps(out, sort_keys=True))
-        else:
-            for key in sorted(out):
+            return
+        for key in sorted(out):
+            if key != "protocols":
                 typer.echo(f"{key:32s} {out[key]}")
+        for name, summary in out.get("protocols", {}).items():
+            _echo_protocol(name, summary)
