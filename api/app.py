@@ -64,6 +64,19 @@ class RequestContextMiddleware:
                 )
                 return
 
+            if b"authorization" not in headers and b"x-api-key" not in headers:
+                limited = await self._anonymous_limited(scope)
+                if limited is not None:
+                    status_code = 429
+                    await _send_json(
+                        send,
+                        429,
+                        {"detail": "rate limit exceeded for this address", "request_id": rid},
+                        rid,
+                        extra=[(b"retry-after", limited.encode("latin-1"))],
+                    )
+                    return
+
             received = 0
 
             async def limited_receive() -> Message:
@@ -109,8 +122,39 @@ class RequestContextMiddleware:
                 )
             request_id_var.reset(token)
 
+    async def _anonymous_limited(self, scope: Scope) -> str | None:
+        """``Retry-After`` when this address spent its ``anonymous`` rate, else None."""
+        comps: Components | None = getattr(self.fastapi_app.state, "components", None)
+        if comps is None:
+            return None
+        api = comps.settings.api
+        rate = float(api.rate_limits.get("anonymous", 50.0))
+        burst = max(1.0, rate * api.rate_burst_factor)
+        client = scope.get("client")
+        bucket = f"anon:{client[0] if client else 'unknown'}"
+        from api.ratelimit import MemoryRateLimiter
 
-async def _send_json(send: Send, code: int, body: dict[str, Any], rid: str) -> None:
+        if isinstance(comps.limiter, MemoryRateLimiter):
+            decision = comps.limiter.hit(bucket, rate=rate, burst=burst)
+        else:
+            import anyio
+
+            decision = await anyio.to_thread.run_sync(
+                lambda: comps.limiter.hit(bucket, rate=rate, burst=burst)
+            )
+        if decision.allowed:
+            return None
+        comps.metrics.rate_limited.labels("anonymous").inc()
+        return decision.retry_after_header
+
+
+async def _send_json(
+    send: Send,
+    code: int,
+    body: dict[str, Any],
+    rid: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     import json
 
     data = json.dumps(body).encode()
@@ -122,6 +166,7 @@ async def _send_json(send: Send, code: int, body: dict[str, Any], rid: str) -> N
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(data)).encode()),
                 (b"x-request-id", rid.encode("latin-1")),
+                *(extra or []),
             ],
         }
     )
@@ -227,6 +272,7 @@ def create_app(
         # Route threads and database connections are sized together (one connection each).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api.worker_threads
         comps = components or build_components(settings, engine=build_engine(settings))
+        comps.keys.version_poll_s = settings.api.key_version_poll_s
         await anyio.to_thread.run_sync(start_components, comps)
         from api.services.hero import HeroService
 

@@ -20,6 +20,28 @@ from sqlmodel import Session, select
 from data.models import ApiKey, Role
 
 KEY_PREFIX = "ts_"
+#: Prefix of the deterministic demo keys (derived from a public seed: loopback servers only).
+DEMO_PREFIX = KEY_PREFIX + "demo_"
+_LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is a loopback address."""
+    if not host:
+        return False
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_demo_key(key: str) -> bool:
+    """Whether ``key`` is a deterministic demo key (``generate_key(seed=...)``)."""
+    return key.startswith(DEMO_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,7 @@ def generate_key(*, seed: str | None = None) -> str:
     if seed is None:
         return KEY_PREFIX + secrets.token_urlsafe(32)
     digest = hashlib.sha256(f"tailorshot-demo-key:{seed}".encode()).hexdigest()
-    return KEY_PREFIX + "demo_" + digest[:40]
+    return DEMO_PREFIX + digest[:40]
 
 
 def hash_key(key: str) -> str:
@@ -116,22 +138,89 @@ def role_allows(role: Role, allowed: tuple[Role, ...]) -> bool:
     return role == Role.admin or role in allowed
 
 
-class KeyVerifier:
-    """Verifies keys against the database with a small in-memory TTL cache, so the hot
-    storefront path does not hit the database for every request. Thread-safe."""
+def key_version(session: Session) -> tuple[int, int, int]:
+    """The keys' version stamp: ``(count, largest id, sum of revoked ids)``. It changes
+    whenever a key is created, revoked, restored or deleted, so every process can tell its
+    cache is stale with one small aggregate query."""
+    from sqlalchemy import case, func
 
-    def __init__(self, engine: Engine, *, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
+    t = ApiKey.__table__  # type: ignore[attr-defined]
+    row = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.max(t.c.id), 0),
+            func.coalesce(func.sum(case((t.c.revoked.is_(True), t.c.id), else_=0)), 0),
+        ).select_from(t)
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+class KeyVerifier:
+    """Verifies keys against the database with an in-memory cache, so the hot storefront
+    path does not hit the database for every request. Thread-safe.
+
+    Freshness: the cache is valid only while the keys' version stamp (:func:`key_version`)
+    was checked less than ``version_poll_s`` seconds ago; a revocation made by any process
+    (the CLI, another replica) therefore takes effect everywhere within that time. The check
+    runs in :meth:`verify` (off the event loop); :meth:`peek` stays memory-only and reports a
+    miss when the stamp is due, so a later in-memory hot path can call :meth:`refresh` from a
+    background thread instead and always hit.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        ttl_s: float = 30.0,
+        max_entries: int = 10_000,
+        version_poll_s: float = 0.5,
+    ) -> None:
         if ttl_s < 0:
             raise ValueError(f"ttl_s: expected >= 0, got {ttl_s}")
+        if not version_poll_s > 0:
+            raise ValueError(f"version_poll_s: expected > 0 seconds, got {version_poll_s}")
         self._engine = engine
         self._ttl = ttl_s
         self._max = max_entries
+        self._poll = version_poll_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
+        self._version: tuple[int, int, int] | None = None
+        self._checked = -1e18
+
+    @property
+    def version_poll_s(self) -> float:
+        """Seconds between checks of the version stamp."""
+        return self._poll
+
+    @version_poll_s.setter
+    def version_poll_s(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"version_poll_s: expected > 0 seconds, got {value}")
+        self._poll = float(value)
+
+    def fresh(self) -> bool:
+        """Whether the version stamp was checked within ``version_poll_s``."""
+        return time.monotonic() - self._checked < self._poll
+
+    def refresh(self) -> bool:
+        """Read the version stamp; drop every cached verdict when it changed. True if it did."""
+        now = time.monotonic()
+        with Session(self._engine) as session:
+            version = key_version(session)
+        with self._lock:
+            changed = version != self._version
+            if changed:
+                self._cache.clear()
+                self._version = version
+            self._checked = max(self._checked, now)
+        return changed
 
     def peek(self, key: str) -> tuple[bool, Principal | None]:
         """``(True, verdict)`` when ``key``'s verdict is cached and fresh, else ``(False, None)``
         (no database access: safe on the event loop)."""
+        if not self.fresh():
+            return False, None
         hit = self._cache.get(hash_key(key))
         if hit is not None and hit[0] > time.monotonic():
             return True, hit[1]
@@ -139,6 +228,8 @@ class KeyVerifier:
 
     def verify(self, key: str) -> Principal | None:
         """The principal of ``key`` or None (unknown keys are cached too, briefly)."""
+        if not self.fresh():
+            self.refresh()
         digest = hash_key(key)
         now = time.monotonic()
         with self._lock:

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from api.auth import Principal, role_allows
+from api.auth import Principal, is_demo_key, is_loopback, role_allows
 from api.composition import Components
 from api.ratelimit import MemoryRateLimiter
 from api.settings import Settings
@@ -53,6 +53,28 @@ def get_session(comps: ComponentsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def client_address(request: Request) -> str:
+    """The caller's address (uvicorn resolves trusted proxies' ``X-Forwarded-For``)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def _limit(comps: Components, bucket: str, rate: float, burst: float, *, take: bool) -> Any:
+    """Take (``take``) or check a token of ``bucket``; Redis runs off the event loop."""
+    limiter = comps.limiter
+    call = limiter.hit if take else limiter.peek
+    if isinstance(limiter, MemoryRateLimiter):
+        return call(bucket, rate=rate, burst=burst)
+    return await anyio.to_thread.run_sync(lambda: call(bucket, rate=rate, burst=burst))
+
+
+def _too_many(decision: Any, what: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"rate limit exceeded for {what}",
+        headers={"Retry-After": decision.retry_after_header},
+    )
+
+
 async def get_principal(
     request: Request,
     comps: ComponentsDep,
@@ -60,7 +82,14 @@ async def get_principal(
     header_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
     """The caller from ``Authorization: Bearer`` or ``X-API-Key``; 401 when missing or
-    unknown. Also takes one token from the key's rate-limit bucket (429 when empty)."""
+    unknown. Also takes one token from the key's rate-limit bucket (429 when empty).
+
+    Failed checks (unknown, revoked or misplaced demo keys) take a token from the caller
+    address's failure bucket (``api.auth_failure_rate``); once it is empty the caller gets 429
+    before any database lookup. Requests without a key are limited per address by the
+    ``anonymous`` rate (in the request middleware). Demo keys (derived from a public seed)
+    work only on a loopback server called from a loopback address.
+    """
     key = bearer.credentials if bearer is not None else header_key
     if not key:
         raise HTTPException(
@@ -68,33 +97,48 @@ async def get_principal(
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    api = comps.settings.api
+    fail_bucket = f"authfail:{client_address(request)}"
     known, principal = comps.keys.peek(key)
-    if not known:  # a cache miss reads the database: off the event loop
+    if not known:  # a cache miss reads the database: off the event loop, and only if allowed
+        gate = await _limit(
+            comps, fail_bucket, api.auth_failure_rate, api.auth_failure_burst, take=False
+        )
+        if not gate.allowed:
+            comps.metrics.rate_limited.labels("auth_failure").inc()
+            raise _too_many(gate, "failed API key checks from this address")
         principal = await anyio.to_thread.run_sync(comps.keys.verify, key)
+    if principal is not None and is_demo_key(key) and not _demo_allowed(request, comps):
+        principal = None
     if principal is None:
+        await _limit(comps, fail_bucket, api.auth_failure_rate, api.auth_failure_burst, take=True)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "invalid or revoked API key",
+            "invalid or revoked API key (demo keys work only on a loopback server)"
+            if is_demo_key(key)
+            else "invalid or revoked API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
     request.state.principal = principal
-    rate = float(comps.settings.api.rate_limits.get(principal.role.value, 10.0))
-    burst = max(1.0, rate * comps.settings.api.rate_burst_factor)
-    bucket = f"key:{principal.key_id}"
-    if isinstance(comps.limiter, MemoryRateLimiter):
-        decision = comps.limiter.hit(bucket, rate=rate, burst=burst)
-    else:  # network I/O (Redis)
-        decision = await anyio.to_thread.run_sync(
-            lambda: comps.limiter.hit(bucket, rate=rate, burst=burst)
-        )
+    rate = float(api.rate_limits.get(principal.role.value, 10.0))
+    burst = max(1.0, rate * api.rate_burst_factor)
+    decision = await _limit(comps, f"key:{principal.key_id}", rate, burst, take=True)
     if not decision.allowed:
         comps.metrics.rate_limited.labels(principal.role.value).inc()
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "rate limit exceeded for this API key",
-            headers={"Retry-After": decision.retry_after_header},
-        )
+        raise _too_many(decision, "this API key")
     return principal
+
+
+def _demo_allowed(request: Request, comps: Components) -> bool:
+    """Demo keys: the configured bind address, the address the connection arrived on and the
+    caller must all be loopback (a server reachable from elsewhere refuses them)."""
+    server = request.scope.get("server")
+    local = server[0] if server else None
+    return (
+        is_loopback(comps.settings.api.host)
+        and is_loopback(local)
+        and is_loopback(client_address(request))
+    )
 
 
 def require_role(*roles: Role) -> Callable[..., Any]:

@@ -1,4 +1,5 @@
-"""Token-bucket rate limits per API key.
+"""Token-bucket rate limits per API key, and per client address for anonymous requests and
+failed key checks.
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second; each request
 takes one. An empty bucket answers 429 with ``Retry-After`` (whole seconds until a token is
@@ -30,6 +31,8 @@ class RateDecision:
 
 class RateLimiter(Protocol):
     def hit(self, bucket: str, *, rate: float, burst: float) -> RateDecision: ...
+
+    def peek(self, bucket: str, *, rate: float, burst: float) -> RateDecision: ...
 
 
 def _check(rate: float, burst: float) -> None:
@@ -63,6 +66,17 @@ class MemoryRateLimiter:
                 return RateDecision(True)
             self._buckets[bucket] = (tokens, now)
             return RateDecision(False, (1.0 - tokens) / rate)
+
+    def peek(self, bucket: str, *, rate: float, burst: float) -> RateDecision:
+        """Whether a token is available in ``bucket`` now, without taking it."""
+        _check(rate, burst)
+        now = float(self._clock())
+        with self._lock:
+            tokens, last = self._buckets.get(bucket, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens >= 1.0:
+            return RateDecision(True)
+        return RateDecision(False, (1.0 - tokens) / rate)
 
 
 _LUA = """
@@ -119,6 +133,17 @@ class RedisRateLimiter:
         if int(allowed):
             return RateDecision(True)
         return RateDecision(False, (1.0 - float(tokens)) / rate)
+
+    def peek(self, bucket: str, *, rate: float, burst: float) -> RateDecision:
+        """Whether a token is available, without taking it (fails open like :meth:`hit`)."""
+        _check(rate, burst)
+        try:
+            raw = self._client.hmget(self._prefix + bucket, "tokens")[0]
+        except Exception:
+            return RateDecision(True)
+        if raw is None or float(raw) >= 1.0:
+            return RateDecision(True)
+        return RateDecision(False, (1.0 - float(raw)) / rate)
 
 
 def make_rate_limiter(backend: str, redis_url: str) -> RateLimiter:

@@ -17,13 +17,29 @@ from api.deps import ComponentsDep
 router = APIRouter(prefix="/v1", tags=["images"])
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,120}(\.[A-Za-z0-9]{1,5})?$"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: One byte range; 18 digits bound the numbers (a 5,000-digit number is not parsed).
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$", re.IGNORECASE)
+MAX_RANGE_HEADER = 200
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
+class _Ignore(Exception):
+    """The Range header is to be ignored (another unit, or several ranges): serve it all."""
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """``(start, end_inclusive)`` of a single byte range; None when unsatisfiable."""
-    m = _RANGE.match(header.strip())
+    """``(start, end_inclusive)`` of a single byte range; None when unsatisfiable or invalid
+    (416). Raises :class:`_Ignore` for a unit other than bytes or several ranges, which
+    RFC 9110 lets a server ignore (it then sends the whole image, 200)."""
+    header = header.strip()
+    if len(header) > MAX_RANGE_HEADER:
+        return None
+    unit, sep, _ = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        raise _Ignore
+    if "," in header:
+        raise _Ignore
+    m = _RANGE.match(header.replace(" ", ""))
     if m is None:
         return None
     a, b = m.groups()
@@ -60,7 +76,8 @@ def get_image(
 ) -> Response:
     """The image with this content-addressed ``key``. Public (no key): URLs are unguessable
     content hashes and never change. Strong ``ETag``, ``Cache-Control: public,
-    max-age=31536000, immutable``, ``If-None-Match`` (304) and single byte ``Range`` (206)."""
+    max-age=31536000, immutable``, ``If-None-Match`` (304) and single byte ``Range`` (206;
+    416 when invalid or unsatisfiable; other units and multiple ranges are ignored: 200)."""
     if comps.images is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown image")
     try:
@@ -75,7 +92,14 @@ def get_image(
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     rng = request.headers.get("range")
     if rng and request.headers.get("if-range", etag) == etag:
-        span = _parse_range(rng, len(data))
+        try:
+            span = _parse_range(rng, len(data))
+        except _Ignore:
+            return Response(
+                content=b"" if request.method == "HEAD" else data,
+                media_type=media,
+                headers={**headers, "Content-Length": str(len(data))},
+            )
         if span is None:
             return Response(
                 status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
