@@ -53,7 +53,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         with Session(engine) as session:
             match = resolve_sku(session, sku=product)  # a variant sku names its product
         if match is None:
-            fail(f"--product: no product or variant with sku {product!r} in the catalog")
+            fail(f"--product: no product with sku {product!r} in the catalog (nor a variant)")
         row, image = match.product, match.image  # a variant's own image when it has one
         if not image:
             fail(f"--product: product {product!r} has no image")
