@@ -134,13 +134,21 @@ class HybridRecommender:
         has[has] = counts[cols[has]] > 0
         self._cols = cols
         self._known = has
-        # new products borrow the collaborative score of their nearest interacted products
-        self._borrow: dict[int, np.ndarray] = {}
+        # new products borrow the collaborative score of their nearest interacted products:
+        # catalog positions ``_new`` (n_new,) and their neighbours ``_borrow`` (n_new, n_borrow)
         known = np.flatnonzero(has)
-        if len(known):
-            for i in np.flatnonzero(~has):
-                sims = items.vectors[known] @ items.vectors[i]
-                self._borrow[int(i)] = known[np.argsort(-sims, kind="stable")[:n_borrow]]
+        self._new = np.flatnonzero(~has) if len(known) else np.zeros(0, np.int64)
+        nb = min(n_borrow, len(known))
+        self._borrow = np.zeros((len(self._new), nb), dtype=np.int64)
+        xk = items.vectors[known].astype(np.float32)
+        for lo in range(0, len(self._new), 1024):  # chunks bound the (chunk, n_known) block
+            sims = items.vectors[self._new[lo : lo + 1024]].astype(np.float32) @ xk.T
+            part = (
+                np.argpartition(-sims, nb - 1, axis=1)[:, :nb]
+                if nb < len(known)
+                else (np.broadcast_to(np.arange(len(known)), sims.shape))
+            )
+            self._borrow[lo : lo + 1024] = known[part]
 
     # ------------------------------------------------------------------ scores
     def history_rows(self, histories: Sequence[Sequence[HistoryEvent]]) -> sp.csr_matrix:
@@ -171,8 +179,8 @@ class HybridRecommender:
             raw = np.asarray(self.collaborative.scores(rows), dtype=np.float64)
             collab[:, self._known] = raw[:, self._cols[self._known]]
             collab = _zscore(collab, self._known)
-            for i, nb in self._borrow.items():
-                collab[:, i] = collab[:, nb].mean(axis=1)
+            if len(self._new) and self._borrow.shape[1]:
+                collab[:, self._new] = collab[:, self._borrow].mean(axis=2)
             # a shopper without any history has no collaborative signal at all
             collab[np.asarray(rows.getnnz(axis=1)) == 0] = 0.0
         interests = np.zeros((n, m))
