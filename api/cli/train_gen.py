@@ -46,15 +46,25 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
         batch_size: int = typer.Option(32, help="Images per step."),
         lr: float = typer.Option(1e-3, help="Peak learning rate."),
-        crop: int = typer.Option(32, help="Train on random CROP x CROP windows (0 = full)."),
+        crop: int = typer.Option(
+            -1, help="Train on random CROP x CROP windows (-1 = half of --size; 0 = full)."
+        ),
         decoder_only: bool = typer.Option(
             False, help="Fine-tune only the decoder of OUT/vae (latent space unchanged)."
         ),
         threads: int = typer.Option(1, help="torch CPU threads (0 = torch default)."),
+        size: int = typer.Option(64, help="Image side: 64 (shipped) or 128 (GPU recipe)."),
     ) -> None:
-        """Train the small AutoencoderKL (64x64 RGB <-> 4x16x16 latents) on demo scenes."""
-        from genservice.training.recipes import train_vae_recipe
+        """Train the small AutoencoderKL (SIZE RGB <-> 4 x SIZE/4 x SIZE/4 latents) on demo
+        scenes."""
+        from genservice.training.recipes import DataSpec, size_recipe, train_vae_recipe
 
+        try:
+            size_recipe(size)
+        except ValueError as exc:
+            fail(f"--{exc}")
+        if crop < 0:
+            crop = size // 2
         _threads(threads)
         s = train_vae_recipe(
             out=out,
@@ -68,6 +78,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             lr=lr,
             crop=crop or None,
             decoder_only=decoder_only,
+            data=DataSpec(size=size),
         )
         print_json(s.__dict__)
 
@@ -86,10 +97,21 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
         batch_size: int = typer.Option(32, help="Latents per step."),
         threads: int = typer.Option(1, help="torch CPU threads (0 = torch default)."),
+        size: int = typer.Option(64, help="Image side: 64 (shipped) or 128 (GPU recipe)."),
+        compile_mode: str = typer.Option(
+            "",
+            "--compile",
+            help="torch.compile the step with this mode (default, reduce-overhead, ...); "
+            "empty = eager.",
+        ),
     ) -> None:
         """Train text encoder + UNet (and the IP-Adapter) and write the diffusers folder."""
-        from genservice.training.recipes import train_unet_recipe
+        from genservice.training.recipes import DataSpec, size_recipe, train_unet_recipe
 
+        try:
+            size_recipe(size)
+        except ValueError as exc:
+            fail(f"--{exc}")
         _threads(threads)
         s = train_unet_recipe(
             out=out,
@@ -102,6 +124,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             resume=resume,
             batch_size=batch_size,
             with_ip_adapter=ip_adapter,
+            data=DataSpec(size=size),
+            compile_mode=compile_mode or None,
         )
         print_json(s.__dict__)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import colorsys
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -147,8 +149,32 @@ def _synthetic(
 # ---------------------------------------------------------------- demo-world source
 
 
+#: One sample's random choices: product, settings 1 and 2, lightings 1 and 2, seeds 1 and 2.
+PlanRow = tuple[int, str, str, str, str, int, int]
+
+
+def _render_pairs(plan: list[PlanRow], size: int, seed: int) -> Any:
+    """Render (image, reference) uint8 pairs for ``plan`` rows ``(product, setting 1,
+    setting 2, lighting 1, lighting 2, seed 1, seed 2)``; a process-pool task."""
+    from data.demo.render import render_product, render_scene
+    from data.demo.world import build_world
+
+    products = list(build_world(seed=seed).products)
+    cutouts: dict[int, object] = {}
+    out = []
+    for k, s1, s2, l1, l2, sd1, sd2 in plan:
+        if k not in cutouts:
+            # Render the cut-out at 2x and let render_scene downsample (crisper edges).
+            p = products[k]
+            cutouts[k] = render_product(p.attributes, category=p.category, size=2 * size, seed=k)
+        img = render_scene(cutouts[k], setting=s1, lighting=l1, size=size, seed=sd1)  # type: ignore[arg-type]
+        ref = render_scene(cutouts[k], setting=s2, lighting=l2, size=size, seed=sd2)  # type: ignore[arg-type]
+        out.append((np.asarray(img)[..., :3], np.asarray(ref)[..., :3]))
+    return out
+
+
 def _demo(
-    n: int, size: int, rng: np.random.Generator, seed: int
+    n: int, size: int, rng: np.random.Generator, seed: int, workers: int = 1
 ) -> tuple[
     list[np.ndarray],
     list[np.ndarray],
@@ -160,31 +186,25 @@ def _demo(
     """Render ``n`` samples: random demo products, each in a random setting and lighting.
 
     Each sample also gets a reference render of the same product in another scene (for the
-    IP-Adapter). The caption is the demo world's ``scene_caption``.
+    IP-Adapter). The caption is the demo world's ``scene_caption``. All random choices are
+    drawn first, in one order, so ``workers`` > 1 processes render the same pixels.
     """
     from data.demo import attributes as vocab
-    from data.demo.render import render_product, render_scene
     from data.demo.world import build_world
 
     world = build_world(seed=seed)
     products = list(world.products)
     settings = list(vocab.SETTINGS)
     lighting = list(vocab.LIGHTING)
-    images, refs, attrs, pids = [], [], [], []
-    cutouts: dict[int, object] = {}
+    attrs, pids = [], []
+    plan: list[PlanRow] = []
     for _ in range(n):
         k = int(rng.integers(len(products)))
         p = products[k]
-        if k not in cutouts:
-            # Render the cut-out at 2x and let render_scene downsample (crisper edges).
-            cutouts[k] = render_product(p.attributes, category=p.category, size=2 * size, seed=k)
         s1, s2 = (settings[int(rng.integers(len(settings)))] for _ in range(2))
         l1, l2 = (lighting[int(rng.integers(len(lighting)))] for _ in range(2))
         sd1, sd2 = (int(rng.integers(2**31)) for _ in range(2))
-        img = render_scene(cutouts[k], setting=s1, lighting=l1, size=size, seed=sd1)  # type: ignore[arg-type]
-        ref = render_scene(cutouts[k], setting=s2, lighting=l2, size=size, seed=sd2)  # type: ignore[arg-type]
-        images.append(np.asarray(img)[..., :3])
-        refs.append(np.asarray(ref)[..., :3])
+        plan.append((k, s1, s2, l1, l2, sd1, sd2))
         attrs.append(
             {
                 "colour": p.attributes["colour"],
@@ -195,17 +215,42 @@ def _demo(
             }
         )
         pids.append(k)
+    if workers > 1 and n >= 64:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Chunks sorted by product so each process renders few cut-outs; results are put
+        # back in sample order.
+        order = sorted(range(n), key=lambda i: plan[i][0])
+        chunks = [order[i::workers] for i in range(workers)]
+        pairs: list[Any] = [None] * n
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_render_pairs, [plan[i] for i in c], size, seed) for c in chunks]
+            for c, f in zip(chunks, futures, strict=True):
+                for i, pair in zip(c, f.result(), strict=True):
+                    pairs[i] = pair
+    else:
+        pairs = _render_pairs(plan, size, seed)
+    images = [a for a, _ in pairs]
+    refs = [b for _, b in pairs]
     palette = {c: (int(r), int(g), int(b)) for c, (r, g, b) in vocab.COLOURS.items()}
     return images, refs, attrs, pids, palette, list(vocab.CATEGORIES)
 
 
 def build_dataset(
-    *, n: int, size: int = 64, seed: int = 0, source: str = "demo", n_held_out: int = 200
+    *,
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    source: str = "demo",
+    n_held_out: int = 200,
+    workers: int = 1,
 ) -> Dataset:
     """Render ``n`` samples and hold out ``n_held_out`` caption strings (never trained on).
 
     ``source``: ``demo`` or ``synthetic``. Held-out captions are distinct strings; every
     training sample whose caption equals one of them is removed from the training set.
+    ``workers`` > 1 renders demo scenes in that many processes (same pixels).
     """
     if source not in ("demo", "synthetic"):
         raise ValueError(f"source must be 'demo' or 'synthetic', got {source!r}")
@@ -213,7 +258,7 @@ def build_dataset(
         raise ValueError(f"n must be >= 1 and size >= 16, got n={n}, size={size}")
     rng = np.random.default_rng(seed)
     if source == "demo":
-        images, refs, attrs, pids, palette, categories = _demo(n, size, rng, seed)
+        images, refs, attrs, pids, palette, categories = _demo(n, size, rng, seed, workers)
     else:
         images, refs, attrs, pids = _synthetic(n, size, rng)
         palette, categories = dict(SYNTH_COLOURS), list(SYNTH_CATEGORIES)
@@ -250,6 +295,19 @@ def build_dataset(
         for c in held
     ]
     return Dataset(train=train, held_out=held_out, palette=palette, categories=categories)
+
+
+def downscale(images: np.ndarray, side: int) -> np.ndarray:
+    """uint8 (N, S, S, 3) -> (N, side, side, 3) by box averaging (``S`` a multiple of
+    ``side``); the input itself when already ``side``."""
+    n, s = images.shape[0], images.shape[1]
+    if s == side:
+        return images
+    if s % side:
+        raise ValueError(f"images: expected a side that is a multiple of {side}, got {s}")
+    f = s // side
+    boxes = images.reshape(n, side, f, side, f, 3).astype(np.float32).mean(axis=(2, 4))
+    return np.asarray(boxes.round().clip(0, 255).astype(np.uint8))
 
 
 def save_dataset(ds: Dataset, path: str | Path) -> Path:
@@ -300,12 +358,21 @@ def load_dataset(path: str | Path) -> Dataset:
 
 
 def get_dataset(
-    *, cache: str | Path, n: int, size: int = 64, seed: int = 0, source: str = "demo"
+    *,
+    cache: str | Path,
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    source: str = "demo",
+    workers: int | None = None,
 ) -> Dataset:
-    """Load ``cache`` if it exists, else build and save it."""
+    """Load ``cache`` if it exists, else build and save it (``workers`` rendering processes;
+    None: one per CPU core, at most 16)."""
     p = Path(cache)
     if p.exists():
         return load_dataset(p)
-    ds = build_dataset(n=n, size=size, seed=seed, source=source)
+    if workers is None:
+        workers = min(16, os.cpu_count() or 1)
+    ds = build_dataset(n=n, size=size, seed=seed, source=source, workers=workers)
     save_dataset(ds, p)
     return ds

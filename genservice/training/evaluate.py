@@ -27,6 +27,10 @@ from torch import nn
 
 from data.demo.attributes import srgb_to_lab
 from genservice.training.common import LoopConfig, seed_everything, train_loop
+from genservice.training.data import downscale
+
+#: Side (pixels) the judges work at; larger generations are box-downscaled to it.
+JUDGE_SIZE = 64
 
 #: (images uint8 (N, H, W, 3)) -> (colour names, category names)
 ExtraJudge = Callable[[np.ndarray], tuple[list[str], list[str]]]
@@ -307,7 +311,9 @@ def evaluate_generator(
     pipe = StableDiffusionPipeline.from_pretrained(str(model_dir))
     pipe.set_progress_bar_config(disable=True)
     prompts = [h.caption for h in held]
-    images = generate(pipe, prompts, seed=seed, steps=steps, guidance=guidance, progress=progress)
+    full = generate(pipe, prompts, seed=seed, steps=steps, guidance=guidance, progress=progress)
+    # Judges and the hue region see 64 px: a 128-px model is judged on box-downscaled images.
+    images = downscale(full, JUDGE_SIZE)
     pc, pk = judge.probs(images)
     col = [judge.colours[i] for i in pc.argmax(1)]
     cat = [judge.categories[i] for i in pk.argmax(1)]
@@ -379,14 +385,17 @@ def evaluate_generator(
         refs = [Image.fromarray(tr.refs[i]) for i in ref_idx]
         pipe.load_ip_adapter(str(ip_root), subfolder=IP_SUBFOLDER, weight_name=IP_WEIGHT_NAME)
         pipe.set_ip_adapter_scale(ip_scale)
-        ip_images = generate(
-            pipe,
-            prompts,
-            seed=seed,
-            steps=steps,
-            guidance=guidance,
-            ip_images=refs,
-            progress=progress,
+        ip_images = downscale(
+            generate(
+                pipe,
+                prompts,
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                ip_images=refs,
+                progress=progress,
+            ),
+            JUDGE_SIZE,
         )
         pc_ip, _ = judge.probs(ip_images)
         ref_col = [judge.colours.index(tr.colours[i]) for i in ref_idx]
@@ -417,7 +426,7 @@ def evaluate_generator(
         extra["ip_reference_colours"] = [tr.colours[i] for i in ref_idx[:10]]
     if sheet_path is not None:
         pick = np.linspace(0, n - 1, min(24, n)).round().astype(int)  # captions are sorted
-        contact_sheet(images[pick], [prompts[i] for i in pick], sheet_path, ip_images=None)
+        contact_sheet(full[pick], [prompts[i] for i in pick], sheet_path, ip_images=None)
     return GeneratorEvalOutput(
         n=n,
         colour_match=colour_match,

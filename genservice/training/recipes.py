@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from genservice.training.common import LoopConfig, plot_losses, resolve_device
-from genservice.training.data import Dataset, get_dataset
+from genservice.training.data import Dataset, downscale, get_dataset
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,34 @@ class DataSpec:
 
     def cache_path(self, work_root: Path) -> Path:
         return work_root / f"{self.source}{self.size}_s{self.seed}_n{self.n}.npz"
+
+
+#: Per image size: UNet widths and the IP-Adapter encoder's input side. 64 px is the shipped
+#: sd-tiny recipe; 128 px (4x VAE -> 32x32 latents) is the GPU recipe (``gpu_train.py
+#: --size 128``): twice the widths, references still encoded at 64 px.
+SIZE_RECIPES: dict[int, dict[str, Any]] = {
+    64: {"unet_channels": (32, 64, 64), "ref_size": 64},
+    128: {"unet_channels": (64, 128, 128), "ref_size": 64},
+}
+
+
+def size_recipe(size: int) -> dict[str, Any]:
+    """The :data:`SIZE_RECIPES` entry for ``size`` (pixels)."""
+    if size not in SIZE_RECIPES:
+        raise ValueError(f"size: expected one of {sorted(SIZE_RECIPES)}, got {size}")
+    return SIZE_RECIPES[size]
+
+
+def _loop_extras(device: str, compile_mode: str | None) -> dict[str, Any]:
+    """LoopConfig fields that make a GPU run fast (CPU runs keep CPU-side draws, so their
+    numbers match the earlier CPU-trained models step for step)."""
+    on_gpu = device.startswith("cuda")
+    return {
+        "rng_device": "device" if on_gpu else "cpu",
+        "log_every": 50 if on_gpu else 10,
+        "compile": compile_mode is not None,
+        "compile_mode": compile_mode or "default",
+    }
 
 
 @dataclass
@@ -134,11 +162,12 @@ def train_vae_recipe(
         checkpoint_every=200,
         warmup_steps=30,
         progress=progress,
+        **_loop_extras(dev, None),
     )
     init = AutoencoderKL.from_pretrained(str(out / "vae")) if decoder_only else None
     vae, loop = train_vae(
         images=ds.train.images,
-        spec=VaeSpec(),
+        spec=VaeSpec(sample_size=data.size),
         cfg=cfg,
         batch_size=batch_size,
         work_dir=work_root / ("vae_decoder" if decoder_only else "vae"),
@@ -182,11 +211,14 @@ def train_unet_recipe(
     with_ip_adapter: bool = True,
     data: DataSpec | None = None,
     progress: bool = True,
+    compile_mode: str | None = None,
 ) -> RecipeOutput:
     """Train text encoder + UNet (+ IP-Adapter jointly) on latents of ``out/vae``.
 
     Writes the whole ``StableDiffusionPipeline`` folder to ``out`` (tokenizer built from the
     captions), the adapter to ``out/ip_adapter`` and, when given, a copy under ``ip_out``.
+    ``data.size`` picks the :data:`SIZE_RECIPES` entry; ``compile_mode`` (a
+    ``torch.compile`` mode, None = eager) compiles the step: worth it on a GPU.
     """
     from diffusers import AutoencoderKL
 
@@ -225,9 +257,14 @@ def train_unet_recipe(
     ids = tokenize(tokenizer, ds.train.captions)
     empty = tokenize(tokenizer, [""])[0]
     # The latent grid follows the VAE (one 2x down-sampling per block after the first).
-    spec = UnetSpec(sample_size=int(latents.shape[-1]), in_channels=latents.shape[1])
+    recipe = size_recipe(data.size)
+    spec = UnetSpec(
+        sample_size=int(latents.shape[-1]),
+        in_channels=latents.shape[1],
+        block_out_channels=recipe["unet_channels"],
+    )
     text_spec = TextEncoderSpec()
-    image_spec = ipa.ImageEncoderSpec(image_size=ds.train.images.shape[1])
+    image_spec = ipa.ImageEncoderSpec(image_size=recipe["ref_size"])
     cfg = LoopConfig(
         steps=steps,
         lr=lr,
@@ -236,6 +273,7 @@ def train_unet_recipe(
         checkpoint_every=250,
         warmup_steps=100,
         progress=progress,
+        **_loop_extras(dev, compile_mode),
     )
     res = train_unet(
         latents=latents,
@@ -247,7 +285,9 @@ def train_unet_recipe(
         cfg=cfg,
         batch_size=batch_size,
         work_dir=work,
-        refs=ipa.clip_preprocess(ds.train.refs) if with_ip_adapter else None,
+        refs=ipa.clip_preprocess(downscale(ds.train.refs, recipe["ref_size"]))
+        if with_ip_adapter
+        else None,
         image_spec=image_spec if with_ip_adapter else None,
         ip=IpJointSpec() if with_ip_adapter else None,
         resume=resume,
@@ -280,6 +320,10 @@ def train_unet_recipe(
             "text": asdict(text_spec),
             "n_train": len(ds.train),
             "n_held_out": len(ds.held_out),
+            "it_per_s": round(
+                (res.loop.steps - res.loop.resumed_from) / max(res.loop.seconds, 1e-9), 2
+            ),
+            "compile_mode": compile_mode,
             "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         },
     )

@@ -239,3 +239,52 @@ def test_data_lives_on_the_device_and_draws_can_too(
         LoopConfig(steps=1, rng_device="gpu")
     with pytest.raises(ValueError, match="log_every"):
         LoopConfig(steps=1, log_every=0)
+
+
+def test_parallel_rendering_gives_the_same_demo_data() -> None:
+    from genservice.training.data import build_dataset
+
+    one = build_dataset(n=64, size=16, seed=2, n_held_out=4, workers=1)
+    two = build_dataset(n=64, size=16, seed=2, n_held_out=4, workers=2)
+    assert np.array_equal(one.train.images, two.train.images)
+    assert np.array_equal(one.train.refs, two.train.refs)
+    assert one.train.captions == two.train.captions
+    assert [h.caption for h in one.held_out] == [h.caption for h in two.held_out]
+    assert float(one.train.images.std()) > 10  # real renders, not blank arrays
+
+
+def test_downscale_is_a_box_average() -> None:
+    from genservice.training.data import downscale
+
+    x = np.zeros((1, 4, 4, 3), np.uint8)
+    x[0, :2, :2] = 200  # one 2x2 block bright
+    x[0, 0, 2] = 100  # one pixel of the next block
+    y = downscale(x, 2)
+    assert y.shape == (1, 2, 2, 3)
+    assert y[0, 0, 0].tolist() == [200] * 3 and y[0, 0, 1].tolist() == [25] * 3
+    assert y[0, 1].tolist() == [[0] * 3] * 2
+    assert downscale(x, 4) is x
+    with pytest.raises(ValueError, match="multiple of 3"):
+        downscale(x, 3)
+
+
+def test_size_128_recipe_gives_32px_latents_and_renders_128(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from genservice.training.recipes import DataSpec, train_unet_recipe, train_vae_recipe
+
+    data = DataSpec(n=24, size=128, source="synthetic")
+    common = {"out": tmp_path / "sd", "work_root": tmp_path / "work", "data": data}
+    train_vae_recipe(steps=2, batch_size=2, crop=64, progress=False, device="cpu", **common)
+    s = train_unet_recipe(steps=2, batch_size=2, progress=False, device="cpu", **common)
+    assert s.extra["unet"]["sample_size"] == 32  # 128 px through the 4x VAE
+    assert tuple(s.extra["unet"]["block_out_channels"]) == (64, 128, 128)
+    assert s.extra["it_per_s"] > 0 and s.extra["compile_mode"] is None
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "sd"))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a red mug", num_inference_steps=1, output_type="np").images
+    assert out.shape == (1, 128, 128, 3)  # native size, no enlargement
+    ip = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    assert ip == 128
+    enc = tmp_path / "sd" / "ip_adapter" / "image_encoder" / "config.json"
+    assert '"image_size": 64' in enc.read_text()  # references encoded at 64 px
