@@ -568,6 +568,34 @@ def upscale_to(
     return downsample(out, (w, h))
 
 
+def enlargement(source: tuple[int, int], box: tuple[int, int]) -> float:
+    """How much a ``source`` ``(w, h)`` is enlarged when fitted (aspect kept) into ``box``
+    ``(w, h)``: ``min(box_w / w, box_h / h)``; <= 1 means a reduction."""
+    if min(source) < 1 or min(box) < 1:
+        raise ValueError(f"source/box: expected positive (w, h), got {source} and {box}")
+    return min(box[0] / source[0], box[1] / source[1])
+
+
+def prepare_for_box(
+    image: Image.Image,
+    box: tuple[int, int],
+    *,
+    max_upscale: float = 1.25,
+    restorer: Restorer | None = None,
+) -> Image.Image:
+    """``image`` (a product cut-out, RGBA, or any picture) made large enough for ``box``
+    ``(w, h)``: learned x4 passes while fitting it would enlarge it more than
+    ``max_upscale``; returned as is otherwise. The caller's usual Lanczos fit then never
+    enlarges a source pixel beyond ``max_upscale``."""
+    if max_upscale < 1.0:
+        raise ValueError(f"max_upscale: expected >= 1, got {max_upscale}")
+    image = _check_image(image)
+    out = image
+    while enlargement(out.size, box) > max_upscale:
+        out = _sr_x4(out, restorer or default_restorer())
+    return out
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 arrays of one shape (peak 255)."""
     if a.shape != b.shape:

@@ -20,7 +20,9 @@ from genservice.imaging.restore import (
     MODELS,
     Restorer,
     back_project,
+    enlargement,
     parse_ncnn_param,
+    prepare_for_box,
     psnr,
     read_ncnn,
     restore,
@@ -154,6 +156,23 @@ def test_upscale_to_never_runs_the_network_for_a_large_enough_source() -> None:
     )
     with pytest.raises(ValueError, match="size"):
         upscale_to(img, (0, 10), restorer=NoNet())
+
+
+def test_prepare_for_box_restores_only_when_the_fit_would_enlarge_over_1_25(
+    compact: Restorer,
+) -> None:
+    class NoNet(Restorer):
+        def network(self) -> torch.nn.Module:
+            raise AssertionError("the network must not run")
+
+    img = _coffee_crop().resize((40, 30), Image.Resampling.LANCZOS).convert("RGBA")
+    assert enlargement((40, 30), (48, 36)) == pytest.approx(1.2)
+    assert prepare_for_box(img, (48, 36), restorer=NoNet()) is img
+    big = prepare_for_box(img, (150, 100), restorer=compact)
+    assert big.size == (160, 120) and big.mode == "RGBA"
+    assert enlargement(big.size, (150, 100)) <= 1.25
+    with pytest.raises(ValueError, match="max_upscale"):
+        prepare_for_box(img, (150, 100), max_upscale=0.5)
 
 
 def test_rgba_render_x4_matches_the_same_render_drawn_4x_larger(compact: Restorer) -> None:

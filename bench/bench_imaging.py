@@ -1,0 +1,158 @@
+"""Seconds per image of the learned cut-out and of restoration at 1024 px on this CPU, and the
+restoration quality (PSNR against the original) that chose the default model.
+
+Run: ``.venv/bin/python bench/bench_imaging.py [--repeats 3] [--models compact,x4plus]
+[--quality]``; prints one JSON object. Cut-out: 1024-px photo / studio render / scene, the
+saliency cache off, split into the U^2-Net-p run and the matting. Restoration: a 256 x 256 input
+enlarged x4 to 1024 x 1024 (tiles of 256). ``--quality``: 256-px crops of four scikit-image
+photos reduced 4x (bicubic), enlarged back by bicubic and by each model with and without
+back-projection. Timings include the machine's load average at the start (it may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+ALIASES = {"compact": "realesr-animevideov3-x4", "x4plus": "realesrgan-x4plus"}
+CROPS = {"coffee": (200, 40), "chelsea": (100, 20), "astronaut": (150, 50), "rocket": (150, 100)}
+
+
+def _photo(name: str) -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def _cutout_inputs() -> dict[str, Image.Image]:
+    from data.demo.render import compose_scene, on_studio_background, render_product
+
+    attrs = {"colour": "red", "pattern": "solid", "material": "ceramic", "style": "minimalist"}
+    coffee = _photo("coffee")
+    coffee = coffee.resize((1024, round(1024 * coffee.height / coffee.width)), Image.LANCZOS)
+    mug = render_product(attrs, category="mug", size=1024, seed=0)
+    scene = compose_scene(
+        render_product(attrs, category="mug", size=512, seed=0),
+        setting="beach",
+        lighting="soft light",
+        size=1024,
+        seed=2,
+    )
+    return {
+        "photo_coffee": coffee,
+        "render_studio": on_studio_background(mug),
+        "scene": scene.image,
+    }
+
+
+def bench_cutout(repeats: int) -> dict[str, object]:
+    from genservice.imaging.cutout import SalientObjectModel, cut_out_product
+
+    model = SalientObjectModel(cache_size=0)  # every call runs the network
+    images = _cutout_inputs()
+    cut_out_product(images["scene"].resize((256, 256)), model=model)  # session warm-up
+    out: dict[str, object] = {}
+    for name, img in images.items():
+        net, total = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.raw_saliency(img)
+            net.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            r = cut_out_product(img, model=model)
+            total.append(time.perf_counter() - t0)
+        out[name] = {
+            "size": list(img.size),
+            "method": r.method,
+            "seconds": round(statistics.median(total), 3),
+            "u2netp_seconds": round(statistics.median(net), 3),
+        }
+    return out
+
+
+def bench_restore(models: list[str], repeats: int, cache_dir: str) -> dict[str, object]:
+    from genservice.imaging.restore import Restorer, restore
+
+    src = _photo("coffee").crop((150, 0, 550, 400)).resize((256, 256), Image.LANCZOS)
+    out: dict[str, object] = {}
+    for alias in models:
+        r = Restorer(ALIASES[alias], cache_dir=cache_dir, tile=256)
+        t0 = time.perf_counter()
+        r.network()
+        build = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats if alias == "compact" else 1):
+            t0 = time.perf_counter()
+            big = restore(src, scale=4, restorer=r)
+            times.append(time.perf_counter() - t0)
+        out[alias] = {
+            "model": r.model,
+            "input": list(src.size),
+            "output": list(big.size),
+            "seconds": round(statistics.median(times), 2),
+            "build_seconds_first_use": round(build, 2),
+        }
+    return out
+
+
+def bench_quality(models: list[str], cache_dir: str) -> dict[str, object]:
+    from genservice.imaging.restore import Restorer, back_project, psnr
+
+    rows: dict[str, object] = {}
+    restorers = {a: Restorer(ALIASES[a], cache_dir=cache_dir) for a in models}
+    for name, (x, y) in CROPS.items():
+        hr = _photo(name).crop((x, y, x + 256, y + 256))
+        truth = np.asarray(hr)
+        lr = hr.resize((64, 64), Image.BICUBIC)
+        row: dict[str, float] = {
+            "bicubic": round(psnr(np.asarray(lr.resize(hr.size, Image.BICUBIC)), truth), 2)
+        }
+        for alias, r in restorers.items():
+            t0 = time.perf_counter()
+            sr = r.upscale(np.asarray(lr))
+            row[f"{alias}_seconds"] = round(time.perf_counter() - t0, 2)
+            row[alias] = round(psnr(sr, truth), 2)
+            row[f"{alias}+backprojection"] = round(psnr(back_project(sr, np.asarray(lr)), truth), 2)
+        rows[name] = row
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", default="compact", help="comma list: compact, x4plus")
+    parser.add_argument("--quality", action="store_true", help="also the PSNR table")
+    parser.add_argument("--skip-cutout", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        if m not in ALIASES:
+            parser.error(f"--models: expected names from {list(ALIASES)}, got {m!r}")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    report: dict[str, object] = {
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads,
+    }
+    with tempfile.TemporaryDirectory() as cache_dir:
+        if not args.skip_cutout:
+            report["cutout_1024"] = bench_cutout(args.repeats)
+        report["restore_256_to_1024"] = bench_restore(models, args.repeats, cache_dir)
+        if args.quality:
+            report["psnr_x4_db"] = bench_quality(models, cache_dir)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
