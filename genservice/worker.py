@@ -150,6 +150,9 @@ class Worker:
             so within one step whenever steps are longer than this.
         progress_interval: progress is written at most this often, seconds.
         maintenance_interval: seconds between ``JobQueue.maintain`` runs; 0 disables them.
+        warmup: called once when the worker starts, before it claims any job (load the
+            model and warm its canvas sizes up, e.g. ``lambda: backend.load()``), so no
+            job pays for start-up; an error is logged and the worker goes on.
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class Worker:
         cancel_check_interval: float = 0.1,
         progress_interval: float = 0.1,
         maintenance_interval: float = 5.0,
+        warmup: Callable[[], Any] | None = None,
     ) -> None:
         for name, value in (
             ("poll_interval", poll_interval),
@@ -196,6 +200,9 @@ class Worker:
         self._last_maintenance = -float("inf")
         self.current_job_id: str | None = None
         self.processed = 0
+        self.warmup = warmup
+        #: Seconds the warm-up took (None until it ran; it runs once per worker).
+        self.warmup_s: float | None = None
 
     @classmethod
     def from_config(
@@ -205,12 +212,14 @@ class Worker:
         config: GenerationConfig,
         *,
         worker_id: str | None = None,
+        warmup: Callable[[], Any] | None = None,
     ) -> Worker:
         """A worker with the ``worker_*`` settings of ``config``."""
         return cls(
             queue,
             handler,
             worker_id=worker_id,
+            warmup=warmup,
             poll_interval=config.worker_poll_interval_s,
             heartbeat_interval=config.worker_heartbeat_interval_s,
             stale_after=max(config.worker_stale_after_s, 2 * config.worker_heartbeat_interval_s),
@@ -266,6 +275,7 @@ class Worker:
         is due). Returns the number of jobs this call processed."""
         done = 0
         self._log("worker started")
+        self._run_warmup()
         while not self._stopping.is_set():
             try:
                 self._maybe_maintain()
@@ -281,6 +291,18 @@ class Worker:
             self._stopping.wait(self.poll_interval)
         self._log("worker stopped", processed=done)
         return done
+
+    def _run_warmup(self) -> None:
+        """Run the warm-up hook once per worker (a restarted loop does not repeat it)."""
+        if self.warmup is None or self.warmup_s is not None or self._stopping.is_set():
+            return
+        t0 = time.monotonic()
+        try:
+            self.warmup()
+        except Exception:  # the jobs will report a broken model; the worker stays up
+            self._log("warm-up failed", logging.ERROR, error=traceback.format_exc(limit=5))
+        self.warmup_s = time.monotonic() - t0
+        self._log("warm-up done", warmup_s=round(self.warmup_s, 3))
 
     def _maybe_maintain(self) -> None:
         if self.maintenance_interval <= 0:

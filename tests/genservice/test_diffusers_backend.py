@@ -422,3 +422,28 @@ def test_fused_qkv_matches_unfused_with_and_without_references(
     assert {type(p).__name__ for n, p in procs.items() if n.endswith("attn1.processor")} == {
         "FusedAttnProcessor2_0"
     }
+
+
+def test_worker_warms_the_backend_up_once_before_claiming(tmp_path: Path) -> None:
+    from genservice.worker import Worker
+
+    b = make_backend(tmp_path, warmup_sizes=[(64, 64)])
+    events: list[tuple[str, int]] = []
+
+    class Queue:  # the worker only claims here (maintenance is off): nothing is due
+        def claim(self, *, worker_id: str) -> None:
+            events.append(("claim", b.calls))
+
+    w = Worker(Queue(), lambda *a: "key", maintenance_interval=0, warmup=b.load)  # type: ignore[arg-type]
+    assert w.run(until_idle=True) == 0
+    assert w.run(until_idle=True) == 0
+    # The one warm-up call ran before the first claim, and only once per worker.
+    assert events == [("claim", 1), ("claim", 1)]
+    assert set(b.warmed) == {(64, 64, 1)} and w.warmup_s is not None and w.warmup_s > 0
+
+    def broken() -> None:
+        raise RuntimeError("no GPU")
+
+    w2 = Worker(Queue(), lambda *a: "key", maintenance_interval=0, warmup=broken)  # type: ignore[arg-type]
+    assert w2.run(until_idle=True) == 0  # logged; the worker still polls for jobs
+    assert len(events) == 3 and w2.warmup_s is not None
