@@ -251,23 +251,21 @@ def clean_mask(
 
 
 def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
-    """Sum of ``a`` ``(H, W, ...)`` over a ``(2r+1)`` square window, clipped at the edges
-    (integral image: O(1) per pixel whatever ``r``)."""
-    c = np.cumsum(np.cumsum(a, axis=0, dtype=np.float64), axis=1)
-    c = np.pad(c, [(1, 0), (1, 0)] + [(0, 0)] * (a.ndim - 2))
-    H, W = a.shape[:2]
-    y0 = np.clip(np.arange(H) - r, 0, H)
-    y1 = np.clip(np.arange(H) + r + 1, 0, H)
-    x0 = np.clip(np.arange(W) - r, 0, W)
-    x1 = np.clip(np.arange(W) + r + 1, 0, W)
-    out = c[y1][:, x1] - c[y0][:, x1] - c[y1][:, x0] + c[y0][:, x0]
-    return out.astype(np.float32)
+    """Sum of ``a`` ``(H, W, ...)`` float32 over a ``(2r+1)`` square window, clipped at the
+    edges (outside counts as zero); separable running means in C, any ``r``."""
+    from scipy import ndimage
+
+    k = 2 * r + 1
+    size = (k, k) + (1,) * (a.ndim - 2)
+    out = ndimage.uniform_filter(a.astype(np.float32), size=size, mode="constant")
+    return np.asarray(out * np.float32(k * k), np.float32)
 
 
-def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
-    """Colour guided filter (He, Sun, Tang 2010): ``guide`` ``(H, W, 3)`` float32 in [0, 1],
-    ``p`` ``(H, W)`` float32; window radius ``r`` pixels, regulariser ``eps``. Returns
-    ``(H, W)`` float32: ``p`` smoothed but with the guide's edges."""
+def _guided_coefficients(
+    guide: np.ndarray, p: np.ndarray, r: int, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window-averaged linear coefficients of the colour guided filter: ``(a (H, W, 3),
+    b (H, W))`` such that the output is ``(a * guide).sum(-1) + b``."""
     n = _box_sum(np.ones(p.shape, np.float32), r)
 
     def mean(a: np.ndarray) -> np.ndarray:
@@ -282,7 +280,26 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.nd
     var_i = var_i - mu_i[..., :, None] * mu_i[..., None, :] + eps * np.eye(3, dtype=np.float32)
     a = np.linalg.solve(var_i, cov_ip[..., None])[..., 0]
     b = mu_p - (a * mu_i).sum(-1)
-    return (mean(a) * guide).sum(-1) + mean(b)
+    return mean(a), mean(b)
+
+
+def guided_filter(
+    guide: np.ndarray, p: np.ndarray, r: int, eps: float, *, subsample: int = 1
+) -> np.ndarray:
+    """Colour guided filter (He, Sun, Tang 2010): ``guide`` ``(H, W, 3)`` float32 in [0, 1],
+    ``p`` ``(H, W)`` float32; window radius ``r`` pixels, regulariser ``eps``. Returns
+    ``(H, W)`` float32: ``p`` smoothed but with the guide's edges. ``subsample`` > 1 is the
+    fast variant (He and Sun 2015): coefficients computed at 1/subsample resolution and
+    resized back (they vary slowly), the output formed at full resolution."""
+    if subsample <= 1:
+        a, b = _guided_coefficients(guide, p, r, eps)
+        return (a * guide).sum(-1) + b
+    H, W = p.shape
+    small = (max(1, W // subsample), max(1, H // subsample))
+    g_small = np.stack([_resize_float(guide[..., c], small) for c in range(3)], axis=-1)
+    a, b = _guided_coefficients(g_small, _resize_float(p, small), max(1, round(r / subsample)), eps)
+    a_full = np.stack([_resize_float(a[..., c], (W, H)) for c in range(3)], axis=-1)
+    return (a_full * guide).sum(-1) + _resize_float(b, (W, H))
 
 
 def refine_alpha(
@@ -304,19 +321,20 @@ def refine_alpha(
         return alpha, dropped
     r = max(2, round(max(H, W) / 200))
     width = max(r, round(1.5 * max(H, W) / _INPUT))
-    band = ndimage.distance_transform_edt(mask) <= width
-    band &= ndimage.distance_transform_edt(~mask) <= width
+    dist_out = ndimage.distance_transform_edt(~mask)
+    band = (ndimage.distance_transform_edt(mask) <= width) & (dist_out <= width)
     ys, xs = np.nonzero(band)
     pad = width + r
     y0, y1 = max(0, ys.min() - pad), min(H, ys.max() + pad + 1)
     x0, x1 = max(0, xs.min() - pad), min(W, xs.max() + pad + 1)
     # The filter's input is the saliency with dropped islands zeroed, so they cannot return.
-    p = np.where(ndimage.binary_dilation(mask, iterations=pad), saliency, 0.0)
+    p = np.where(dist_out <= pad, saliency, 0.0)
     q = guided_filter(
         rgb[y0:y1, x0:x1].astype(np.float32) / 255.0,
         p[y0:y1, x0:x1].astype(np.float32),
         r,
         eps,
+        subsample=max(1, r // 2),
     )
     sub = alpha[y0:y1, x0:x1]
     b = band[y0:y1, x0:x1]
@@ -327,6 +345,40 @@ def refine_alpha(
         keep = np.unique(labels[mask & (labels > 0)])
         alpha[(labels > 0) & ~np.isin(labels, keep)] = 0.0
     return alpha, dropped
+
+
+def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, *, r: int = 0) -> np.ndarray:
+    """Foreground colours for soft edges: ``rgb`` ``(H, W, 3)`` uint8, ``alpha`` ``(H, W)``
+    float32 -> ``(H, W, 3)`` uint8 where pixels with 0 < alpha < 1 have the background's share
+    of their colour removed. Local foreground / background colours are means over a window of
+    radius ``r`` (default 1.25 % of the long side) of the pure foreground / background pixels
+    (soft ones count a thousandth); then ``I = a F + (1 - a) B`` is solved for ``F`` where alpha
+    is large enough, and the local foreground mean is used where it is not. Pixels with alpha 0
+    or 1 keep their colour. Without it a soft edge pasted on a new scene keeps a rim of the old
+    background (a brown halo of the table around the saucer)."""
+    soft = (alpha > 0.0) & (alpha < 1.0)
+    if not soft.any():
+        return rgb.copy()
+    ys, xs = np.nonzero(soft)
+    H, W = alpha.shape
+    r = r or max(4, round(max(H, W) / 80))
+    y0, y1 = max(0, ys.min() - r), min(H, ys.max() + r + 1)
+    x0, x1 = max(0, xs.min() - r), min(W, xs.max() + r + 1)
+    img = rgb[y0:y1, x0:x1].astype(np.float32) / 255.0
+    a = alpha[y0:y1, x0:x1, None].astype(np.float32)
+    # Pure pixels (a >= 0.99, a <= 0.01) dominate the means wherever the window holds any.
+    wf = (a >= 0.99) + 1e-3 * a**4
+    wb = (a <= 0.01) + 1e-3 * (1.0 - a) ** 4
+    f_mean = _box_sum(img * wf, r) / np.maximum(_box_sum(wf, r), 1e-6)
+    b_mean = _box_sum(img * wb, r) / np.maximum(_box_sum(wb, r), 1e-6)
+    solved = np.clip((img - (1.0 - a) * b_mean) / np.maximum(a, 1e-3), 0.0, 1.0)
+    trust = np.clip((a - 0.1) / 0.3, 0.0, 1.0)  # solving divides by alpha: unstable when small
+    fg = trust * solved + (1.0 - trust) * f_mean
+    out = rgb.copy()
+    sub = out[y0:y1, x0:x1]
+    m = soft[y0:y1, x0:x1]
+    sub[m] = np.round(fg[m] * 255.0).astype(np.uint8)
+    return out
 
 
 def flood_alpha(rgb: np.ndarray, *, tolerance: float = FLOOD_TOLERANCE) -> np.ndarray:
@@ -403,6 +455,8 @@ def cut_out_product(image: Image.Image, *, model: SalientObjectModel | None = No
     confident = method == "u2netp" and conf >= MIN_U2NETP_CONFIDENCE
     level = logging.INFO if confident else logging.WARNING
     log.log(level, "cut-out: method %s (%s)", method, reason)
+    if method == "u2netp":
+        rgba[..., :3] = estimate_foreground(rgb, alpha)
     rgba[..., 3] = np.round(alpha * 255.0).astype(np.uint8)
     return CutoutResult(_crop(rgba, alpha), alpha, method, float(round(score, 4)), reason)
 

@@ -24,6 +24,7 @@ from genservice.imaging.cutout import (
     clean_mask,
     cut_out_product,
     default_model,
+    estimate_foreground,
     flood_alpha,
     guided_filter,
     image_digest,
@@ -146,6 +147,22 @@ def test_guided_filter_keeps_a_step_edge_that_the_input_blurs() -> None:
     assert q[20, 20] - q[20, 19] > 0.35
     assert q[20, 10] < 0.1 and q[20, 30] > 0.9
     assert np.allclose(q[:, 5], q[20, 5], atol=1e-4)  # rows are identical: no vertical change
+
+
+def test_soft_edges_lose_the_old_background_colour() -> None:
+    # Known answer: red product over green backdrop, alpha ramps across 20 columns.
+    alpha = np.zeros((40, 60), np.float32)
+    alpha[:, :20] = 1.0
+    alpha[:, 20:40] = np.linspace(1.0, 0.0, 22, dtype=np.float32)[1:21]
+    fg, bg = np.array([200, 30, 30], np.float32), np.array([30, 160, 40], np.float32)
+    rgb = np.round(alpha[..., None] * fg + (1 - alpha[..., None]) * bg).astype(np.uint8)
+    out = estimate_foreground(rgb, alpha, r=20)  # the window must reach past the ramp
+    soft = (alpha > 0.2) & (alpha < 1.0)
+    before = np.abs(rgb[soft].astype(np.float32) - fg).max()
+    after = np.abs(out[soft].astype(np.float32) - fg).max()
+    assert before > 80 and after < 12
+    np.testing.assert_array_equal(out[alpha == 1.0], rgb[alpha == 1.0])
+    np.testing.assert_array_equal(out[alpha == 0.0], rgb[alpha == 0.0])
 
 
 def test_method_rule_is_stated_and_the_fallback_is_logged(caplog: pytest.LogCaptureFixture) -> None:
