@@ -181,3 +181,39 @@ def test_cli_profile_and_recommend(world, monkeypatch) -> None:  # type: ignore[
     assert len(items) == 3 and all(it["sku"].startswith("p") for it in items)
     out = runner.invoke(app, ["profile", "nobody"])
     assert out.exit_code != 0 and "no user" in out.output
+
+
+def test_cli_recommend_uses_the_hybrid_and_explains(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    engine, home = world
+    build_recsys(
+        engine,
+        settings_or_config=RecsysConfig(segments_k_min=2, segments_k_max=5),
+        home=home,
+        embedder=ColourImageEmbedder(dim=16),
+        progress=False,
+    )
+    monkeypatch.setenv("TAILORSHOT_HOME", str(home))
+    monkeypatch.setenv("TAILORSHOT_DATABASE_URL", f"sqlite:///{home}/db.sqlite")
+    out = CliRunner().invoke(app, ["recommend", "blue-3", "--json", "--k", "3"])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    with Session(engine) as s:
+        seen = {e.product_id for e in s.exec(select(Event).where(Event.user_id == "blue-3"))}
+        bought = {
+            e.product_id
+            for e in s.exec(
+                select(Event).where(Event.user_id == "blue-3", Event.kind == "purchase")
+            )
+        }
+    n_interests = len(get_profile(engine, user_id="blue-3").interests)  # type: ignore[union-attr]
+    assert d["policy"] == "hybrid" and len(d["items"]) == 3
+    for it in d["items"]:
+        # blue products are 17..24; the reason is a product of blue-3's own history
+        assert 17 <= it["product_id"] <= 24 and it["product_id"] not in bought
+        assert it["because_product_id"] in seen and 1 <= it["interest"] <= n_interests
