@@ -16,7 +16,17 @@ from genservice.brief import Placement
 from genservice.errors import FidelityError
 
 #: The only metadata keys ever written (never a user id or other personal data).
-METADATA_KEYS = ("model", "seed", "brief_hash", "product_box")
+#: ``product_gain`` ("r,g,b") is written only when the product's light was matched to the scene.
+METADATA_KEYS = ("model", "seed", "brief_hash", "product_box", "product_gain")
+
+#: The blending rule the fidelity check allows: one gain per channel for the whole product,
+#: each within ``1 +/- MAX_GAIN_DEV`` and no two channels further apart than ``MAX_GAIN_SPREAD``
+#: (a tint, never a hue change); the pixels are ``clip(round(source * gain))``.
+MAX_GAIN_DEV = 0.15
+MAX_GAIN_SPREAD = 0.12
+#: Alpha at or above which a placed pixel is pure product (checked exactly); below it the
+#: pixel is a soft edge blended with the scene.
+CORE_ALPHA = 250 / 255
 _PREFIX = "tailorshot:"
 
 
@@ -33,16 +43,32 @@ class Cutout:
 
 @dataclass(frozen=True)
 class PlacedProduct:
-    """The cut-out resized to its box on the hero: ``rgb`` (h, w, 3) uint8, ``mask`` (h, w)
-    bool (True = product pixel), ``box`` = (x, y, w, h) in hero pixels."""
+    """The cut-out resized to its box on the hero: ``rgb`` (h, w, 3) uint8 (before any gain),
+    ``mask`` (h, w) bool (True = product pixel, checked exactly), ``box`` = (x, y, w, h) in
+    hero pixels. ``alpha`` (h, w) float32 in [0, 1], when given, makes the edge soft (pixels
+    outside ``mask`` with alpha > 0 are blended); ``gain`` (3,) float per channel is the light
+    match applied to every product pixel (see :func:`apply_gain`); ``upscale`` is how far the
+    pasted pixels were enlarged from the image they were resampled from (1.0 = not at all)."""
 
     rgb: np.ndarray
     mask: np.ndarray
     box: tuple[int, int, int, int]
+    alpha: np.ndarray | None = None
+    gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    upscale: float = 1.0
 
     @property
     def box_str(self) -> str:
         return ",".join(str(v) for v in self.box)
+
+    @property
+    def gain_str(self) -> str:
+        return ",".join(f"{g:.4f}" for g in self.gain)
+
+    def with_gain(self, gain: tuple[float, float, float]) -> PlacedProduct:
+        """The same placement with ``gain`` (validated against the blending rule)."""
+        check_gain(gain)
+        return PlacedProduct(self.rgb, self.mask, self.box, self.alpha, gain, self.upscale)
 
 
 @dataclass(frozen=True)
@@ -154,15 +180,227 @@ def plan_layout(
     return Layout(product_box=(bx, by, bw, bh), text_box=text_box, margin=m)
 
 
-def place_cutout(cutout: Cutout, box: tuple[int, int, int, int]) -> PlacedProduct:
-    """Resize the cut-out to the box (Lanczos on premultiplied alpha) and binarise its mask
-    (alpha >= 128). The returned pixels are exactly what the hero will hold."""
+def place_cutout(
+    cutout: Cutout, box: tuple[int, int, int, int], *, soft_edges: bool = False
+) -> PlacedProduct:
+    """Resize the cut-out to the box (Lanczos on premultiplied alpha). Hard edges (default):
+    the mask is alpha >= 128 and pasted as is. ``soft_edges``: the mask is the opaque core
+    (alpha >= :data:`CORE_ALPHA`) and the thinner alpha blends with the scene. The returned
+    ``rgb`` inside ``mask`` is exactly what the hero will hold (times the gain)."""
     x, y, w, h = box
     if w < 1 or h < 1:
         raise ValueError(f"box: expected positive width and height, got {box}")
+    src_w, src_h = cutout.size
     resized = cutout.image.resize((w, h), Image.Resampling.LANCZOS)
     arr = np.asarray(resized)
-    return PlacedProduct(rgb=arr[..., :3].copy(), mask=arr[..., 3] >= 128, box=(x, y, w, h))
+    upscale = max(w / src_w, h / src_h)
+    if not soft_edges:
+        return PlacedProduct(
+            rgb=arr[..., :3].copy(), mask=arr[..., 3] >= 128, box=(x, y, w, h), upscale=upscale
+        )
+    alpha = arr[..., 3].astype(np.float32) / 255.0
+    # The thin edge still carries the old background's colour (a light halo on a dark scene):
+    # its colour comes from the nearest opaque pixel and the faintest alpha is dropped.
+    alpha = np.clip((alpha - 0.1) / 0.9, 0.0, 1.0)
+    rgb = arr[..., :3].copy()
+    core = alpha >= CORE_ALPHA
+    edge = (alpha > 0) & ~core
+    if core.any() and edge.any():
+        from scipy import ndimage
+
+        _, (iy, ix) = ndimage.distance_transform_edt(~core, return_indices=True)
+        rgb[edge] = rgb[iy[edge], ix[edge]]
+    return PlacedProduct(
+        rgb=rgb,
+        mask=core,
+        box=(x, y, w, h),
+        alpha=alpha,
+        upscale=upscale,
+    )
+
+
+def check_gain(gain: tuple[float, float, float] | np.ndarray) -> tuple[float, float, float]:
+    """Validate ``gain`` (3 floats) against the blending rule; returns it as a tuple.
+
+    Raises :class:`FidelityError` when a channel leaves ``1 +/- MAX_GAIN_DEV`` or the channels
+    spread more than ``MAX_GAIN_SPREAD``.
+    """
+    g = np.asarray(gain, dtype=np.float64).reshape(-1)
+    if g.shape != (3,) or not np.isfinite(g).all():
+        raise FidelityError(f"product gain: expected 3 finite floats, got {gain!r}")
+    if np.abs(g - 1.0).max() > MAX_GAIN_DEV + 1e-9:
+        raise FidelityError(
+            f"product gain: expected each channel within 1 +/- {MAX_GAIN_DEV}, got {g.tolist()}"
+        )
+    if g.max() - g.min() > MAX_GAIN_SPREAD + 1e-9:
+        raise FidelityError(
+            f"product gain: expected channels within {MAX_GAIN_SPREAD} of each other, "
+            f"got {g.tolist()}"
+        )
+    return (float(g[0]), float(g[1]), float(g[2]))
+
+
+def apply_gain(rgb: np.ndarray, gain: tuple[float, float, float]) -> np.ndarray:
+    """``clip(round(rgb * gain))`` per channel: uint8 (..., 3) -> uint8 (..., 3)."""
+    g = np.asarray(gain, dtype=np.float32)
+    return np.clip(np.rint(rgb.astype(np.float32) * g), 0, 255).astype(np.uint8)
+
+
+def parse_gain(text: str) -> tuple[float, float, float]:
+    """``"r,g,b"`` -> validated gain tuple (see :func:`check_gain`)."""
+    parts = [float(p) for p in text.split(",")]
+    if len(parts) != 3:
+        raise ValueError(f"product_gain: expected 'r,g,b', got {text!r}")
+    return check_gain((parts[0], parts[1], parts[2]))
+
+
+def match_gain(
+    scene: Image.Image, placed: PlacedProduct, *, strength: float = 0.6
+) -> tuple[float, float, float]:
+    """A per-channel gain that tints the product towards the scene's light around its box.
+
+    The light's colour is the scene's mean colour in a band around the box divided by its
+    grey level; its level, the band's luminance against mid-grey. ``strength`` (0-1) is how
+    far to follow; the result is clipped into the blending rule (:func:`check_gain`), so a
+    neon scene tints the product a little but never changes its hue.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength: expected in [0, 1], got {strength}")
+    arr = np.asarray(scene.convert("RGB"), dtype=np.float64)
+    H, W = arr.shape[:2]
+    x, y, w, h = placed.box
+    pad = max(4, round(0.25 * max(w, h)))
+    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
+    band = np.ones((y1 - y0, x1 - x0), dtype=bool)
+    band[y - y0 : y - y0 + h, x - x0 : x - x0 + w] = False
+    pix = arr[y0:y1, x0:x1][band] if band.any() else arr.reshape(-1, 3)
+    mean = pix.mean(axis=0) + 1.0
+    tint = mean / mean.mean()
+    level = (mean.mean() / 128.0) ** 0.5
+    g = (tint * level) ** strength
+    g = np.clip(g, 1 - MAX_GAIN_DEV, 1 + MAX_GAIN_DEV)
+    # Pull the channels together until they fit the spread limit (keeps their mean).
+    spread = g.max() - g.min()
+    if spread > MAX_GAIN_SPREAD:
+        g = g.mean() + (g - g.mean()) * (MAX_GAIN_SPREAD / spread) * 0.999
+    return check_gain(np.round(g, 4))
+
+
+def find_ground(scene: Image.Image, *, ghosts: np.ndarray | None = None) -> float:
+    """Where products stand in ``scene``: a unit y (0 top, 1 bottom) on the scene's surface.
+
+    The horizon is the row with the strongest change of mean colour in the middle band
+    (0.3-0.85 of the height); the ground is below it: the bottom of the tallest removed
+    ghost product (``ghosts``, bool (h, w) at the scene's size) when it stands below the
+    horizon (the model puts products where surfaces are), else a fixed share of the floor
+    between the horizon and the bottom edge.
+    """
+    arr = np.asarray(scene.convert("RGB"), dtype=np.float32)
+    h = arr.shape[0]
+    rows = arr.mean(axis=1)
+    diff = np.abs(np.diff(rows, axis=0)).sum(axis=1)
+    lo, hi = int(0.3 * h), max(int(0.3 * h) + 1, int(0.85 * h))
+    horizon = (lo + int(np.argmax(diff[lo:hi]))) / h
+    ground = horizon + 0.7 * (1.0 - horizon)
+    if ghosts is not None and ghosts.any():
+        ys = np.flatnonzero(ghosts.any(axis=1))
+        bottom = (ys[-1] + 1) / h
+        if bottom > horizon + 0.05:
+            ground = bottom
+    return float(min(max(ground, 0.55), 0.96))
+
+
+def remove_ghosts(
+    scene: Image.Image, saliency: np.ndarray, *, threshold: float = 0.5, grow: int = 2
+) -> tuple[Image.Image, np.ndarray]:
+    """Erase salient objects (products the diffusion model painted) from ``scene``.
+
+    ``saliency``: float32 (h, w) in [0, 1] at the scene's size. Pixels above ``threshold``,
+    grown by ``grow`` pixels, are filled by biharmonic inpainting from the surrounding
+    backdrop (the backdrops are smooth at the model's resolution). Returns the cleaned scene
+    and the bool mask that was filled.
+    """
+    from scipy import ndimage
+    from skimage.restoration import inpaint_biharmonic
+
+    arr = np.asarray(scene.convert("RGB"))
+    if saliency.shape != arr.shape[:2]:
+        raise ValueError(
+            f"saliency: expected shape {arr.shape[:2]} (the scene's), got {saliency.shape}"
+        )
+    mask = saliency > threshold
+    if grow > 0 and mask.any():
+        mask = ndimage.binary_dilation(mask, iterations=grow)
+    if not mask.any():
+        return scene.convert("RGB"), mask
+    if mask.mean() > 0.6:  # nothing left to inpaint from: keep the scene as it is
+        return scene.convert("RGB"), np.zeros_like(mask)
+    filled = inpaint_biharmonic(arr.astype(np.float64) / 255.0, mask, channel_axis=-1)
+    out = np.where(mask[..., None], np.clip(filled * 255.0 + 0.5, 0, 255), arr).astype(np.uint8)
+    return Image.fromarray(out, "RGB"), mask
+
+
+def plan_scene_layout(
+    placement: Placement,
+    product_size: tuple[int, int],
+    *,
+    ground: float,
+    headline: bool = False,
+    margin_frac: float = 0.06,
+    max_height_frac: float = 0.62,
+) -> Layout:
+    """Like :func:`plan_layout`, but the product stands on the scene's surface: its bottom
+    sits at ``ground`` (unit y) and it is at most ``max_height_frac`` of the hero's height
+    (the share products take in the scenes the model learned from)."""
+    if not 0.0 < ground <= 1.0:
+        raise ValueError(f"ground: expected a unit y in (0, 1], got {ground}")
+    base = plan_layout(placement, product_size, headline=headline, margin_frac=margin_frac)
+    H = placement.height
+    m = base.margin
+    bx, by, bw, _bh = base.product_box
+    bottom = min(H - max(2, m // 3), round(ground * H))
+    top_limit = by  # keeps clear of the headline and the top margin
+    avail = bottom - top_limit
+    scale = min(bw / product_size[0], min(avail, max_height_frac * H) / product_size[1])
+    w = max(1, math.floor(product_size[0] * scale))
+    h = max(1, math.floor(product_size[1] * scale))
+    x = bx + (bw - w) // 2
+    return Layout(product_box=(x, bottom - h, w, h), text_box=base.text_box, margin=m)
+
+
+def contact_shadow(
+    scene: Image.Image, placed: PlacedProduct, *, darkness: float = 0.45
+) -> Image.Image:
+    """Darken the surface under the product: a soft ellipse centred under its lowest opaque
+    row (about 90 % of its width, 7 % of its height tall) plus a tight occlusion line right
+    at the contact, multiplying the scene by at most ``1 - darkness``. Returns a new RGB."""
+    from scipy import ndimage
+
+    if not 0.0 <= darkness <= 1.0:
+        raise ValueError(f"darkness: expected in [0, 1], got {darkness}")
+    arr = np.asarray(scene.convert("RGB"), dtype=np.float32)
+    H, W = arr.shape[:2]
+    x, y, _w, h = placed.box
+    body = placed.alpha if placed.alpha is not None else placed.mask.astype(np.float32)
+    cols = np.flatnonzero(body.max(axis=0) > 0.5)
+    rows = np.flatnonzero(body.max(axis=1) > 0.5)
+    if cols.size == 0:
+        return scene.convert("RGB")
+    cx = x + (cols[0] + cols[-1] + 1) / 2
+    half_w = 0.45 * (cols[-1] + 1 - cols[0])
+    base_y = y + rows[-1] + 1
+    half_h = max(2.0, 0.035 * h)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    ell = np.clip(1.0 - ((xx - cx) / half_w) ** 2 - ((yy - base_y) / half_h) ** 2, 0, 1)
+    ell = ndimage.gaussian_filter(ell, sigma=max(1.0, half_h * 0.6))
+    # Contact occlusion: the product's own footprint, a few pixels below its base, blurred.
+    foot = np.zeros((H, W), np.float32)
+    fy0 = max(0, y + rows[-1] - max(1, h // 40))
+    foot[fy0 : min(H, base_y + max(1, h // 60)), x + cols[0] : x + cols[-1] + 1] = 1.0
+    foot = ndimage.gaussian_filter(foot, sigma=max(1.0, h / 120))
+    shade = np.clip(0.8 * ell / max(float(ell.max()), 1e-6) + 0.6 * foot, 0, 1)
+    out = arr * (1.0 - darkness * shade[..., None])
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
 def canvas_size(
@@ -180,6 +418,32 @@ def canvas_size(
         max(multiple, round(w / multiple) * multiple),
         max(multiple, round(h / multiple) * multiple),
     )
+
+
+def scene_canvas(placement: Placement, *, native: int, multiple: int) -> tuple[int, int]:
+    """Canvas ``(w, h)`` for a scene at the model's native scale: the short side is ``native``
+    (what the model learned), the long side follows the placement's aspect, rounded up to a
+    multiple of ``multiple`` (crop the excess with :func:`crop_to_aspect`)."""
+    if native < multiple:
+        raise ValueError(f"native: expected >= multiple ({multiple}), got {native}")
+    a = placement.aspect
+    if a >= 1:
+        w = math.ceil(native * a / multiple) * multiple
+        return (w, native)
+    h = math.ceil(native / a / multiple) * multiple
+    return (native, h)
+
+
+def crop_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
+    """Centre crop of ``image`` to width / height ``aspect`` (no resampling)."""
+    w, h = image.size
+    if w / h > aspect:
+        nw = max(1, round(h * aspect))
+        x0 = (w - nw) // 2
+        return image.crop((x0, 0, x0 + nw, h))
+    nh = max(1, round(w / aspect))
+    y0 = (h - nh) // 2
+    return image.crop((0, y0, w, y0 + nh))
 
 
 def inpaint_inputs(
@@ -251,32 +515,47 @@ def compose_hero(
     *,
     headline: str | None = None,
     text_box: tuple[int, int, int, int] | None = None,
+    shadow: bool = False,
 ) -> Image.Image:
-    """The hero at placement size: scene upscaled, headline drawn, product pixels pasted last
-    (exactly the placed cut-out's, inside its mask)."""
+    """The hero at placement size: scene (enlarged bicubically only when it is not at the
+    placement's size yet; the delivery path restores it first), optional contact shadow,
+    headline drawn, product pasted last: inside ``placed.mask`` exactly
+    ``apply_gain(placed.rgb, placed.gain)``, soft edges blended by ``placed.alpha``."""
     W, H = placement.size
-    hero = scene.convert("RGB").resize((W, H), Image.Resampling.BICUBIC)
-    if headline and text_box is not None:
-        draw_headline(hero, headline, text_box)
-    arr = np.asarray(hero).copy()
+    hero = scene.convert("RGB")
+    if hero.size != (W, H):
+        hero = hero.resize((W, H), Image.Resampling.BICUBIC)
     x, y, w, h = placed.box
     if x < 0 or y < 0 or x + w > W or y + h > H:
         raise ValueError(f"placed.box: expected inside {W}x{H}, got {placed.box}")
+    if shadow:
+        hero = contact_shadow(hero, placed)
+    if headline and text_box is not None:
+        draw_headline(hero, headline, text_box)
+    arr = np.asarray(hero).copy()
     region = arr[y : y + h, x : x + w]
-    region[placed.mask] = placed.rgb[placed.mask]
+    product = apply_gain(placed.rgb, placed.gain)
+    if placed.alpha is not None:
+        a = placed.alpha[..., None]
+        blend = region.astype(np.float32) * (1 - a) + product.astype(np.float32) * a
+        region[...] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    region[placed.mask] = product[placed.mask]
     return Image.fromarray(arr, "RGB")
 
 
 def check_fidelity(image: Image.Image, placed: PlacedProduct) -> int:
-    """Raise :class:`FidelityError` unless every product pixel of ``image`` equals the placed
-    cut-out's; returns the number of pixels checked."""
+    """Raise :class:`FidelityError` unless the product was kept by the blending rule: its gain
+    passes :func:`check_gain` and every product pixel (``placed.mask``) of ``image`` equals
+    ``apply_gain(placed.rgb, placed.gain)`` exactly (no per-pixel repaint can pass). Returns
+    the number of pixels checked."""
+    check_gain(placed.gain)
     arr = np.asarray(image.convert("RGB"))
     x, y, w, h = placed.box
     region = arr[y : y + h, x : x + w]
     if region.shape[:2] != placed.mask.shape:
         raise FidelityError(f"product box {placed.box} falls outside the {image.size} image")
     got = region[placed.mask]
-    want = placed.rgb[placed.mask]
+    want = apply_gain(placed.rgb[placed.mask], placed.gain)
     diff = np.any(got != want, axis=-1)
     if diff.any():
         raise FidelityError(
@@ -286,15 +565,24 @@ def check_fidelity(image: Image.Image, placed: PlacedProduct) -> int:
 
 
 def hero_metadata(
-    *, model: str, seed: int, brief_hash: str, box: tuple[int, int, int, int]
+    *,
+    model: str,
+    seed: int,
+    brief_hash: str,
+    box: tuple[int, int, int, int],
+    gain: tuple[float, float, float] | None = None,
 ) -> dict[str, str]:
-    """The metadata stored with a hero (model, seed, brief hash, product box ``x,y,w,h``)."""
-    return {
+    """The metadata stored with a hero (model, seed, brief hash, product box ``x,y,w,h``, and
+    the product's per-channel gain ``r,g,b`` when it is not 1)."""
+    meta = {
         "model": str(model)[:256],
         "seed": str(int(seed)),
         "brief_hash": str(brief_hash),
         "product_box": ",".join(str(int(v)) for v in box),
     }
+    if gain is not None and tuple(gain) != (1.0, 1.0, 1.0):
+        meta["product_gain"] = ",".join(f"{float(g):.4f}" for g in check_gain(gain))
+    return meta
 
 
 def png_info(metadata: dict[str, str]) -> PngInfo:

@@ -71,6 +71,11 @@ def product_cutout_path(sku: str) -> str:
     return f"catalog/cutouts/{sku}.png"
 
 
+#: Catalog renders are made at delivery resolution (long side >= 768 px), so a hero never
+#: enlarges a product beyond 1.25x; the models that read them at 32-64 px downsample.
+DELIVERY_IMAGE_SIZE = 768
+
+
 def render_seed(seed: int, index: int) -> int:
     """The render seed of the ``index``-th product of the world built with ``seed``."""
     return (seed * 1_000_003 + index * 7919 + 17) & 0x7FFFFFFF
@@ -107,7 +112,7 @@ def build_demo_world(
     n_products: int = 400,
     n_users: int = 1200,
     weeks: int = 6,
-    image_size: int = 256,
+    image_size: int = DELIVERY_IMAGE_SIZE,
     progress: bool = True,
 ) -> DemoBuildOutput:
     """Build the demo world into ``engine`` and ``home`` (tables are created if missing).
@@ -132,7 +137,11 @@ def build_demo_world(
     with engine.connect() as conn:
         counts = _demo_counts(conn)
     if manifest is not None and manifest.get("database") == _db_name(engine) and old is not None:
-        if old != params and counts["products"] > 0:
+        # Another render size alone is not another world: the images are redone below.
+        same_world = {k: v for k, v in old.items() if k != "image_size"} == {
+            k: v for k, v in params.items() if k != "image_size"
+        }
+        if not same_world and counts["products"] > 0:
             raise ValueError(
                 f"home: {home} already holds a demo world built with {old}; got {params}. "
                 "Use a fresh state folder (TAILORSHOT_HOME) or the same arguments."

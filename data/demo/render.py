@@ -656,11 +656,16 @@ def render_product(
 
 
 def _erode(a: np.ndarray, k: int) -> np.ndarray:
-    """Grey erosion of ``a`` ``(h, w)`` float in [0, 1] by a ``(2k+1)`` square (Pillow, in C)."""
-    img = Image.fromarray(np.round(a * 255).astype(np.uint8), "L").filter(
-        ImageFilter.MinFilter(2 * k + 1)
-    )
-    return np.asarray(img, np.float32) / 255.0
+    """Grey erosion of ``a`` ``(h, w)`` float in [0, 1] by a ``(2k+1)`` square.
+
+    Separable (row then column minimum, scipy): the same pixels as Pillow's square
+    ``MinFilter`` but O(1) in ``k`` instead of O(k^2), which matters at delivery sizes (768 px
+    renders use k = 6)."""
+    from scipy import ndimage
+
+    img = np.round(a * 255).astype(np.uint8)
+    out = ndimage.minimum_filter(img, size=2 * k + 1, mode="nearest")
+    return out.astype(np.float32) / 255.0
 
 
 class _Canvas:
@@ -1103,6 +1108,19 @@ def render_scene(
     return compose_scene(
         rgba_product, setting=setting, lighting=lighting, size=size, seed=seed
     ).image
+
+
+def render_backdrop(setting: str, lighting: str, *, size: int = 64, seed: int) -> Image.Image:
+    """A product-free backdrop: ``setting`` under ``lighting``, RGB ``size`` x ``size``
+    (what :func:`compose_scene` draws behind the product, without it and its shadow)."""
+    if lighting not in LIGHTING:
+        raise ValueError(f"lighting: expected one of {list(LIGHTING)}, got {lighting!r}")
+    if not isinstance(size, int) or size < 16:
+        raise ValueError(f"size: expected an int >= 16, got {size!r}")
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5CE7E])
+    back, _ = _backdrop(setting, size, rng)
+    back = _apply_lighting(back, lighting, rng)
+    return Image.fromarray(np.clip(back, 0, 255).astype(np.uint8), "RGB")
 
 
 def dominant_colour(image: Image.Image, mask: np.ndarray | None = None) -> str:
