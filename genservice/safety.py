@@ -25,28 +25,118 @@ class SafetyChecker(Protocol):
     def check(self, images: Sequence[Image.Image]) -> list[bool]: ...
 
 
+#: Skin tones from very light to very dark (sRGB), for the synthetic positives.
+SKIN_TONES: tuple[tuple[int, int, int], ...] = (
+    (255, 224, 196), (241, 194, 167), (224, 172, 140), (208, 150, 118),
+    (190, 130, 100), (161, 102, 72), (128, 82, 58), (96, 62, 44),
+)  # fmt: skip
+
+#: Side of the square the heuristic works at (pixels): enough for region shapes, cheap.
+_WORK_SIDE = 128
+#: Lower Cr bound of skin (133 in the classic range; 138 leaves out pale creams and ivory).
+CR_MIN = 138
+
+
 @dataclass
 class SkinToneHeuristicChecker:
-    """A crude, model-free NSFW proxy: flags an image when more than ``max_skin_fraction`` of
-    its pixels fall in a YCbCr skin-tone range. For models that ship no safety checker; it
-    over-flags beige scenes rather than under-flagging nudity (tune ``max_skin_fraction``)."""
+    """A model-free NSFW proxy for models that ship no safety checker: flags an image whose
+    largest connected region of smooth skin-tone pixels covers more than ``max_skin_fraction``
+    of it.
 
-    max_skin_fraction: float = 0.6
+    Skin pixels are in the YCbCr range (Cb 77-127, Cr 138-173, Y > 40) *and* smooth (local
+    luma gradient below ``max_gradient``: skin is shaded, not textured), measured on a
+    128x128 thumbnail; regions are 8-connected. The largest region, not the total, counts:
+    beige scenes scatter skin-tone pixels over grain, shelves and props, while a body is one
+    region. A region running along more than ``max_border_share`` of the frame's border is
+    ground, not figure (a warm backdrop behind a product), unless it covers more than
+    ``full_frame_share`` of the image (a close-up filling the frame). Calibrated with
+    ``tailorshot evaluate safety`` (demo heroes and :func:`synthetic_skin_images`); it is a
+    proxy, not a nudity detector: a learned classifier can be plugged in as a
+    :class:`SafetyChecker`.
+    """
+
+    max_skin_fraction: float = 0.35
+    max_gradient: float = 10.0
+    max_border_share: float = 0.8
+    full_frame_share: float = 0.9
     name: str = "skin-heuristic"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_skin_fraction <= 1.0:
             raise ValueError(f"max_skin_fraction: expected in (0, 1], got {self.max_skin_fraction}")
+        if not self.max_gradient > 0:
+            raise ValueError(f"max_gradient: expected > 0, got {self.max_gradient}")
 
-    def skin_fraction(self, image: Image.Image) -> float:
-        """Fraction of pixels in the skin range (Cb 77-127, Cr 133-173, Y > 40)."""
+    @staticmethod
+    def skin_mask(image: Image.Image) -> np.ndarray:
+        """Bool ``(H, W)``: pixels in the skin range (Cb 77-127, Cr ``CR_MIN``-173, Y > 40)."""
         ycc = np.asarray(image.convert("YCbCr"), dtype=np.int16)
         y, cb, cr = ycc[..., 0], ycc[..., 1], ycc[..., 2]
-        skin = (y > 40) & (cb >= 77) & (cb <= 127) & (cr >= 133) & (cr <= 173)
-        return float(skin.mean())
+        return (y > 40) & (cb >= 77) & (cb <= 127) & (cr >= CR_MIN) & (cr <= 173)  # type: ignore[no-any-return]
+
+    def skin_fraction(self, image: Image.Image) -> float:
+        """Fraction of pixels in the skin range (any shape, any texture)."""
+        return float(self.skin_mask(image).mean())
+
+    def score(self, image: Image.Image) -> float:
+        """Share of the image covered by its largest smooth skin region, in ``[0, 1]``."""
+        from scipy import ndimage
+
+        thumb = image.convert("RGB").resize((_WORK_SIDE, _WORK_SIDE), Image.Resampling.BOX)
+        mask = self.skin_mask(thumb)
+        luma = np.asarray(thumb.convert("L"), dtype=np.float32)
+        gy, gx = np.gradient(ndimage.uniform_filter(luma, 2))
+        smooth = np.hypot(gx, gy) < self.max_gradient
+        mask &= smooth
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+        if n == 0:
+            return 0.0
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] / mask.size
+        border = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+        touch = np.bincount(border, minlength=n + 1)[1:] / border.size
+        # Figure, not ground: a region around most of the frame's border is a backdrop (a
+        # beige wall behind a product) unless it fills nearly the whole frame.
+        figure = (touch < self.max_border_share) | (sizes > self.full_frame_share)
+        return float(sizes[figure].max()) if figure.any() else 0.0
 
     def check(self, images: Sequence[Image.Image]) -> list[bool]:
-        return [self.skin_fraction(im) > self.max_skin_fraction for im in images]
+        return [self.score(im) > self.max_skin_fraction for im in images]
+
+
+def synthetic_skin_images(
+    n: int, *, seed: int, size: tuple[int, int] = (256, 192)
+) -> list[Image.Image]:
+    """``n`` synthetic skin-dominant images (the heuristic's positives): one body-like region
+    of overlapping ellipses in a skin tone (:data:`SKIN_TONES`, in turn) covering 40-90% of
+    the frame, shaded and lightly noisy, on a plain non-skin background. Seeded."""
+    if n < 1:
+        raise ValueError(f"n: expected >= 1, got {n}")
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    out = []
+    for i in range(n):
+        tone = np.array(SKIN_TONES[i % len(SKIN_TONES)], dtype=np.float32)
+        bg = tuple(int(v) for v in rng.choice([[40, 60, 90], [70, 110, 80], [200, 205, 215],
+                                                [30, 30, 35], [90, 120, 170]]))  # fmt: skip
+        target = float(rng.uniform(0.4, 0.9))
+        mask = Image.new("L", size, 0)
+        draw = ImageDraw.Draw(mask)
+        cx, cy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.4, 0.6)
+        for _ in range(60):
+            if np.asarray(mask).mean() / 255 >= target:
+                break
+            rx, ry = w * rng.uniform(0.12, 0.3), h * rng.uniform(0.15, 0.4)
+            draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+            cx = float(np.clip(cx + rng.normal(0, w * 0.12), 0, w))
+            cy = float(np.clip(cy + rng.normal(0, h * 0.12), 0, h))
+        m = np.asarray(mask.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / 255
+        yy = np.linspace(0.85, 1.1, h, dtype=np.float32)[:, None, None]
+        skin = np.clip(tone * yy + rng.normal(0, 3, (h, w, 3)), 0, 255)
+        img = m * skin + (1 - m) * np.array(bg, dtype=np.float32)
+        out.append(Image.fromarray(img.astype(np.uint8)))
+    return out
 
 
 @dataclass

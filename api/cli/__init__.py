@@ -39,6 +39,7 @@ AREAS: list[str] = [
     "train_gen",
     "clip",
     "imaging",
+    "safety",
 ]
 
 for _area in AREAS:

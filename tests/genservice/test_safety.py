@@ -133,3 +133,58 @@ def test_diffusers_safety_checker_wrapper() -> None:
     assert _tiny_sd_checker(weight=-10.0).check(imgs) == [True, True]  # always above
     with pytest.raises(SafetyViolation):
         enforce_safe(_tiny_sd_checker(weight=-10.0), imgs)
+
+
+# -- the calibrated heuristic ------------------------------------------------------------------
+
+
+def _scene(color: tuple[int, int, int], product: tuple[int, int, int], frac: float) -> Image.Image:
+    """A plain backdrop with a centred rectangular "product" covering ``frac`` of it."""
+    img = Image.new("RGB", (200, 120), color)
+    w, h = int(200 * frac**0.5), int(120 * frac**0.5)
+    img.paste(product, (100 - w // 2, 60 - h // 2, 100 + w // 2, 60 + h // 2))
+    return img
+
+
+def test_heuristic_flags_every_synthetic_positive_and_the_58_percent_case() -> None:
+    from genservice.safety import synthetic_skin_images
+
+    checker = SkinToneHeuristicChecker()
+    positives = synthetic_skin_images(32, seed=1)
+    assert all(checker.check(positives))
+    # The issue's miss: 58% skin pixels (one body-like region on a dark background).
+    fifty_eight = _scene((30, 40, 60), (208, 150, 118), 0.58)
+    assert 0.55 < checker.skin_fraction(fifty_eight) < 0.61
+    assert checker.check([fifty_eight]) == [True]
+    # Every tone of the palette, from very light to very dark, is skin.
+    from genservice.safety import SKIN_TONES
+
+    for tone in SKIN_TONES:
+        assert checker.score(Image.new("RGB", (64, 64), tone)) == 1.0, tone
+
+
+def test_heuristic_passes_warm_scenes_and_skin_toned_products() -> None:
+    checker = SkinToneHeuristicChecker()
+    # A beige chair on a pale cream wall: the old rule saw > 60% "skin" and refused it.
+    chair = _scene((245, 235, 215), (200, 160, 120), 0.3)
+    cream_wall = _scene((226, 196, 160), (40, 60, 120), 0.25)  # a warm backdrop around a product
+    grain = np.asarray(_scene((210, 150, 110), (20, 20, 20), 0.2), dtype=np.float32)
+    for k in range(0, 200, 6):
+        grain[:, k : k + 3] *= 0.7  # wood grain: textured, not smooth
+    wood = Image.fromarray(grain.astype(np.uint8))
+    assert checker.check([chair, cream_wall, wood]) == [False, False, False]
+    # The same warm backdrop without a product is a frame full of skin tone: refused.
+    assert checker.check([Image.new("RGB", (64, 64), (226, 196, 160))]) == [True]
+    with pytest.raises(ValueError, match="max_gradient"):
+        SkinToneHeuristicChecker(max_gradient=0)
+
+
+def test_synthetic_positives_are_seeded() -> None:
+    from genservice.safety import synthetic_skin_images
+
+    a = synthetic_skin_images(3, seed=5)
+    b = synthetic_skin_images(3, seed=5)
+    assert [np.asarray(x).tobytes() for x in a] == [np.asarray(x).tobytes() for x in b]
+    assert np.asarray(a[0]).shape == (192, 256, 3)
+    with pytest.raises(ValueError, match="n: expected"):
+        synthetic_skin_images(0, seed=0)

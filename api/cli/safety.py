@@ -1,0 +1,128 @@
+"""``tailorshot evaluate safety``: the image-safety heuristic's rates on demo heroes (false
+positives) and on synthetic skin-dominant images (true positives)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from api.cli.common import fail, load_settings, open_engine, print_json
+
+PLACEMENTS = ("banner", "square", "story")
+
+
+def demo_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool) -> Iterator[Any]:
+    """``n`` heroes of the first ``n`` demo shoppers (placements in turn), as the safety check
+    sees them (composed, before encoding), rendered with the configured generator. Cached:
+    the heroes live in ``<home>/eval/safety`` (their own image store and result cache, never
+    served), so a second run only reads them."""
+    from PIL import Image
+    from sqlmodel import Session, col, select
+    from tqdm import tqdm
+
+    from api.composition import build_components
+    from api.services.orchestration import Orchestrator
+    from data.models import User
+    from genservice.generator import HeroGenerator
+
+    folder = settings.home / "eval" / "safety"
+    gen_cfg = settings.generation.model_copy(
+        update={
+            "image_store_dir": str(folder / "images"),
+            "result_cache_file": str(folder / "results.sqlite"),
+            "safety_checker": "heuristic",
+        }
+    )
+    eval_settings = settings.model_copy(update={"generation": gen_cfg})
+    comps = build_components(eval_settings, engine=engine)
+    orch = Orchestrator(comps)
+    with Session(engine) as session:
+        users = list(session.exec(select(User.id).order_by(col(User.id)).limit(n)))
+        briefs = []
+        for i, uid in enumerate(users):
+            built = orch.brief_for_user(
+                session, user_id=uid, placement=PLACEMENTS[i % 3], seed=seed + i
+            )
+            if built is not None:
+                briefs.append(built[0])
+    if len(briefs) < n:
+        fail(f"--n: the demo home has {len(briefs)} shoppers with a brief, fewer than {n}")
+
+    class Pass:
+        """Records nothing and flags nothing: the evaluation needs every hero."""
+
+        name = "evaluation-pass"
+
+        def check(self, images: Any) -> list[bool]:
+            return [False] * len(images)
+
+    from genservice.cache import ResultCache
+    from genservice.storage import LocalImageStore
+
+    store = LocalImageStore(Path(str(gen_cfg.image_store_dir)))
+    cache = ResultCache(Path(str(gen_cfg.result_cache_file)), store=store)
+    generator: Any = None
+    for brief in tqdm(briefs, desc="demo heroes", disable=not progress):
+        hit = cache.get(brief.brief_hash)
+        if hit is not None:
+            key = hit.image_key
+        else:
+            if generator is None:
+                generator = HeroGenerator.from_config(gen_cfg, home=settings.home)
+                generator.safety = Pass()
+            key = generator.generate(brief).image_key
+        yield Image.open(io.BytesIO(bytes(store.get(key)))).convert("RGB")
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Add ``evaluate safety`` to the ``evaluate`` group."""
+    group = groups["evaluate"]
+
+    @group.command("safety")
+    def safety(
+        n: int = typer.Option(500, "--n", help="Demo heroes to check (rendered once, cached)."),
+        n_positives: int = typer.Option(
+            64, "--n-positives", help="Synthetic skin-dominant images to check."
+        ),
+        seed: int = typer.Option(0, help="Seed of the heroes and the synthetic images."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Rates of the built-in skin heuristic: ``false_positive_rate`` on ``n`` demo heroes
+        (built with ``tailorshot demo``) and ``true_positive_rate`` on synthetic skin-dominant
+        images. Needs a demo-built home (TAILORSHOT_HOME)."""
+        from genservice.safety import SkinToneHeuristicChecker, synthetic_skin_images
+
+        if n < 1 or n_positives < 1:
+            fail(f"--n and --n-positives: expected >= 1, got {n} and {n_positives}")
+        settings = load_settings()
+        engine = open_engine(settings)
+        checker = SkinToneHeuristicChecker()
+        # One hero in memory at a time (a 1200x628 hero is ~2 MB decoded).
+        scores = [
+            checker.score(im)
+            for im in demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json)
+        ]
+        positives = [checker.score(im) for im in synthetic_skin_images(n_positives, seed=seed)]
+        t = checker.max_skin_fraction
+        fp = sum(s > t for s in scores)
+        result = {
+            "checker": checker.name,
+            "threshold": t,
+            "n": len(scores),
+            "n_positives": len(positives),
+            "false_positives": int(fp),
+            "false_positive_rate": round(fp / len(scores), 4),
+            "true_positive_rate": round(sum(s > t for s in positives) / len(positives), 4),
+            "hero_score_p99": round(float(sorted(scores)[int(0.99 * (len(scores) - 1))]), 4),
+            "hero_score_max": round(max(scores), 4),
+            "positive_score_min": round(min(positives), 4),
+        }
+        if as_json:
+            print_json(result)
+        else:
+            for k, v in result.items():
+                typer.echo(f"{k:22s} {v}")

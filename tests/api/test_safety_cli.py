@@ -1,0 +1,38 @@
+"""``tailorshot evaluate safety --json``: the heuristic's rates with the keys the issue names;
+the heroes come from a stand-in source here (rendering 500 demo heroes is a CPU-heavy job)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+
+def test_evaluate_safety_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.cli.safety as cli_safety
+    from api.cli import app
+
+    def fake_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool) -> Iterator:
+        # 9 product-on-backdrop heroes and one skin-dominant image among them (a false positive).
+        for i in range(n - 1):
+            img = Image.new("RGB", (120, 60), (40 + i, 90, 160))
+            img.paste((200, 160, 120), (45, 10, 75, 50))
+            yield img
+        yield Image.new("RGB", (120, 60), (224, 172, 140))
+
+    monkeypatch.setattr(cli_safety, "demo_heroes", fake_heroes)
+    monkeypatch.setenv("TAILORSHOT_HOME", str(tmp_path / "home"))
+    out = CliRunner().invoke(app, ["evaluate", "safety", "--n", "10", "--n-positives", "16",
+                                   "--json"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["n"] == 10 and result["n_positives"] == 16
+    assert result["false_positive_rate"] == 0.1 and result["true_positive_rate"] == 1.0
+    assert result["false_positives"] == 1 and result["hero_score_max"] == 1.0
+    bad = CliRunner().invoke(app, ["evaluate", "safety", "--n", "0"])
+    assert bad.exit_code == 2 and "--n" in bad.output
