@@ -10,11 +10,11 @@ shopper, products not to recommend):
 - new products (:func:`drop_products`): a seeded share of the catalog loses all its
   interactions, so only content can place those products.
 
-Everything tuned (EASE's ``l2``, the hybrid's blend weights) is tuned on validation shoppers
-and scored on others: test shoppers are split into two seeded folds and each fold is scored
-with what was tuned on the other (``ProtocolOutput.tuning_users`` records which shoppers each
-fold's tuning saw). Intervals are percentile bootstraps over shoppers; the hybrid's lift over
-the best baseline is a paired bootstrap of the ratio of means.
+Everything tuned (EASE's ``l2``, ALS's factors, the hybrid's blend weights) is tuned on
+validation shoppers and scored on others: test shoppers are split into two seeded folds and
+each fold is scored with what was tuned on the other (``ProtocolOutput.tuning_users`` records
+which shoppers each fold's tuning saw). Intervals are percentile bootstraps over shoppers; the
+hybrid's lift over the best baseline is a paired bootstrap of the ratio of means.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ __all__ = [
 #: The collaborative baselines reported next to the interest and hybrid recommenders.
 BASELINES: tuple[str, ...] = ("popularity", "item_knn", "ease", "als")
 EASE_L2_GRID: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0)
+ALS_FACTORS_GRID: tuple[int, ...] = (16, 32, 64)
 
 Progress = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
 
@@ -274,6 +275,7 @@ def run_protocol(
     cold_max_events: int = 2,
     als_params: Mapping[str, Any] | None = None,
     ease_grid: Sequence[float] = EASE_L2_GRID,
+    als_grid: Sequence[int] = ALS_FACTORS_GRID,
     hybrid_params: Mapping[str, Any] | None = None,
     progress: Progress = _no_progress,
 ) -> ProtocolOutput:
@@ -282,8 +284,9 @@ def run_protocol(
 
     ``profile_of(user, history)`` builds a taste profile from a training history;
     ``items`` are the catalog's CLIP vectors (every recommendable product). EASE's ``l2``
-    and the hybrid's blend are tuned per fold on the other fold's shoppers (see the module
-    docstring); ALS uses ``als_params`` (seeded with ``seed``)."""
+    and ALS's ``factors`` (``als_grid``; other parameters ``als_params``, seeded with
+    ``seed``) and the hybrid's blend are tuned per fold on the other fold's shoppers (see the
+    module docstring)."""
     users = sorted(u for u in split.relevant if split.relevant[u])
     if len(users) < 4:
         raise ValueError(f"split {split.name!r}: expected >= 4 test shoppers, got {len(users)}")
@@ -308,11 +311,7 @@ def run_protocol(
         recall[name], ndcg[name] = _lists_metrics(tops, split.relevant, users, k)
 
     # --- untuned baselines
-    fixed = {
-        "popularity": MostPopularRecommender(),
-        "item_knn": ItemKNNRecommender(),
-        "als": ALSRecommender(**{"seed": seed, "num_threads": 1, **(als_params or {})}),
-    }
+    fixed = {"popularity": MostPopularRecommender(), "item_knn": ItemKNNRecommender()}
     for name, model in progress(fixed.items(), f"{split.name}: baselines", len(fixed)):
         model.fit(x)
         tops = _top_lists(model.scores(rows), col_ids, excl_cols, k)
@@ -333,6 +332,12 @@ def run_protocol(
     # --- EASE (l2 tuned per fold) and the hybrid (blend tuned per fold)
     eases = {l2: EASERecommender(l2=l2).fit(x) for l2 in ease_grid}
     ease_scores = {l2: m.scores(rows) for l2, m in eases.items()}
+    als_scores = {
+        f: ALSRecommender(**{"seed": seed, "num_threads": 1, **(als_params or {}), "factors": f})
+        .fit(x)
+        .scores(rows)
+        for f in progress(als_grid, f"{split.name}: ALS", len(als_grid))
+    }
     cat_pos = {int(i): j for j, i in enumerate(catalog.tolist())}
     targets_cat = np.array([cat_pos.get(min(split.relevant[u]), -1) for u in users])
 
@@ -349,6 +354,7 @@ def run_protocol(
         return float(np.mean(hits))
 
     tops_e: dict[str, list[int]] = {}
+    tops_a: dict[str, list[int]] = {}
     tops_h: dict[str, list[int]] = {}
     tuning_users: list[list[str]] = []
     tuned: list[dict[str, Any]] = []
@@ -359,6 +365,11 @@ def run_protocol(
         vi = np.array([pos[u] for u in val])
         ti = np.array([pos[u] for u in test_fold])
         l2 = max(ease_grid, key=lambda v: (recall_of(ease_scores[v], vi), -v))
+        factors = max(als_grid, key=lambda v: (recall_of(als_scores[v], vi), -v))
+        for i in ti:
+            tops_a[users[i]] = col_ids[
+                top_k_excluding(als_scores[factors][i], k, excl_cols[i])
+            ].tolist()
         for i in ti:
             tops_e[users[i]] = col_ids[
                 top_k_excluding(ease_scores[l2][i], k, excl_cols[i])
@@ -386,6 +397,7 @@ def run_protocol(
         tuned.append(
             {
                 "ease_l2": l2,
+                "als_factors": factors,
                 "warm": warm.as_array().tolist(),
                 "cold": cold_w.as_array().tolist(),
                 "validation_recall": warm_r,
@@ -400,6 +412,7 @@ def run_protocol(
             )
             tops_h[users[i]] = rec.item_ids.tolist()
     record("ease", tops_e)
+    record("als", tops_a)
     record("hybrid", tops_h)
     return ProtocolOutput(
         name=split.name,

@@ -111,7 +111,8 @@ def test_run_protocol_tunes_on_other_shoppers_only() -> None:
         k=5,
         seed=0,
         ease_grid=(1.0, 10.0),
-        als_params={"factors": 3, "iterations": 5},
+        als_params={"iterations": 5},
+        als_grid=(2, 3),
     )
     assert set(out.recall) == {"popularity", "item_knn", "als", "ease", "hybrid"}
     # every scored shopper is scored once, by a fold whose tuning never saw them (by id)
