@@ -224,6 +224,9 @@ class Orchestrator:
         refs: list[int] = []
         if profile is not None:
             terms = _terms_of([list(t.to_list()) for t in profile.style_terms])
+            if self.settings.api.approved_terms_only:
+                vocab = self.approved_vocabulary(session, user_id=user_id)
+                terms = [(t, w) for t, w in terms if t.strip().lower() in vocab]
         product_id = self.product_for(session, user_id=user_id, profile=profile)
         if product_id is None:
             return None
@@ -243,6 +246,28 @@ class Orchestrator:
             seed=self.settings.seed if seed is None else seed,
         )
         return brief, product_id
+
+    def approved_vocabulary(self, session: Session, *, user_id: str) -> set[str]:
+        """Style terms a personalized hero of ``user_id`` may use (lower case): the terms of
+        approved variants (generic ones, and those of the user's segment), the terms of the
+        user's segment (shown to and edited by marketers), and ``api.approved_terms``. A term
+        the profile found but no marketer reviewed never reaches the shopper's hero."""
+        vocab = {t.strip().lower() for t in self.settings.api.approved_terms}
+        seg = self._segment_of(session, user_id)
+        q = select(CreativeVariant.terms).where(
+            CreativeVariant.status == VariantStatus.approved,
+            col(CreativeVariant.user_id).is_(None),
+        )
+        if seg is not None and seg.id is not None:
+            q = q.where(
+                (col(CreativeVariant.segment_id).is_(None)) | (CreativeVariant.segment_id == seg.id)
+            )
+            vocab |= {t.strip().lower() for t, _ in _terms_of(seg.terms)}
+        else:
+            q = q.where(col(CreativeVariant.segment_id).is_(None))
+        for raw in session.exec(q).all():
+            vocab |= {t.strip().lower() for t, _ in _terms_of(list(raw or []))}
+        return vocab
 
     def _segment_of(self, session: Session, user_id: str) -> Segment | None:
         sid = session.exec(
