@@ -378,18 +378,22 @@ class ALSRecommender(_Base):
 
     def fit(self, matrix: sp.csr_matrix, *, show_progress: bool = False) -> ALSRecommender:
         from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits  # a dependency of implicit
 
         m = _as_csr("matrix", matrix)
-        model = AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            random_state=self.seed,
-            num_threads=self.num_threads,
-            calculate_training_loss=False,
-        )
-        model.fit(m, show_progress=show_progress)
+        # implicit parallelises over users itself; a multi-threaded BLAS underneath it
+        # oversubscribes the cores (implicit checks, and warns, when the model is made)
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=self.num_threads,
+                calculate_training_loss=False,
+            )
+            model.fit(m, show_progress=show_progress)
         self._items = np.asarray(model.item_factors, dtype=np.float64)
         self._users = np.asarray(model.user_factors, dtype=np.float32)
         self._yty = self._items.T @ self._items
