@@ -217,6 +217,9 @@ def train_loop(
 
     pending: list[torch.Tensor] = []  # this interval's losses, still on the device
     syncs = 0
+    #: (steps done, seconds since the loop began) at each read: the device has finished
+    #: those steps then, so intervals between reads time the steps (benches use them).
+    read_times: list[tuple[int, float]] = []
 
     def flush() -> None:
         nonlocal syncs
@@ -225,6 +228,7 @@ def train_loop(
         first = len(losses)
         values = fetch(pending)
         syncs += 1
+        read_times.append((first + len(values), time.perf_counter() - t0))
         pending.clear()
         for i, v in enumerate(values):
             if not np.isfinite(v):
@@ -266,7 +270,7 @@ def train_loop(
         losses=losses,
         seconds=time.perf_counter() - t0,
         resumed_from=resumed_from,
-        extra={"host_reads": syncs},
+        extra={"host_reads": syncs, "read_times": read_times},
     )
 
 

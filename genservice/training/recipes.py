@@ -184,7 +184,7 @@ def train_vae_recipe(
         target,
         loop,
         {
-            **loop.extra,
+            **{k: v for k, v in loop.extra.items() if k != "read_times"},
             "batch_size": batch_size,
             "lr": lr,
             "crop": crop,
