@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import ValidationError
 from sqlalchemy import delete
-from sqlmodel import col, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from api.deps import ComponentsDep, SessionDep, StorefrontKey
 from api.schemas import EventCreate, EventErrorPublic, EventsCreate, EventsPublic
@@ -26,6 +28,28 @@ def _error_text(exc: ValidationError) -> str:
         loc = ".".join(str(x) for x in e.get("loc", ()))
         parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg")))
     return "; ".join(parts)[:500]
+
+
+def purge_late_users(session: Session, users: set[str]) -> int:
+    """Delete every event and the user row of ``users`` (erased while this batch was being
+    written); returns the events deleted. A concurrent batch still inserting events for them
+    makes the user row's delete fail its foreign key: retry, then leave the row to that
+    batch's own purge."""
+    gone = 0
+    for attempt in range(5):
+        try:
+            gone += rowcount(
+                session.execute(delete(Event).where(col(Event.user_id).in_(list(users))))
+            )
+            session.execute(delete(User).where(col(User.id).in_(list(users))))
+            session.commit()
+            return gone
+        except IntegrityError:
+            session.rollback()
+            time.sleep(0.05 * (attempt + 1))
+    session.execute(delete(Event).where(col(Event.user_id).in_(list(users))))
+    session.commit()
+    return gone
 
 
 @router.post("/events", response_model=EventsPublic)
@@ -98,11 +122,8 @@ def post_events(
         # (api/services/erasure.py explains why this order cannot resurrect a user).
         late = guard.erased_among({r["user_id"] for r in rows}, session)
         if late:
-            ids = [r["event_id"] for r in rows if r["user_id"] in late]
-            gone = rowcount(session.execute(delete(Event).where(col(Event.event_id).in_(ids))))
-            session.execute(delete(User).where(col(User.id).in_(list(late))))
-            session.commit()
-            inserted -= gone
+            gone = purge_late_users(session, late)
+            inserted -= min(gone, inserted)
             for i, r in zip(row_index, rows, strict=True):
                 if r["user_id"] in late:
                     errors.append(

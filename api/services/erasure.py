@@ -281,13 +281,23 @@ def erase_everywhere(
     wait_s = float(comps.settings.api.erasure_job_wait_s)
     if not stop_user_jobs(comps, session, user_id=user_id, wait_s=wait_s):  # 3
         raise ErasureIncomplete(user_id, ["a job of the user is still running"])
-    out = erase_user(  # 4
-        session,
-        user_id=user_id,
-        images=comps.images,
-        result_cache=result_cache,
-        user_indexes=comps.user_indexes,
-    )
+    for attempt in range(5):  # 4
+        try:
+            out = erase_user(
+                session,
+                user_id=user_id,
+                images=comps.images,
+                result_cache=result_cache,
+                user_indexes=comps.user_indexes,
+            )
+            break
+        except IntegrityError:
+            # An event batch was inserting for the user (it purges itself on its tombstone
+            # check); its uncommitted rows held the user row: retry once it is done.
+            session.rollback()
+            if attempt == 4:
+                raise ErasureIncomplete(user_id, ["concurrent writes; retry"]) from None
+            time.sleep(0.05 * (attempt + 1))
     try:
         checkpoint(comps.engine)  # 5
     except Exception as exc:  # a busy reader delays the checkpoint; the next one catches up
