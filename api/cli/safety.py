@@ -78,6 +78,17 @@ def demo_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool
         yield Image.open(io.BytesIO(bytes(store.get(key)))).convert("RGB")
 
 
+def _baseline_flag(image: Any) -> bool:
+    """The heuristic before calibration: more than 60% of pixels in the classic YCbCr skin
+    range (Cb 77-127, Cr 133-173, Y > 40), for the before/after comparison."""
+    import numpy as np
+
+    ycc = np.asarray(image.convert("YCbCr"), dtype=np.int16)
+    y, cb, cr = ycc[..., 0], ycc[..., 1], ycc[..., 2]
+    skin = (y > 40) & (cb >= 77) & (cb <= 127) & (cr >= 133) & (cr <= 173)
+    return bool(skin.mean() > 0.6)
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     """Add ``evaluate safety`` to the ``evaluate`` group."""
     group = groups["evaluate"]
@@ -89,6 +100,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             64, "--n-positives", help="Synthetic skin-dominant images to check."
         ),
         seed: int = typer.Option(0, help="Seed of the heroes and the synthetic images."),
+        catalog: bool = typer.Option(
+            True, "--catalog/--no-catalog", help="Also check the demo catalog's product images."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Rates of the built-in skin heuristic: ``false_positive_rate`` on ``n`` demo heroes
@@ -102,11 +116,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         engine = open_engine(settings)
         checker = SkinToneHeuristicChecker()
         # One hero in memory at a time (a 1200x628 hero is ~2 MB decoded).
-        scores = [
-            checker.score(im)
-            for im in demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json)
-        ]
-        positives = [checker.score(im) for im in synthetic_skin_images(n_positives, seed=seed)]
+        scores: list[float] = []
+        baseline: list[bool] = []  # the rule before calibration: > 60% skin-range pixels
+        for im in demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json):
+            scores.append(checker.score(im))
+            baseline.append(_baseline_flag(im))
+        synthetic = synthetic_skin_images(n_positives, seed=seed)
+        positives = [checker.score(im) for im in synthetic]
         t = checker.max_skin_fraction
         fp = sum(s > t for s in scores)
         result = {
@@ -120,7 +136,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             "hero_score_p99": round(float(sorted(scores)[int(0.99 * (len(scores) - 1))]), 4),
             "hero_score_max": round(max(scores), 4),
             "positive_score_min": round(min(positives), 4),
+            "baseline_false_positive_rate": round(sum(baseline) / len(baseline), 4),
+            "baseline_true_positive_rate": round(
+                sum(_baseline_flag(im) for im in synthetic) / len(synthetic), 4
+            ),
         }
+        if catalog:
+            from PIL import Image
+
+            files = sorted((settings.home / "catalog").glob("*.png"))
+            flags = [checker.check([Image.open(f).convert("RGB")])[0] for f in files]
+            result["n_catalog"] = len(files)
+            if files:
+                result["catalog_false_positive_rate"] = round(sum(flags) / len(files), 4)
         if as_json:
             print_json(result)
         else:
