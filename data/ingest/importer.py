@@ -7,7 +7,6 @@ re-running the same file changes nothing (upserts by sku, inserts skipped by eve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -17,24 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
-from data.db import session_scope
 from data.ingest.readers import (
     RowItem,
-    detect_format,
     parquet_num_rows,
     read_csv,
     read_jsonl,
     read_parquet,
 )
 from data.models import EventKind
-from data.repos.catalog import (
-    insert_events,
-    product_ids_by_sku,
-    upsert_users,
-)
 
 #: Bounds that keep one hostile row from bloating the database.
 MAX_ID_LEN = 128
@@ -335,68 +326,3 @@ def _check_file(path: Path) -> None:
         raise FileNotFoundError(f"file: {path} does not exist")
     if not path.is_file():
         raise ValueError(f"file: {path} is not a regular file")
-
-
-def import_events(
-    engine: Engine,
-    *,
-    path: Path,
-    fmt: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    chunk_size: int = 5_000,
-    progress: bool = True,
-    errors_out: TextIO | None = None,
-) -> ImportReport:
-    """Insert events from ``path``, idempotent by event id; users are created as needed.
-
-    Memory stays bounded by ``chunk_size`` rows plus one 8-byte digest per event id seen
-    (to report duplicate ids inside the file).
-    """
-    _check_file(path)
-    fmt = detect_format(path, fmt)
-    report = ImportReport(file=str(path), kind="events")
-    add_bad = _bad_writer(errors_out, report)
-    seen_ids: set[bytes] = set()
-    bar = _progress(path, fmt, progress, f"events {path.name}")
-    try:
-        for chunk in _chunked(_iter_rows(path, fmt, bar), chunk_size):
-            valid: list[tuple[int, dict[str, Any]]] = []
-            for row_no, item in chunk:
-                report.rows_read += 1
-                if isinstance(item, str):
-                    add_bad(BadRow(str(path), row_no, item))
-                    continue
-                try:
-                    ev = validate_event(_apply_mapping(item, mapping or {}))
-                except RowError as exc:
-                    add_bad(BadRow(str(path), row_no, str(exc)))
-                    continue
-                digest = hashlib.blake2b(ev["event_id"].encode(), digest_size=8).digest()
-                if digest in seen_ids:
-                    add_bad(
-                        BadRow(
-                            str(path),
-                            row_no,
-                            f"duplicate event_id {ev['event_id']!r} in file",
-                        )
-                    )
-                    continue
-                seen_ids.add(digest)
-                valid.append((row_no, ev))
-            with session_scope(engine) as session:
-                ids = product_ids_by_sku(session, skus=[ev["sku"] for _, ev in valid])
-                good: list[dict[str, Any]] = []
-                for row_no, ev in valid:
-                    pid = ids.get(ev["sku"])
-                    if pid is None:
-                        add_bad(BadRow(str(path), row_no, f"unknown product sku {ev['sku']!r}"))
-                        continue
-                    good.append({**ev, "product_id": pid})
-                report.users_created += upsert_users(session, user_ids=[e["user_id"] for e in good])
-                n = insert_events(session, events=good)
-            report.written += n
-            report.unchanged += len(good) - n
-    finally:
-        if bar is not None:
-            bar.close()
-    return report

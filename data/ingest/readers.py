@@ -74,18 +74,11 @@ def _text_stream(raw: BinaryIO, on_read: Callable[[int], object] | None) -> io.T
     return io.TextIOWrapper(buffered, encoding="utf-8", errors="surrogateescape", newline="")
 
 
-def _has_bad_bytes(values: Any) -> bool:
-    if isinstance(values, str):
-        return bool(_BAD_BYTE.search(values))
-    if isinstance(values, dict):
-        return any(_has_bad_bytes(k) or _has_bad_bytes(v) for k, v in values.items())
-    if isinstance(values, list):
-        return any(_has_bad_bytes(v) for v in values)
-    return False
-
-
-def read_csv(raw: BinaryIO, *, on_read: Callable[[int], object] | None = None) -> Iterator[RowItem]:
-    """Stream a CSV with a header row as ``(line, record)``. A wrong column count is an error."""
+def csv_rows(
+    raw: BinaryIO, *, on_read: Callable[[int], object] | None = None
+) -> tuple[list[str], Iterator[tuple[int, list[str] | str]]]:
+    """The header of a CSV and a stream of ``(line, values | error)`` with one value per header
+    column (a wrong column count is an error). Reads the header at once, rows lazily."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     text = _text_stream(raw, on_read)
     head = text.readline()
@@ -96,31 +89,45 @@ def read_csv(raw: BinaryIO, *, on_read: Callable[[int], object] | None = None) -
     header = [h.strip() for h in header]
     if not header or any(not h for h in header):
         raise ValueError("csv: the first line must be a header naming every column")
-    reader = csv.reader(text, dialect=dialect)
-    lines_before = 1  # the header line
-    while True:
-        row_no = lines_before + 1  # where this record starts
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
+    width = len(header)
+
+    def rows() -> Iterator[tuple[int, list[str] | str]]:
+        reader = csv.reader(text, dialect=dialect)
+        lines_before = 1  # the header line
+        while True:
+            row_no = lines_before + 1  # where this record starts
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                lines_before = 1 + reader.line_num
+                yield row_no, f"unparseable CSV row: {exc}"
+                continue
             lines_before = 1 + reader.line_num
-            yield row_no, f"unparseable CSV row: {exc}"
-            continue
-        lines_before = 1 + reader.line_num
-        if not row:
-            continue  # blank line: not a record (its line still counts)
-        if _has_bad_bytes(row):
-            yield row_no, "invalid UTF-8 byte in row"
-            continue
-        if len(row) != len(header):
-            yield (
-                row_no,
-                f"expected {len(header)} columns, got {len(row)} (truncated or malformed row)",
-            )
-            continue
-        yield row_no, dict(zip(header, row, strict=True))
+            if not row:
+                continue  # blank line: not a record (its line still counts)
+            # One check over the joined row is cheaper than one per field; ASCII has none.
+            joined = "".join(row)
+            if not joined.isascii() and _BAD_BYTE.search(joined):
+                yield row_no, "invalid UTF-8 byte in row"
+                continue
+            if len(row) != width:
+                yield (
+                    row_no,
+                    f"expected {width} columns, got {len(row)} (truncated or malformed row)",
+                )
+                continue
+            yield row_no, row
+
+    return header, rows()
+
+
+def read_csv(raw: BinaryIO, *, on_read: Callable[[int], object] | None = None) -> Iterator[RowItem]:
+    """Stream a CSV with a header row as ``(line, record)``. A wrong column count is an error."""
+    header, rows = csv_rows(raw, on_read=on_read)
+    for row_no, row in rows:
+        yield row_no, row if isinstance(row, str) else dict(zip(header, row, strict=True))
 
 
 def read_jsonl(

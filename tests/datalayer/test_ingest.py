@@ -161,35 +161,80 @@ def test_events_every_format_reports_bad_rows_and_is_idempotent(
 
 
 def test_crash_mid_import_leaves_no_half_written_chunk(
-    sqlite_engine: Engine, tmp_path: Path
+    db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import data.ingest.importer as importer
+    import data.ingest.events as events
 
     cat = tmp_path / "catalog.csv"
     _write_catalog_csv(cat)
-    import_catalog(sqlite_engine, path=cat, mapping=MAPPING, progress=False)
+    import_catalog(db_engine, path=cat, mapping=MAPPING, progress=False)
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in _events_rows()[:20]))
+    sqlite = db_engine.dialect.name == "sqlite"
+    writer = events._SqliteEventWriter if sqlite else events._PostgresEventWriter
     calls = {"n": 0}
-    real = importer.insert_events
+    real = writer._insert
 
-    def crash_on_second_chunk(session, *, events):  # type: ignore[no-untyped-def]
+    def crash_on_second_chunk(self, cur, rows, users):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        n = real(session, events=events)
+        n = real(self, cur, rows, users)
         if calls["n"] == 2:
             raise RuntimeError("simulated crash after writing part of chunk 2")
         return n
 
-    importer.insert_events = crash_on_second_chunk  # type: ignore[assignment]
-    try:
-        with pytest.raises(RuntimeError):
-            import_events(sqlite_engine, path=path, progress=False, chunk_size=8)
-    finally:
-        importer.insert_events = real  # type: ignore[assignment]
-    with Session(sqlite_engine) as s:
+    monkeypatch.setattr(writer, "_insert", crash_on_second_chunk)
+    with pytest.raises(RuntimeError):
+        import_events(db_engine, path=path, progress=False, chunk_size=8)
+    monkeypatch.undo()
+    with Session(db_engine) as s:
         assert count_all(s)["events"] == 8  # chunk 1 committed, chunk 2 rolled back whole
-    resumed = import_events(sqlite_engine, path=path, progress=False, chunk_size=8)
+    resumed = import_events(db_engine, path=path, progress=False, chunk_size=8)
     assert (resumed.written, resumed.unchanged) == (12, 8)
+
+
+def test_fast_event_validation_matches_the_reference_validator() -> None:
+    from data.ingest.events import _FIELDS, validate_event_values
+    from data.ingest.importer import RowError, validate_event
+
+    # ``base`` is clean (the fast path); each case spoils one thing or takes a slower form.
+    base = {"event_id": " e1 ", "user_id": "u 1", "sku": "S", "kind": "add_to_cart"}
+    cases: list[dict[str, object]] = [
+        {**base, "ts": "1772359200", "kind": "Add-To-Cart", "user_id": "u\x01 1"},
+        {**base, "ts": "1772359200"},
+        {**base, "ts": 1772359200000, "session": "s", "source": " web\x7f "},
+        {**base, "ts": "2026-03-01T12:00:00+02:00", "sku": "", "product_sku": "P"},
+        {**base, "ts": "2026-03-01"},
+        {**base, "ts": "2026-03-01T10:00:00Z", "session": "x" * 100, "source": "y" * 100},
+        {**base, "ts": " 1772359200 ", "event_id": "e\t1", "kind": "view"},
+        {**base, "ts": "1772359200.5", "kind": "purchase", "session": 7},
+        {**base, "ts": "20260301"},
+        {**base, "ts": "2150-01-01T00:00:00"},
+        {**base, "ts": 4_200_000_000},
+        {**base, "ts": "yesterday"},
+        {**base, "ts": "1850-01-01"},
+        {**base, "ts": True},
+        {**base, "kind": "wishlist", "ts": "2026-03-01"},
+        {**base, "user_id": {"a": 1}, "ts": "2026-03-01"},
+        {**base, "event_id": "x" * 129, "ts": "2026-03-01"},
+        {**base, "sku": None, "ts": "2026-03-01"},
+        {**base, "event_id": float("nan"), "ts": "2026-03-01"},
+    ]
+    for rec in cases:
+        try:
+            ref = validate_event(rec)
+        except RowError as exc:
+            with pytest.raises(RowError) as got:
+                validate_event_values([rec.get(f) for f in _FIELDS])
+            assert str(got.value) == str(exc), rec
+            continue
+        fast = validate_event_values([rec.get(f) for f in _FIELDS])
+        ts = ref["ts"].replace(tzinfo=None).isoformat(" ", "microseconds")
+        expected = (ref["event_id"], ref["user_id"], ref["sku"], ref["kind"].name, ts)
+        assert fast == (*expected, ref["session"], ref["source"]), rec
+    ok = validate_event_values([base.get(f) for f in _FIELDS[:5]] + ["1772359200", None, None])
+    assert ok == ("e1", "u 1", "S", "add_to_cart", "2026-03-01 10:00:00.000000", None, None)
+    iso = validate_event_values(["e", "u", "S", None, "view", "2026-03-01T12:00:00+02:00", "", ""])
+    assert iso == ("e", "u", "S", "view", "2026-03-01 10:00:00.000000", None, None)
 
 
 def test_parse_helpers_validate_clearly() -> None:
