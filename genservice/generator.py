@@ -110,11 +110,20 @@ class HeroImaging:
         def upscale_scene(image: Image.Image, size: tuple[int, int]) -> Image.Image:
             return upscale_to(image, size, restorer=scene_restorer)
 
+        # Ghosts: the detector trained on demo scenes when its weights ship (U^2-Net-p misses
+        # products on dark scenes and takes sea stripes and mountains for objects at 64 px).
+        ghosts: Callable[[Image.Image], np.ndarray] = model.saliency
+        try:
+            from genservice.judges import GhostDetector
+
+            ghosts = GhostDetector.load().probability
+        except FileNotFoundError as exc:
+            log.warning("ghost detector unavailable (%s): using U^2-Net-p saliency", exc)
         return cls(
             cut_out=lambda im: cut_out_product(im, model=model),
             upscale_product=upscale_product,
             upscale_scene=upscale_scene,
-            saliency=model.saliency,
+            saliency=ghosts,
         )
 
 
@@ -165,6 +174,7 @@ class _Prepared:
     request: GenerationRequest
     timings: dict[str, float]
     cut: Cutout | None = None
+    scene: SceneInfo | None = None
 
 
 class HeroGenerator:
@@ -377,6 +387,7 @@ class HeroGenerator:
         assert self.imaging is not None and prep.cut is not None
         brief = prep.brief
         info, _ = self.deliver_scene(out.image, brief.placement)
+        prep.scene = info
         layout = plan_scene_layout(
             brief.placement, prep.cut.size, ground=info.ground, headline=bool(prep.headline)
         )

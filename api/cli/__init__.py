@@ -40,6 +40,7 @@ AREAS: list[str] = [
     "clip",
     "imaging",
     "safety",
+    "heroes",
 ]
 
 for _area in AREAS:

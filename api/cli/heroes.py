@@ -1,0 +1,312 @@
+"""``tailorshot evaluate heroes``: how far the heroes are from what a store would publish
+(cut-out masks, ghost products, setting recognition, product enlargement, scene sharpness)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from api.cli.common import fail, load_settings, print_json
+
+#: Targets of issue 15 (printed next to the figures).
+TARGETS = {
+    "cutout_iou": (">=", 0.95),
+    "boundary_f1": (">=", 0.85),
+    "fragment_rate": ("<=", 0.05),
+    "ghost_rate": ("<=", 0.05),
+    "setting_accuracy": (">=", 0.7),
+    "max_product_upscale": ("<=", 1.25),
+    "sharpness_vs_bicubic": (">=", 2.0),
+}
+
+
+def _acc(got: list[str], want: list[str]) -> float:
+    """Share of equal pairs, rounded to 4 places."""
+    return round(sum(g == w for g, w in zip(got, want, strict=True)) / max(1, len(want)), 4)
+
+
+def _meets(name: str, value: float) -> bool:
+    op, target = TARGETS[name]
+    return value >= target if op == ">=" else value <= target
+
+
+def run_hero_evaluation(
+    settings: Any,
+    *,
+    n: int,
+    n_cutout: int,
+    n_heroes: int,
+    seed: int,
+    steps: int | None,
+    sheet: Path | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The whole report (see the command's help); ``sheet`` gets a contact sheet of the full
+    heroes. Slow: diffusion for ``n`` scenes, restoration for ``n_heroes`` heroes."""
+    import tempfile
+    import time
+
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from data.demo.attributes import LIGHTING, SETTINGS, caption_for
+    from data.demo.build import DELIVERY_IMAGE_SIZE, render_seed
+    from data.demo.render import contact_sheet, on_studio_background, render_product
+    from data.demo.world import build_world, category_title
+    from genservice.backends.base import GenerationRequest
+    from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
+    from genservice.cache import ResultCache
+    from genservice.compose import crop_to_aspect, plan_scene_layout, scene_canvas
+    from genservice.generator import HeroGenerator, backdrop_prompt
+    from genservice.heroeval import (
+        cutout_report,
+        ghost_found,
+        mask_cases,
+        sharpness_ratio,
+    )
+    from genservice.imaging.cutout import cut_out_product, default_model
+    from genservice.judges import SettingJudge, judge_input
+    from genservice.storage import LocalImageStore
+
+    config = settings.generation
+    if steps is not None:
+        config = config.model_copy(update={"num_inference_steps": steps})
+    t_start = time.perf_counter()
+    report: dict[str, Any] = {"seed": seed, "model": config.model}
+
+    # 1. Cut-out against known masks (studio renders and composites on real photographs).
+    model = default_model()
+    cases = mask_cases(n_cutout, seed=seed)
+    cut = cutout_report(
+        tqdm(cases, desc="cut-out cases", disable=not progress),
+        lambda im: cut_out_product(im, model=model),
+    )
+    report["cutout"] = cut
+
+    # 2. Scenes: n product-free backdrops at the model's native size, each asked for a setting
+    # and a lighting; the judge names them after ghost removal.
+    work = Path(tempfile.mkdtemp(prefix="tailorshot-heroes-"))
+    gen = HeroGenerator.from_config(config, home=work)
+    gen.store = LocalImageStore(work / "images")
+    gen.cache = ResultCache(":memory:")
+    assert gen.imaging is not None
+    backend = gen.backend
+    placement = PLACEMENTS["banner"]
+    canvas = scene_canvas(
+        placement,
+        native=backend.native_size,  # type: ignore[attr-defined]
+        multiple=getattr(backend, "size_multiple", 64),
+    )
+    asks = [
+        (SETTINGS[i % len(SETTINGS)], LIGHTING[(i // len(SETTINGS)) % len(LIGHTING)])
+        for i in range(n)
+    ]
+    prompts = []
+    for s_name, l_name in asks:
+        brief = CreativeBrief(
+            product=ProductRef(id="0", title="product", image="-", category="mug"),
+            placement=placement,
+            style_terms=(StyleTerm(s_name, 2.0), StyleTerm(l_name, 1.5)),
+            seed=seed,
+            model_id=config.model,
+        )
+        prompts.append(backdrop_prompt(gen.prompt_builder.build(brief)))
+    batch = max(1, int(config.max_batch))
+    natives: list[Image.Image] = []
+    t_scenes = time.perf_counter()
+    for i in tqdm(range(0, n, batch), desc="scenes", disable=not progress):
+        reqs = [
+            GenerationRequest(
+                prompt=prompts[k],
+                width=canvas[0],
+                height=canvas[1],
+                num_inference_steps=config.num_inference_steps,
+                guidance_scale=config.guidance_scale,
+                seed=seed + k,
+            )
+            for k in range(i, min(n, i + batch))
+        ]
+        natives += [o.image for o in backend.generate_batch(reqs)]
+    scenes_s = time.perf_counter() - t_scenes
+    from genservice.compose import find_ground, remove_ghosts
+
+    judge = SettingJudge.load()
+    raw_in, clean_in, ghost_before, ghost_after = [], [], 0, 0
+    for img in tqdm(natives, desc="ghosts", disable=not progress):
+        native = crop_to_aspect(img, placement.aspect)
+        clean, ghosts = remove_ghosts(native, gen.imaging.saliency(native))
+        ground = find_ground(clean, ghosts=ghosts)
+        # Where a typical product would stand, in native pixels (scaled from hero pixels).
+        lay = plan_scene_layout(placement, (300, 400), ground=ground)
+        k = native.width / placement.width
+        box = tuple(round(v * k) for v in lay.product_box)
+        ghost_before += ghost_found(model.saliency(native), box)  # type: ignore[arg-type]
+        ghost_after += ghost_found(model.saliency(clean), box)  # type: ignore[arg-type]
+        raw_in.append(judge_input(native))
+        clean_in.append(judge_input(clean))
+    want_s = [a[0] for a in asks]
+    want_l = [a[1] for a in asks]
+    ps, pl = judge.predict(np.stack(clean_in))
+    ps_raw, _ = judge.predict(np.stack(raw_in))
+    per_setting = {
+        s: round(float(np.mean([p == w for p, w in zip(ps, want_s, strict=True) if w == s])), 3)
+        for s in SETTINGS
+        if s in want_s
+    }
+    report["scenes"] = {
+        "n": n,
+        "canvas": f"{canvas[0]}x{canvas[1]}",
+        "setting_accuracy": _acc(ps, want_s),
+        "setting_accuracy_before_ghost_removal": _acc(ps_raw, want_s),
+        "lighting_accuracy": _acc(pl, want_l),
+        "setting_accuracy_per_setting": per_setting,
+        "ghost_rate_native": round(ghost_after / n, 4),
+        "ghost_rate_native_before_removal": round(ghost_before / n, 4),
+        "seconds_per_scene": round(scenes_s / n, 3),
+    }
+
+    # 3. Full heroes of demo products (the demo catalog's renders, at delivery size).
+    world = build_world(seed=0, n_users=1)
+    (work / "catalog").mkdir(parents=True, exist_ok=True)
+    heroes, captions = [], []
+    rows: list[dict[str, Any]] = []
+    names = ["banner", "square", "story"]
+    for i in tqdm(range(n_heroes), desc="heroes", disable=not progress):
+        j = (i * 37) % len(world.products)
+        p = world.products[j]
+        path = work / "catalog" / f"{p.sku}.png"
+        if not path.exists():
+            rgba = render_product(
+                p.attributes, category=p.category, size=DELIVERY_IMAGE_SIZE, seed=render_seed(0, j)
+            )
+            on_studio_background(rgba).save(path)
+        s_name, l_name = SETTINGS[(i * 3) % len(SETTINGS)], LIGHTING[(i * 5) % len(LIGHTING)]
+        brief = CreativeBrief(
+            product=ProductRef(
+                id=p.sku,
+                title=caption_for(p.attributes, p.category),
+                image=f"catalog/{p.sku}.png",
+                category=category_title(p.category),
+            ),
+            placement=PLACEMENTS[names[i % 3]],
+            style_terms=(StyleTerm(s_name, 2.0), StyleTerm(l_name, 1.5)),
+            seed=seed + i,
+            model_id=config.model,
+        )
+        t0 = time.perf_counter()
+        prep = gen._prepare(brief)
+        out = backend.generate_batch([prep.request])[0]
+        res = gen._finish(prep, out)
+        hero_s = time.perf_counter() - t0
+        assert prep.placed is not None and prep.scene is not None and prep.cut is not None
+        hero = Image.open(gen.store.path(res.image_key)).convert("RGB")  # type: ignore[attr-defined]
+        _x, _y, w, h = prep.placed.box
+        rows.append(
+            {
+                "sku": p.sku,
+                "placement": brief.placement.name,
+                "setting": s_name,
+                "lighting": l_name,
+                "setting_judged": judge.predict(judge_input(prep.scene.native)[None])[0][0],
+                "product_upscale": round(prep.placed.upscale, 4),
+                "product_source_ratio": round(max(w / prep.cut.size[0], h / prep.cut.size[1]), 4),
+                "sharpness_vs_bicubic": round(
+                    sharpness_ratio(prep.scene.delivered, prep.scene.native), 3
+                ),
+                "ghost": ghost_found(model.saliency(hero), prep.placed.box),
+                "gain": prep.placed.gain_str,
+                "seconds": round(hero_s, 2),
+            }
+        )
+        heroes.append(hero)
+        captions.append(f"{p.sku} {brief.placement.name}: {s_name}, {l_name}")
+    if rows:
+        report["heroes"] = {
+            "n": len(rows),
+            "ghost_rate": round(float(np.mean([r["ghost"] for r in rows])), 4),
+            "max_product_upscale": max(r["product_upscale"] for r in rows),
+            "max_product_source_ratio": max(r["product_source_ratio"] for r in rows),
+            "sharpness_vs_bicubic_min": min(r["sharpness_vs_bicubic"] for r in rows),
+            "sharpness_vs_bicubic_mean": round(
+                float(np.mean([r["sharpness_vs_bicubic"] for r in rows])), 3
+            ),
+            "seconds_per_hero": round(float(np.mean([r["seconds"] for r in rows])), 2),
+            "rows": rows,
+        }
+        if sheet is not None:
+            sheet.parent.mkdir(parents=True, exist_ok=True)
+            contact_sheet(heroes, captions, cols=3, cell=400, caption_lines=2).save(sheet)
+            report["contact_sheet"] = str(sheet)
+    summary = {
+        "cutout_iou": cut["all"]["cutout_iou"],  # type: ignore[index]
+        "boundary_f1": cut["all"]["boundary_f1"],  # type: ignore[index]
+        "fragment_rate": cut["all"]["fragment_rate"],  # type: ignore[index]
+        "ghost_rate": report["heroes"]["ghost_rate"]
+        if rows
+        else report["scenes"]["ghost_rate_native"],
+        "setting_accuracy": report["scenes"]["setting_accuracy"],
+    }
+    if rows:
+        summary["max_product_upscale"] = report["heroes"]["max_product_upscale"]
+        summary["sharpness_vs_bicubic"] = report["heroes"]["sharpness_vs_bicubic_min"]
+    report["summary"] = summary
+    report["meets_targets"] = {k: _meets(k, float(v)) for k, v in summary.items()}
+    report["targets"] = {k: f"{op} {t}" for k, (op, t) in TARGETS.items()}
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    return report
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Add ``evaluate heroes`` to the ``evaluate`` group."""
+    group = groups["evaluate"]
+
+    @group.command("heroes")
+    def heroes(
+        n: int = typer.Option(200, "--n", help="Scenes generated for setting and ghost figures."),
+        n_cutout: int = typer.Option(
+            20, "--n-cutout", help="Cut-out cases of each kind (studio, photo composite)."
+        ),
+        n_heroes: int = typer.Option(
+            6, "--n-heroes", help="Full heroes (restored, composed) for the delivery figures."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed of the cases, scenes and heroes."),
+        steps: int | None = typer.Option(None, "--steps", help="Override denoising steps."),
+        sheet: Path | None = typer.Option(
+            None, "--sheet", help="Write a contact sheet of the full heroes (PNG)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Hero quality report: cut-out IoU / boundary F1 / fragments on demo products (studio
+        and pasted onto scikit-image photographs, known masks); setting accuracy and ghost rate
+        on N generated scenes (independent judges trained on demo renders); product enlargement,
+        ghost rate and sharpness (Laplacian variance vs bicubic) on full heroes."""
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if n < 1 or n_cutout < 1 or n_heroes < 0:
+            fail(
+                "--n, --n-cutout: expected >= 1 and --n-heroes >= 0, "
+                f"got {n}, {n_cutout}, {n_heroes}"
+            )
+        try:
+            report = run_hero_evaluation(
+                load_settings(),
+                n=n,
+                n_cutout=n_cutout,
+                n_heroes=n_heroes,
+                seed=seed,
+                steps=steps,
+                sheet=sheet,
+                progress=not as_json,
+            )
+        except FileNotFoundError as exc:
+            fail(str(exc))
+        if as_json:
+            print_json(report)
+            return
+        for k, v in report["summary"].items():
+            ok = "ok" if report["meets_targets"][k] else "below target"
+            typer.echo(f"{k}: {v}  (target {report['targets'][k]}: {ok})")
