@@ -93,6 +93,28 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     """Add ``evaluate safety`` to the ``evaluate`` group."""
     group = groups["evaluate"]
 
+    @app.command("erasure-sweep")
+    def erasure_sweep(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Erase again every erased (tombstoned) user who still has rows, for example a taste
+        profile written by a build that started before the erasure. Safe to run any time."""
+        from sqlmodel import Session
+
+        from api.composition import build_components
+        from api.services.erasure import sweep_erased
+
+        settings = load_settings()
+        comps = build_components(settings, engine=open_engine(settings))
+        with Session(comps.engine, expire_on_commit=False) as session:
+            out = sweep_erased(comps, session)
+        counts = {k: v for k, v in vars(out).items() if isinstance(v, int)}
+        if as_json:
+            print_json(counts)
+        else:
+            for k, v in counts.items():
+                typer.echo(f"{k:22s} {v}")
+
     @group.command("safety")
     def safety(
         n: int = typer.Option(500, "--n", help="Demo heroes to check (rendered once, cached)."),

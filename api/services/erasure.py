@@ -264,6 +264,27 @@ def discard_job(comps: Any, *, job_id: str, brief_hash: str, wait_s: float) -> b
     return True
 
 
+def sweep_erased(comps: Any, session: Session) -> ErasureOutput:
+    """Erase again every user whose tombstone exists but who still has rows (a profile build
+    that read the user list before an erasure, or a writer that crashed between its commit and
+    its undo). Reads the distinct user ids of the per-user tables, so it is a batch job
+    (``tailorshot erasure-sweep``), not a request path. Returns the summed counts."""
+    guard = guard_for(comps)
+    ids: set[str] = set()
+    for column in (Event.user_id, TasteProfileRecord.user_id, SegmentMembership.user_id,
+                   DemoTaste.user_id, User.id, CreativeVariant.user_id,
+                   Impression.user_id):  # fmt: skip
+        ids |= {u for u in session.exec(select(column).distinct()).all() if u}
+    session.rollback()
+    totals: dict[str, int] = {}
+    for uid in sorted(guard.erased_among(ids)):
+        out = erase_everywhere(comps, session, user_id=uid)
+        for name in ("events", "profiles", "memberships", "variants", "jobs", "images",
+                     "index_entries", "impressions_unlinked", "user_rows"):  # fmt: skip
+            totals[name] = totals.get(name, 0) + int(getattr(out, name))
+    return ErasureOutput(user_id="*", **totals)  # type: ignore[arg-type]
+
+
 def erase_everywhere(
     comps: Any, session: Session, *, user_id: str, result_cache: Any | None = None
 ) -> ErasureOutput:

@@ -112,3 +112,31 @@ def test_erasure_failure_keeps_rows_for_a_retry(tmp_path: Path) -> None:
         r = env.client.delete("/v1/users/u2", headers=env.auth("admin"))
         assert r.status_code == 200 and r.json()["events"] == 1
         assert rows_mentioning(env.comps.engine, "u2") == []
+
+
+def test_sweep_erases_rows_written_after_an_erasure(tmp_path: Path) -> None:
+    """A profile build that read the user list before an erasure writes a row afterwards: the
+    sweep finds the tombstoned user and erases it again; other users are untouched."""
+    from typer.testing import CliRunner
+
+    from api.cli import app
+    from data.models import TasteProfileRecord
+
+    for env in build_env(tmp_path, personalize=False):
+        assert env.client.delete("/v1/users/u2", headers=env.auth("admin")).status_code == 200
+        with Session(env.comps.engine) as s:
+            s.add(TasteProfileRecord(user_id="u2", profile_hash="late", data={"late": True}))
+            s.commit()
+        assert rows_mentioning(env.comps.engine, "u2") == ["tasteprofilerecord.user_id"]
+        env.comps.settings.api.user_hash_secret = None
+        import os
+
+        os.environ["TAILORSHOT_HOME"] = str(env.home)
+        try:
+            out = CliRunner().invoke(app, ["erasure-sweep", "--json"])
+        finally:
+            del os.environ["TAILORSHOT_HOME"]
+        assert out.exit_code == 0, out.output
+        assert '"profiles": 1' in out.stdout
+        assert rows_mentioning(env.comps.engine, "u2") == []
+        assert "event.user_id" in rows_mentioning(env.comps.engine, "u1")
