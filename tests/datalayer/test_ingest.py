@@ -237,6 +237,27 @@ def test_fast_event_validation_matches_the_reference_validator() -> None:
     assert iso == ("e", "u", "S", "view", "2026-03-01 10:00:00.000000", None, None)
 
 
+def test_seen_ids_flag_every_repeat_across_chunks_with_8_bytes_per_id() -> None:
+    import numpy as np
+
+    from data.ingest.events import _SeenIds
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 5_000, size=20_000)  # many repeats, in random order
+    seen = _SeenIds()
+    got = np.concatenate([seen.first_seen(part) for part in np.array_split(ids, 37)])
+    expected = np.zeros(len(ids), dtype=bool)
+    expected[np.unique(ids, return_index=True)[1]] = True  # first occurrence in file order
+    assert np.array_equal(got, expected)
+    assert seen.nbytes == 8 * len(np.unique(ids))
+    assert not seen.first_seen(ids[:10]).any()  # all seen before: nothing new, no empty block
+    assert seen.first_seen(np.array([-1, -1, 7_000], dtype=np.int64)).tolist() == [
+        True,
+        False,
+        True,
+    ]
+
+
 def test_parse_helpers_validate_clearly() -> None:
     assert parse_mapping(["sku=item_code", "title = name"]) == {"sku": "item_code", "title": "name"}
     with pytest.raises(ValueError, match="OURS=THEIRS"):
