@@ -276,13 +276,24 @@ def sweep_erased(comps: Any, session: Session) -> ErasureOutput:
                    Impression.user_id):  # fmt: skip
         ids |= {u for u in session.exec(select(column).distinct()).all() if u}
     session.rollback()
-    totals: dict[str, int] = {}
+    import dataclasses
+
+    total = ErasureOutput(user_id="*")
     for uid in sorted(guard.erased_among(ids)):
         out = erase_everywhere(comps, session, user_id=uid)
-        for name in ("events", "profiles", "memberships", "variants", "jobs", "images",
-                     "index_entries", "impressions_unlinked", "user_rows"):  # fmt: skip
-            totals[name] = totals.get(name, 0) + int(getattr(out, name))
-    return ErasureOutput(user_id="*", **totals)  # type: ignore[arg-type]
+        total = dataclasses.replace(
+            total,
+            events=total.events + out.events,
+            profiles=total.profiles + out.profiles,
+            memberships=total.memberships + out.memberships,
+            variants=total.variants + out.variants,
+            jobs=total.jobs + out.jobs,
+            images=total.images + out.images,
+            index_entries=total.index_entries + out.index_entries,
+            impressions_unlinked=total.impressions_unlinked + out.impressions_unlinked,
+            user_rows=total.user_rows + out.user_rows,
+        )
+    return total
 
 
 def erase_everywhere(
