@@ -186,7 +186,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         file: Path = typer.Argument(..., help="CSV, JSONL or Parquet file of events."),
         fmt: str = typer.Option(None, "--format", help="csv | jsonl | parquet (default: suffix)."),
         mapping: list[str] = typer.Option(None, "--map", help=_MAP_HELP),
-        chunk_size: int = typer.Option(5000, min=1, max=100_000, help="Rows per transaction."),
+        chunk_size: int = typer.Option(20_000, min=1, max=200_000, help="Rows per transaction."),
         errors: Path = typer.Option(None, help="Write every bad row as JSON Lines here."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
