@@ -8,9 +8,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from apitest_helpers import Env, build_env
 from sqlmodel import Session, select
 
+from data.db import drop_all, make_engine
 from data.models import GenerationJob, IdempotencyRecord
 
 
@@ -65,11 +67,25 @@ def _burst(env: Env) -> None:
         assert len(hashes) == len(set(hashes))
 
 
-def test_bursts_answer_no_500_and_one_job_per_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_bursts_answer_no_500_and_one_job_per_key(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = None
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_database_url")
+        eng = make_engine(url)
+        drop_all(eng)
+        eng.dispose()
     limits = dict.fromkeys(("storefront", "marketer", "analyst", "admin"), 1e6)
-    # A pool far smaller than the route threads: requests queue for connections.
+    # 40 route threads share a pool of 40 + 8 connections: each request holds at most one.
     for env in build_env(
-        tmp_path, personalize=False, rate_limits=limits, worker_threads=40, db_pool_timeout_s=20.0
+        tmp_path,
+        personalize=False,
+        rate_limits=limits,
+        worker_threads=40,
+        db_pool_timeout_s=20.0,
+        database_url=url,
     ):
         _burst(env)
 
