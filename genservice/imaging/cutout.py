@@ -44,6 +44,8 @@ MIN_U2NETP_CONFIDENCE = 0.6
 MIN_FLAT_BORDER = 0.97
 #: Detached mask islands smaller than this share of the largest island are dropped.
 KEEP_ISLAND_FRAC = 0.25
+#: Smaller islands are kept when this close to the largest (share of its bbox diagonal).
+NEAR_GAP_FRAC = 0.08
 #: Enclosed holes smaller than this share of the image are closed (noise, not a handle).
 MIN_HOLE_FRAC = 0.0005
 #: The flood fill treats enclosed backdrop-coloured regions at least this large as holes.
@@ -225,11 +227,14 @@ def clean_mask(
     mask: np.ndarray,
     *,
     keep_island_frac: float = KEEP_ISLAND_FRAC,
+    near_gap_frac: float = NEAR_GAP_FRAC,
     min_hole_frac: float = MIN_HOLE_FRAC,
 ) -> tuple[np.ndarray, int]:
-    """Keep the largest island of ``mask`` ``(H, W)`` bool and islands at least
-    ``keep_island_frac`` of its area; close enclosed holes smaller than ``min_hole_frac`` of
-    the image (larger holes, such as a handle's, stay open). Returns ``(mask, dropped)``."""
+    """Keep the largest island of ``mask`` ``(H, W)`` bool, islands at least
+    ``keep_island_frac`` of its area, and islands at least 1 % of it that lie within
+    ``near_gap_frac`` of its bounding-box diagonal (a bag's handle drawn apart from the bag);
+    close enclosed holes smaller than ``min_hole_frac`` of the image (larger holes, such as a
+    handle's, stay open). Returns ``(mask, dropped)``."""
     from scipy import ndimage
 
     eight = np.ones((3, 3), bool)
@@ -237,9 +242,17 @@ def clean_mask(
     dropped = 0
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]
-        keep = np.flatnonzero(sizes >= keep_island_frac * sizes.max()) + 1
-        dropped = n - keep.size
-        mask = np.isin(labels, keep)
+        main = int(np.argmax(sizes)) + 1
+        keep = set((np.flatnonzero(sizes >= keep_island_frac * sizes.max()) + 1).tolist())
+        ys, xs = np.nonzero(labels == main)
+        diag = float(np.hypot(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
+        gap = ndimage.distance_transform_edt(labels != main)
+        near = ndimage.minimum(gap, labels, index=np.arange(1, n + 1))
+        for k in range(1, n + 1):
+            if sizes[k - 1] >= 0.01 * sizes.max() and near[k - 1] <= near_gap_frac * diag:
+                keep.add(k)
+        dropped = n - len(keep)
+        mask = np.isin(labels, sorted(keep))
     holes = ndimage.binary_fill_holes(mask) & ~mask
     if holes.any():
         hl, _ = ndimage.label(holes)

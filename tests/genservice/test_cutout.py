@@ -100,6 +100,20 @@ def test_mug_handle_hole_is_kept_on_a_studio_backdrop_and_in_a_scene() -> None:
     assert s_hole.sum() > 100 and r.alpha[s_hole].mean() < 0.1
 
 
+def test_a_handle_drawn_apart_from_its_bag_is_kept() -> None:
+    # The demo handbag's handle floats a few pixels above the bag: an island of its own,
+    # small next to the bag, but part of the product.
+    attrs = {"colour": "red", "pattern": "solid", "material": "leather", "style": "minimalist"}
+    rgba = render_product(attrs, category="handbag", size=384, seed=5)
+    truth = np.asarray(rgba)[..., 3] >= 128
+    labels, n = ndimage.label(truth)
+    assert n == 2  # bag and handle
+    handle = labels == (1 + int(np.argmin(np.bincount(labels.ravel())[1:])))
+    r = cut_out_product(on_studio_background(rgba))
+    assert mask_iou(r.alpha, truth) >= 0.97
+    assert (r.alpha[handle] > 0.5).mean() > 0.9
+
+
 def test_detached_fragments_are_removed_from_a_scene() -> None:
     # The beach has a sun, the forest leaves: salient, apart from the product; the cut-out
     # keeps one island, the product.
@@ -127,12 +141,13 @@ def test_clean_mask_known_answer() -> None:
     mask[15, 15] = False  # a pinhole, 1 px (< 0.05 % of the picture): closed
     mask[80:85, 80:85] = True  # a fragment, 25 px: dropped
     mask[70:95, 10:40] = True  # a second part, 750 px (>= 25 % of the largest): kept
+    mask[62:65, 30:40] = True  # a small part 2 px from the largest (a handle): kept
     out, dropped = clean_mask(mask)
     assert dropped == 1
     assert not out[80:85, 80:85].any()
     assert out[15, 15] and not out[25:45, 25:45].any()
-    assert out[70:95, 10:40].all()
-    assert out.sum() == 2100 + 750
+    assert out[70:95, 10:40].all() and out[62:65, 30:40].all()
+    assert out.sum() == 2100 + 750 + 30
 
 
 def test_guided_filter_keeps_a_step_edge_that_the_input_blurs() -> None:
