@@ -249,6 +249,35 @@ def _register_more(train: typer.Typer) -> None:
         )
         print_json(s.__dict__)
 
+    @train.command("export-single-file")
+    def export_single_file_cmd(
+        model: Path = typer.Option(DEFAULT_OUT, help="Diffusers pipeline folder (SD or SDXL)."),
+        out: Path = typer.Option(..., help="The .safetensors file to write (original layout)."),
+        config_out: Path = typer.Option(
+            None, help="Also write the weightless config folder a loader needs offline."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Write a pipeline folder as one original-layout (Civitai-style) .safetensors file."""
+        from diffusers import DiffusionPipeline
+
+        from genservice.backends.single_file import save_config_folder, save_single_file
+
+        if not (model / "model_index.json").is_file():
+            fail(f"--model: expected a diffusers folder with model_index.json, got {model}")
+        if out.suffix != ".safetensors":
+            fail(f"--out: expected a .safetensors file name, got {out}")
+        pipe = DiffusionPipeline.from_pretrained(str(model))
+        path = save_single_file(pipe, out)
+        size = path.stat().st_size
+        info = {"out": str(path), "bytes": size, "pipeline": type(pipe).__name__}
+        if config_out is not None:
+            info["config"] = str(save_config_folder(pipe, config_out))
+        if as_json:
+            print_json(info)
+        else:
+            typer.echo(f"wrote {path} ({size / 1e6:.1f} MB, {info['pipeline']})")
+
     @train.command("lora")
     def train_lora_cmd(
         images: Path = typer.Option(..., help="Folder of a store's product images (png/jpg)."),

@@ -447,3 +447,35 @@ def test_worker_warms_the_backend_up_once_before_claiming(tmp_path: Path) -> Non
     w2 = Worker(Queue(), lambda *a: "key", maintenance_interval=0, warmup=broken)  # type: ignore[arg-type]
     assert w2.run(until_idle=True) == 0  # logged; the worker still polls for jobs
     assert len(events) == 3 and w2.warmup_s is not None
+
+
+def test_shipped_model_exported_as_one_file_serves_the_same_pixels(tmp_path: Path) -> None:
+    """``tailorshot train export-single-file`` on the trained sd-tiny (3-level 4x VAE, its own
+    block layout), then the backend loads the file offline and renders what the folder does."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    shipped = Path(db._PROJECT_ROOT) / "data" / "models" / "sd-tiny"
+    if not (shipped / "model_index.json").is_file():
+        pytest.skip("the trained sd-tiny is not in this checkout")
+    out = tmp_path / "sd-tiny.safetensors"
+    args = ["train", "export-single-file", "--model", str(shipped), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--config-out", str(tmp_path / "cfg"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["pipeline"] == "StableDiffusionPipeline"
+    bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "x.ckpt")])
+    assert bad.exit_code != 0 and "--out" in bad.output
+    cfg = {"device": "cpu", "ip_adapter": None}
+    folder = DiffusersBackend(GenerationConfig(model=str(shipped), **cfg), home=tmp_path / "a")
+    single = DiffusersBackend(
+        GenerationConfig(model=str(out), single_file_config=str(tmp_path / "cfg"), **cfg),
+        home=tmp_path / "b",
+    )
+    r = req(11, prompt="a red mug in a kitchen", num_inference_steps=4)
+    a, b = folder.generate(r), single.generate(r)
+    assert np.array_equal(a.array, b.array)
+    assert single.native_size == folder.native_size == 64
+    assert float(np.asarray(b.image).std()) > 5.0  # a trained model draws a scene
