@@ -12,8 +12,9 @@ the same columns, so a shopper the model never saw is scored without refitting.
   refuses catalogs above ``max_items`` (the dense matrix would not fit).
 - :class:`ALSRecommender`: implicit-feedback ALS (Hu, Koren, Volinsky 2008) from the
   ``implicit`` library (imported here only); scales to 1M x 100k.
+- :class:`CollaborativeEnsemble`: the mean of several models' z-scored scores.
 
-:func:`make_collaborative` picks EASE below a product-count threshold, ALS above.
+:func:`make_collaborative` picks EASE + ALS below a product-count threshold, ALS above.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from recsys.recommend import Recommendations
 __all__ = [
     "EVENT_WEIGHTS",
     "ALSRecommender",
+    "CollaborativeEnsemble",
     "CollaborativeModel",
     "EASERecommender",
     "Interactions",
@@ -428,6 +430,51 @@ class ALSRecommender(_Base):
         return (self.user_factors(rows) @ self._items.T).astype(np.float32)
 
 
+class CollaborativeEnsemble(_Base):
+    """The mean of several fitted-or-not models' row-wise z-scored scores (e.g. EASE + ALS:
+    their errors differ, so the mean ranks better than either on the demo's time split).
+    ``explain`` comes from the first model that has one."""
+
+    name = "ensemble"
+
+    def __init__(self, models: Sequence[CollaborativeModel]) -> None:
+        if not models:
+            raise ValueError("models: expected at least one collaborative model, got none")
+        self.models = list(models)
+
+    @classmethod
+    def from_fitted(
+        cls, models: Sequence[CollaborativeModel], n_items: int
+    ) -> CollaborativeEnsemble:
+        """An ensemble of models already fitted on one ``(n_users, n_items)`` matrix."""
+        out = cls(models)
+        out._n_items = int(n_items)
+        return out
+
+    def fit(self, matrix: sp.csr_matrix) -> CollaborativeEnsemble:
+        m = _as_csr("matrix", matrix)
+        for model in self.models:
+            model.fit(m)
+        self._n_items = m.shape[1]
+        return self
+
+    def scores(self, rows: sp.csr_matrix) -> np.ndarray:
+        """``(n_rows, n_items)`` float32: mean of the models' per-row z-scores."""
+        r = self._check_fitted(rows)
+        total = np.zeros((r.shape[0], r.shape[1]), dtype=np.float64)
+        for model in self.models:
+            s = np.asarray(model.scores(r), dtype=np.float64)
+            sd = s.std(axis=1, keepdims=True)
+            total += (s - s.mean(axis=1, keepdims=True)) / np.where(sd > 1e-12, sd, 1.0)
+        return (total / len(self.models)).astype(np.float32)
+
+    def explain(self, row: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
+        for model in self.models:
+            if isinstance(model, (EASERecommender, ItemKNNRecommender)):
+                return model.explain(row, cols)
+        return super().explain(row, cols)
+
+
 def make_collaborative(
     n_items: int,
     *,
@@ -436,8 +483,10 @@ def make_collaborative(
     als_factors: int = 64,
     seed: int = 0,
 ) -> CollaborativeModel:
-    """EASE when its dense ``n_items x n_items`` matrix fits (``n_items <= ease_max_items``),
-    else ALS (memory linear in shoppers + products)."""
+    """EASE + ALS (:class:`CollaborativeEnsemble`) when EASE's dense ``n_items x n_items``
+    matrix fits (``n_items <= ease_max_items``), else ALS alone (memory linear in shoppers +
+    products)."""
+    als = ALSRecommender(factors=als_factors, seed=seed)
     if n_items <= ease_max_items:
-        return EASERecommender(l2=ease_l2, max_items=ease_max_items)
-    return ALSRecommender(factors=als_factors, seed=seed)
+        return CollaborativeEnsemble([EASERecommender(l2=ease_l2, max_items=ease_max_items), als])
+    return als

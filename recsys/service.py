@@ -85,8 +85,10 @@ PRODUCTS_FILE = "products.npz"
 INDEX_FILE = "products.index"
 TERMS_FILE = "style_terms.npz"
 SEGMENTS_STATE_FILE = "segments_state.json"
-#: EASE's l2 in the hybrid: the value both validation folds chose on the demo (50-100).
+#: EASE's l2 and ALS's factors in the hybrid: what the demo's validation folds chose
+#: (l2 50 and 100, factors 32 in both).
 HYBRID_EASE_L2 = 100.0
+HYBRID_ALS_FACTORS = 32
 
 Progress = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
 
@@ -884,7 +886,9 @@ def make_hybrid(
         histories,
         item_ids=set(items.ids.tolist()) | {e.product_id for h in histories.values() for e in h},
     )
-    collab = make_collaborative(len(inter.item_ids), ease_l2=HYBRID_EASE_L2, seed=seed)
+    collab = make_collaborative(
+        len(inter.item_ids), ease_l2=HYBRID_EASE_L2, als_factors=HYBRID_ALS_FACTORS, seed=seed
+    )
     collab.fit(inter.matrix)
     hybrid = HybridRecommender(
         collaborative=collab,

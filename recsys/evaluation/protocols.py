@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from recsys.collaborative import (
     ALSRecommender,
+    CollaborativeEnsemble,
     EASERecommender,
     Interactions,
     ItemKNNRecommender,
@@ -332,12 +333,13 @@ def run_protocol(
     # --- EASE (l2 tuned per fold) and the hybrid (blend tuned per fold)
     eases = {l2: EASERecommender(l2=l2).fit(x) for l2 in ease_grid}
     ease_scores = {l2: m.scores(rows) for l2, m in eases.items()}
-    als_scores = {
-        f: ALSRecommender(**{"seed": seed, "num_threads": 1, **(als_params or {}), "factors": f})
-        .fit(x)
-        .scores(rows)
+    als_models = {
+        f: ALSRecommender(
+            **{"seed": seed, "num_threads": 1, **(als_params or {}), "factors": f}
+        ).fit(x)
         for f in progress(als_grid, f"{split.name}: ALS", len(als_grid))
     }
+    als_scores = {f: m.scores(rows) for f, m in als_models.items()}
     cat_pos = {int(i): j for j, i in enumerate(catalog.tolist())}
     targets_cat = np.array([cat_pos.get(min(split.relevant[u]), -1) for u in users])
 
@@ -374,8 +376,10 @@ def run_protocol(
             tops_e[users[i]] = col_ids[
                 top_k_excluding(ease_scores[l2][i], k, excl_cols[i])
             ].tolist()
+        # the hybrid's collaborative part is what make_collaborative gives: EASE + ALS
+        ensemble = CollaborativeEnsemble.from_fitted([eases[l2], als_models[factors]], x.shape[1])
         hybrid = HybridRecommender(
-            collaborative=eases[l2],
+            collaborative=ensemble,
             interactions=inter,
             items=items,
             cold_max_events=cold_max_events,

@@ -9,6 +9,7 @@ from profiles_fixtures import events
 
 from recsys.collaborative import (
     ALSRecommender,
+    CollaborativeEnsemble,
     EASERecommender,
     Interactions,
     ItemKNNRecommender,
@@ -122,8 +123,24 @@ def test_als_learns_blocks() -> None:
 
 
 def test_make_collaborative_switches_at_the_threshold() -> None:
-    assert isinstance(make_collaborative(100, ease_max_items=100), EASERecommender)
+    below = make_collaborative(100, ease_max_items=100)
+    assert isinstance(below, CollaborativeEnsemble)
+    assert [type(m) for m in below.models] == [EASERecommender, ALSRecommender]
     assert isinstance(make_collaborative(101, ease_max_items=100), ALSRecommender)
+
+
+def test_ensemble_averages_z_scores() -> None:
+    pop = MostPopularRecommender().fit(X)  # scores [2, 2, 1]: z = [1, 1, -2] / sqrt(2)
+    ease = EASERecommender(l2=1.0).fit(X)  # row (1, 0, 0): [0, 1/3, -1/8]
+    ens = CollaborativeEnsemble.from_fitted([pop, ease], n_items=3)
+    e = np.array([0, 1 / 3, -1 / 8])
+    ze = (e - e.mean()) / e.std()
+    zp = np.array([1, 1, -2]) / np.sqrt(2)
+    np.testing.assert_allclose(ens.scores(row(1, 0, 0))[0], (zp + ze) / 2, rtol=1e-5)
+    # explanations come from EASE: product 20 for a shopper with 10 and 30 is due to 30 (3/8)
+    assert ens.explain(row(1, 0, 1), np.array([1])).tolist() == [2]
+    with pytest.raises(ValueError, match="models"):
+        CollaborativeEnsemble([])
 
 
 def test_top_k_excluding_orders_ties_by_index() -> None:

@@ -122,9 +122,11 @@ def test_run_protocol_tunes_on_other_shoppers_only() -> None:
         assert set(scored) | set(tuned_on) == set(target)
     for name, r in out.recall.items():
         assert r.shape == (36,) and np.all((r == 0) | (r == 1)), name
-    # the groups are obvious: the hybrid finds most held-out purchases in its top 5 of 24;
-    # popularity cannot do better than about 5 / 24 per group
-    assert out.recall["hybrid"].mean() > 0.6 > out.recall["popularity"].mean()
+    # the groups are obvious: within the shopper's group the target is one of 8 (5 of them
+    # seen), so a top 5 from the right group finds it about half the time; popularity ranks
+    # all 24 products the same for everyone (0.083 here)
+    assert out.recall["popularity"].mean() < 0.15
+    assert out.recall["hybrid"].mean() >= 0.45 and out.recall["item_knn"].mean() >= 0.45
     s = out.summary(n_bootstrap=100, seed=0)
     assert s["n_users"] == 36 and s["recall_at_5_hybrid"] == pytest.approx(
         out.recall["hybrid"].mean()
