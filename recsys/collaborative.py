@@ -336,7 +336,14 @@ class EASERecommender(_Base):
     def scores(self, rows: sp.csr_matrix) -> np.ndarray:
         """``(n_rows, n_items)`` float32."""
         r = self._check_fitted(rows)
-        return np.asarray(r @ self._b, dtype=np.float32)
+        # row by row from the rows of B each history touches: scipy's sparse @ dense would
+        # copy all of B (n_items^2 floats) on every call
+        out = np.zeros((r.shape[0], self._b.shape[1]), dtype=np.float32)
+        for i in range(r.shape[0]):
+            lo, hi = r.indptr[i], r.indptr[i + 1]
+            if hi > lo:
+                out[i] = r.data[lo:hi] @ self._b[r.indices[lo:hi]]
+        return out
 
     def explain(self, row: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
         r = _as_csr("row", row)
