@@ -638,7 +638,9 @@ class DiffusersBackend:
                     pipe = self._load_single_file(path, offline=offline)
                 else:
                     pipe = self._load_pretrained(path, offline=offline)
-            except (OSError, ValueError, KeyError) as exc:
+            except GenerationError:
+                raise
+            except Exception as exc:  # diffusers' loaders raise many kinds; name the model
                 raise GenerationError(
                     f"generation.model: could not load {path!r} "
                     f"(offline={offline}): {type(exc).__name__}: {exc}"
