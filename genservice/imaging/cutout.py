@@ -44,7 +44,7 @@ MIN_U2NETP_CONFIDENCE = 0.6
 MIN_FLAT_BORDER = 0.97
 #: Detached mask islands smaller than this share of the largest island are dropped.
 KEEP_ISLAND_FRAC = 0.25
-#: Smaller islands are kept when this close to the largest (share of its bbox diagonal).
+#: Without colours, smaller islands are kept this close to the largest (of its bbox diagonal).
 NEAR_GAP_FRAC = 0.08
 #: Enclosed holes smaller than this share of the image are closed (noise, not a handle).
 MIN_HOLE_FRAC = 0.0005
@@ -223,18 +223,28 @@ def choose_method(u2_conf: float, flatness: float) -> tuple[str, str]:
     )
 
 
+def _colour_bins(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` ``(..., 3)`` uint8 -> bin index of a 8 x 8 x 8 colour histogram."""
+    q = rgb.astype(np.int32) >> 5
+    return (q[..., 0] << 6) | (q[..., 1] << 3) | q[..., 2]
+
+
 def clean_mask(
     mask: np.ndarray,
     *,
+    rgb: np.ndarray | None = None,
     keep_island_frac: float = KEEP_ISLAND_FRAC,
     near_gap_frac: float = NEAR_GAP_FRAC,
     min_hole_frac: float = MIN_HOLE_FRAC,
 ) -> tuple[np.ndarray, int]:
     """Keep the largest island of ``mask`` ``(H, W)`` bool, islands at least
-    ``keep_island_frac`` of its area, and islands at least 1 % of it that lie within
-    ``near_gap_frac`` of its bounding-box diagonal (a bag's handle drawn apart from the bag);
-    close enclosed holes smaller than ``min_hole_frac`` of the image (larger holes, such as a
-    handle's, stay open). Returns ``(mask, dropped)``."""
+    ``keep_island_frac`` of its area, and islands at least 1 % of it that belong with it: with
+    ``rgb`` ``(H, W, 3)`` uint8, those whose colours are more often the largest island's than
+    the background's (8 x 8 x 8 histograms; a lamp's base, a bag's handle; not a patch of
+    grass) within half its bounding-box diagonal; without ``rgb``, those within
+    ``near_gap_frac`` of that diagonal. Enclosed holes smaller than ``min_hole_frac`` of the
+    image are closed (larger ones, such as a handle's, stay open). Returns
+    ``(mask, dropped)``."""
     from scipy import ndimage
 
     eight = np.ones((3, 3), bool)
@@ -248,8 +258,21 @@ def clean_mask(
         diag = float(np.hypot(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
         gap = ndimage.distance_transform_edt(labels != main)
         near = ndimage.minimum(gap, labels, index=np.arange(1, n + 1))
+        p_fg: np.ndarray | None = None
+        if rgb is not None:
+            bins = _colour_bins(rgb)
+            h_fg = np.bincount(bins[labels == main], minlength=512) / sizes[main - 1]
+            bg = ~mask
+            h_bg = np.bincount(bins[bg], minlength=512) / max(1, int(bg.sum()))
+            p_fg = h_fg / np.maximum(h_fg + h_bg, 1e-9)
         for k in range(1, n + 1):
-            if sizes[k - 1] >= 0.01 * sizes.max() and near[k - 1] <= near_gap_frac * diag:
+            if k in keep or sizes[k - 1] < 0.01 * sizes.max():
+                continue
+            if p_fg is not None:
+                island = labels == k
+                if near[k - 1] <= 0.5 * diag and float(p_fg[bins[island]].mean()) > 0.5:
+                    keep.add(k)
+            elif near[k - 1] <= near_gap_frac * diag:
                 keep.add(k)
         dropped = n - len(keep)
         mask = np.isin(labels, sorted(keep))
@@ -328,7 +351,7 @@ def refine_alpha(
     from scipy import ndimage
 
     H, W = saliency.shape
-    mask, dropped = clean_mask(saliency > 0.5)
+    mask, dropped = clean_mask(saliency > 0.5, rgb=rgb)
     alpha = mask.astype(np.float32)
     if not mask.any():
         return alpha, dropped
