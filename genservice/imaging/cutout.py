@@ -5,11 +5,13 @@ Pipeline for an opaque photo or render:
 
 1. saliency ``s`` from U^2-Net-p at 320 x 320 (a sigmoid probability, not min-max stretched,
    so a picture with nothing salient stays near 0), cached by image content hash;
-2. the binary mask ``s > 0.5`` keeps its largest island and islands at least
-   ``KEEP_ISLAND_FRAC`` of it (detached fragments go), tiny pinholes are closed while real holes
+2. the binary mask ``s > 0.5`` keeps its largest island, islands at least
+   ``KEEP_ISLAND_FRAC`` of it, and smaller nearby islands coloured like it rather than like the
+   background (``clean_mask``; detached fragments go), tiny pinholes are closed while real holes
    (a mug handle) stay open;
 3. a colour guided filter (He et al.) on a band along the boundary turns the blurry upsampled
-   saliency into a soft alpha that follows the photo's edges.
+   saliency into a soft alpha that follows the photo's edges, and the soft pixels' colours are
+   re-estimated without the old background (``estimate_foreground``).
 
 Which method cuts is decided by a stated rule (``choose_method``) and logged, never silently:
 an image with real transparency uses its alpha; otherwise U^2-Net-p when its confidence is at
