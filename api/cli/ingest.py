@@ -100,13 +100,13 @@ def _run(
         )
     typer.echo(summary)
     # ``FILE:LINE``: the same line numbers as the JSON report and the --errors file.
-    for bad in report.bad_rows[:20]:
+    for bad in report.sorted_bad_rows()[:20]:
         typer.echo(f"  {bad.file}:{bad.row}: {bad.reason[:200]}", err=True)
     if report.bad_count > 20:
         more = report.bad_count - 20
         where = f" (all in {errors})" if errors else " (use --errors FILE for all)"
         typer.echo(f"  ... {more} more bad rows{where}", err=True)
-    for warning in report.warnings[:20]:
+    for warning in sorted(report.warnings, key=lambda w: w.row)[:20]:
         typer.echo(f"  {warning.file}:{warning.row}: warning: {warning.reason[:200]}", err=True)
     if report.warning_count > 20:
         typer.echo(f"  ... {report.warning_count - 20} more warnings", err=True)

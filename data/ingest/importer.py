@@ -98,6 +98,10 @@ class ImportReport:
         if len(self.warnings) < MAX_BAD_ROWS_KEPT:
             self.warnings.append(warning)
 
+    def sorted_bad_rows(self) -> list[BadRow]:
+        """The kept bad rows in file order (checks run in stages, so they arrive out of it)."""
+        return sorted(self.bad_rows, key=lambda b: b.row)
+
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data; ``row`` in each bad row is the file's line number,
         the same number the text report prints."""
@@ -109,7 +113,7 @@ class ImportReport:
             "unchanged": self.unchanged,
             "bad": self.bad_count,
             "users_created": self.users_created,
-            "bad_rows": [b.__dict__ for b in self.bad_rows],
+            "bad_rows": [b.__dict__ for b in self.sorted_bad_rows()],
         }
         if self.kind == "catalog":
             out.update(
@@ -119,7 +123,7 @@ class ImportReport:
                 images_fetched=self.images_fetched,
                 images_reused=self.images_reused,
                 warning_count=self.warning_count,
-                warnings=[w.__dict__ for w in self.warnings],
+                warnings=[w.__dict__ for w in sorted(self.warnings, key=lambda w: w.row)],
             )
         return out
 

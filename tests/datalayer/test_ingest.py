@@ -151,6 +151,11 @@ def test_events_every_format_reports_bad_rows_and_is_idempotent(
     assert any("'kind'" in b.reason for b in report.bad_rows)
     expected_bad = {"jsonl": 6, "csv": 4, "parquet": 4}[fmt]
     assert report.bad_count == expected_bad, bad
+    # File lines (CSV: the header is line 1; Parquet: row index), reported in file order.
+    first = {"jsonl": 22, "csv": 23, "parquet": 22}[fmt]
+    words = ["'ts':", "unknown", "duplicate", "'kind':", "'user_id':", "invalid"]
+    got = [(b["row"], b["reason"].split(" ")[0]) for b in report.to_dict()["bad_rows"]]
+    assert got == [(first + i, w) for i, w in enumerate(words[:expected_bad])]
     with Session(db_engine) as s:
         counts = count_all(s)
         assert counts["events"] == 21 and counts["users"] == 3
