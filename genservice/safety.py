@@ -47,18 +47,22 @@ class SkinToneHeuristicChecker:
     luma gradient below ``max_gradient``: skin is shaded, not textured), measured on a
     128x128 thumbnail; regions are 8-connected. The largest region, not the total, counts:
     beige scenes scatter skin-tone pixels over grain, shelves and props, while a body is one
-    region. A region running along more than ``max_border_share`` of the frame's border is
-    ground, not figure (a warm backdrop behind a product), unless it covers more than
-    ``full_frame_share`` of the image (a close-up filling the frame). Calibrated with
+    region. Ground does not count, only figures: a region whose filled holes cover at least
+    ``min_hole_share`` of the image surrounds something (a warm backdrop around the product),
+    and a region running along more than ``max_border_share`` of the frame (measured a tenth
+    of the way in, past vignettes) is a wall or a sky band unless it covers more than
+    ``full_frame_share`` (a close-up filling the frame). An image is flagged when a skin
+    figure covers more than ``max_skin_fraction`` (half) of it. Calibrated with
     ``tailorshot evaluate safety`` (demo heroes and :func:`synthetic_skin_images`); it is a
     proxy, not a nudity detector: a learned classifier can be plugged in as a
     :class:`SafetyChecker`.
     """
 
-    max_skin_fraction: float = 0.35
+    max_skin_fraction: float = 0.5
     max_gradient: float = 10.0
     max_border_share: float = 0.8
-    full_frame_share: float = 0.9
+    full_frame_share: float = 0.7
+    min_hole_share: float = 0.04
     name: str = "skin-heuristic"
 
     def __post_init__(self) -> None:
@@ -92,11 +96,21 @@ class SkinToneHeuristicChecker:
         if n == 0:
             return 0.0
         sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] / mask.size
-        border = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+        # The ring a tenth of the way in, not the outermost pixels: a vignette darkens those.
+        k = _WORK_SIDE // 10
+        ring = labels[k : _WORK_SIDE - k, k : _WORK_SIDE - k]
+        border = np.concatenate([ring[0], ring[-1], ring[1:-1, 0], ring[1:-1, -1]])
         touch = np.bincount(border, minlength=n + 1)[1:] / border.size
-        # Figure, not ground: a region around most of the frame's border is a backdrop (a
-        # beige wall behind a product) unless it fills nearly the whole frame.
-        figure = (touch < self.max_border_share) | (sizes > self.full_frame_share)
+        # Figure, not ground. Ground is a region that surrounds another object (a backdrop
+        # around the product: its filled holes cover >= ``min_hole_share``), or that runs along
+        # most of the frame's border without filling most of the frame (a wall, a sky band).
+        figure = np.zeros(n, dtype=bool)
+        for i in np.argsort(-sizes)[:4]:  # the largest few regions decide
+            region = labels == i + 1
+            holes = float((ndimage.binary_fill_holes(region) & ~region).mean())
+            if holes >= self.min_hole_share:
+                continue
+            figure[i] = touch[i] < self.max_border_share or sizes[i] > self.full_frame_share
         return float(sizes[figure].max()) if figure.any() else 0.0
 
     def check(self, images: Sequence[Image.Image]) -> list[bool]:
@@ -107,7 +121,7 @@ def synthetic_skin_images(
     n: int, *, seed: int, size: tuple[int, int] = (256, 192)
 ) -> list[Image.Image]:
     """``n`` synthetic skin-dominant images (the heuristic's positives): one body-like region
-    of overlapping ellipses in a skin tone (:data:`SKIN_TONES`, in turn) covering 40-90% of
+    of overlapping ellipses in a skin tone (:data:`SKIN_TONES`, in turn) covering 55-90% of
     the frame, shaded and lightly noisy, on a plain non-skin background. Seeded."""
     if n < 1:
         raise ValueError(f"n: expected >= 1, got {n}")
@@ -120,7 +134,7 @@ def synthetic_skin_images(
         tone = np.array(SKIN_TONES[i % len(SKIN_TONES)], dtype=np.float32)
         bg = tuple(int(v) for v in rng.choice([[40, 60, 90], [70, 110, 80], [200, 205, 215],
                                                 [30, 30, 35], [90, 120, 170]]))  # fmt: skip
-        target = float(rng.uniform(0.4, 0.9))
+        target = float(rng.uniform(0.55, 0.9))
         mask = Image.new("L", size, 0)
         draw = ImageDraw.Draw(mask)
         cx, cy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.4, 0.6)

@@ -78,6 +78,25 @@ def demo_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool
         yield Image.open(io.BytesIO(bytes(store.get(key)))).convert("RGB")
 
 
+def demo_scenes(settings: Any, *, n: int, seed: int) -> Iterator[Any]:
+    """``n`` procedural demo scenes, 256 px: the home's catalog cut-outs in turn, each placed in
+    the demo world's settings under its lightings in turn (warm ones included). Cheap: no
+    diffusion. None when the home has no catalog cut-outs."""
+    from PIL import Image
+
+    from data.demo.attributes import LIGHTING, SETTINGS
+    from data.demo.render import compose_scene
+
+    cutouts = sorted((settings.home / "catalog" / "cutouts").glob("*.png"))
+    for i in range(n if cutouts else 0):
+        product = Image.open(cutouts[i % len(cutouts)]).convert("RGBA")
+        setting = SETTINGS[i % len(SETTINGS)]
+        lighting = LIGHTING[(i // len(SETTINGS)) % len(LIGHTING)]
+        yield compose_scene(
+            product, setting=setting, lighting=lighting, size=256, seed=seed + i
+        ).image
+
+
 def _baseline_flag(image: Any) -> bool:
     """The heuristic before calibration: more than 60% of pixels in the classic YCbCr skin
     range (Cb 77-127, Cr 133-173, Y > 40), for the before/after comparison."""
@@ -125,6 +144,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         catalog: bool = typer.Option(
             True, "--catalog/--no-catalog", help="Also check the demo catalog's product images."
         ),
+        scenes: int = typer.Option(
+            500,
+            "--scenes",
+            help="Also check this many procedural demo scenes (catalog products placed in the "
+            "demo world's settings and lightings: what the small model learned to draw); 0: none.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Rates of the built-in skin heuristic: ``false_positive_rate`` on ``n`` demo heroes
@@ -163,6 +188,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 sum(_baseline_flag(im) for im in synthetic) / len(synthetic), 4
             ),
         }
+        if scenes > 0:
+            flags_s = [checker.check([im])[0] for im in demo_scenes(settings, n=scenes, seed=seed)]
+            result["n_scenes"] = len(flags_s)
+            if flags_s:
+                result["scene_false_positive_rate"] = round(sum(flags_s) / len(flags_s), 4)
         if catalog:
             from PIL import Image
 
