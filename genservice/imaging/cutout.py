@@ -52,6 +52,8 @@ NEAR_GAP_FRAC = 0.08
 MIN_HOLE_FRAC = 0.0005
 #: The flood fill treats enclosed backdrop-coloured regions at least this large as holes.
 FLOOD_MIN_HOLE_FRAC = 0.002
+#: An enclosed hole stays open only where the network's median saliency is below this.
+MAX_HOLE_SALIENCY = 0.15
 #: Max channel difference (0-255) from the border colour that counts as background (flood).
 FLOOD_TOLERANCE = 32.0
 
@@ -235,6 +237,7 @@ def clean_mask(
     mask: np.ndarray,
     *,
     rgb: np.ndarray | None = None,
+    saliency: np.ndarray | None = None,
     keep_island_frac: float = KEEP_ISLAND_FRAC,
     near_gap_frac: float = NEAR_GAP_FRAC,
     min_hole_frac: float = MIN_HOLE_FRAC,
@@ -245,7 +248,8 @@ def clean_mask(
     the background's (8 x 8 x 8 histograms; a lamp's base, a bag's handle; not a patch of
     grass) within half its bounding-box diagonal; without ``rgb``, those within
     ``near_gap_frac`` of that diagonal. Enclosed holes smaller than ``min_hole_frac`` of the
-    image are closed (larger ones, such as a handle's, stay open). Returns
+    image are closed, and with ``saliency`` ``(H, W)`` so are holes whose median saliency is at
+    least ``MAX_HOLE_SALIENCY``; the others (a handle's) stay open. Returns
     ``(mask, dropped)``."""
     from scipy import ndimage
 
@@ -280,11 +284,16 @@ def clean_mask(
         mask = np.isin(labels, sorted(keep))
     holes = ndimage.binary_fill_holes(mask) & ~mask
     if holes.any():
-        hl, _ = ndimage.label(holes)
+        hl, hn = ndimage.label(holes)
         hsizes = np.bincount(hl.ravel())[1:]
-        small = np.flatnonzero(hsizes < min_hole_frac * mask.size) + 1
-        if small.size:
-            mask = mask | np.isin(hl, small)
+        close = hsizes < min_hole_frac * mask.size
+        if saliency is not None:
+            # A real hole (a handle's) is one the network calls background; an enclosed region
+            # it is unsure of (a pale bodice inside a salient outline) is product.
+            med = ndimage.median(saliency, hl, index=np.arange(1, hn + 1))
+            close |= np.asarray(med) >= MAX_HOLE_SALIENCY
+        if close.any():
+            mask = mask | np.isin(hl, np.flatnonzero(close) + 1)
     return mask, dropped
 
 
@@ -353,7 +362,7 @@ def refine_alpha(
     from scipy import ndimage
 
     H, W = saliency.shape
-    mask, dropped = clean_mask(saliency > 0.5, rgb=rgb)
+    mask, dropped = clean_mask(saliency > 0.5, rgb=rgb, saliency=saliency)
     alpha = mask.astype(np.float32)
     if not mask.any():
         return alpha, dropped
