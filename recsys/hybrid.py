@@ -141,9 +141,9 @@ class HybridRecommender:
         self._new = np.flatnonzero(~has) if len(known) else np.zeros(0, np.int64)
         nb = min(n_borrow, len(known))
         self._borrow = np.zeros((len(self._new), nb), dtype=np.int64)
-        xk = items.vectors[known].astype(np.float32)
+        xk = items.vectors[known]  # float32: ItemVectors guarantees it
         for lo in range(0, len(self._new), 1024):  # chunks bound the (chunk, n_known) block
-            sims = items.vectors[self._new[lo : lo + 1024]].astype(np.float32) @ xk.T
+            sims = items.vectors[self._new[lo : lo + 1024]] @ xk.T
             part = (
                 np.argpartition(-sims, nb - 1, axis=1)[:, :nb]
                 if nb < len(known)
@@ -173,7 +173,7 @@ class HybridRecommender:
         n = len(profiles)
         if rows.shape[0] != n:
             raise ValueError(f"rows: expected {n} rows (one per profile), got {rows.shape[0]}")
-        x = self.items.vectors.astype(np.float32)
+        x = self.items.vectors  # float32 (n_catalog, dim); no per-query copy
         m = len(self.items.ids)
         collab = np.zeros((n, m))
         if n and self._known.any():
@@ -249,7 +249,7 @@ class HybridRecommender:
         r = rel[top]
         spread = float(r.max() - r.min())
         scaled = (r - r.min()) / spread if spread > 0 else np.ones_like(r)
-        x = self.items.vectors[top].astype(np.float32)
+        x = self.items.vectors[top]
         picked = top[mmr_select(scaled, x, k=k, lambda_=self.mmr_lambda)]
         because, interest = self._explain(profile, row, picked)
         return Recommendations(
