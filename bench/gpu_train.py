@@ -158,7 +158,7 @@ def main() -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation")
     p.add_argument("--speed-only", action="store_true", help="the it/s table only (VAE quick)")
     p.add_argument("--speed-steps", type=int, default=300)
-    p.add_argument("--n", type=int, default=0, help="samples to render (0 = 8000; dry run 400)")
+    p.add_argument("--n", type=int, default=0, help="samples to render (0 = 8000; dry run: 400)")
     p.add_argument("--compile-modes", default="default,reduce-overhead")
     p.add_argument("--unet-steps", type=int, default=0, help="0 = the size's recipe")
     p.add_argument("--budget-s", type=float, default=0, help="UNet steps fit this total (0: off)")
@@ -175,7 +175,7 @@ def main() -> None:
         torch.set_num_threads(1)  # tiny models on a shared CPU: threads only spin
     scale = 1000 if args.dry_run else 1  # dry run: steps // 1000, at least 2
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-train-"))
-    n = args.n or (400 if args.dry_run else 8000)
+    n = 400 if args.dry_run else (args.n or 8000)
     data = DataSpec(n=n, size=args.size)
     out: Path = args.out
     stages: dict[str, dict[str, Any]] = {}
