@@ -41,6 +41,7 @@ AREAS: list[str] = [
     "imaging",
     "safety",
     "heroes",
+    "edit",
 ]
 
 for _area in AREAS:

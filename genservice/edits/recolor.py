@@ -5,21 +5,20 @@ The rule, for the pixels with alpha > 0 (statistics over alpha >= 0.5):
 
 - lightness: ``L' = L_t + k (L - mean L)`` - the mean lands on the target's ``L_t`` and every
   pixel keeps its offset from the mean (the luminance detail); for very light or dark targets
-  ``L_t`` may move up to :data:`MAX_L_SLACK` towards the middle to make room for the detail. ``k`` = 1 unless the 1st-99th
-  percentile range would leave [0, 100] around ``L_t``; then ``k`` shrinks to fit, never below
-  :data:`MIN_DETAIL`; what still overflows rolls off smoothly within :data:`KNEE` of 0 / 100
-  (``soft_clip``: monotone, so the detail's order survives);
+  ``L_t`` may move up to :data:`MAX_L_SLACK` towards the middle to make room for the detail.
+  ``k`` = 1 unless the 1st-99th percentile range would leave [0, 100] around ``L_t``; then
+  ``k`` shrinks to fit, never below :data:`MIN_DETAIL`; what still overflows rolls off
+  smoothly within :data:`KNEE` of 0 / 100 (``soft_clip``: monotone, the detail's order stays);
 - chroma: ``(a', b') = (a_t, b_t) * r`` with ``r = (C + C0) / (mean C + C0)`` clipped to
   [0, :data:`MAX_CHROMA_RATIO`] - every pixel takes the target hue, with its chroma relative to
   the product's mean (a white stripe on a red shirt stays near white; a saturated part stays
   saturated). The mean (a', b') is the target's.
 
-The gamut takes chroma from very light / dark pixels; a and b are boosted (at most three times,
-2x each) until the mean chroma after the mapping is the target's again.
-
-Then LAB -> sRGB (out of gamut: chroma shrinks at constant L and hue, ``lab_to_srgb``) and ``alpha * recoloured + (1 - alpha) * source``
-on the mask's support only: outside the mask the pixels are copied (bit-exact), the soft edge
-blends by alpha so the edge stays where it was.
+LAB -> sRGB: out-of-gamut colours lose chroma at constant L and hue (``lab_to_srgb``); a and b
+are then boosted (at most three times, 2x each) until the mean chroma is the target's again.
+Finally ``alpha * recoloured + (1 - alpha) * source`` on the mask's support only: outside the
+mask the pixels are copied (bit-exact), the soft edge blends by alpha so the edge stays where
+it was.
 """
 
 from __future__ import annotations
@@ -63,8 +62,11 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 _WHITE = np.array([0.95047, 1.0, 1.08883])
 _XYZ_TO_RGB = np.array(
-    [[3.2404542, -1.5371385, -0.4985314], [-0.9692660, 1.8760108, 0.0415560],
-     [0.0556434, -0.2040259, 1.0572252]]
+    [
+        [3.2404542, -1.5371385, -0.4985314],
+        [-0.9692660, 1.8760108, 0.0415560],
+        [0.0556434, -0.2040259, 1.0572252],
+    ]
 )
 
 
@@ -72,6 +74,7 @@ def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
     """CIELAB ``(N, 3)`` -> sRGB ``(N, 3)`` uint8. Out-of-gamut colours keep their lightness
     and hue and lose chroma (bisection on a chroma scale, 8 steps) instead of clipping each
     channel, which would change their lightness and flatten the shading."""
+
     def to_rgb(x: np.ndarray) -> np.ndarray:
         """Unclipped sRGB in [0, 1] where in gamut (CIELAB D65 -> XYZ -> linear -> gamma)."""
         fy = (x[:, 0] + 16.0) / 116.0
@@ -180,7 +183,7 @@ class Recolor:
         edited[sup] = pix
         out = blend_in_mask(rgb, edited, alpha)
         seconds = time.perf_counter() - t0
-        p = {"colour": colour, "rgb": "#%02x%02x%02x" % target}
+        p = {"colour": colour, "rgb": "#{:02x}{:02x}{:02x}".format(*target)}
         return EditResult(
             image=join_alpha(out, a_chan),
             mask=alpha,
