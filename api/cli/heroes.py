@@ -53,7 +53,7 @@ def run_hero_evaluation(
     from tqdm import tqdm
 
     from data.demo.attributes import LIGHTING, SETTINGS, caption_for
-    from data.demo.build import DELIVERY_IMAGE_SIZE, render_seed
+    from data.demo.build import DELIVERY_IMAGE_SIZE, product_image_path, render_seed
     from data.demo.render import contact_sheet, on_studio_background, render_product
     from data.demo.world import build_world, category_title
     from genservice.backends.base import GenerationRequest
@@ -173,12 +173,18 @@ def run_hero_evaluation(
     (work / "catalog").mkdir(parents=True, exist_ok=True)
     heroes, captions = [], []
     rows: list[dict[str, Any]] = []
+    from_home = 0
     names = ["banner", "square", "story"]
     for i in tqdm(range(n_heroes), desc="heroes", disable=not progress):
         j = (i * 37) % len(world.products)
         p = world.products[j]
-        path = work / "catalog" / f"{p.sku}.png"
-        if not path.exists():
+        # The demo home's own catalog photo when there is one (``make demo``), else the same
+        # render made here.
+        path = Path(settings.home) / product_image_path(p.sku)
+        if path.is_file():
+            from_home += 1
+        else:
+            path = work / "catalog" / f"{p.sku}.png"
             rgba = render_product(
                 p.attributes, category=p.category, size=DELIVERY_IMAGE_SIZE, seed=render_seed(0, j)
             )
@@ -188,7 +194,7 @@ def run_hero_evaluation(
             product=ProductRef(
                 id=p.sku,
                 title=caption_for(p.attributes, p.category),
-                image=f"catalog/{p.sku}.png",
+                image=str(path.resolve()),
                 category=category_title(p.category),
             ),
             placement=PLACEMENTS[names[i % 3]],
@@ -234,6 +240,7 @@ def run_hero_evaluation(
                 float(np.mean([r["sharpness_vs_bicubic"] for r in rows])), 3
             ),
             "seconds_per_hero": round(float(np.mean([r["seconds"] for r in rows])), 2),
+            "product_photos_from_home": from_home,
             "rows": rows,
         }
         if sheet is not None:
