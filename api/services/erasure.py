@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -57,6 +58,8 @@ from data.models import (
 log = get_logger("erasure")
 
 _SECRET_FILE = Path("secrets") / "user_hash.key"
+_TOMBS = ErasureRecord.__table__  # type: ignore[attr-defined]
+_LOOKUP = sa_select(_TOMBS.c.user_key).where(_TOMBS.c.user_key == bindparam("k"))
 
 
 def load_user_secret(home: Path, configured: str | None = None) -> bytes:
@@ -149,8 +152,22 @@ class ErasureGuard:
             return k in self._erased
 
     def is_erased(self, user_id: str, session: Session | None = None) -> bool:
-        """Whether ``user_id`` was erased (see the class docstring for the cost)."""
-        return bool(self.erased_among([user_id], session))
+        """Whether ``user_id`` was erased (see the class docstring for the cost). One Core
+        primary-key lookup (no ORM): it runs on every hero request."""
+        k = self.key(user_id)
+        with self._lock:
+            if k in self._erased:
+                return True
+        if session is not None:
+            hit = session.connection().execute(_LOOKUP, {"k": k}).first()
+        else:
+            with self.engine.connect() as conn:
+                hit = conn.execute(_LOOKUP, {"k": k}).first()
+        if hit is None:
+            return False
+        with self._lock:
+            self._erased.add(k)
+        return True
 
     def tombstone(self, user_id: str) -> None:
         """Commit the tombstone of ``user_id`` (idempotent): step 1 of an erasure."""
