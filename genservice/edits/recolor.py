@@ -5,7 +5,8 @@ The rule, for the pixels with alpha > 0 (statistics over alpha >= 0.5):
 
 - lightness: ``L' = L_t + k (L - mean L)`` - the mean lands on the target's ``L_t`` and every
   pixel keeps its offset from the mean (the luminance detail); for very light or dark targets
-  ``L_t`` may move up to :data:`MAX_L_SLACK` towards the middle to make room for the detail.
+  ``L_t`` may move up to :data:`MAX_L_SLACK` (3x for neutral targets) towards the
+  middle to make room for the detail.
   ``k`` = 1 unless the 1st-99th percentile range would leave [0, 100] around ``L_t``; then
   ``k`` shrinks to fit, never below :data:`MIN_DETAIL`; what still overflows rolls off
   smoothly within :data:`KNEE` of 0 / 100 (``soft_clip``: monotone, the detail's order stays);
@@ -124,8 +125,11 @@ def recolor_lab(lab: np.ndarray, target_lab: np.ndarray, weights: np.ndarray) ->
     lt = float(target_lab[0])
     # Room for the detail: the mean may sit up to MAX_L_SLACK from L_t, towards the middle.
     room_lo, room_hi = mean_l - lo + KNEE / 2, 100.0 - KNEE / 2 - (hi - mean_l)
+    # Neutral targets (white, black, grey) have no chroma to lose: they get 3x the slack.
+    t_chroma = float(np.hypot(target_lab[1], target_lab[2]))
+    slack = MAX_L_SLACK * (3.0 - 2.0 * min(t_chroma / 20.0, 1.0))
     if room_lo <= room_hi:
-        lt = float(np.clip(np.clip(lt, room_lo, room_hi), lt - MAX_L_SLACK, lt + MAX_L_SLACK))
+        lt = float(np.clip(np.clip(lt, room_lo, room_hi), lt - slack, lt + slack))
     k = 1.0
     if hi > mean_l:
         k = min(k, (100.0 - lt) / (hi - mean_l))

@@ -1,0 +1,90 @@
+"""Measures of the edit rules, shared by tests and ``bench/bench_edits.py``.
+
+- ``recolor_scores``: CIEDE2000 between the mean CIELAB colour inside the mask (alpha >= 0.5)
+  and the target; SSIM (data range 100) of CIELAB L inside the mask against the original's,
+  after removing the intended global lightness shift (``alpha * (mean L' - mean L)``), so it
+  scores the luminance structure and contrast, not the new lightness; the count of changed
+  pixels outside the mask (alpha == 0).
+- ``material_scores``: colour: CIEDE2000 between the mean CIELAB colour inside the mask and
+  the texture's mean colour; frequency: the ratio of high-frequency energy (variance of
+  ``L - gaussian(L, 2 px)``) inside the eroded mask, edit / texture as laid (1 = same); shading:
+  Pearson correlation of the luminance smoothed at the op's shading scale, edit vs original,
+  inside the mask; changed pixels outside the mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def _lab(image: Image.Image) -> np.ndarray:
+    from genservice.edits.recolor import srgb_to_lab
+
+    return srgb_to_lab(np.asarray(image.convert("RGB")))
+
+
+def outside_changed(before: Image.Image, after: Image.Image, alpha: np.ndarray) -> int:
+    """Pixels with alpha == 0 whose bytes differ between ``before`` and ``after``."""
+    a, b = np.asarray(before), np.asarray(after)
+    if a.shape != b.shape:
+        raise ValueError(f"after: expected shape {a.shape}, got {b.shape}")
+    diff = (a != b).reshape(a.shape[0], a.shape[1], -1).any(axis=-1)
+    return int((diff & (alpha == 0)).sum())
+
+
+def recolor_scores(
+    before: Image.Image, after: Image.Image, alpha: np.ndarray, target: tuple[int, int, int]
+) -> dict[str, Any]:
+    """``delta_e`` (float), ``ssim`` (float), ``outside_changed`` (int); see the module."""
+    from skimage.color import deltaE_ciede2000
+    from skimage.metrics import structural_similarity
+
+    from genservice.edits.recolor import srgb_to_lab
+
+    inside = alpha >= 0.5
+    lab0, lab1 = _lab(before), _lab(after)
+    t_lab = srgb_to_lab(np.array(target, np.float64))
+    de = float(deltaE_ciede2000(lab1[inside].mean(axis=0), t_lab))
+    l0, l1 = lab0[..., 0], lab1[..., 0]
+    shift = float(l1[inside].mean() - l0[inside].mean())
+    _, full = structural_similarity(l0, l1 - shift * alpha, data_range=100.0, full=True)
+    return {
+        "delta_e": round(de, 3),
+        "ssim": round(float(full[inside].mean()), 4),
+        "outside_changed": outside_changed(before, after, alpha),
+    }
+
+
+def _hf_energy(lum: np.ndarray, where: np.ndarray) -> float:
+    from scipy import ndimage
+
+    return float(np.var((lum - ndimage.gaussian_filter(lum, 2.0))[where]))
+
+
+def material_scores(
+    before: Image.Image, after: Image.Image, alpha: np.ndarray, laid: np.ndarray, sigma: float
+) -> dict[str, Any]:
+    """``delta_e``, ``hf_ratio``, ``shading_corr``, ``outside_changed``. ``laid`` is the
+    texture as tiled over the image ``(H, W, 3)`` uint8, ``sigma`` the shading scale (px)."""
+    from scipy import ndimage
+    from skimage.color import deltaE_ciede2000
+
+    from genservice.edits.recolor import srgb_to_lab
+
+    inside = alpha >= 0.5
+    core = ndimage.binary_erosion(inside, iterations=4)
+    lab0, lab1, labt = _lab(before), _lab(after), srgb_to_lab(laid)
+    de = float(deltaE_ciede2000(lab1[inside].mean(axis=0), labt[inside].mean(axis=0)))
+    hf = _hf_energy(lab1[..., 0], core) / max(_hf_energy(labt[..., 0], core), 1e-6)
+    s0 = ndimage.gaussian_filter(lab0[..., 0], sigma)[inside]
+    s1 = ndimage.gaussian_filter(lab1[..., 0], sigma)[inside]
+    corr = float(np.corrcoef(s0, s1)[0, 1])
+    return {
+        "delta_e": round(de, 3),
+        "hf_ratio": round(hf, 3),
+        "shading_corr": round(corr, 4),
+        "outside_changed": outside_changed(before, after, alpha),
+    }
