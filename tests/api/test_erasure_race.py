@@ -107,7 +107,7 @@ def rows_mentioning(engine: Engine, needle: str) -> list[str]:
     return hits
 
 
-def _wait_for_worker(env: Env, timeout: float = 60.0) -> None:
+def _wait_for_worker(env: Env, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with Session(env.comps.engine) as s:
