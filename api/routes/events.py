@@ -36,7 +36,7 @@ def purge_late_users(session: Session, users: set[str]) -> int:
     makes the user row's delete fail its foreign key: retry, then leave the row to that
     batch's own purge."""
     gone = 0
-    for attempt in range(5):
+    for attempt in range(10):
         try:
             gone += rowcount(
                 session.execute(delete(Event).where(col(Event.user_id).in_(list(users))))
