@@ -45,7 +45,7 @@ if [ -z "${SKIP_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
     --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
   export PYTHONPATH=/tmp/site:$PWD
 else
-  echo "no .whl/: assuming the packages are installed"
+  echo "no wheels installed (.whl/ missing or SKIP_WHEELS set): using the packages present"
   export PYTHONPATH=$PWD
 fi
 (nvidia-smi; "$PY" -c "import torch, diffusers; print(torch.__version__, diffusers.__version__)") \

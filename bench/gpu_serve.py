@@ -292,6 +292,10 @@ def run_arch(arch: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     batch = 2 if tiny else (args.batch if arch != "sdxl" else max(1, args.batch // 2))
     reps = 1 if tiny else args.repeats
     res: dict[str, Any] = {"size": side, "steps": steps, "variants": {}, "errors": {}}
+    if budget_left(args) <= 0:
+        res["errors"]["all"] = "skipped: over --budget-s"
+        return res
+    use_compile = cuda and not args.no_compile and arch in args.compile_archs.split(",")
     var = res["variants"]
     model = MODELS.get(model_arch)
     if model is None:
@@ -312,11 +316,11 @@ def run_arch(arch: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     if arch == "turbo":  # Turbo-style: ancestral Euler, no guidance (no CFG batch doubling)
         turbo = {"guidance_scale": 0.0, "scheduler": "euler_a"}
         plans = [("service-bf16-cl-fused", {**fast, **turbo}, 0.0)]
-        if cuda and not args.no_compile:
+        if use_compile:
             plans.append(("service-compiled", {**compiled, **turbo}, 0.0))
     else:
         plans = [("service-defaults", eager, 5.0), ("service-bf16-cl-fused", fast, 5.0)]
-        if cuda and not args.no_compile:
+        if use_compile:
             plans.append(("service-compiled", {**compiled, "guidance_scale": 5.0}, 5.0))
     if arch != "turbo" and budget_left(args) > 0:
         log(f"{arch}: plain diffusers fp32")
@@ -408,6 +412,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--compile-mode", default="reduce-overhead", help="torch.compile mode")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument(
+        "--compile-archs", default="sd15,turbo", help="archs with a compiled variant (minutes)"
+    )
     p.add_argument("--budget-s", type=float, default=420.0, help="start nothing new after this")
     p.add_argument("--work", type=Path, default=None, help="model files (default: a temp dir)")
     p.add_argument(
