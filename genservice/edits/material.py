@@ -145,6 +145,24 @@ def mask_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
+def layout(alpha: np.ndarray, scale: float) -> tuple[tuple[int, int, int, int], int, float]:
+    """Where the texture goes for mask ``alpha``: the box ``(y0, y1, x0, x1)``, the tile size
+    (px) and the shading sigma (px)."""
+    y0, y1, x0, x1 = mask_box(alpha)
+    tile = max(8, round(scale * max(y1 - y0, x1 - x0)))
+    sigma = max(1.0, SHADE_SIGMA_FRAC * float(np.hypot(y1 - y0, x1 - x0)))
+    return (y0, y1, x0, x1), tile, sigma
+
+
+def laid_texture(tex: np.ndarray, alpha: np.ndarray, scale: float) -> np.ndarray:
+    """The texture as the op lays it, over the whole image ``(H, W, 3)`` uint8 (zeros outside
+    the mask's box); for measuring what the edit kept of it."""
+    (y0, y1, x0, x1), tile, _ = layout(alpha, scale)
+    out = np.zeros((*alpha.shape, 3), np.uint8)
+    out[y0:y1, x0:x1] = tile_texture(tex, (y1 - y0, x1 - x0), tile)
+    return out
+
+
 class Material:
     """The ``material`` edit (see the module docstring)."""
 
@@ -180,12 +198,10 @@ class Material:
         alpha, method, t_mask = resolve_mask(src, mask)
         t0 = time.perf_counter()
         rgb, a_chan = split_alpha(src)
-        y0, y1, x0, x1 = mask_box(alpha)
-        diag = float(np.hypot(y1 - y0, x1 - x0))
-        tile = max(8, round(scale * max(y1 - y0, x1 - x0)))
+        (y0, y1, x0, x1), tile, sigma = layout(alpha, scale)
         region = (slice(y0, y1), slice(x0, x1))
         tiled = tile_texture(tex, (y1 - y0, x1 - x0), tile)
-        shade = shading(rgb[region], alpha[region], max(1.0, SHADE_SIGMA_FRAC * diag))
+        shade = shading(rgb[region], alpha[region], sigma)
         lin = _to_linear(tiled) * np.clip(shade, SHADE_MIN, SHADE_MAX)[..., None] ** strength
         edited = rgb.copy()
         edited[region] = _to_srgb(lin)

@@ -8,8 +8,11 @@
 - ``material_scores``: colour: CIEDE2000 between the mean CIELAB colour inside the mask and
   the texture's mean colour; frequency: the ratio of high-frequency energy (variance of
   ``L - gaussian(L, 2 px)``) inside the eroded mask, edit / texture as laid (1 = same); shading:
-  Pearson correlation of the luminance smoothed at the op's shading scale, edit vs original,
-  inside the mask; changed pixels outside the mask.
+  Pearson correlation, inside the mask, between the original's L and the lightness the edit
+  added to the texture (``L_edit - L_texture``), both smoothed at the op's shading scale - so a
+  texture's own large features (marble veins) do not count as shading, and an unshaded texture
+  scores 0 (smoothing is normalised over the opaque pixels, alpha >= 0.999); changed pixels
+  outside the mask.
 """
 
 from __future__ import annotations
@@ -79,9 +82,13 @@ def material_scores(
     lab0, lab1, labt = _lab(before), _lab(after), srgb_to_lab(laid)
     de = float(deltaE_ciede2000(lab1[inside].mean(axis=0), labt[inside].mean(axis=0)))
     hf = _hf_energy(lab1[..., 0], core) / max(_hf_energy(labt[..., 0], core), 1e-6)
-    s0 = ndimage.gaussian_filter(lab0[..., 0], sigma)[inside]
-    s1 = ndimage.gaussian_filter(lab1[..., 0], sigma)[inside]
-    corr = float(np.corrcoef(s0, s1)[0, 1])
+    # Smoothed inside the opaque part only (normalised convolution), so the soft rim's blend
+    # with the old backdrop is not mistaken for shading.
+    solid = (alpha >= 0.999).astype(np.float64)
+    den = np.maximum(ndimage.gaussian_filter(solid, sigma), 1e-6)
+    s0 = (ndimage.gaussian_filter(lab0[..., 0] * solid, sigma) / den)[inside]
+    s1 = (ndimage.gaussian_filter((lab1[..., 0] - labt[..., 0]) * solid, sigma) / den)[inside]
+    corr = float(np.corrcoef(s0, s1)[0, 1]) if s1.std() > 0.1 and s0.std() > 0.1 else 0.0
     return {
         "delta_e": round(de, 3),
         "hf_ratio": round(hf, 3),
