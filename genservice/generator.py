@@ -112,13 +112,20 @@ class HeroImaging:
 
         # Ghosts: the detector trained on demo scenes when its weights ship (U^2-Net-p misses
         # products on dark scenes and takes sea stripes and mountains for objects at 64 px).
-        ghosts: Callable[[Image.Image], np.ndarray] = model.saliency
-        try:
-            from genservice.judges import GhostDetector
+        # Loaded on first use (torch weights; the cut-out alone never needs them).
+        detector: list[Callable[[Image.Image], np.ndarray]] = []
 
-            ghosts = GhostDetector.load().probability
-        except FileNotFoundError as exc:
-            log.warning("ghost detector unavailable (%s): using U^2-Net-p saliency", exc)
+        def ghosts(image: Image.Image) -> np.ndarray:
+            if not detector:
+                try:
+                    from genservice.judges import GhostDetector
+
+                    detector.append(GhostDetector.load().probability)
+                except FileNotFoundError as exc:
+                    log.warning("ghost detector unavailable (%s): using U^2-Net-p saliency", exc)
+                    detector.append(model.saliency)
+            return detector[0](image)
+
         return cls(
             cut_out=lambda im: cut_out_product(im, model=model),
             upscale_product=upscale_product,

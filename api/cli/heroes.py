@@ -133,7 +133,12 @@ def run_hero_evaluation(
     scenes_s = time.perf_counter() - t_scenes
     from genservice.compose import find_ground, remove_ghosts
 
-    judge = SettingJudge.load()
+    try:
+        judge = SettingJudge.load()
+    except FileNotFoundError as exc:
+        # Without the judge the other figures still stand; the setting figures are null.
+        report["setting_judge_missing"] = str(exc)
+        judge = None
     raw_in, clean_in, ghost_before, ghost_after = [], [], 0, 0
     for img in tqdm(natives, desc="ghosts", disable=not progress):
         native = crop_to_aspect(img, placement.aspect)
@@ -149,8 +154,11 @@ def run_hero_evaluation(
         clean_in.append(judge_input(clean))
     want_s = [a[0] for a in asks]
     want_l = [a[1] for a in asks]
-    ps, pl = judge.predict(np.stack(clean_in))
-    ps_raw, _ = judge.predict(np.stack(raw_in))
+    if judge is not None:
+        ps, pl = judge.predict(np.stack(clean_in))
+        ps_raw, _ = judge.predict(np.stack(raw_in))
+    else:
+        ps = pl = ps_raw = ["?"] * n
     per_setting = {
         s: round(float(np.mean([p == w for p, w in zip(ps, want_s, strict=True) if w == s])), 3)
         for s in SETTINGS
@@ -216,7 +224,9 @@ def run_hero_evaluation(
                 "placement": brief.placement.name,
                 "setting": s_name,
                 "lighting": l_name,
-                "setting_judged": judge.predict(judge_input(prep.scene.native)[None])[0][0],
+                "setting_judged": (
+                    judge.predict(judge_input(prep.scene.native)[None])[0][0] if judge else None
+                ),
                 "product_upscale": round(prep.placed.upscale, 4),
                 "product_source_ratio": round(max(w / prep.cut.size[0], h / prep.cut.size[1]), 4),
                 "sharpness_vs_bicubic": round(
@@ -260,7 +270,11 @@ def run_hero_evaluation(
         summary["max_product_upscale"] = report["heroes"]["max_product_upscale"]
         summary["sharpness_vs_bicubic"] = report["heroes"]["sharpness_vs_bicubic_min"]
     report["summary"] = summary
-    report["meets_targets"] = {k: _meets(k, float(v)) for k, v in summary.items()}
+    if judge is None:
+        summary["setting_accuracy"] = None
+    report["meets_targets"] = {
+        k: _meets(k, float(v)) if v is not None else None for k, v in summary.items()
+    }
     report["targets"] = {k: f"{op} {t}" for k, (op, t) in TARGETS.items()}
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     return report
