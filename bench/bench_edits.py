@@ -1,0 +1,159 @@
+"""Seconds per edit op at 1024 px on this CPU, and the recolour / material acceptance figures
+on 50 seeded demo products.
+
+Run: ``.venv/bin/python bench/bench_edits.py [--repeats 2] [--products 50] [--size 256]
+[--mask cutout|render] [--skip-timing] [--skip-quality]``; prints one JSON object.
+
+Timing: one 1024 x 1024 demo render on the studio backdrop; the product mask is cut out once
+(``cutout_s``, U^2-Net-p + matting, cache cleared) and then given to each op, so each op's
+figure is the edit alone; ``restore`` enlarges a 256-px copy x4 to 1024 px. Median of
+``--repeats``. Quality: each product is recoloured to a target cycling through every named
+colour and ``#1f4fd1`` (measures in ``genservice.edits.metrics``) and given a material
+cycling through the named textures. The machine's load average is printed (it may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+TEXTURES = ("brick", "denim", "wood", "marble", "leather", "grass", "gravel")
+
+
+def _timing(repeats: int) -> dict[str, Any]:
+    from data.demo.render import on_studio_background, render_product
+    from genservice.edits import apply_edit
+    from genservice.imaging import cutout
+
+    attrs = {"colour": "green", "pattern": "striped", "material": "leather", "style": "sporty"}
+    img = on_studio_background(render_product(attrs, category="handbag", size=1024, seed=1))
+    t = []
+    for _ in range(repeats):
+        cutout.default_model()._cache.clear()  # time the network, not a cache hit
+        t0 = time.perf_counter()
+        alpha = cutout.cut_out_product(img).alpha
+        t.append(time.perf_counter() - t0)
+    out: dict[str, Any] = {"cutout_s": round(statistics.median(t), 3)}
+    runs: dict[str, tuple[Image.Image, dict[str, Any], bool]] = {
+        "recolor": (img, {"colour": "#1f4fd1"}, True),
+        "material": (img, {"texture": "denim"}, True),
+        "background": (img, {"studio": "#f4d9c6", "gradient": 10.0}, True),
+        "adjust": (img, {"brightness": 1.1, "contrast": 1.1, "sharpness": 0.5}, False),
+        "remove-background": (img, {}, True),
+        "restore": (img.resize((256, 256), Image.Resampling.LANCZOS), {"scale": 4}, False),
+    }
+    for op, (src, params, masked) in runs.items():
+        secs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            apply_edit(op, src, mask=alpha if masked else None, **params)
+            secs.append(time.perf_counter() - t0)
+        out[f"{op}_s"] = round(statistics.median(secs), 3)
+    return out
+
+
+def _quality(n: int, size: int, mask_from: str) -> dict[str, Any]:
+    from data.demo.attributes import CATEGORY_MATERIALS, COLOUR_NAMES, PATTERNS, STYLE_NAMES
+    from data.demo.render import on_studio_background, render_product
+    from genservice.edits import apply_edit
+    from genservice.edits.base import parse_colour
+    from genservice.edits.material import laid_texture, layout, load_texture
+    from genservice.edits.metrics import material_scores, recolor_scores
+    from genservice.imaging.cutout import cut_out_product
+
+    targets = (*COLOUR_NAMES, "#1f4fd1")
+    rng = np.random.default_rng(17)
+    cats = list(CATEGORY_MATERIALS)
+    rec: list[dict[str, Any]] = []
+    mat: list[dict[str, Any]] = []
+    for i in range(n):
+        cat = cats[i % len(cats)]
+        mats = CATEGORY_MATERIALS[cat]
+        attrs = {
+            "colour": COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))],
+            "pattern": PATTERNS[rng.integers(len(PATTERNS))],
+            "material": mats[rng.integers(len(mats))],
+            "style": STYLE_NAMES[rng.integers(len(STYLE_NAMES))],
+        }
+        rgba = render_product(attrs, category=cat, size=size, seed=i)
+        img = on_studio_background(rgba)
+        alpha = (
+            np.asarray(rgba)[..., 3].astype(np.float32) / 255.0
+            if mask_from == "render"
+            else cut_out_product(img).alpha
+        )
+        target = targets[i % len(targets)]
+        r = apply_edit("recolor", img, mask=alpha, colour=target)
+        rec.append(
+            {"i": i, "category": cat, **attrs, "target": target}
+            | recolor_scores(img, r.image, alpha, parse_colour(target))
+        )
+        tex = TEXTURES[i % len(TEXTURES)]
+        m = apply_edit("material", img, mask=alpha, texture=tex)
+        laid = laid_texture(load_texture(tex), alpha, 1.0)
+        mat.append(
+            {"i": i, "texture": tex}
+            | material_scores(img, m.image, alpha, laid, layout(alpha, 1.0)[2])
+        )
+    de = [r["delta_e"] for r in rec]
+    ss = [r["ssim"] for r in rec]
+    return {
+        "products": n,
+        "size": size,
+        "mask": mask_from,
+        "recolor": {
+            "delta_e_mean": round(float(np.mean(de)), 3),
+            "delta_e_max": round(float(np.max(de)), 3),
+            "ssim_mean": round(float(np.mean(ss)), 4),
+            "ssim_min": round(float(np.min(ss)), 4),
+            "pass": sum(r["delta_e"] <= 10 and r["ssim"] >= 0.9 for r in rec),
+            "outside_changed": sum(r["outside_changed"] for r in rec),
+            "failures": [r for r in rec if r["delta_e"] > 10 or r["ssim"] < 0.9],
+        },
+        "material": {
+            "delta_e_max": round(max(m["delta_e"] for m in mat), 3),
+            "hf_ratio_range": [
+                round(min(m["hf_ratio"] for m in mat), 3),
+                round(max(m["hf_ratio"] for m in mat), 3),
+            ],
+            "shading_corr_min": round(min(m["shading_corr"] for m in mat), 4),
+            "pass": sum(
+                m["delta_e"] <= 10 and 0.5 <= m["hf_ratio"] <= 2 and m["shading_corr"] >= 0.7
+                for m in mat
+            ),
+            "outside_changed": sum(m["outside_changed"] for m in mat),
+            "failures": [
+                m
+                for m in mat
+                if m["delta_e"] > 10 or not 0.5 <= m["hf_ratio"] <= 2 or m["shading_corr"] < 0.7
+            ],
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--products", type=int, default=50)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--mask", choices=("cutout", "render"), default="cutout")
+    ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
+    args = ap.parse_args()
+    report: dict[str, Any] = {"load_average": [round(x, 2) for x in os.getloadavg()]}
+    if not args.skip_timing:
+        report["seconds_1024px"] = _timing(args.repeats)
+    if not args.skip_quality:
+        report["quality"] = _quality(args.products, args.size, args.mask)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
