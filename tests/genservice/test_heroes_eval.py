@@ -1,0 +1,69 @@
+"""Known answers of the hero quality measures (``genservice.heroeval``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genservice.heroeval import (
+    boundary_f1,
+    ghost_found,
+    iou,
+    islands,
+    laplacian_variance,
+    mask_cases,
+    sharpness_ratio,
+)
+
+
+def _square(x: int, y: int, s: int = 10, size: int = 40) -> np.ndarray:
+    m = np.zeros((size, size), bool)
+    m[y : y + s, x : x + s] = True
+    return m
+
+
+def test_iou_islands_and_boundary_f1_known_answers() -> None:
+    a, b = _square(5, 5), _square(10, 5)  # 10x10 squares overlapping 5x10
+    assert iou(a, b) == pytest.approx(50 / 150)
+    assert iou(a, a) == 1.0 and iou(np.zeros_like(a), np.zeros_like(a)) == 1.0
+    assert islands(a | _square(25, 25)) == 2 and islands(a) == 1
+    assert boundary_f1(a, a) == 1.0
+    # One pixel off is within the 2-pixel tolerance; eight pixels off is not.
+    assert boundary_f1(_square(6, 5), a) == 1.0
+    assert boundary_f1(_square(13, 5), a) < 0.5
+    assert boundary_f1(np.zeros_like(a), a) == 0.0
+
+
+def test_ghost_found_only_outside_the_box_and_above_the_area() -> None:
+    sal = np.zeros((100, 200), np.float32)
+    sal[40:80, 20:60] = 0.9  # a 40x40 object: 8 % of the image
+    assert ghost_found(sal, (120, 20, 60, 70))
+    assert not ghost_found(sal, (15, 35, 50, 50))  # it is the product itself
+    small = np.zeros_like(sal)
+    small[5:10, 5:10] = 0.9  # 25 px: 0.1 % of the image
+    assert not ghost_found(small, (120, 20, 60, 70))
+
+
+def test_sharpness_ratio_is_one_for_bicubic_and_higher_with_detail() -> None:
+    rng = np.random.default_rng(0)
+    native = Image.fromarray(rng.integers(0, 255, (16, 32, 3), dtype=np.uint8))
+    bicubic = native.resize((128, 64), Image.Resampling.BICUBIC)
+    assert sharpness_ratio(bicubic, native) == pytest.approx(1.0)
+    detail = np.asarray(bicubic).astype(np.int16) + rng.integers(-30, 30, (64, 128, 3))
+    sharper = Image.fromarray(np.clip(detail, 0, 255).astype(np.uint8))
+    assert sharpness_ratio(sharper, native) > 2.0
+    assert laplacian_variance(Image.new("RGB", (20, 20), (9, 9, 9))) == 0.0
+
+
+def test_mask_cases_hold_their_known_masks() -> None:
+    cases = mask_cases(2, size=128, seed=0)
+    assert [c.kind for c in cases] == ["studio", "studio", "photo", "photo"]
+    for c in cases:
+        assert c.image.size == (128, 128) and c.mask.shape == (128, 128)
+        assert 0.05 < c.mask.mean() < 0.8
+    # The composite's product pixels are the render's: inside the mask the photo is hidden.
+    photo = cases[2]
+    assert "on-coffee" in photo.name
+    again = mask_cases(2, size=128, seed=0)[2]
+    assert np.array_equal(np.asarray(again.image), np.asarray(photo.image))
