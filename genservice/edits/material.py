@@ -8,8 +8,9 @@ Shading rule: in linear light, ``out = texture * clip(S / mean S, SHADE_MIN, SHA
 strength`` where ``S`` is the product's luminance Y smoothed inside the mask (Gaussian, sigma
 :data:`SHADE_SIGMA_FRAC` of the mask's bounding-box diagonal, normalised so the background
 does not bleed in): the broad shading carries over; the old texture and print (stripes, a
-logo) do not. The texture is resized so one tile spans ``scale`` x the mask's longer side
-(at 1 one tile covers the product, no seam), mirror-tiled beyond.
+logo) do not, except its fine dark lines (``seams``: outlines, seams, a pocket), which
+darken the material as they darkened the product. The texture is resized so one tile spans
+``scale`` x the mask's longer side (at 1 one tile covers the product), mirror-tiled beyond.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ from genservice.edits.base import (
 SHADE_SIGMA_FRAC = 0.04
 #: The shading multiplier is clipped to this range (a white print on a dark shirt would glow).
 SHADE_MIN, SHADE_MAX = 0.3, 1.5
+#: Fine dark lines (seams, outlines) are found at this share of the bounding-box diagonal and
+#: darken the material by at most 1 - SEAM_MIN.
+SEAM_SIGMA_FRAC = 0.006
+SEAM_MIN = 0.45
+#: Only pixels this much darker than their surroundings count as lines (a pattern's soft
+#: boundaries, a polka dot's rim, do not).
+SEAM_START = 0.8
 #: scikit-image samples (greyscale) and the colour each is tinted with (sRGB).
 SAMPLE_TINTS: dict[str, tuple[int, int, int]] = {
     "brick": (158, 78, 54),
@@ -71,7 +79,7 @@ def procedural_texture(name: str, *, size: int = 512, seed: int = 0) -> np.ndarr
         v = 0.6 * _noise(rng, size, 24) + 0.4 * _noise(rng, size, 96)
         base, amp = np.array([112, 64, 38], np.float32), 0.22
     elif name == "denim":  # diagonal twill over indigo, with fine thread noise
-        twill = np.sin(2 * np.pi * (xx + yy) * size / 6.0)
+        twill = np.sin(2 * np.pi * (xx + yy) * size / 14.0)  # still visible shrunk 4x
         v = 0.6 * twill + 0.4 * rng.standard_normal((size, size)).astype(np.float32) * 0.6
         base, amp = np.array([52, 74, 122], np.float32), 0.25
     elif name == "wood":  # wavy grain lines along x
@@ -139,6 +147,23 @@ def shading(rgb: np.ndarray, alpha: np.ndarray, sigma: float) -> np.ndarray:
     return (smooth / max(mean, 1e-4)).astype(np.float32)
 
 
+def seam_sigma(shade_sigma: float) -> float:
+    """The seam scale (px) that goes with the shading scale ``shade_sigma`` (px)."""
+    return max(1.0, SEAM_SIGMA_FRAC * shade_sigma / SHADE_SIGMA_FRAC)
+
+
+def seams(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """The product's fine dark lines ``(H, W)`` float32 in [SEAM_MIN, 1]: luminance over its
+    Gaussian (``sigma`` px) divided by SEAM_START, kept only below 1 (clearly darker).
+    Outlines, seams, a clasp's edge and a pocket carry over onto the new material; bright
+    prints do not."""
+    from scipy import ndimage
+
+    lum = _to_linear(rgb) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    ratio = lum / np.maximum(ndimage.gaussian_filter(lum, sigma), 1e-4)
+    return np.clip(ratio / SEAM_START, SEAM_MIN, 1.0).astype(np.float32)
+
+
 def mask_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
     """``(y0, y1, x0, x1)`` of the pixels with alpha > 0."""
     ys, xs = np.nonzero(alpha > 0)
@@ -202,7 +227,9 @@ class Material:
         region = (slice(y0, y1), slice(x0, x1))
         tiled = tile_texture(tex, (y1 - y0, x1 - x0), tile)
         shade = shading(rgb[region], alpha[region], sigma)
-        lin = _to_linear(tiled) * np.clip(shade, SHADE_MIN, SHADE_MAX)[..., None] ** strength
+        lines = seams(rgb[region], seam_sigma(sigma))
+        mult = np.clip(shade, SHADE_MIN, SHADE_MAX) ** strength * lines**strength
+        lin = _to_linear(tiled) * mult[..., None]
         edited = rgb.copy()
         edited[region] = _to_srgb(lin)
         out = blend_in_mask(rgb, edited, alpha)

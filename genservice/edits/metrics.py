@@ -7,7 +7,8 @@
   pixels outside the mask (alpha == 0).
 - ``material_scores``: colour: CIEDE2000 between the mean CIELAB colour inside the mask and
   the texture's mean colour; frequency: the ratio of high-frequency energy (variance of
-  ``L - gaussian(L, 2 px)``) inside the eroded mask, edit / texture as laid (1 = same); shading:
+  ``L - gaussian(L, 2 px)``) inside the eroded mask away from the product's own dark lines
+  (which the op keeps), edit / texture as laid (1 = same); shading:
   Pearson correlation, inside the mask, between the original's L and the lightness the edit
   added to the texture (``L_edit - L_texture``), both smoothed at the op's shading scale - so a
   texture's own large features (marble veins) do not count as shading, and an unshaded texture
@@ -78,7 +79,13 @@ def material_scores(
     from genservice.edits.recolor import srgb_to_lab
 
     inside = alpha >= 0.5
-    core = ndimage.binary_erosion(inside, iterations=4)
+    from genservice.edits.material import seam_sigma, seams
+
+    # Frequency content is measured away from the product's own lines (the op keeps those).
+    lines = seams(np.asarray(before.convert("RGB")), seam_sigma(sigma)) < 1.0
+    core = ndimage.binary_erosion(inside, iterations=4) & ~ndimage.binary_dilation(
+        lines, iterations=2
+    )
     lab0, lab1, labt = _lab(before), _lab(after), srgb_to_lab(laid)
     de = float(deltaE_ciede2000(lab1[inside].mean(axis=0), labt[inside].mean(axis=0)))
     hf = _hf_energy(lab1[..., 0], core) / max(_hf_energy(labt[..., 0], core), 1e-6)
