@@ -9,7 +9,8 @@ strength`` where ``S`` is the product's luminance Y smoothed inside the mask (Ga
 :data:`SHADE_SIGMA_FRAC` of the mask's bounding-box diagonal, normalised so the background
 does not bleed in): the broad shading carries over; the old texture and print (stripes, a
 logo) do not, except its fine dark lines (``seams``: outlines, seams, a pocket), which
-darken the material as they darkened the product. The texture is resized so one tile spans
+darken the material as they darkened the product (normalised so the mean colour stays the
+texture's). The texture is resized so one tile spans
 ``scale`` x the mask's longer side (at 1 one tile covers the product), mirror-tiled beyond.
 """
 
@@ -228,6 +229,8 @@ class Material:
         tiled = tile_texture(tex, (y1 - y0, x1 - x0), tile)
         shade = shading(rgb[region], alpha[region], sigma)
         lines = seams(rgb[region], seam_sigma(sigma))
+        solid = alpha[region] >= 0.5
+        lines /= float(lines[solid].mean()) if solid.any() else 1.0  # keep the mean colour
         mult = np.clip(shade, SHADE_MIN, SHADE_MAX) ** strength * lines**strength
         lin = _to_linear(tiled) * mult[..., None]
         edited = rgb.copy()
