@@ -11,6 +11,7 @@ can pass doubles and other backends (S3, a remote queue) can plug in.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -245,10 +246,28 @@ def make_job_handler(
     return handler
 
 
+class GeneratorJobHandler:
+    """A job handler over one generator per process, built by ``factory`` on first use;
+    :meth:`warmup` builds it ahead of the first job (the backend warms up its configured
+    sizes while loading), so no shopper's job pays for loading or compilation."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.warmup: Callable[[], Any] = functools.cache(factory)
+        self._handler = make_job_handler(self.warmup)
+
+    def __call__(
+        self,
+        job: GenerationJob,
+        progress: Callable[[int, int], None],
+        should_cancel: Callable[[], bool],
+    ) -> Any:
+        return self._handler(job, progress, should_cancel)
+
+
 def build_job_handler(settings: Settings) -> Callable[..., Any]:
-    """The handler ``tailorshot worker`` processes run: the generator of ``settings`` is built
-    lazily, on the first job, once per process."""
-    return make_job_handler(lambda: load_generator(settings))
+    """The handler ``tailorshot worker`` processes run: a :class:`GeneratorJobHandler` over
+    the generator of ``settings`` (one per process)."""
+    return GeneratorJobHandler(lambda: load_generator(settings))
 
 
 def load_generator(settings: Settings) -> Any:

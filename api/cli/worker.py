@@ -1,9 +1,10 @@
 """``tailorshot worker``: generation worker processes sharing the database job queue.
 
-Each process builds its job handler through ``api.composition.build_job_handler`` (the
-generator loads lazily, on the first job) and runs a ``genservice.worker.Worker`` in the
-foreground. SIGTERM / Ctrl-C once: finish the job in hand, then exit; twice: hand the job
-back to the queue at its next step and exit. Either way no job is left half-done.
+Each process builds its job handler through ``api.composition.build_job_handler``; the
+generator loads (warming up ``generation.warmup_sizes``) before the first claim. It runs a
+``genservice.worker.Worker`` in the foreground. SIGTERM / Ctrl-C once: finish the job in
+hand, then exit; twice: hand the job back to the queue at its next step and exit. Either
+way no job is left half-done.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run_worker_process(
     """Run one worker in this process until stopped (or, with ``once``, until no job is
     due); returns the number of jobs it processed. ``index`` varies the jitter seed."""
     from api.cli.common import load_settings, open_engine
-    from api.composition import build_job_handler
+    from api.composition import GeneratorJobHandler, build_job_handler
     from genservice.jobs import JobQueue
     from genservice.worker import Worker
 
@@ -52,7 +53,10 @@ def run_worker_process(
     settings = load_settings()
     engine = open_engine(settings)
     queue = JobQueue.from_config(engine, settings.generation, seed=settings.seed + index)
-    worker = Worker.from_config(queue, build_job_handler(settings), settings.generation)
+    handler = build_job_handler(settings)
+    # The model loads (and warms up generation.warmup_sizes) before the first claim.
+    warmup = handler.warmup if isinstance(handler, GeneratorJobHandler) else None
+    worker = Worker.from_config(queue, handler, settings.generation, warmup=warmup)
     if poll_interval is not None:
         worker.poll_interval = poll_interval
 
