@@ -1152,13 +1152,14 @@ def contact_sheet(
     cell: int = 160,
     caption_lines: int = 3,
 ) -> Image.Image:
-    """Tile ``images`` (any mode, resized to ``cell`` px) into an RGB grid with wrapped captions.
+    """Tile ``images`` (any mode, fitted into ``cell`` px, aspect kept) into an RGB grid with
+    wrapped captions.
 
     Returns RGB ``(cols * cell) x (rows * (cell + caption height))``.
     """
     import textwrap
 
-    from PIL import ImageFont
+    from PIL import ImageFont, ImageOps
 
     if not images:
         raise ValueError("images: expected at least one image, got none")
@@ -1177,9 +1178,11 @@ def contact_sheet(
     wrap = max(8, int(cell / (line_h * 0.52)))
     for i, img in enumerate(images):
         x, y = (i % cols) * cell, (i // cols) * (cell + cap_h)
-        tile = img.convert("RGBA").resize((cell - 8, cell - 8), Image.Resampling.LANCZOS)
+        # Fit, never stretch: a banner or story hero keeps its aspect ratio in a square cell.
+        tile = ImageOps.contain(img.convert("RGBA"), (cell - 8, cell - 8), Image.Resampling.LANCZOS)
         bg = Image.new("RGBA", tile.size, (255, 255, 255, 255))
-        sheet.paste(Image.alpha_composite(bg, tile).convert("RGB"), (x + 4, y + 4))
+        ox, oy = (cell - 8 - tile.width) // 2, (cell - 8 - tile.height) // 2
+        sheet.paste(Image.alpha_composite(bg, tile).convert("RGB"), (x + 4 + ox, y + 4 + oy))
         if captions is not None:
             for k, line in enumerate(textwrap.wrap(captions[i], wrap)[:caption_lines]):
                 draw.text((x + 4, y + cell + 2 + k * line_h), line, fill=(40, 40, 40), font=font)
