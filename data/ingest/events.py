@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol, TextIO, TypeVar, cast
+from typing import Any, Protocol, TextIO, cast
 
 import numpy as np
 from sqlalchemy import Enum as SAEnum
@@ -40,6 +40,7 @@ from data.ingest.importer import (
     RowError,
     _bad_writer,
     _check_file,
+    _chunked,
     _progress,
     parse_timestamp,
 )
@@ -360,20 +361,6 @@ class _SeenIds:
         return sum(level.nbytes for level in self._levels)
 
 
-_T = TypeVar("_T")
-
-
-def _chunks(items: Iterator[_T], size: int) -> Iterator[list[_T]]:
-    chunk: list[_T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _writer_for(engine: Engine) -> _EventWriter:
     name = engine.dialect.name
     if name == "sqlite":
@@ -414,7 +401,7 @@ def import_events(
     writer = _writer_for(engine)
     try:
         rows = _values_rows(path, fmt, mapping or {}, bar)
-        for chunk in _chunks(rows, chunk_size):
+        for chunk in _chunked(rows, chunk_size):
             report.rows_read += len(chunk)
             valid: list[tuple[int, tuple[str, str, str, str, str, Any, Any]]] = []
             for line, values in chunk:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -305,8 +305,12 @@ def _progress(path: Path, fmt: str, enabled: bool, desc: str) -> tqdm | None:
     return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc)
 
 
-def _chunked(items: Iterator[RowItem], size: int) -> Iterator[list[RowItem]]:
-    chunk: list[RowItem] = []
+_T = TypeVar("_T")
+
+
+def _chunked(items: Iterator[_T], size: int) -> Iterator[list[_T]]:
+    """Lists of ``size`` consecutive items (the last may be shorter)."""
+    chunk: list[_T] = []
     for item in items:
         chunk.append(item)
         if len(chunk) >= size:

@@ -66,6 +66,32 @@ def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterable[Sequence[dict
         yield rows[start : start + size]
 
 
+def _upsert_changed_by_sku(
+    session: Session, model: Any, rows: Sequence[dict[str, Any]], fields: Sequence[str]
+) -> int:
+    """Upsert ``rows`` of ``model`` by ``sku``, updating only rows whose ``fields`` (those a
+    row carries) differ from the stored ones; returns the number of rows written."""
+    table = model.__table__
+    written = 0
+    for chunk in _chunks(rows, _MAX_ROWS_PER_STATEMENT // 10):
+        stmt = _insert_for(session, model).values(list(chunk))
+        update_cols = [c for c in fields if c != "sku" and c in chunk[0]]
+        changed = None
+        for c in update_cols:
+            cond = table.c[c].is_distinct_from(stmt.excluded[c])
+            changed = cond if changed is None else (changed | cond)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["sku"],
+            set_={
+                **{c: stmt.excluded[c] for c in update_cols},
+                "updated_at": stmt.excluded.updated_at,
+            },
+            where=changed,
+        ).returning(table.c.id)
+        written += len(session.connection().execute(stmt).all())
+    return written
+
+
 def upsert_products(session: Session, *, products: Sequence[dict[str, Any]]) -> int:
     """Insert or update products by ``sku``; returns the number of rows written.
 
@@ -87,25 +113,7 @@ def upsert_products(session: Session, *, products: Sequence[dict[str, Any]]) -> 
         r.setdefault("category", "")
         r.setdefault("attributes", {})
         r["created_at"] = now
-    written = 0
-    table = Product.__table__  # type: ignore[attr-defined]
-    for chunk in _chunks(rows, _MAX_ROWS_PER_STATEMENT // 10):
-        stmt = _insert_for(session, Product).values(list(chunk))
-        update_cols = [c for c in PRODUCT_FIELDS if c != "sku" and c in chunk[0]]
-        changed = None
-        for c in update_cols:
-            cond = table.c[c].is_distinct_from(stmt.excluded[c])
-            changed = cond if changed is None else (changed | cond)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["sku"],
-            set_={
-                **{c: stmt.excluded[c] for c in update_cols},
-                "updated_at": stmt.excluded.updated_at,
-            },
-            where=changed,
-        ).returning(table.c.id)
-        written += len(session.connection().execute(stmt).all())
-    return written
+    return _upsert_changed_by_sku(session, Product, rows, PRODUCT_FIELDS)
 
 
 def upsert_variants(session: Session, *, variants: Sequence[dict[str, Any]]) -> int:
@@ -136,25 +144,7 @@ def upsert_variants(session: Session, *, variants: Sequence[dict[str, Any]]) -> 
                 "updated_at": now,
             }
         )
-    table = ProductVariant.__table__  # type: ignore[attr-defined]
-    update_cols = [c for c in VARIANT_FIELDS if c != "sku"]
-    written = 0
-    for chunk in _chunks(rows, _MAX_ROWS_PER_STATEMENT // 10):
-        stmt = _insert_for(session, ProductVariant).values(list(chunk))
-        changed = None
-        for c in update_cols:
-            cond = table.c[c].is_distinct_from(stmt.excluded[c])
-            changed = cond if changed is None else (changed | cond)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["sku"],
-            set_={
-                **{c: stmt.excluded[c] for c in update_cols},
-                "updated_at": stmt.excluded.updated_at,
-            },
-            where=changed,
-        ).returning(table.c.id)
-        written += len(session.connection().execute(stmt).all())
-    return written
+    return _upsert_changed_by_sku(session, ProductVariant, rows, VARIANT_FIELDS)
 
 
 def upsert_users(session: Session, *, user_ids: Iterable[str]) -> int:
