@@ -525,11 +525,22 @@ class HeroGenerator:
         return self.cache.get(brief_hash)
 
 
-def backdrop_prompt(prompt: BuiltPrompt) -> str:
-    """A product-free prompt for the scene: the brief's style terms only (setting, light,
-    mood), settings spelled as the model's captions spell them ("on a beach"); the product
-    comes from the catalog photo, never from the model. Falls back to the full prompt."""
-    from data.demo.attributes import SETTING_PHRASES
+#: At most this many style terms describe a scene (setting and lighting first).
+BACKDROP_MAX_TERMS = 6
 
-    terms = [SETTING_PHRASES.get(t, t) for t in prompt.terms_used]
-    return ", ".join(terms) if terms else prompt.prompt
+
+def backdrop_prompt(prompt: BuiltPrompt) -> str:
+    """A product-free prompt for the scene: the brief's clean style terms only (setting,
+    light, mood), settings spelled as the model's captions spell them ("on a beach"); the
+    product comes from the catalog photo, never from the model. Falls back to the full prompt.
+
+    The scene has no product title to fit beside it, so terms the product prompt dropped for
+    its token budget are eligible again; setting and lighting terms go first so that a short
+    text encoder (sd-tiny: 32 tokens) keeps them."""
+    from data.demo.attributes import LIGHTING, SETTING_PHRASES, SETTINGS
+
+    scene_words = set(SETTINGS) | set(LIGHTING)
+    terms = list(dict.fromkeys([*prompt.terms_used, *prompt.terms_dropped]))
+    terms.sort(key=lambda t: t not in scene_words)  # stable: weight order within each group
+    words = [SETTING_PHRASES.get(t, t) for t in terms[:BACKDROP_MAX_TERMS]]
+    return ", ".join(words) if words else prompt.prompt

@@ -254,3 +254,23 @@ def test_generator_delivery_path_end_to_end(tmp_path: Path) -> None:
     # erased area grown by 2 native pixels).
     ghost_bottom = round((native.height - native.height // 10 + 2) / native.height * 628)
     assert abs((y + h) - ghost_bottom) <= 1
+
+
+def test_backdrop_prompt_keeps_the_setting_the_product_prompt_dropped() -> None:
+    """With a long title, a 32-token product prompt drops low-weight terms such as the setting;
+    the scene prompt has no title to fit, so setting and lighting come back, first."""
+    from genservice.prompts import BuiltPrompt
+
+    prompt = BuiltPrompt(
+        prompt="a long product title, leather, zigzag",
+        negative_prompt="nsfw",
+        terms_used=("leather", "zigzag"),
+        terms_dropped=("canvas", "golden hour", "desert", "spotlight", "minimalist", "wool"),
+        prompt_tokens=32,
+        negative_tokens=3,
+    )
+    words = backdrop_prompt(prompt).split(", ")
+    assert words[:3] == ["golden hour", "in a desert", "spotlight"]
+    assert words[3:] == ["leather", "zigzag", "canvas"]  # weight order, at most 6 terms
+    empty = BuiltPrompt("red mug", "", (), (), 3, 0)
+    assert backdrop_prompt(empty) == "red mug"
