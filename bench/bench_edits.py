@@ -60,8 +60,8 @@ def _timing(repeats: int) -> dict[str, Any]:
 
 
 def _quality(n: int, size: int, mask_from: str) -> dict[str, Any]:
-    from data.demo.attributes import CATEGORY_MATERIALS, COLOUR_NAMES, PATTERNS, STYLE_NAMES
-    from data.demo.render import on_studio_background, render_product
+    from data.demo.attributes import COLOUR_NAMES
+    from data.demo.samples import mixed_products
     from genservice.edits import apply_edit
     from genservice.edits.base import parse_colour
     from genservice.edits.material import laid_texture, layout, load_texture
@@ -69,26 +69,11 @@ def _quality(n: int, size: int, mask_from: str) -> dict[str, Any]:
     from genservice.imaging.cutout import cut_out_product
 
     targets = (*COLOUR_NAMES, "#1f4fd1")
-    rng = np.random.default_rng(17)
-    cats = list(CATEGORY_MATERIALS)
     rec: list[dict[str, Any]] = []
     mat: list[dict[str, Any]] = []
-    for i in range(n):
-        cat = cats[i % len(cats)]
-        mats = CATEGORY_MATERIALS[cat]
-        attrs = {
-            "colour": COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))],
-            "pattern": PATTERNS[rng.integers(len(PATTERNS))],
-            "material": mats[rng.integers(len(mats))],
-            "style": STYLE_NAMES[rng.integers(len(STYLE_NAMES))],
-        }
-        rgba = render_product(attrs, category=cat, size=size, seed=i)
-        img = on_studio_background(rgba)
-        alpha = (
-            np.asarray(rgba)[..., 3].astype(np.float32) / 255.0
-            if mask_from == "render"
-            else cut_out_product(img).alpha
-        )
+    for i, prod in enumerate(mixed_products(n, size=size)):
+        cat, attrs, img = prod.category, prod.attributes, prod.studio
+        alpha = prod.alpha if mask_from == "render" else cut_out_product(img).alpha
         target = targets[i % len(targets)]
         r = apply_edit("recolor", img, mask=alpha, colour=target)
         rec.append(

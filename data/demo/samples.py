@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from data.demo.attributes import LIGHTING, SETTINGS, caption_for, scene_caption
+from data.demo.attributes import (
+    CATEGORY_MATERIALS,
+    COLOUR_NAMES,
+    LIGHTING,
+    PATTERNS,
+    SETTINGS,
+    STYLE_NAMES,
+    caption_for,
+    scene_caption,
+)
 from data.demo.render import compose_scene, on_studio_background, render_product
 from data.demo.world import DemoProduct
 
@@ -107,3 +116,39 @@ def scene_samples(
             image=scene.image,
             mask=scene.mask,
         )
+
+
+@dataclass(frozen=True)
+class MixedProduct:
+    """One seeded demo product: ``rgba`` render (transparent background), ``studio`` the same
+    on the studio backdrop (RGB), ``category`` and ``attributes``."""
+
+    rgba: Image.Image
+    studio: Image.Image
+    category: str
+    attributes: dict[str, str]
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """The render's own mask, ``(size, size)`` float32 in [0, 1]."""
+        return np.asarray(self.rgba)[..., 3].astype(np.float32) / 255.0
+
+
+def mixed_products(n: int, *, size: int, seed: int = 17) -> list[MixedProduct]:
+    """``n`` seeded products cycling through every category, with colour, pattern, material
+    and style drawn at random (for edit tests and benches)."""
+    rng = np.random.default_rng(seed)
+    cats = list(CATEGORY_MATERIALS)
+    out = []
+    for i in range(n):
+        cat = cats[i % len(cats)]
+        mats = CATEGORY_MATERIALS[cat]
+        attrs = {
+            "colour": COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))],
+            "pattern": PATTERNS[rng.integers(len(PATTERNS))],
+            "material": mats[rng.integers(len(mats))],
+            "style": STYLE_NAMES[rng.integers(len(STYLE_NAMES))],
+        }
+        rgba = render_product(attrs, category=cat, size=size, seed=i)
+        out.append(MixedProduct(rgba, on_studio_background(rgba), cat, attrs))
+    return out

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from data.demo.attributes import CATEGORY_MATERIALS, COLOUR_NAMES, PATTERNS, STYLE_NAMES
+from data.demo.attributes import COLOUR_NAMES
 from data.demo.render import on_studio_background, render_product
+from data.demo.samples import mixed_products
 from genservice.compose import read_metadata
 from genservice.edits import EDITS, apply_edit, get_edit
 from genservice.edits.base import edit_png_info, image_sha256, parse_colour
@@ -29,22 +30,7 @@ SNEAKER = {"colour": "green", "pattern": "polka-dot", "material": "leather", "st
 def demo_products(n: int, size: int, seed: int = 17) -> list[tuple[Image.Image, np.ndarray]]:
     """``n`` seeded demo products on the studio backdrop (RGB) with the render's own alpha
     ``(size, size)`` float32: every category, colour, pattern, material and style mixed."""
-    rng = np.random.default_rng(seed)
-    cats = list(CATEGORY_MATERIALS)
-    out = []
-    for i in range(n):
-        cat = cats[i % len(cats)]
-        mats = CATEGORY_MATERIALS[cat]
-        attrs = {
-            "colour": COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))],
-            "pattern": PATTERNS[rng.integers(len(PATTERNS))],
-            "material": mats[rng.integers(len(mats))],
-            "style": STYLE_NAMES[rng.integers(len(STYLE_NAMES))],
-        }
-        rgba = render_product(attrs, category=cat, size=size, seed=i)
-        alpha = np.asarray(rgba)[..., 3].astype(np.float32) / 255.0
-        out.append((on_studio_background(rgba), alpha))
-    return out
+    return [(p.studio, p.alpha) for p in mixed_products(n, size=size, seed=seed)]
 
 
 def test_recolor_50_demo_products_land_on_the_target_and_keep_structure() -> None:
