@@ -20,6 +20,7 @@ from api.app import build_engine, create_app
 from api.auth import create_key
 from api.composition import Components, build_components
 from api.settings import ApiConfig, Settings
+from data.db import drop_all, make_engine
 from data.models import (
     CreativeVariant,
     Event,
@@ -227,3 +228,15 @@ def build_env(
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Env(client=client, comps=comps, world=world, generator=gen, home=home)
     gen.release.set()
+
+
+def empty_database_url(backend: str, request: Any) -> str | None:
+    """``None`` for SQLite (each env makes its own file); for ``postgres`` the test database's
+    URL with every table dropped first."""
+    if backend != "postgres":
+        return None
+    url: str = request.getfixturevalue("pg_database_url")
+    eng = make_engine(url)
+    drop_all(eng)
+    eng.dispose()
+    return url

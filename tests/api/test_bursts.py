@@ -9,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from apitest_helpers import Env, build_env
+from apitest_helpers import Env, build_env, empty_database_url
 from sqlmodel import Session, select
 
-from data.db import drop_all, make_engine
 from data.models import GenerationJob, IdempotencyRecord
 
 
@@ -71,12 +70,7 @@ def _burst(env: Env) -> None:
 def test_bursts_answer_no_500_and_one_job_per_key(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = None
-    if backend == "postgres":
-        url = request.getfixturevalue("pg_database_url")
-        eng = make_engine(url)
-        drop_all(eng)
-        eng.dispose()
+    url = empty_database_url(backend, request)
     limits = dict.fromkeys(("storefront", "marketer", "analyst", "admin"), 1e6)
     # 40 route threads share a pool of 40 + 8 connections: each request holds at most one.
     for env in build_env(

@@ -15,13 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apitest_helpers import Env, FakeGenerator, FakeOutput, build_env, png_bytes
+from apitest_helpers import (
+    Env,
+    FakeGenerator,
+    FakeOutput,
+    build_env,
+    empty_database_url,
+    png_bytes,
+)
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from api.services.erasure import guard_for
-from data.db import drop_all, make_engine
 from data.models import (
     CreativeVariant,
     ErasureRecord,
@@ -197,12 +203,7 @@ def _run(env: Env) -> None:
 def test_interleaved_erasure_leaves_nothing(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = None
-    if backend == "postgres":
-        url = request.getfixturevalue("pg_database_url")
-        eng = make_engine(url)
-        drop_all(eng)
-        eng.dispose()
+    url = empty_database_url(backend, request)
     envs = build_env(
         tmp_path,
         worker=True,
