@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from sqlmodel import col, func, select
 
 from api.deps import (
     ComponentsDep,
@@ -26,10 +25,10 @@ from api.schemas import (
     VariantsPublic,
     VariantUpdate,
 )
-from api.services.hero import sync_variant_images
+from api.services import variants
 from api.services.orchestration import OrchestrationError, Orchestrator
 from api.settings import Settings
-from data.models import CreativeVariant, Segment, VariantChange, VariantStatus, utcnow
+from data.models import CreativeVariant, VariantStatus
 
 router = APIRouter(prefix="/v1", tags=["marketer"])
 
@@ -48,11 +47,21 @@ def _orchestrator(comps: ComponentsDep) -> Orchestrator:
     return comps.orchestrator  # type: ignore[no-any-return]
 
 
-def _variant(session: SessionDep, variant_id: int) -> CreativeVariant:
-    v = session.get(CreativeVariant, variant_id)
-    if v is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no variant {variant_id}")
-    return v
+def _http_error(exc: Exception) -> HTTPException:
+    """The HTTP answer to a variants-service error."""
+    if isinstance(exc, variants.VariantConflict):
+        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    if isinstance(exc, variants.NothingToChange):
+        return HTTPException(422, str(exc))
+    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+
+
+_ERRORS = (
+    variants.VariantNotFound,
+    variants.VariantConflict,
+    variants.NothingToChange,
+    OrchestrationError,
+)
 
 
 @router.get("/segments", response_model=SegmentsPublic)
@@ -64,9 +73,8 @@ def list_segments(
 ) -> SegmentsPublic:
     """Shopper segments with their style terms (``[[term, score], ...]``), size and example
     products, by id."""
-    rows = session.exec(select(Segment).order_by(col(Segment.id)).offset(offset).limit(limit)).all()
-    total = session.exec(select(func.count()).select_from(Segment)).one()
-    return SegmentsPublic(data=[SegmentPublic.model_validate(s) for s in rows], count=int(total))
+    rows, total = variants.list_segments(session, limit=limit, offset=offset)
+    return SegmentsPublic(data=[SegmentPublic.model_validate(s) for s in rows], count=total)
 
 
 @router.post(
@@ -89,8 +97,9 @@ def create_previews(
     terms = [(t.term, t.weight) for t in body.terms] if body.terms is not None else None
     ensure_queue_room(comps)
     try:
-        variants = orch.preview_segment(
+        created = variants.create_previews(
             session,
+            orch,
             segment_id=segment_id,
             product_id=body.product_id,
             n=body.n,
@@ -101,8 +110,8 @@ def create_previews(
             seed=body.seed,
         )
     except OrchestrationError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    data = [variant_public(comps.settings, v) for v in variants]
+        raise _http_error(exc) from None
+    data = [variant_public(comps.settings, v) for v in created]
     return VariantsPublic(data=data, count=len(data))
 
 
@@ -119,17 +128,14 @@ def list_variants(
 ) -> VariantsPublic:
     """Segment and generic variants (user-level ones are personal data and not listed),
     newest first, optionally filtered by segment, status and product."""
-    q = select(CreativeVariant).where(col(CreativeVariant.user_id).is_(None))
-    if segment_id is not None:
-        q = q.where(CreativeVariant.segment_id == segment_id)
-    if status_ is not None:
-        q = q.where(CreativeVariant.status == status_)
-    if product_id is not None:
-        q = q.where(CreativeVariant.product_id == product_id)
-    rows = list(
-        session.exec(q.order_by(col(CreativeVariant.id).desc()).offset(offset).limit(limit))
+    rows = variants.list_variants(
+        session,
+        segment_id=segment_id,
+        status=status_,
+        product_id=product_id,
+        limit=limit,
+        offset=offset,
     )
-    sync_variant_images(session, rows)
     data = [variant_public(settings, v) for v in rows]
     return VariantsPublic(data=data, count=len(data))
 
@@ -149,22 +155,25 @@ def update_variant(
 ) -> VariantPublic:
     """Edit a variant's style terms and/or prompt template: it is re-rendered by a new job and
     goes back to draft (approve it again once the image is ready). Recorded in its history."""
-    v = _variant(session, variant_id)
-    if v.user_id is not None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no variant {variant_id}")
-    if v.status == VariantStatus.retired:
-        raise HTTPException(status.HTTP_409_CONFLICT, "a retired variant cannot be edited")
-    if body.terms is None and body.prompt_template is None:
-        raise HTTPException(422, "nothing to change: send terms or prompt_template")
+    try:
+        v = variants.marketer_variant(session, variant_id)
+        variants.check_editable(v, terms=body.terms, prompt_template=body.prompt_template)
+    except _ERRORS as exc:
+        raise _http_error(exc) from None
     orch = _orchestrator(comps)
     terms = [(t.term, t.weight) for t in body.terms] if body.terms is not None else None
     ensure_queue_room(comps)
     try:
-        v = orch.regenerate(
-            session, variant=v, actor=key.actor, terms=terms, prompt_template=body.prompt_template
+        v = variants.edit_variant(
+            session,
+            orch,
+            variant=v,
+            actor=key.actor,
+            terms=terms,
+            prompt_template=body.prompt_template,
         )
     except OrchestrationError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        raise _http_error(exc) from None
     comps.hero.invalidate()
     return variant_public(comps.settings, v)
 
@@ -172,33 +181,11 @@ def update_variant(
 def _transition(
     comps: ComponentsDep, session: SessionDep, actor: str, variant_id: int, to: VariantStatus
 ) -> VariantPublic:
-    v = _variant(session, variant_id)
-    if v.user_id is not None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no variant {variant_id}")
-    sync_variant_images(session, [v])
-    if to == VariantStatus.approved:
-        if v.status == VariantStatus.retired:
-            raise HTTPException(status.HTTP_409_CONFLICT, "a retired variant cannot be approved")
-        if not v.image_key:
-            raise HTTPException(status.HTTP_409_CONFLICT, "the variant's image is not ready yet")
-    if v.status != to:
-        before = v.status
-        v.status = to
-        v.updated_at = utcnow()
-        session.add(v)
-        assert v.id is not None
-        session.add(
-            VariantChange(
-                variant_id=v.id,
-                actor=actor,
-                action="approve" if to == VariantStatus.approved else "retire",
-                detail={
-                    "from": str(before.value if hasattr(before, "value") else before),
-                    "to": to.value,
-                },
-            )
-        )
-        session.commit()
+    try:
+        v, changed = variants.transition(session, variant_id=variant_id, actor=actor, to=to)
+    except _ERRORS as exc:
+        raise _http_error(exc) from None
+    if changed:
         comps.hero.invalidate()
     return variant_public(comps.settings, v)
 
@@ -237,14 +224,10 @@ def variant_history(
     session: SessionDep, _key: MarketerKey, variant_id: VariantId
 ) -> VariantChangesPublic:
     """Every change of a variant (create, edit, approve, retire) with who and when, oldest first."""
-    v = _variant(session, variant_id)
-    if v.user_id is not None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no variant {variant_id}")
-    rows = session.exec(
-        select(VariantChange)
-        .where(VariantChange.variant_id == variant_id)
-        .order_by(col(VariantChange.id))
-    ).all()
+    try:
+        rows = variants.variant_history(session, variant_id)
+    except _ERRORS as exc:
+        raise _http_error(exc) from None
     return VariantChangesPublic(
         data=[VariantChangePublic.model_validate(r) for r in rows], count=len(rows)
     )

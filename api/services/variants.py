@@ -1,0 +1,285 @@
+"""Creative variants: the marketer's state machine and its audit trail.
+
+A segment or generic variant is created as a ``draft`` with a generation job
+(:func:`create_previews`), may be edited (:func:`edit_variant`: a new brief and job, back to
+``draft``), ``approved`` once its image is ready (:func:`transition`) and ``retired`` (final).
+Every change writes one :class:`~data.models.VariantChange` row through :func:`record_change`,
+the only writer of audit rows. User-level (personalized) variants are personal data: they are
+neither listed nor changed here (:func:`marketer_variant` treats them as unknown).
+
+Functions take the request's session and the collaborators they use; they raise
+:class:`VariantNotFound` / :class:`VariantConflict` / :class:`NothingToChange`, and
+``OrchestrationError`` when a brief cannot be built. Routes map those to HTTP answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from api.services.hero import sync_variant_images
+from api.services.orchestration import OrchestrationError, Orchestrator, _terms_of
+from data.models import (
+    CreativeVariant,
+    Segment,
+    VariantChange,
+    VariantStatus,
+    utcnow,
+)
+
+__all__ = [
+    "NothingToChange",
+    "OrchestrationError",
+    "VariantConflict",
+    "VariantNotFound",
+    "check_editable",
+    "create_previews",
+    "edit_variant",
+    "list_segments",
+    "list_variants",
+    "marketer_variant",
+    "record_change",
+    "transition",
+    "variant_history",
+]
+
+
+class VariantNotFound(LookupError):
+    """No marketer-visible variant has this id (the message names it)."""
+
+
+class VariantConflict(ValueError):
+    """The variant's state forbids the change (retired, or its image is not ready)."""
+
+
+class NothingToChange(ValueError):
+    """An edit named neither terms nor a prompt template."""
+
+
+def record_change(
+    session: Session, *, variant_id: int, actor: str, action: str, detail: dict[str, Any]
+) -> VariantChange:
+    """Add one audit row (``action``: create, edit, approve or retire) to ``session``; the
+    caller commits it with the change it records."""
+    row = VariantChange(variant_id=variant_id, actor=actor, action=action, detail=detail)
+    session.add(row)
+    return row
+
+
+def list_segments(session: Session, *, limit: int, offset: int) -> tuple[list[Segment], int]:
+    """``(segments by id, total count)``."""
+    rows = session.exec(select(Segment).order_by(col(Segment.id)).offset(offset).limit(limit)).all()
+    total = session.exec(select(func.count()).select_from(Segment)).one()
+    return list(rows), int(total)
+
+
+def list_variants(
+    session: Session,
+    *,
+    segment_id: int | None,
+    status: VariantStatus | None,
+    product_id: int | None,
+    limit: int,
+    offset: int,
+) -> list[CreativeVariant]:
+    """Segment and generic variants, newest first, with finished jobs' images picked up."""
+    q = select(CreativeVariant).where(col(CreativeVariant.user_id).is_(None))
+    if segment_id is not None:
+        q = q.where(CreativeVariant.segment_id == segment_id)
+    if status is not None:
+        q = q.where(CreativeVariant.status == status)
+    if product_id is not None:
+        q = q.where(CreativeVariant.product_id == product_id)
+    rows = list(
+        session.exec(q.order_by(col(CreativeVariant.id).desc()).offset(offset).limit(limit))
+    )
+    sync_variant_images(session, rows)
+    return rows
+
+
+def marketer_variant(session: Session, variant_id: int) -> CreativeVariant:
+    """The segment or generic variant ``variant_id``; :class:`VariantNotFound` otherwise
+    (user-level variants read as unknown)."""
+    v = session.get(CreativeVariant, variant_id)
+    if v is None or v.user_id is not None:
+        raise VariantNotFound(f"no variant {variant_id}")
+    return v
+
+
+def check_editable(
+    variant: CreativeVariant, *, terms: object | None, prompt_template: str | None
+) -> None:
+    """Raise when ``variant`` cannot be edited, or the edit changes nothing."""
+    if variant.status == VariantStatus.retired:
+        raise VariantConflict("a retired variant cannot be edited")
+    if terms is None and prompt_template is None:
+        raise NothingToChange("nothing to change: send terms or prompt_template")
+
+
+def create_previews(
+    session: Session,
+    orchestrator: Orchestrator,
+    *,
+    segment_id: int,
+    product_id: int,
+    n: int,
+    placement: str,
+    actor: str,
+    terms: list[tuple[str, float]] | None = None,
+    prompt_template: str | None = None,
+    seed: int = 0,
+) -> list[CreativeVariant]:
+    """``n`` draft variants (seeds ``seed .. seed+n-1``) of ``product_id`` for the segment,
+    each with a job; an identical existing variant is reused, not duplicated."""
+    seg = session.get(Segment, segment_id)
+    if seg is None:
+        raise OrchestrationError(f"segment_id: no segment {segment_id}")
+    use_terms = terms if terms is not None else _terms_of(seg.terms)
+    # Reads and job submissions first, writes last: on SQLite the job queue writes through
+    # its own connection and must not wait on a write transaction held by this session.
+    plan = []
+    for i in range(n):
+        brief = orchestrator.make_brief(
+            session,
+            product_id=product_id,
+            placement=placement,
+            terms=use_terms,
+            reference_product_ids=list(seg.example_product_ids),
+            seed=seed + i,
+            prompt_template=prompt_template,
+        )
+        existing = session.exec(
+            select(CreativeVariant).where(
+                CreativeVariant.segment_id == segment_id,
+                CreativeVariant.brief_hash == brief.brief_hash,
+                col(CreativeVariant.user_id).is_(None),
+            )
+        ).first()
+        plan.append((brief, existing, seed + i))
+    session.commit()  # end the reads: one connection at a time (the queue uses its own)
+    job_ids = [orchestrator.submit(b) if e is None else e.job_id for b, e, _ in plan]
+    out: list[CreativeVariant] = []
+    for (brief, existing, s_i), job_id in zip(plan, job_ids, strict=True):
+        if existing is not None:
+            out.append(existing)
+            continue
+        v = CreativeVariant(
+            segment_id=segment_id,
+            product_id=product_id,
+            placement=placement,
+            brief_hash=brief.brief_hash,
+            brief=brief.to_dict(),
+            terms=[[t.term, t.weight] for t in brief.style_terms],
+            prompt_template=prompt_template,
+            job_id=job_id,
+            status=VariantStatus.draft,
+            created_by=actor,
+        )
+        session.add(v)
+        session.flush()
+        assert v.id is not None
+        detail = {"brief_hash": brief.brief_hash, "job_id": job_id, "seed": s_i}
+        record_change(session, variant_id=v.id, actor=actor, action="create", detail=detail)
+        out.append(v)
+    session.commit()
+    return out
+
+
+def edit_variant(
+    session: Session,
+    orchestrator: Orchestrator,
+    *,
+    variant: CreativeVariant,
+    actor: str,
+    terms: list[tuple[str, float]] | None,
+    prompt_template: str | None,
+) -> CreativeVariant:
+    """Re-render ``variant`` with edited ``terms`` and/or ``prompt_template``: a new brief,
+    a new job; the variant goes back to draft until approved again."""
+    old_brief = dict(variant.brief or {})
+    use_terms = terms if terms is not None else _terms_of(variant.terms)
+    template = prompt_template if prompt_template is not None else variant.prompt_template
+    refs: list[int] = []
+    if variant.segment_id is not None:
+        seg = session.get(Segment, variant.segment_id)
+        refs = list(seg.example_product_ids) if seg else []
+    brief = orchestrator.make_brief(
+        session,
+        product_id=variant.product_id,
+        placement=variant.placement,
+        terms=use_terms,
+        reference_product_ids=refs,
+        seed=int(old_brief.get("seed", 0)),
+        prompt_template=template,
+    )
+    before = {"terms": variant.terms, "prompt_template": variant.prompt_template,
+              "brief_hash": variant.brief_hash, "status": str(variant.status)}  # fmt: skip
+    session.commit()  # end the reads: one connection at a time (the queue uses its own)
+    job_id = orchestrator.submit(brief)
+    variant.brief_hash = brief.brief_hash
+    variant.brief = brief.to_dict()
+    variant.terms = [[t.term, t.weight] for t in brief.style_terms]
+    variant.prompt_template = template
+    variant.job_id = job_id
+    variant.image_key = None
+    variant.status = VariantStatus.draft
+    variant.updated_at = utcnow()
+    session.add(variant)
+    assert variant.id is not None
+    after = {
+        "terms": variant.terms,
+        "prompt_template": template,
+        "brief_hash": brief.brief_hash,
+        "job_id": job_id,
+    }
+    record_change(
+        session,
+        variant_id=variant.id,
+        actor=actor,
+        action="edit",
+        detail={"before": before, "after": after},
+    )
+    session.commit()
+    return variant
+
+
+def transition(
+    session: Session, *, variant_id: int, actor: str, to: VariantStatus
+) -> tuple[CreativeVariant, bool]:
+    """Approve or retire a variant: ``(variant, changed)``; ``changed`` is False when it was
+    already in state ``to``. Approving needs a ready image and a variant not retired."""
+    v = marketer_variant(session, variant_id)
+    sync_variant_images(session, [v])
+    if to == VariantStatus.approved:
+        if v.status == VariantStatus.retired:
+            raise VariantConflict("a retired variant cannot be approved")
+        if not v.image_key:
+            raise VariantConflict("the variant's image is not ready yet")
+    if v.status == to:
+        return v, False
+    before = VariantStatus(v.status)
+    v.status = to
+    v.updated_at = utcnow()
+    session.add(v)
+    assert v.id is not None
+    record_change(
+        session,
+        variant_id=v.id,
+        actor=actor,
+        action="approve" if to == VariantStatus.approved else "retire",
+        detail={"from": before.value, "to": to.value},
+    )
+    session.commit()
+    return v, True
+
+
+def variant_history(session: Session, variant_id: int) -> Sequence[VariantChange]:
+    """Every change of a marketer-visible variant, oldest first."""
+    marketer_variant(session, variant_id)
+    return session.exec(
+        select(VariantChange)
+        .where(VariantChange.variant_id == variant_id)
+        .order_by(col(VariantChange.id))
+    ).all()
