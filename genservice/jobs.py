@@ -23,9 +23,9 @@ import logging
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, text, update
@@ -35,6 +35,7 @@ from sqlmodel import Session
 
 from data.models import GenerationJob, JobStatus, utcnow
 from genservice.config import GenerationConfig
+from genservice.job_recovery import AttemptEnder, RecoverOutput
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ _T = cast(Table, GenerationJob.__table__)  # type: ignore[attr-defined]
 
 #: Statuses a job never leaves on its own (``submit`` may requeue failed/cancelled).
 TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
-
-_MAX_ERROR_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -64,19 +63,6 @@ class LeaseStatus:
 
     owned: bool
     cancel_requested: bool
-
-
-@dataclass(frozen=True)
-class RecoverOutput:
-    """Job ids moved by ``recover_stale`` / ``expire_timeouts``, by their new status."""
-
-    requeued: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return len(self.requeued) + len(self.failed) + len(self.cancelled)
 
 
 class JobQueue:
@@ -130,6 +116,8 @@ class JobQueue:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._dialect = engine.dialect.name
+        # Late-bound, so a clock or backoff replaced on the instance (tests) is honoured.
+        self._ender = AttemptEnder(engine, lambda: self.now(), lambda n: self.backoff_s(n))
 
     @classmethod
     def from_config(cls, engine: Engine, config: GenerationConfig, *, seed: int = 0) -> JobQueue:
@@ -504,7 +492,7 @@ class JobQueue:
             ).first()
         if row is None:
             return None
-        moved = self._end_attempt(
+        moved = self._ender.end_attempt(
             job_id,
             attempts=row.attempts,
             max_attempts=row.max_attempts,
@@ -576,134 +564,16 @@ class JobQueue:
 
     # ------------------------------------------------------------------ recovery
 
-    def _end_attempt(
-        self,
-        job_id: str,
-        *,
-        attempts: int,
-        max_attempts: int,
-        holder: str | None,
-        error: str,
-        retryable: bool,
-        extra_where: Sequence[Any] = (),
-        cancel: bool = False,
-    ) -> JobStatus | None:
-        """Move a running job (as last read: ``attempts``/``holder``) to cancelled, queued
-        (retry with backoff) or failed. Conditional on nothing having changed since the
-        read; returns the new status, or None if someone else moved it first."""
-        now = self.now()
-        values: dict[str, Any] = {"error": error[:_MAX_ERROR_CHARS], "worker_id": None}
-        if cancel:
-            new = JobStatus.cancelled
-            values.update(finished_at=now)
-        elif retryable and attempts < max_attempts:
-            new = JobStatus.queued
-            delay = self.backoff_s(max(1, attempts))
-            values.update(next_attempt_at=now + timedelta(seconds=delay), heartbeat_at=None)
-        else:
-            new = JobStatus.failed
-            values.update(finished_at=now)
-        values["status"] = new
-        where = [
-            _T.c.id == job_id,
-            _T.c.status == JobStatus.running,
-            _T.c.attempts == attempts,
-            *extra_where,
-        ]
-        where.append(_T.c.worker_id.is_(None) if holder is None else _T.c.worker_id == holder)
-        with self.engine.begin() as conn:
-            n = conn.execute(update(_T).where(*where).values(**values)).rowcount
-        if n != 1:
-            return None
-        log = logger.warning if new == JobStatus.failed else logger.info
-        log(
-            f"job attempt ended: {new.value}",
-            extra={"job_id": job_id, "attempt": attempts, "status": new.value, "error": error},
-        )
-        return new
-
     def recover_stale(self, *, stale_after_s: float) -> RecoverOutput:
-        """Running jobs whose heartbeat is older than ``stale_after_s`` seconds (their worker
-        died or hung) go back to the queue — the lost attempt counts — or to ``failed`` when
-        attempts are used up, or to ``cancelled`` when a cancel was requested."""
-        if not stale_after_s >= 0:
-            raise ValueError(f"stale_after_s must be >= 0 seconds, got {stale_after_s!r}")
-        cutoff = self.now() - timedelta(seconds=stale_after_s)
-        stale = (_T.c.heartbeat_at < cutoff) | (
-            _T.c.heartbeat_at.is_(None) & (_T.c.started_at < cutoff)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    _T.c.id,
-                    _T.c.attempts,
-                    _T.c.max_attempts,
-                    _T.c.worker_id,
-                    _T.c.cancel_requested,
-                ).where(_T.c.status == JobStatus.running, stale)
-            ).all()
-        out = RecoverOutput()
-        for row in rows:
-            new = self._end_attempt(
-                row.id,
-                attempts=row.attempts,
-                max_attempts=row.max_attempts,
-                holder=row.worker_id,
-                error=f"worker {row.worker_id} lost: no heartbeat for {stale_after_s:g} s",
-                retryable=True,
-                extra_where=[stale],  # a heartbeat that arrived since the read keeps the job
-                cancel=bool(row.cancel_requested),
-            )
-            _collect(out, row.id, new)
-        return out
+        """Running jobs with no heartbeat for ``stale_after_s`` seconds end their attempt
+        (see :meth:`genservice.job_recovery.AttemptEnder.recover_stale`)."""
+        return self._ender.recover_stale(stale_after_s=stale_after_s)
 
     def expire_timeouts(self) -> RecoverOutput:
-        """Running jobs past their ``timeout_s`` (counted from ``started_at``) end their
-        attempt: retried with backoff while attempts are left, else failed."""
-        now = self.now()
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    _T.c.id,
-                    _T.c.attempts,
-                    _T.c.max_attempts,
-                    _T.c.worker_id,
-                    _T.c.timeout_s,
-                    _T.c.started_at,
-                    _T.c.cancel_requested,
-                ).where(_T.c.status == JobStatus.running)
-            ).all()
-        out = RecoverOutput()
-        for row in rows:
-            if row.started_at is None or row.started_at + timedelta(seconds=row.timeout_s) > now:
-                continue
-            new = self._end_attempt(
-                row.id,
-                attempts=row.attempts,
-                max_attempts=row.max_attempts,
-                holder=row.worker_id,
-                error=f"timed out after {row.timeout_s:g} s",
-                retryable=True,
-                cancel=bool(row.cancel_requested),
-            )
-            _collect(out, row.id, new)
-        return out
+        """Running jobs past their ``timeout_s`` end their attempt (retried with backoff
+        while attempts are left, else failed)."""
+        return self._ender.expire_timeouts()
 
     def maintain(self, *, stale_after_s: float) -> RecoverOutput:
         """``recover_stale`` then ``expire_timeouts`` (what a worker runs periodically)."""
-        a = self.recover_stale(stale_after_s=stale_after_s)
-        b = self.expire_timeouts()
-        return RecoverOutput(
-            requeued=a.requeued + b.requeued,
-            failed=a.failed + b.failed,
-            cancelled=a.cancelled + b.cancelled,
-        )
-
-
-def _collect(out: RecoverOutput, job_id: str, new: JobStatus | None) -> None:
-    if new == JobStatus.queued:
-        out.requeued.append(job_id)
-    elif new == JobStatus.failed:
-        out.failed.append(job_id)
-    elif new == JobStatus.cancelled:
-        out.cancelled.append(job_id)
+        return self.recover_stale(stale_after_s=stale_after_s) + self.expire_timeouts()
