@@ -2,54 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC
-from typing import Any
-
 from fastapi import APIRouter
-from pydantic import ValidationError
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
 from api.deps import ComponentsDep, SessionDep, StorefrontKey
-from api.schemas import EventCreate, EventErrorPublic, EventsCreate, EventsPublic
-from api.services.erasure import guard_for, rowcount
-from data.models import Event, Product, User
-from data.repos.catalog import insert_events, product_ids_by_sku, upsert_users
+from api.schemas import EventErrorPublic, EventsCreate, EventsPublic
+from api.services.erasure import guard_for
+from api.services.events import ingest_events
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
-
-
-def _error_text(exc: ValidationError) -> str:
-    """Field and message of each problem, never the input itself."""
-    parts = []
-    for e in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(x) for x in e.get("loc", ()))
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg")))
-    return "; ".join(parts)[:500]
-
-
-def purge_late_users(session: Session, users: set[str]) -> int:
-    """Delete every event and the user row of ``users`` (erased while this batch was being
-    written); returns the events deleted. A concurrent batch still inserting events for them
-    makes the user row's delete fail its foreign key: retry, then leave the row to that
-    batch's own purge."""
-    gone = 0
-    for attempt in range(10):
-        try:
-            gone += rowcount(
-                session.execute(delete(Event).where(col(Event.user_id).in_(list(users))))
-            )
-            session.execute(delete(User).where(col(User.id).in_(list(users))))
-            session.commit()
-            return gone
-        except IntegrityError:
-            session.rollback()
-            time.sleep(0.05 * (attempt + 1))
-    session.execute(delete(Event).where(col(Event.user_id).in_(list(users))))
-    session.commit()
-    return gone
 
 
 @router.post("/events", response_model=EventsPublic)
@@ -60,80 +20,12 @@ def post_events(
     with their index and reason, good items are stored. Re-sending an ``event_id`` changes
     nothing (it counts as a duplicate). Items name their product by ``product_id`` or ``sku``.
     Events of an erased user are refused (``user erased``): nothing is stored for them again."""
-    errors: list[EventErrorPublic] = []
-    good: list[tuple[int, EventCreate]] = []
-    seen: set[str] = set()
-    duplicates = 0
-    for i, raw in enumerate(body.events):
-        eid = raw.get("event_id") if isinstance(raw, dict) else None
-        eid_s = eid if isinstance(eid, str) and len(eid) <= 128 else None
-        try:
-            item = EventCreate.model_validate(raw)
-        except ValidationError as exc:
-            errors.append(EventErrorPublic(index=i, event_id=eid_s, error=_error_text(exc)))
-            continue
-        if item.product_id is None and item.sku is None:
-            errors.append(
-                EventErrorPublic(index=i, event_id=eid_s, error="product_id or sku is required")
-            )
-            continue
-        if item.event_id in seen:
-            duplicates += 1
-            continue
-        seen.add(item.event_id)
-        good.append((i, item))
-    by_sku = product_ids_by_sku(session, skus=[e.sku for _, e in good if e.sku])
-    wanted_ids = {e.product_id for _, e in good if e.product_id is not None}
-    known_ids = set(
-        session.exec(select(Product.id).where(col(Product.id).in_(list(wanted_ids)))).all()
-    ) if wanted_ids else set()  # fmt: skip
-    guard = guard_for(comps)
-    erased = guard.erased_among([e.user_id for _, e in good], session)
-    rows: list[dict[str, Any]] = []
-    row_index: list[int] = []
-    for i, e in good:
-        if e.user_id in erased:
-            errors.append(EventErrorPublic(index=i, event_id=e.event_id, error="user erased"))
-            continue
-        pid = e.product_id if e.product_id is not None else by_sku.get(e.sku or "")
-        if pid is None or (e.product_id is not None and pid not in known_ids):
-            errors.append(EventErrorPublic(index=i, event_id=e.event_id, error="unknown product"))
-            continue
-        # Stored timestamps are aware UTC; a naive one is taken to be UTC already.
-        ts = e.ts.astimezone(UTC) if e.ts.tzinfo else e.ts.replace(tzinfo=UTC)
-        rows.append(
-            {
-                "event_id": e.event_id,
-                "user_id": e.user_id,
-                "product_id": pid,
-                "kind": e.kind.value,
-                "ts": ts,
-                "session": e.session,
-                "source": e.source,
-            }
-        )
-        row_index.append(i)
-    inserted = 0
-    if rows:
-        upsert_users(session, user_ids=[r["user_id"] for r in rows])
-        inserted = insert_events(session, events=rows)
-        session.commit()
-        # Committed, then checked: a user erased meanwhile loses what was just written
-        # (api/services/erasure.py explains why this order cannot resurrect a user).
-        late = guard.erased_among({r["user_id"] for r in rows}, session)
-        if late:
-            gone = purge_late_users(session, late)
-            inserted -= min(gone, inserted)
-            for i, r in zip(row_index, rows, strict=True):
-                if r["user_id"] in late:
-                    errors.append(
-                        EventErrorPublic(index=i, event_id=r["event_id"], error="user erased")
-                    )
-            rows = [r for r in rows if r["user_id"] not in late]
-    errors.sort(key=lambda x: x.index)
+    out = ingest_events(session, guard_for(comps), body.events)
     return EventsPublic(
-        received=len(body.events),
-        inserted=inserted,
-        duplicates=duplicates + len(rows) - inserted,
-        errors=errors,
+        received=out.received,
+        inserted=out.inserted,
+        duplicates=out.duplicates,
+        errors=[
+            EventErrorPublic(index=e.index, event_id=e.event_id, error=e.error) for e in out.errors
+        ],
     )
