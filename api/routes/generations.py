@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Response, status
-from sqlalchemy.exc import IntegrityError
 
 from api.deps import (
     ComponentsDep,
@@ -18,9 +15,10 @@ from api.deps import (
     image_url,
 )
 from api.schemas import GenerationCreate, GenerationPublic
+from api.services import generations
 from api.services.orchestration import OrchestrationError
 from api.settings import Settings
-from data.models import GenerationJob, IdempotencyRecord
+from data.models import GenerationJob
 
 router = APIRouter(prefix="/v1", tags=["generations"])
 
@@ -73,26 +71,20 @@ def create_generation(
     """
     if comps.jobs is None or comps.orchestrator is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "generation is not available")
-    request_hash = hashlib.sha256(
-        json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
-    ).hexdigest()
+    request_hash = generations.request_hash(body.model_dump(mode="json"))
     scoped = f"{key.key_id}:{idempotency_key}" if idempotency_key else None
     # One database connection at a time per request: the session's reads end (commit) before
     # the job queue opens its own connection, so a burst cannot exhaust the pool by holding
     # one connection while waiting for another.
     if scoped is not None:
-        prior = session.get(IdempotencyRecord, scoped)
-        session.commit()
-        if prior is not None:
-            if prior.request_hash != request_hash:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT,
-                    "Idempotency-Key was already used with a different request body",
-                )
-            job = comps.jobs.get(prior.result_id)
-            if job is not None:
-                response.headers["Location"] = f"/v1/generations/{job.id}"
-                return job_public(comps.settings, job)
+        try:
+            prior_id = generations.prior_job_id(session, scoped=scoped, request_hash=request_hash)
+        except generations.IdempotencyConflict as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        job = comps.jobs.get(prior_id) if prior_id is not None else None
+        if job is not None:
+            response.headers["Location"] = f"/v1/generations/{job.id}"
+            return job_public(comps.settings, job)
     try:
         brief = comps.orchestrator.make_brief(
             session,
@@ -112,19 +104,12 @@ def create_generation(
     ensure_queue_room(comps)
     job_id = comps.jobs.submit(brief_hash=brief.brief_hash, brief=brief.to_dict())
     if scoped is not None:
-        session.add(IdempotencyRecord(key=scoped, request_hash=request_hash, result_id=job_id))
         try:
-            session.commit()
-        except IntegrityError:  # a concurrent request with this key won
-            session.rollback()
-            prior = session.get(IdempotencyRecord, scoped)
-            session.commit()
-            if prior is None or prior.request_hash != request_hash:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT,
-                    "Idempotency-Key was already used with a different request body",
-                ) from None
-            job_id = prior.result_id
+            job_id = generations.remember(
+                session, scoped=scoped, request_hash=request_hash, job_id=job_id
+            )
+        except generations.IdempotencyConflict as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     job = comps.jobs.get(job_id)
     if job is None:
         raise HTTPException(

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.schemas import ReadinessPublic
+from api.services.readiness import public_errors, refresh_database
 
 router = APIRouter(tags=["ops"])
 
@@ -25,25 +26,14 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> Response:
     """Readiness, per component: the database answers, the product index and the generator
     are loaded. 200 when all are, else 503 with the same body (``ready: false``)."""
-    from sqlalchemy import text
-
     comps = getattr(request.app.state, "components", None)
     if comps is None:
         body = ReadinessPublic(
             ready=False, checks={"database": False, "index": False, "generator": False}
         )
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-    r = comps.readiness
-    try:
-        with comps.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        r.database = True
-    except Exception as exc:
-        r.database = False
-        r.errors["database"] = type(exc).__name__
-    # Error names only: messages may hold paths or URLs that clients need not see.
-    errors = {k: v.split(":", 1)[0] for k, v in r.errors.items() if not getattr(r, k, True)}
-    body = ReadinessPublic(ready=r.ready, checks=r.as_dict(), errors=errors)
+    r = refresh_database(comps.readiness, comps.engine)
+    body = ReadinessPublic(ready=r.ready, checks=r.as_dict(), errors=public_errors(r))
     code = status.HTTP_200_OK if r.ready else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(body.model_dump(), status_code=code)
 

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
 from api.deps import AdminKey, ComponentsDep, SessionDep
 from api.schemas import NO_CONTROLS_NONEMPTY, ErasurePublic
-from api.services.erasure import ErasureIncomplete, erase_everywhere
+from api.services.erasure import ErasureIncomplete
+from api.services.privacy import erase_user_everywhere
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
-
-
-def _result_cache(comps: ComponentsDep) -> Any:
-    """genservice's brief -> image cache: the loaded generator's, else the cache file itself
-    (an API-only replica still erases its entries)."""
-    cache = getattr(comps.generator, "cache", None)
-    if cache is not None:
-        return cache
-    gen = comps.settings.generation
-    path = FsPath(gen.result_cache_file or comps.settings.home / "cache" / "results.sqlite")
-    if not path.is_file():
-        return None
-    from genservice.cache import ResultCache
-
-    return ResultCache(path)
 
 
 @router.delete(
@@ -48,7 +33,7 @@ def delete_user(
     more and answers 200 with zero counts. 503 (with ``Retry-After``) when a job did not stop
     in time or a file could not be deleted: retry."""
     try:
-        out = erase_everywhere(comps, session, user_id=user_id, result_cache=_result_cache(comps))
+        out = erase_user_everywhere(comps, session, user_id=user_id)
     except ErasureIncomplete:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 
 from api.deps import ComponentsDep, SessionDep, StorefrontKey, image_url
 from api.schemas import NO_CONTROLS_NONEMPTY, ClickPublic, HeroPublic, PlacementName, UserId
+from api.services.clicks import UnknownImpression, record_click
 from api.services.hero import HeroService, NoCreative
-from data.models import Click, Impression
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
 
@@ -64,15 +62,10 @@ def post_click(
 ) -> ClickPublic:
     """Record a click on an impression, once: a second call answers 200 with
     ``created: false`` and changes nothing."""
-    if session.get(Impression, impression_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown impression")
-    if session.exec(select(Click.id).where(Click.impression_id == impression_id)).first():
-        return ClickPublic(impression_id=impression_id, created=False)
-    session.add(Click(impression_id=impression_id))
     try:
-        session.commit()
-    except IntegrityError:  # a concurrent click won the unique constraint
-        session.rollback()
-        return ClickPublic(impression_id=impression_id, created=False)
-    comps.metrics.clicks.inc()
-    return ClickPublic(impression_id=impression_id, created=True)
+        created = record_click(session, impression_id=impression_id)
+    except UnknownImpression:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown impression") from None
+    if created:
+        comps.metrics.clicks.inc()
+    return ClickPublic(impression_id=impression_id, created=created)

@@ -1,0 +1,51 @@
+"""The analyst's offline evaluation report (recsys.evaluation.report on the app's database),
+computed at most once per ``api.report_ttl_s`` and one computation at a time."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from api.logging import get_logger
+
+if TYPE_CHECKING:
+    from api.composition import Components
+
+log = get_logger("analyst")
+
+
+class ReportUnavailable(RuntimeError):
+    """The evaluation code could not be loaded (the analytics extras are missing)."""
+
+
+def build_report(comps: Components) -> Any:
+    """``recsys.evaluation.report.build_report`` on the app's database (the default
+    ``Components.report_builder``)."""
+    from recsys.evaluation.report import build_report as build
+
+    api = comps.settings.api
+    return build(
+        comps.engine,
+        demo_fallback=api.report_demo_fallback,
+        n_bootstrap=api.report_bootstrap,
+        random_state=comps.settings.seed,
+        demo_rounds=5000,
+    )
+
+
+def cached_report(comps: Components) -> Any:
+    """The evaluation report (``.summary``, ``.html``), cached for ``api.report_ttl_s``
+    (bootstraps and plots take seconds). Raises ``LookupError`` when no impressions are
+    logged and :class:`ReportUnavailable` when the evaluation code cannot load."""
+    with comps.lock:
+        cached = comps.cache.get("report")
+        if cached is not None and time.monotonic() - cached[0] < comps.settings.api.report_ttl_s:
+            return cached[1]
+        builder = comps.report_builder or build_report
+        try:
+            report = builder(comps)
+        except (ImportError, SyntaxError) as exc:
+            log.warning("evaluation report unavailable", exc_info=True)
+            raise ReportUnavailable("the evaluation report is not available") from exc
+        comps.cache["report"] = (time.monotonic(), report)
+        return report
