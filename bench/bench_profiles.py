@@ -69,12 +69,13 @@ def main() -> None:
     source = "synthetic"
     if not args.synthetic and (args.home / "index" / "products.npz").is_file():
         from data.db import make_engine
-        from recsys import service
+        from recsys.catalog import load_item_vectors, load_scorer
+        from recsys.histories import load_histories
 
         engine = make_engine(f"sqlite:///{(args.home / 'tailorshot.db').resolve()}")
-        items, model_id = service.load_item_vectors(args.home)
-        scorer = service.load_scorer(config=config, home=args.home, items=items, model_id=model_id)
-        histories = service.load_histories(engine)
+        items, model_id = load_item_vectors(args.home)
+        scorer = load_scorer(config=config, home=args.home, items=items, model_id=model_id)
+        histories = load_histories(engine)
         source = f"demo world at {args.home} ({model_id})"
     else:
         items, scorer, histories = _synthetic(

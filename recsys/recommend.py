@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -18,7 +19,12 @@ from recsys.index.base import VectorIndex
 from recsys.profiles import TasteProfile
 from recsys.references import mmr_select
 
-__all__ = ["InterestRecommender", "PopularityRecommender", "Recommendations"]
+__all__ = [
+    "InterestRecommender",
+    "PopularityRecommender",
+    "ProductRecommender",
+    "Recommendations",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,18 @@ def _popularity_prior(popularity: Mapping[int, float] | None) -> dict[int, float
     std = float(logs.std()) or 1.0
     z = (logs - float(logs.mean())) / std
     return {int(i): float(v) for i, v in zip(ids, z, strict=True)}
+
+
+class ProductRecommender(Protocol):
+    """What the storefront and ``tailorshot recommend`` use (the interest and the hybrid
+    recommenders): ``index`` the product vector index (None when the caller gave none)."""
+
+    @property
+    def index(self) -> VectorIndex | None: ...
+
+    def recommend(
+        self, profile: TasteProfile, *, k: int = 10, exclude_ids: Collection[int] = ()
+    ) -> Recommendations: ...
 
 
 class InterestRecommender:

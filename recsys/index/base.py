@@ -14,11 +14,18 @@ class VectorIndex(Protocol):
 
     ``upsert(ids (n,), vectors (n, dim) float32)`` adds or replaces; ``remove(ids)`` deletes;
     ``search(queries (q, dim), k)`` returns ``(scores (q, k) float32, ids (q, k) int64)``,
-    best first, padded with id -1 and score -inf when fewer than ``k`` exist.
+    best first, padded with id -1 and score -inf when fewer than ``k`` exist. Indexes with
+    quantizers (IVF / PQ) start untrained: ``train(vectors (n, dim))`` before the first
+    upsert (exact indexes are always trained; their ``train`` does nothing).
     """
 
     @property
     def dim(self) -> int: ...
+
+    @property
+    def is_trained(self) -> bool: ...
+
+    def train(self, vectors: np.ndarray) -> None: ...
 
     def __len__(self) -> int: ...
 

@@ -50,6 +50,15 @@ class NumpyIndex:
         """All ids, int64 ``(n,)``, in insertion order."""
         return self._ids.copy()
 
+    @property
+    def is_trained(self) -> bool:
+        """Always True: exact search needs no training."""
+        return True
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Nothing to train (``vectors`` (n, dim) are only validated)."""
+        check_vectors(vectors, self._dim)
+
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` (n, dim) under ``ids`` (n,); existing ids are replaced in place."""
         ids_arr, vec = check_upsert(ids, vectors, self._dim)

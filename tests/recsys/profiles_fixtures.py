@@ -70,6 +70,13 @@ class BruteForceIndex:
     def __len__(self) -> int:
         return len(self._vecs)
 
+    @property
+    def is_trained(self) -> bool:
+        return True
+
+    def train(self, vectors: np.ndarray) -> None:
+        pass
+
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         for i, v in zip(ids, vectors, strict=True):
             self._vecs[int(i)] = np.asarray(v, dtype=np.float32)

@@ -22,8 +22,10 @@ from data.models import (
     TasteProfileRecord,
     User,
 )
+from recsys.build import build_recsys
 from recsys.config import RecsysConfig
-from recsys.service import build_recsys, get_profile, recommend_for_user
+from recsys.profile_store import get_profile
+from recsys.serving import recommend_for_user
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 220)}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
