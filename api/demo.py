@@ -134,8 +134,8 @@ def build_demo(
     """Build the demo world into ``settings.home``; print keys and example calls."""
     from api.cli.common import open_engine
     from api.demo_variants import curl_examples, demo_keys, seed_demo_variants
+    from api.services.erasure import refresh_recsys
     from data.demo.build import build_demo_world, output_as_dict
-    from recsys.service import build_recsys
 
     out = DemoOutput()
     engine = open_engine(settings)
@@ -144,7 +144,7 @@ def build_demo(
     _stage(out, "world", t0)
 
     t0 = time.perf_counter()
-    build_recsys(engine, settings_or_config=settings, home=settings.home, seed=seed)
+    refresh_recsys(engine, settings=settings, seed=seed)
     _stage(out, "recsys", t0)
 
     t0 = time.perf_counter()

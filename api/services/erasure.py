@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, update
 from sqlalchemy import select as sa_select
@@ -54,6 +54,10 @@ from data.models import (
     User,
     VariantChange,
 )
+
+if TYPE_CHECKING:
+    from api.settings import Settings
+    from recsys.service import ProfilesBuildOutput, RecsysBuildOutput
 
 log = get_logger("erasure")
 
@@ -188,11 +192,67 @@ def guard_for(comps: Any) -> ErasureGuard:
     with comps.lock:
         guard = comps.cache.get("erasure_guard")
         if guard is None:
-            cfg = comps.settings.api
-            configured = cfg.user_hash_secret.get_secret_value() if cfg.user_hash_secret else None
-            guard = ErasureGuard(comps.engine, load_user_secret(comps.settings.home, configured))
+            guard = guard_from_settings(comps.settings, comps.engine)
             comps.cache["erasure_guard"] = guard
     return guard  # type: ignore[no-any-return]
+
+
+def guard_from_settings(settings: Settings, engine: Engine) -> ErasureGuard:
+    """An :class:`ErasureGuard` for a batch job (CLI, demo build) that has no components."""
+    cfg = settings.api
+    configured = cfg.user_hash_secret.get_secret_value() if cfg.user_hash_secret else None
+    return ErasureGuard(engine, load_user_secret(settings.home, configured))
+
+
+def undo_erased_profiles(guard: ErasureGuard) -> int:
+    """Delete the taste profiles and segment memberships of erased users; the count deleted.
+
+    The undo half of a guarded profile refresh: run it *after* the refresh committed. A row the
+    refresh wrote before an erasure's tombstone is deleted by that erasure (step 4 starts after
+    the tombstone), one it wrote after is seen here. Cheap when nobody was erased (one read of
+    the tombstones); otherwise hashes every stored profile's user id (~1 s per million)."""
+    with Session(guard.engine) as s:
+        keys = set(s.exec(select(ErasureRecord.user_key)).all())
+        if not keys:
+            return 0
+        owners = set(s.exec(select(TasteProfileRecord.user_id)).all())
+        owners |= set(s.exec(select(SegmentMembership.user_id)).all())
+        erased = sorted(u for u in owners if guard.key(u) in keys)
+        n = 0
+        for uid in erased:
+            membership = s.get(SegmentMembership, uid)
+            if membership is not None:
+                seg = s.get(Segment, membership.segment_id)
+                if seg is not None and seg.size > 0:
+                    seg.size -= 1
+                    s.add(seg)
+            for table in (SegmentMembership, TasteProfileRecord):
+                n += rowcount(s.execute(delete(table).where(col(table.user_id) == uid)))
+        s.commit()
+    if erased:
+        log.info("refresh wrote rows of erased users: undone", extra={"rows": n})
+    return n
+
+
+def refresh_profiles(engine: Engine, *, settings: Settings, **kwargs: Any) -> ProfilesBuildOutput:
+    """``recsys.service.build_profiles`` guarded against erasure: the build commits, then the
+    rows it wrote for users erased meanwhile are deleted (:func:`undo_erased_profiles`).
+    ``kwargs`` go to ``build_profiles``; returns its ``ProfilesBuildOutput``."""
+    from recsys.service import build_profiles
+
+    out = build_profiles(engine, config=settings.recsys, home=settings.home, **kwargs)
+    undo_erased_profiles(guard_from_settings(settings, engine))
+    return out
+
+
+def refresh_recsys(engine: Engine, *, settings: Settings, **kwargs: Any) -> RecsysBuildOutput:
+    """``recsys.service.build_recsys`` (index, profiles, segments) guarded like
+    :func:`refresh_profiles`; returns its ``RecsysBuildOutput``."""
+    from recsys.service import build_recsys
+
+    out = build_recsys(engine, settings_or_config=settings, home=settings.home, **kwargs)
+    undo_erased_profiles(guard_from_settings(settings, engine))
+    return out
 
 
 def user_job_ids(session: Session, *, user_id: str) -> list[str]:
