@@ -57,7 +57,8 @@ from data.models import (
 
 if TYPE_CHECKING:
     from api.settings import Settings
-    from recsys.service import ProfilesBuildOutput, RecsysBuildOutput
+    from recsys.build import RecsysBuildOutput
+    from recsys.profile_store import ProfilesBuildOutput
 
 log = get_logger("erasure")
 
@@ -235,10 +236,10 @@ def undo_erased_profiles(guard: ErasureGuard) -> int:
 
 
 def refresh_profiles(engine: Engine, *, settings: Settings, **kwargs: Any) -> ProfilesBuildOutput:
-    """``recsys.service.build_profiles`` guarded against erasure: the build commits, then the
+    """``recsys.profile_store.build_profiles`` guarded against erasure: the build commits, then the
     rows it wrote for users erased meanwhile are deleted (:func:`undo_erased_profiles`).
     ``kwargs`` go to ``build_profiles``; returns its ``ProfilesBuildOutput``."""
-    from recsys.service import build_profiles
+    from recsys.profile_store import build_profiles
 
     out = build_profiles(engine, config=settings.recsys, home=settings.home, **kwargs)
     undo_erased_profiles(guard_from_settings(settings, engine))
@@ -246,9 +247,9 @@ def refresh_profiles(engine: Engine, *, settings: Settings, **kwargs: Any) -> Pr
 
 
 def refresh_recsys(engine: Engine, *, settings: Settings, **kwargs: Any) -> RecsysBuildOutput:
-    """``recsys.service.build_recsys`` (index, profiles, segments) guarded like
+    """``recsys.build.build_recsys`` (index, profiles, segments) guarded like
     :func:`refresh_profiles`; returns its ``RecsysBuildOutput``."""
-    from recsys.service import build_recsys
+    from recsys.build import build_recsys
 
     out = build_recsys(engine, settings_or_config=settings, home=settings.home, **kwargs)
     undo_erased_profiles(guard_from_settings(settings, engine))
