@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from data.models import EventKind, JobStatus, Role, VariantStatus
+from data.models import EventKind, JobStatus, VariantStatus
 
 MAX_TEMPLATE_CHARS = 500
 
@@ -76,18 +76,10 @@ DbId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MAX_EVENTS_PER_BATCH = 1000
 MAX_PREVIEWS = 8
 MAX_TERMS = 16
-MAX_STEPS = 100
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-class ErrorPublic(BaseModel):
-    """Every error body: a message (or validation errors) and the request id to quote."""
-
-    detail: Any
-    request_id: str | None = None
 
 
 # -- storefront ---------------------------------------------------------------------------
@@ -289,9 +281,3 @@ class ReadinessPublic(BaseModel):
     ready: bool
     checks: dict[str, bool]
     errors: dict[str, str] = Field(default_factory=dict)
-
-
-class KeyPublic(BaseModel):
-    role: Role
-    name: str
-    prefix: str

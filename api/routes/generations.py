@@ -42,6 +42,13 @@ def job_public(settings: Settings, job: GenerationJob) -> GenerationPublic:
     )
 
 
+def _known(settings: Settings, job: GenerationJob | None) -> GenerationPublic:
+    """``job`` as returned to clients; 404 when there is none."""
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown job")
+    return job_public(settings, job)
+
+
 @router.post(
     "/generations",
     response_model=GenerationPublic,
@@ -102,7 +109,9 @@ def create_generation(
         session.commit()
     check_brief(brief)
     ensure_queue_room(comps)
-    job_id = comps.jobs.submit(brief_hash=brief.brief_hash, brief=brief.to_dict())
+    job_id = comps.orchestrator.submit(brief)
+    if job_id is None:  # no job queue in this deployment
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "generation is not available")
     if scoped is not None:
         try:
             job_id = generations.remember(
@@ -129,10 +138,7 @@ def create_generation(
 def get_generation(comps: ComponentsDep, _key: GenerationKey, job_id: JobId) -> GenerationPublic:
     """A job's status, progress (``progress_step`` of ``progress_total`` diffusion steps) and,
     once it succeeded, its image URL."""
-    job = comps.jobs.get(job_id) if comps.jobs is not None else None
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown job")
-    return job_public(comps.settings, job)
+    return _known(comps.settings, comps.jobs.get(job_id) if comps.jobs is not None else None)
 
 
 @router.delete(
@@ -143,7 +149,4 @@ def get_generation(comps: ComponentsDep, _key: GenerationKey, job_id: JobId) -> 
 def cancel_generation(comps: ComponentsDep, _key: GenerationKey, job_id: JobId) -> GenerationPublic:
     """Cancel a job: a queued job is cancelled at once, a running one stops at its next step
     (poll until ``cancelled``); a finished job is left as is."""
-    job = comps.jobs.cancel(job_id) if comps.jobs is not None else None
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown job")
-    return job_public(comps.settings, job)
+    return _known(comps.settings, comps.jobs.cancel(job_id) if comps.jobs is not None else None)

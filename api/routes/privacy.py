@@ -40,15 +40,4 @@ def delete_user(
             "erasure could not complete; retry",
             headers={"Retry-After": str(comps.settings.api.retry_after_s)},
         ) from None
-    return ErasurePublic(
-        user_id=out.user_id,
-        events=out.events,
-        profiles=out.profiles,
-        memberships=out.memberships,
-        variants=out.variants,
-        jobs=out.jobs,
-        images=out.images,
-        index_entries=out.index_entries,
-        impressions_unlinked=out.impressions_unlinked,
-        user_rows=out.user_rows,
-    )
+    return ErasurePublic.model_validate(out, from_attributes=True)
