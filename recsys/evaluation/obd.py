@@ -217,7 +217,7 @@ def run_obd_experiment(
     action_dist = np.full((n, k, logs.len_list), 1.0 / k)
     chosen = estimators if estimators is not None else default_obd_estimators()
     q_hat = None
-    if any(getattr(e, "needs_reward_model", False) for e in chosen.values()):
+    if any(e.needs_reward_model for e in chosen.values()):
         model = RegressionModel(
             n_folds=n_folds, action_context=logs.action_context, logged_position_only=True
         )
