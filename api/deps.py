@@ -14,6 +14,7 @@ from sqlmodel import Session
 from api.auth import Principal, is_demo_key, is_loopback, role_allows
 from api.composition import Components
 from api.ratelimit import MemoryRateLimiter
+from api.services.orchestration import Orchestrator
 from api.settings import Settings
 from data.models import Role
 
@@ -194,3 +195,11 @@ def check_brief(brief: Any, field: str = "prompt_template") -> None:
         text = str(exc)
         detail = text if text.startswith(field) else f"{field}: {text}"
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail) from None
+
+
+def generation_orchestrator(comps: Components) -> Orchestrator:
+    """The orchestrator, when generations are available (a job queue): 503 otherwise. Called
+    by a route after its own 404/409 checks, not as a dependency, so those answer first."""
+    if comps.jobs is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "generation is not available")
+    return comps.orchestrator
