@@ -19,9 +19,16 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.composition import Components, build_components, start_components, stop_components
+from api.composition import (
+    Components,
+    build_components,
+    default_loaders,
+    start_components,
+    stop_components,
+)
 from api.logging import configure_logging, get_logger, new_request_id, request_id_var
 from api.settings import Settings
 
@@ -242,7 +249,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def build_engine(settings: Settings) -> Any:
+def build_engine(settings: Settings) -> Engine:
     """The database engine of a server: the pool holds one connection per route thread
     (``api.worker_threads``) plus a few for background threads (personalizer, worker,
     heartbeats), and a request waits at most ``api.db_pool_timeout_s`` for one (then 503)."""
@@ -260,8 +267,9 @@ def build_engine(settings: Settings) -> Any:
 def create_app(
     settings: Settings | None = None, *, components: Components | None = None
 ) -> FastAPI:
-    """Build the app for ``settings`` (default: from the environment). ``components`` (tests)
-    replaces the ones the lifespan would build; they are still started and stopped."""
+    """Build the app for ``settings`` (default: from the environment). ``components`` (tests,
+    built by :func:`api.composition.build_components`) replaces the ones the lifespan would
+    build; they are still started and stopped."""
     settings = settings or (components.settings if components is not None else Settings())
     configure_logging(settings.api.log_level)
 
@@ -271,13 +279,18 @@ def create_app(
 
         # Route threads and database connections are sized together (one connection each).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api.worker_threads
-        comps = components or build_components(settings, engine=build_engine(settings))
-        comps.keys.version_poll_s = settings.api.key_version_poll_s
-        await anyio.to_thread.run_sync(start_components, comps)
-        from api.services.hero import HeroService
 
-        if comps.hero is None:
-            comps.hero = HeroService(comps)
+        def build() -> Components:
+            engine = build_engine(settings)
+            return build_components(
+                settings, engine=engine, loaders=default_loaders(settings, engine)
+            )
+
+        # Loading the index and the generator is slow: off the event loop.
+        comps: Components = (
+            components if components is not None else await anyio.to_thread.run_sync(build)
+        )
+        await anyio.to_thread.run_sync(start_components, comps)
         app.state.settings = settings
         app.state.engine = comps.engine
         app.state.components = comps
@@ -286,7 +299,6 @@ def create_app(
             yield
         finally:
             # Stop taking background work, then let the worker finish its job.
-            comps.hero.close()
             await anyio.to_thread.run_sync(stop_components, comps)
             app.state.components = None
             log.info("stopped")

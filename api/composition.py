@@ -1,76 +1,59 @@
-"""The composition root: builds every component from settings.
+"""The composition root: builds every component from settings, once, in dependency order.
 
-``build_components(settings)`` is cheap (engine, image store, job queue, limiter, metrics);
-``start_components`` runs in the FastAPI lifespan and does the slow part (loading the
-generator and the index, starting the worker thread); ``stop_components`` shuts down
-gracefully: the worker finishes (or hands back) its current job, nothing is left half-done.
+``build_components(settings, loaders=...)`` makes the immutable :class:`Components`: the
+cheap parts (engine, image store, job queue, limiter, metrics, erasure guard), then the slow
+ones the ``loaders`` name (the recommender over the saved index, the hero generator; each
+failure is recorded in ``readiness``, not raised, so the storefront still answers from what
+is ready), then the services over them (orchestrator, hero service) and the worker. The
+FastAPI lifespan calls it with :func:`default_loaders` in a thread, then
+:func:`start_components` (the worker thread) and, on shutdown, :func:`stop_components`.
 
-Routes and services see the collaborators only through the narrow ports below, so tests
-can pass doubles and other backends (S3, a remote queue) can plug in.
+Each service receives only the collaborators it uses; routes see them through ``Components``
+and the ports of api/ports.py.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from api.auth import KeyVerifier
 from api.logging import get_logger
 from api.metrics import ApiMetrics
+from api.ports import ImageStorePort, JobQueuePort, Report, UserIndex, WorkerPort
 from api.ratelimit import RateLimiter, make_rate_limiter
+from api.services.erasure import ErasureGuard, load_user_secret
+from api.services.hero import HeroService
+from api.services.orchestration import Orchestrator
 from api.settings import Settings
 from data.db import init_db, make_engine
-from data.models import GenerationJob
+from genservice.handler import GeneratorJobHandler, HeroRenderer, JobObserver
+from genservice.jobs import JobQueue
+from genservice.storage import ImageStore, LocalImageStore
+from genservice.worker import JobHandler, Worker
+from recsys.recommend import ProductRecommender
 
 log = get_logger("composition")
 
+T = TypeVar("T")
 
-@runtime_checkable
-class ImageStorePort(Protocol):
-    """Content-addressed image bytes. ``get`` raises ``KeyError`` for an unknown key."""
-
-    def get(self, key: str) -> bytes: ...
-
-    def content_type(self, key: str) -> str: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def delete(self, key: str) -> bool: ...
-
-
-@runtime_checkable
-class JobQueuePort(Protocol):
-    """Persisted generation jobs; ``submit`` is idempotent by brief hash and returns the job
-    id; ``cancel`` returns the job after the change (None when unknown)."""
-
-    def submit(self, *, brief_hash: str, brief: dict[str, Any]) -> str: ...
-
-    def get(self, job_id: str) -> GenerationJob | None: ...
-
-    def cancel(self, job_id: str) -> GenerationJob | None: ...
-
-    def queue_depth(self) -> int: ...
-
-
-@runtime_checkable
-class WorkerPort(Protocol):
-    """A background worker running jobs; ``stop`` waits for the current job to end."""
-
-    def start(self) -> None: ...
-
-    def stop(self, *, graceful: bool = True, timeout: float | None = None) -> bool: ...
+#: Builds the analytics report from the components (default: recsys's, in
+#: api/services/analytics.py).
+ReportBuilder = Callable[["Components"], Report]
+#: Builds the in-process worker over the job queue and a handler (tests pass fast polling).
+WorkerFactory = Callable[[JobQueue, JobHandler], WorkerPort]
 
 
 @dataclass
 class Readiness:
-    """What the lifespan managed to load; ``/readyz`` reports each part."""
+    """What the lifespan managed to load; ``/readyz`` reports each part (the database part
+    is checked again on every ``/readyz``)."""
 
     database: bool = False
     index: bool = False
@@ -85,35 +68,45 @@ class Readiness:
         return self.database and self.index and self.generator
 
 
-@dataclass
+@dataclass(frozen=True)
+class Loaders:
+    """The slow parts :func:`build_components` loads: each a zero-argument loader, or None
+    for "not in this deployment" (tests pass doubles)."""
+
+    index: Callable[[], ProductRecommender] | None = None
+    generator: Callable[[], HeroRenderer] | None = None
+
+
+@dataclass(frozen=True)
 class Components:
-    """Everything the app uses. ``None`` means "not available in this deployment"."""
+    """Everything the app uses, built once by :func:`build_components`. ``None`` means "not
+    available in this deployment"."""
 
     settings: Settings
     engine: Engine
     metrics: ApiMetrics
     limiter: RateLimiter
     keys: KeyVerifier
+    #: Tombstones of erased users (also ``cache["erasure_guard"]`` for ``erasure.guard_for``).
+    guard: ErasureGuard
+    #: Builds briefs from users and segments (recsys + genservice) and submits their jobs.
+    orchestrator: Orchestrator
+    #: The storefront decision service.
+    hero: HeroService
+    readiness: Readiness
     images: ImageStorePort | None = None
     jobs: JobQueuePort | None = None
     worker: WorkerPort | None = None
-    generator: Any | None = None
-    #: The product recommender (``recsys.recommend.InterestRecommender``) over the index.
-    index: Any | None = None
-    #: Builds briefs from users and segments (recsys + genservice); see api/services/orchestration.
-    orchestrator: Any = None
-    #: Indexes holding per-user vectors (each with ``remove_user(user_id) -> int``), erased
-    #: with the user. The product index holds no user data.
-    user_indexes: list[Any] = field(default_factory=list)
-    #: The storefront decision service (api/services/hero.HeroService), made by the app.
-    hero: Any = None
-    readiness: Readiness = field(default_factory=Readiness)
-    #: Loaders run by ``start_components`` (overridable in tests): name -> () -> object.
-    loaders: dict[str, Callable[[], Any]] = field(default_factory=dict)
-    #: Builds the analytics report: ``(components) -> ReportOutput`` (None: recsys's).
-    report_builder: Callable[[Any], Any] | None = None
+    generator: HeroRenderer | None = None
+    #: The product recommender (``.index`` the vector index, ``.recommend(profile, ...)``).
+    index: ProductRecommender | None = None
+    #: Indexes holding per-user vectors, erased with the user. The product index holds no
+    #: user data.
+    user_indexes: list[UserIndex] = field(default_factory=list)
+    #: Builds the analytics report (None: recsys's).
+    report_builder: ReportBuilder | None = None
     #: Small per-app caches (the analytics report), guarded by ``lock``.
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, object] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -124,7 +117,7 @@ class _ImageStoreAdapter:
     """Adapts genservice's ImageStore to :class:`ImageStorePort` (adds ``content_type``;
     invalid keys read as unknown)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: ImageStore) -> None:
         self.store = store
 
     def get(self, key: str) -> bytes:
@@ -161,26 +154,6 @@ def _content_type_from_key(key: str) -> str:
     return "image/png"
 
 
-class _JobQueueAdapter:
-    """Adapts genservice's JobQueue to :class:`JobQueuePort`."""
-
-    def __init__(self, queue: Any) -> None:
-        self.queue = queue
-
-    def submit(self, *, brief_hash: str, brief: dict[str, Any]) -> str:
-        out = self.queue.submit(brief_hash=brief_hash, brief=brief)
-        return str(out.job.id)
-
-    def get(self, job_id: str) -> GenerationJob | None:
-        return self.queue.get(job_id)  # type: ignore[no-any-return]
-
-    def cancel(self, job_id: str) -> GenerationJob | None:
-        return self.queue.cancel(job_id)  # type: ignore[no-any-return]
-
-    def queue_depth(self) -> int:
-        return int(self.queue.queue_depth())
-
-
 # ----------------------------------------------------------------------------- building
 
 
@@ -190,183 +163,166 @@ def images_dir(settings: Settings) -> Path:
     return Path(configured) if configured else settings.data.images_dir
 
 
-def build_image_store(settings: Settings) -> ImageStorePort | None:
-    """genservice's local content-addressed store, or None when genservice lacks one."""
-    try:
-        from genservice import storage
-    except ImportError:
-        log.warning("genservice.storage is not available; images are not served")
-        return None
-    return _ImageStoreAdapter(storage.LocalImageStore(images_dir(settings)))
+def build_image_store(settings: Settings) -> ImageStorePort:
+    """genservice's local content-addressed store under :func:`images_dir`."""
+    return _ImageStoreAdapter(LocalImageStore(images_dir(settings)))
 
 
-def build_job_queue(settings: Settings, engine: Engine) -> JobQueuePort | None:
-    """genservice's persisted job queue on ``engine``, or None when unavailable."""
-    try:
-        from genservice.jobs import JobQueue
-    except ImportError:
-        log.warning("genservice.jobs is not available; generations are disabled")
-        return None
-    return _JobQueueAdapter(JobQueue.from_config(engine, settings.generation, seed=settings.seed))
+def build_job_queue(settings: Settings, engine: Engine) -> JobQueue:
+    """genservice's persisted job queue on ``engine``."""
+    return JobQueue.from_config(engine, settings.generation, seed=settings.seed)
+
+
+def job_metrics(metrics: ApiMetrics) -> JobObserver:
+    """Records each job's wall time by outcome in ``metrics``."""
+
+    def observe(status: str, seconds: float) -> None:
+        metrics.job_duration.labels(status).observe(seconds)
+
+    return observe
 
 
 def make_job_handler(
-    generator: Any | Callable[[], Any], *, metrics: ApiMetrics | None = None
-) -> Callable[..., Any]:
-    """A ``genservice.worker.JobHandler`` rendering each job's brief with ``generator`` (or a
-    zero-argument factory called once, on the first job). Reports progress, honours cancel
-    and records the job's wall time in ``metrics``."""
-    from genservice.brief import CreativeBrief
-    from genservice.worker import JobResult
-
-    state: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def get_generator() -> Any:
-        if hasattr(generator, "generate"):
-            return generator
-        with lock:
-            if "generator" not in state:
-                state["generator"] = generator()
-        return state["generator"]
-
-    def handler(job: GenerationJob, progress: Callable[[int, int], None],
-                should_cancel: Callable[[], bool]) -> Any:  # fmt: skip
-        t0 = time.perf_counter()
-        status = "failed"
-        try:
-            brief = CreativeBrief.from_dict(job.brief)
-            out = get_generator().generate(brief, progress=progress, should_cancel=should_cancel)
-            status = "succeeded"
-            return JobResult(result_key=out.image_key, timings=dict(out.timings))
-        finally:
-            if metrics is not None:
-                metrics.job_duration.labels(status).observe(time.perf_counter() - t0)
-
-    return handler
+    generator: HeroRenderer, *, metrics: ApiMetrics | None = None
+) -> GeneratorJobHandler:
+    """The job handler of the server's in-process worker: renders each job's brief with
+    ``generator`` and records its wall time in ``metrics``."""
+    return GeneratorJobHandler(
+        lambda: generator, observe=job_metrics(metrics) if metrics is not None else None
+    )
 
 
-class GeneratorJobHandler:
-    """A job handler over one generator per process, built by ``factory`` on first use;
-    :meth:`warmup` builds it ahead of the first job (the backend warms up its configured
-    sizes while loading), so no shopper's job pays for loading or compilation."""
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self.warmup: Callable[[], Any] = functools.cache(factory)
-        self._handler = make_job_handler(self.warmup)
-
-    def __call__(
-        self,
-        job: GenerationJob,
-        progress: Callable[[int, int], None],
-        should_cancel: Callable[[], bool],
-    ) -> Any:
-        return self._handler(job, progress, should_cancel)
-
-
-def build_job_handler(settings: Settings) -> Callable[..., Any]:
-    """The handler ``tailorshot worker`` processes run: a :class:`GeneratorJobHandler` over
-    the generator of ``settings`` (one per process)."""
+def build_job_handler(settings: Settings) -> GeneratorJobHandler:
+    """The handler ``tailorshot worker`` processes run: one generator per process, loaded by
+    :func:`load_generator` on :meth:`~genservice.handler.GeneratorJobHandler.warmup`."""
     return GeneratorJobHandler(lambda: load_generator(settings))
 
 
-def load_generator(settings: Settings) -> Any:
-    """Load the configured hero generator (slow: the diffusion pipeline)."""
+def load_generator(settings: Settings) -> HeroRenderer:
+    """Load the configured hero generator (slow: the diffusion pipeline loads here, not on
+    the first job)."""
     from genservice.generator import HeroGenerator
 
     gen = HeroGenerator.from_config(settings.generation, home=settings.home)
-    load = getattr(gen.backend, "load", None)
-    if callable(load):
-        load()  # here, in the lifespan, not on the first job
+    gen.backend.load()
     return gen
 
 
-def load_recommender(settings: Settings, engine: Engine) -> Any:
+def load_recommender(settings: Settings, engine: Engine) -> ProductRecommender:
     """The product recommender over the saved vector index (``<home>/index``), with event
     popularity: ``.index`` is the index, ``.recommend(profile, k=, exclude_ids=)``."""
-    from recsys.service import load_recommender as load
+    from recsys.serving import load_recommender as load
 
     return load(engine, config=settings.recsys, home=settings.home)
 
 
-def build_components(settings: Settings, *, engine: Engine | None = None) -> Components:
-    """Cheap components (no model is loaded): see :func:`start_components` for the rest."""
+def default_loaders(settings: Settings, engine: Engine) -> Loaders:
+    """What a server loads: the recommender, and the generator when ``api.load_generator``."""
+    return Loaders(
+        index=lambda: load_recommender(settings, engine),
+        generator=(lambda: load_generator(settings)) if settings.api.load_generator else None,
+    )
+
+
+def _check_database(engine: Engine, readiness: Readiness) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        readiness.database = True
+    except Exception as exc:
+        readiness.errors["database"] = type(exc).__name__
+
+
+def _load(name: str, loader: Callable[[], T] | None, readiness: Readiness) -> T | None:
+    """Run ``loader``; a failure is recorded in ``readiness`` (and logged), not raised."""
+    if loader is None:
+        return None
+    try:
+        loaded = loader()
+    except Exception as exc:
+        readiness.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("could not load %s: %s", name, readiness.errors[name])
+        return None
+    setattr(readiness, name, loaded is not None)
+    return loaded
+
+
+def build_components(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    loaders: Loaders | None = None,
+    make_worker: WorkerFactory | None = None,
+    report_builder: ReportBuilder | None = None,
+) -> Components:
+    """Every component, in dependency order. Without ``loaders`` nothing slow is loaded (the
+    CLI's use); the server passes :func:`default_loaders`. The worker is built (not started:
+    :func:`start_components`) when a generator is loaded and either ``make_worker`` is given
+    or ``api.run_worker`` is set."""
     settings.home.mkdir(parents=True, exist_ok=True)
     if engine is None:
         engine = make_engine(settings.data.resolved_database_url())
     init_db(engine)
     api = settings.api
-    comps = Components(
+    loaders = loaders or Loaders()
+    readiness = Readiness()
+    _check_database(engine, readiness)
+    index = _load("index", loaders.index, readiness)
+    generator = _load("generator", loaders.generator, readiness)
+    metrics = ApiMetrics()
+    images = build_image_store(settings)
+    queue = build_job_queue(settings, engine)
+    configured = api.user_hash_secret.get_secret_value() if api.user_hash_secret else None
+    guard = ErasureGuard(engine, load_user_secret(settings.home, configured))
+    orchestrator = Orchestrator(
         settings=settings,
         engine=engine,
-        metrics=ApiMetrics(),
-        limiter=make_rate_limiter(api.rate_limit_backend, api.redis_url),
-        keys=KeyVerifier(engine, ttl_s=api.key_cache_ttl_s),
-        images=build_image_store(settings),
-        jobs=build_job_queue(settings, engine),
+        guard=guard,
+        jobs=queue,
+        images=images,
+        recommender=index,
     )
-    comps.loaders = {"index": lambda: load_recommender(settings, engine)}
-    if api.load_generator:
-        comps.loaders["generator"] = lambda: load_generator(settings)
-    from api.services.orchestration import Orchestrator
-
-    comps.orchestrator = Orchestrator(comps)
-    return comps
+    hero = HeroService(api, metrics=metrics, guard=guard, personalizer=orchestrator)
+    worker: WorkerPort | None = None
+    if generator is not None and (make_worker is not None or api.run_worker):
+        handler = make_job_handler(generator, metrics=metrics)
+        if make_worker is not None:
+            worker = make_worker(queue, handler)
+        else:
+            worker = Worker.from_config(queue, handler, settings.generation)
+    return Components(
+        settings=settings,
+        engine=engine,
+        metrics=metrics,
+        limiter=make_rate_limiter(api.rate_limit_backend, api.redis_url),
+        keys=KeyVerifier(engine, ttl_s=api.key_cache_ttl_s, version_poll_s=api.key_version_poll_s),
+        guard=guard,
+        orchestrator=orchestrator,
+        hero=hero,
+        readiness=readiness,
+        images=images,
+        jobs=queue,
+        worker=worker,
+        generator=generator,
+        index=index,
+        report_builder=report_builder,
+        cache={"erasure_guard": guard},
+    )
 
 
 def start_components(comps: Components) -> None:
-    """Slow start: load the index and the generator (each failure is recorded, not raised,
-    so the storefront still answers from what is ready) and start the worker."""
-    from sqlalchemy import text
-
-    try:
-        with comps.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        comps.readiness.database = True
-    except Exception as exc:
-        comps.readiness.errors["database"] = type(exc).__name__
-    for name in ("index", "generator"):
-        loader = comps.loaders.get(name)
-        if loader is None:
-            if getattr(comps, name) is not None:
-                setattr(comps.readiness, name, True)
-            continue
-        try:
-            setattr(comps, name, loader())
-            setattr(comps.readiness, name, getattr(comps, name) is not None)
-        except Exception as exc:
-            comps.readiness.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
-            log.warning("could not load %s: %s", name, comps.readiness.errors[name])
-    if comps.worker is None and comps.settings.api.run_worker and comps.generator is not None:
-        comps.worker = _build_worker(comps)
+    """Start the worker thread (when there is one)."""
     if comps.worker is not None:
         comps.worker.start()
 
 
-def _build_worker(comps: Components) -> WorkerPort | None:
-    """genservice's worker thread on the loaded generator, or None when unavailable."""
-    if comps.jobs is None:
-        return None
-    try:
-        from genservice.worker import Worker
-
-        handler = make_job_handler(comps.generator, metrics=comps.metrics)
-        queue = getattr(comps.jobs, "queue", comps.jobs)
-        return Worker.from_config(queue, handler, comps.settings.generation)  # type: ignore[arg-type]
-    except Exception:
-        log.warning("could not start the generation worker", exc_info=True)
-        return None
-
-
 def stop_components(comps: Components) -> None:
-    """Graceful stop: the worker finishes its current job (bounded wait), then the personalizer
-    and the engine close."""
+    """Graceful stop: background enqueues end, the worker finishes its current job (bounded
+    wait), then the engine closes."""
+    comps.hero.close()
     if comps.worker is not None:
         try:
             comps.worker.stop(timeout=comps.settings.api.shutdown_timeout_s)
         except Exception:
             log.warning("worker did not stop cleanly", exc_info=True)
-    orch = comps.orchestrator
-    if orch is not None and hasattr(orch, "close"):
-        orch.close()
     comps.engine.dispose()

@@ -66,11 +66,11 @@ def seed_demo_variants(
     if per_segment < 0 or generic < 0:
         raise ValueError(f"per_segment and generic: expected >= 0, got {per_segment}, {generic}")
     from api.composition import build_components, load_generator
-    from api.services.orchestration import Orchestrator, _terms_of
+    from api.services.orchestration import terms_of
 
     t0 = time.perf_counter()
     comps = build_components(settings, engine=engine)
-    orch = Orchestrator(comps)
+    orch = comps.orchestrator
     todo: list[
         tuple[int | None, int, list[tuple[str, float]], int]
     ] = []  # segment, product, terms, seed
@@ -90,7 +90,7 @@ def seed_demo_variants(
             for i in range(have, per_segment):
                 if products:
                     todo.append(
-                        (seg.id, products[i % len(products)], _terms_of(seg.terms), seed + i)
+                        (seg.id, products[i % len(products)], terms_of(seg.terms), seed + i)
                     )
         have_generic = int(
             session.exec(shared.where(col(CreativeVariant.segment_id).is_(None))).one()

@@ -55,7 +55,6 @@ def build_state(
 
     from api.auth import create_key
     from api.composition import build_components
-    from api.services.orchestration import Orchestrator
     from api.settings import Settings
     from data.models import (
         CreativeVariant,
@@ -138,7 +137,7 @@ def build_state(
             )
         key = create_key(s, role="storefront", name="bench").key
         s.commit()
-        orch = Orchestrator(comps)
+        orch = comps.orchestrator
         briefs = [
             orch.make_brief(
                 s,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -119,9 +120,10 @@ class CreativeBrief:
             self, "content_hashes", tuple(sorted((str(k), str(v)) for k, v in self.content_hashes))
         )
 
-    @property
+    @functools.cached_property
     def brief_hash(self) -> str:
-        """sha256 hex of the canonical JSON form; stable across processes and machines."""
+        """sha256 hex of the canonical JSON form; stable across processes and machines.
+        Computed once per brief (the brief is frozen, so the hash cannot go stale)."""
         payload = json.dumps(
             {"v": BRIEF_SCHEMA_VERSION, **self.to_dict()},
             sort_keys=True,
@@ -132,7 +134,8 @@ class CreativeBrief:
         return hashlib.sha256(payload.encode("ascii")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (for job rows); :meth:`from_dict` inverts it."""
+        """A JSON-able dict (the job payload and the variant's stored brief);
+        :meth:`from_dict` inverts it."""
         return {
             "product": {
                 "id": self.product.id,

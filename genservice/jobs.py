@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from data.models import GenerationJob, JobStatus, utcnow
+from genservice.brief import CreativeBrief
 from genservice.config import GenerationConfig
 from genservice.job_recovery import AttemptEnder, RecoverOutput
 
@@ -258,6 +259,11 @@ class JobQueue:
                 extra={"job_id": existing.id, "brief_hash": brief_hash},
             )
         return SubmitOutput(job=existing, created=False, requeued=bool(requeued))
+
+    def submit_brief(self, brief: CreativeBrief) -> str:
+        """Enqueue ``brief`` (idempotent by its hash, see :meth:`submit`); the job id. The
+        one place a brief becomes a job payload (:func:`brief_of` reads it back)."""
+        return self.submit(brief_hash=brief.brief_hash, brief=brief.to_dict()).job.id
 
     def get(self, job_id: str) -> GenerationJob | None:
         """The job with id ``job_id`` (a detached snapshot), or None."""
@@ -577,3 +583,8 @@ class JobQueue:
     def maintain(self, *, stale_after_s: float) -> RecoverOutput:
         """``recover_stale`` then ``expire_timeouts`` (what a worker runs periodically)."""
         return self.recover_stale(stale_after_s=stale_after_s) + self.expire_timeouts()
+
+
+def brief_of(job: GenerationJob) -> CreativeBrief:
+    """The brief a job renders (the inverse of :meth:`JobQueue.submit_brief`)."""
+    return CreativeBrief.from_dict(job.brief)

@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from data.models import GenerationJob, JobStatus
+from genservice.backends.base import CancelFn, ProgressFn
 from genservice.config import GenerationConfig
 from genservice.errors import JobCancelled, JobTimedOut
 from genservice.jobs import JobQueue
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
-ShouldCancelFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class JobHandler(Protocol):
     timeout."""
 
     def __call__(
-        self, job: GenerationJob, progress: ProgressFn, should_cancel: ShouldCancelFn
+        self, job: GenerationJob, progress: ProgressFn, should_cancel: CancelFn
     ) -> str | JobResult: ...
 
 

@@ -25,7 +25,6 @@ def demo_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool
     from tqdm import tqdm
 
     from api.composition import build_components
-    from api.services.orchestration import Orchestrator
     from data.models import User
     from genservice.generator import HeroGenerator
 
@@ -39,7 +38,7 @@ def demo_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool
     )
     eval_settings = settings.model_copy(update={"generation": gen_cfg})
     comps = build_components(eval_settings, engine=engine)
-    orch = Orchestrator(comps)
+    orch = comps.orchestrator
     with Session(engine) as session:
         users = list(session.exec(select(User.id).order_by(col(User.id)).limit(n)))
         briefs = []

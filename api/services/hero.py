@@ -21,16 +21,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from api.composition import Components
 from api.logging import get_logger
-from api.services.erasure import guard_for, rowcount
-from api.services.policy import ArmStats, HeroPolicy, make_policy
+from api.metrics import ApiMetrics
+from api.services.erasure import ErasureGuard, rowcount
+from api.services.orchestration import PersonalizeOutput
+from api.services.policy import ArmStats, HeroPolicy, make_hero_policy
+from api.settings import ApiConfig
 from data.models import (
     Click,
     CreativeVariant,
@@ -60,8 +62,14 @@ class Candidate:
     source: str
 
 
+class Personalizer(Protocol):
+    """Builds a user's brief and submits its job (``orchestration.Orchestrator``)."""
+
+    def personalize(self, *, user_id: str, placement: str) -> PersonalizeOutput | None: ...
+
+
 @dataclass(frozen=True)
-class HeroOutput:
+class HeroDecision:
     """The decision as logged: the chosen candidate, the impression and its propensity."""
 
     impression_id: str
@@ -211,13 +219,25 @@ class ClickStats:
 
 
 class HeroService:
-    """Decides and logs hero impressions; owns the background personalizer."""
+    """Decides and logs hero impressions; owns the background personalizer.
 
-    def __init__(self, comps: Components, *, policy: HeroPolicy | None = None) -> None:
-        self.comps = comps
-        cfg = comps.settings.api
+    ``personalizer`` None: no personalized generations (no job queue in this deployment)."""
+
+    def __init__(
+        self,
+        config: ApiConfig,
+        *,
+        metrics: ApiMetrics,
+        guard: ErasureGuard,
+        personalizer: Personalizer | None,
+        policy: HeroPolicy | None = None,
+    ) -> None:
+        cfg = config
         self.cfg = cfg
-        self.policy = policy or make_policy(cfg)
+        self.metrics = metrics
+        self.guard = guard
+        self.personalizer = personalizer
+        self.policy = policy or make_hero_policy(cfg)
         self.stats = ClickStats(cfg.stats_ttl_s)
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()
@@ -246,17 +266,17 @@ class HeroService:
             arms.append(ArmStats(alpha=clicks + prior * k, beta=views - clicks + (1 - prior) * k))
         return arms
 
-    def decide(self, session: Session, *, user_id: str, placement: str) -> HeroOutput:
+    def decide(self, session: Session, *, user_id: str, placement: str) -> HeroDecision:
         """Choose, log the impression (committed), and return what was shown.
 
         Raises :class:`NoCreative` when nothing is servable for ``placement``.
         """
-        guard = guard_for(self.comps)
+        guard = self.guard
         erased = guard.known_erased(user_id)  # memory only: the hot path stays cheap
         candidates = self.candidates(session, user_id=user_id, placement=placement)
         if erased:
             candidates = [c for c in candidates if c.source != "personalized"]
-        m = self.comps.metrics
+        m = self.metrics
         if not erased:
             self.maybe_personalize(user_id=user_id, placement=placement, candidates=candidates)
         if not candidates:
@@ -293,7 +313,7 @@ class HeroService:
             session.commit()
         m.impressions.labels(self.policy.name).inc()
         m.hero_source.labels(chosen.source).inc()
-        return HeroOutput(
+        return HeroDecision(
             impression_id=impression_id,
             variant_id=chosen.variant_id,
             product_id=chosen.product_id,
@@ -313,9 +333,9 @@ class HeroService:
         if ttl > 0:
             hit = self._candidates.get(key)
             if hit is not None and hit[0] > now:
-                self.comps.metrics.hero_cache.labels("hit").inc()
+                self.metrics.hero_cache.labels("hit").inc()
                 return hit[1]
-        self.comps.metrics.hero_cache.labels("miss").inc()
+        self.metrics.hero_cache.labels("miss").inc()
         found = load_candidates(
             session, user_id=user_id, placement=placement, limit=self.cfg.max_candidates
         )
@@ -351,8 +371,7 @@ class HeroService:
     ) -> bool:
         """Enqueue a personalized generation for ``user_id`` in the background when the user
         has none ready, at most once per ``personalize_interval_s``; never blocks."""
-        orch = self.comps.orchestrator
-        if not self.cfg.personalize or orch is None or self.comps.jobs is None:
+        if not self.cfg.personalize or self.personalizer is None:
             return False
         if candidates and candidates[0].source == "personalized":
             return False
@@ -360,10 +379,10 @@ class HeroService:
         with self._enqueue_lock:
             last = self._last_enqueue.get(f"{user_id}|{placement}")
             if last is not None and now - last < self.cfg.personalize_interval_s:
-                self.comps.metrics.enqueued.labels("rate_limited").inc()
+                self.metrics.enqueued.labels("rate_limited").inc()
                 return False
             if self._pending >= self.cfg.personalize_queue:
-                self.comps.metrics.enqueued.labels("dropped").inc()
+                self.metrics.enqueued.labels("dropped").inc()
                 return False
             if len(self._last_enqueue) > 100_000:
                 self._last_enqueue.clear()
@@ -377,17 +396,18 @@ class HeroService:
 
     def _personalize(self, user_id: str, placement: str) -> None:
         try:
-            out: Any = self.comps.orchestrator.personalize(user_id=user_id, placement=placement)  # type: ignore[union-attr]
+            assert self.personalizer is not None  # maybe_personalize checked it
+            out = self.personalizer.personalize(user_id=user_id, placement=placement)
             outcome = (
                 "skipped" if out is None else ("deduplicated" if out.deduplicated else "enqueued")
             )
-            self.comps.metrics.enqueued.labels(outcome).inc()
+            self.metrics.enqueued.labels(outcome).inc()
         except Exception:
-            self.comps.metrics.enqueued.labels("error").inc()
+            self.metrics.enqueued.labels("error").inc()
             log.warning(
                 "personalized enqueue failed",
                 exc_info=True,
-                extra={"user": guard_for(self.comps).ref(user_id)},
+                extra={"user": self.guard.ref(user_id)},
             )
         finally:
             with self._enqueue_lock:

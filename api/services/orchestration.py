@@ -6,37 +6,43 @@ genservice.
   product recommended for them;
 * :meth:`Orchestrator.personalize` turns it into a user-level variant and a generation job
   (deduplicated by brief hash: the same brief never runs twice);
-* :meth:`Orchestrator.preview_segment` makes ``n`` draft variants of a segment and a product;
-* :meth:`Orchestrator.regenerate` re-renders a variant with edited terms or template.
+* :meth:`Orchestrator.make_brief` / :meth:`Orchestrator.submit` serve the marketer's
+  variants (api/services/variants.py) and generations.
 
-Variants pick up their images lazily from finished jobs (``hero.sync_variant_images``).
+Style terms change form once here: recsys's scored terms (:func:`profile_terms`) and stored
+term rows (:func:`terms_of`) become ``(term, weight)`` pairs, and :func:`brief_terms` makes
+them genservice's ``StyleTerm``.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import delete, update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from api.logging import get_logger
+from api.ports import ImageStorePort, JobQueuePort
+from api.services.erasure import ErasureGuard, discard_job, rowcount
+from api.settings import Settings
 from data.models import (
     CreativeVariant,
+    Event,
     EventKind,
     Product,
     Segment,
     SegmentMembership,
     TasteProfileRecord,
-    VariantChange,
     VariantStatus,
-    utcnow,
 )
-
-if TYPE_CHECKING:
-    from api.composition import Components
-    from genservice.brief import CreativeBrief
+from genservice.brief import CreativeBrief, Placement, ProductRef, StyleTerm, file_sha256
+from recsys.profiles import TasteProfile
+from recsys.recommend import ProductRecommender
+from recsys.terms import StyleTerm as ScoredTerm
 
 log = get_logger("orchestration")
 
@@ -61,21 +67,10 @@ class OrchestrationError(ValueError):
     """A brief could not be built (missing product, image or profile); the message says why."""
 
 
-def _terms_of(raw: list[Any]) -> list[tuple[str, float]]:
-    """``[[term, score], ...]`` or ``[[term, facet, score], ...]`` or ``[term, ...]`` →
-    ``[(term, weight)]`` with positive weights (z-scores are shifted, order kept)."""
-    out: list[tuple[str, float]] = []
-    for item in raw:
-        if isinstance(item, str):
-            out.append((item, 1.0))
-        elif isinstance(item, dict):
-            out.append(
-                (str(item.get("term", "")), float(item.get("weight", item.get("score")) or 1.0))
-            )
-        elif isinstance(item, list | tuple) and item:
-            weight = item[-1] if len(item) > 1 and isinstance(item[-1], int | float) else 1.0
-            out.append((str(item[0]), float(weight)))
-    out = [(t, w) for t, w in out if t]
+def _positive(pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Drop empty terms; shift the weights so the lowest is 0.1 when any is <= 0 (z-scores),
+    order kept."""
+    out = [(t, w) for t, w in pairs if t]
     if out:
         low = min(w for _, w in out)
         if low <= 0:
@@ -83,21 +78,58 @@ def _terms_of(raw: list[Any]) -> list[tuple[str, float]]:
     return out
 
 
+def profile_terms(terms: Sequence[ScoredTerm]) -> list[tuple[str, float]]:
+    """The one mapping of recsys's scored terms (calibrated z-scores) to brief weights
+    ``(term, weight > 0)``: the same order, shifted positive."""
+    return _positive([(t.term, float(t.score)) for t in terms])
+
+
+def terms_of(rows: Sequence[Sequence[object]]) -> list[tuple[str, float]]:
+    """Stored term rows (``Segment.terms`` / ``CreativeVariant.terms``: ``[term, weight]`` or
+    recsys's ``[term, facet, score]``) as ``(term, weight > 0)``."""
+    pairs: list[tuple[str, float]] = []
+    for row in rows:
+        if not row:
+            continue
+        last = row[-1]
+        weight = float(last) if len(row) > 1 and isinstance(last, int | float) else 1.0
+        pairs.append((str(row[0]), weight))
+    return _positive(pairs)
+
+
+def brief_terms(terms: Sequence[tuple[str, float]]) -> tuple[StyleTerm, ...]:
+    """``(term, weight)`` pairs as a brief's style terms (the first :data:`N_TERMS`)."""
+    return tuple(StyleTerm(t, w) for t, w in terms[:N_TERMS])
+
+
 class Orchestrator:
     """Builds briefs and submits jobs for users and segments; thread-safe."""
 
-    def __init__(self, comps: Components) -> None:
-        self.comps = comps
-        self.settings = comps.settings
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        guard: ErasureGuard,
+        jobs: JobQueuePort | None = None,
+        images: ImageStorePort | None = None,
+        recommender: ProductRecommender | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.guard = guard
+        #: The job queue (None: generations are disabled) and the image store: an erased
+        #: user's job and image are discarded through them (``erasure.discard_job``).
+        self.jobs = jobs
+        self.images = images
+        self.recommender = recommender
         self._lock = threading.Lock()
 
     # -- helpers ----------------------------------------------------------------------
 
     def _ref(self, user_id: str) -> str | None:
         """The user's keyed hash for logs (user ids are never logged in the clear)."""
-        from api.services.erasure import guard_for
-
-        return guard_for(self.comps).ref(user_id)
+        return self.guard.ref(user_id)
 
     def _image_path(self, image: str | None) -> str | None:
         """A product image as an absolute path (relative paths are under the state folder)."""
@@ -111,8 +143,6 @@ class Orchestrator:
     def _content_hashes(self, refs: list[str]) -> list[tuple[str, str]]:
         """``(ref, sha256 of its file)`` for each local image, so a brief's hash changes
         when an image file does (refs stay as stored: relative to the state folder)."""
-        from genservice.brief import file_sha256
-
         out = []
         for ref in refs:
             path = self._image_path(ref)
@@ -133,8 +163,6 @@ class Orchestrator:
         headline: str | None = None,
     ) -> CreativeBrief:
         """A brief for ``product_id`` at ``placement`` with ``terms`` and references."""
-        from genservice.brief import CreativeBrief, Placement, ProductRef, StyleTerm
-
         product = session.get(Product, product_id)
         if product is None:
             raise OrchestrationError(f"product_id: no product {product_id}")
@@ -155,7 +183,7 @@ class Orchestrator:
                 id=str(product_id), title=product.title, image=image, category=product.category
             ),
             placement=Placement.preset(placement),
-            style_terms=tuple(StyleTerm(t, w) for t, w in terms[:N_TERMS]),
+            style_terms=brief_terms(terms),
             references=tuple(refs),
             seed=seed,
             model_id=self.settings.generation.model,
@@ -166,17 +194,15 @@ class Orchestrator:
 
     def submit(self, brief: CreativeBrief) -> str | None:
         """Submit ``brief`` (idempotent by hash); the job id, or None without a queue."""
-        if self.comps.jobs is None:
+        if self.jobs is None:
             return None
-        return self.comps.jobs.submit(brief_hash=brief.brief_hash, brief=brief.to_dict())
+        return self.jobs.submit_brief(brief)
 
     # -- users -------------------------------------------------------------------------
 
-    def profile_for(self, session: Session, *, user_id: str) -> Any | None:
+    def profile_for(self, session: Session, *, user_id: str) -> TasteProfile | None:
         """The user's stored :class:`~recsys.profiles.TasteProfile` (built offline by
         ``tailorshot demo`` / the recsys build), or None."""
-        from recsys.profiles import TasteProfile
-
         rec = session.get(TasteProfileRecord, user_id)
         if rec is None:
             return None
@@ -186,11 +212,11 @@ class Orchestrator:
             log.warning("stored profile unreadable", extra={"user": self._ref(user_id)})
             return None
 
-    def product_for(self, session: Session, *, user_id: str, profile: Any) -> int | None:
+    def product_for(
+        self, session: Session, *, user_id: str, profile: TasteProfile | None
+    ) -> int | None:
         """A product to feature for the user: the top recommendation when the index is loaded,
         else the medoid of their main interest, else their most engaged product."""
-        from data.models import Event
-
         purchased = set(
             session.exec(
                 select(Event.product_id).where(
@@ -198,7 +224,7 @@ class Orchestrator:
                 )
             ).all()
         )
-        recommender = self.comps.index
+        recommender = self.recommender
         if profile is not None and recommender is not None and profile.interests:
             try:
                 recs = recommender.recommend(profile, k=1, exclude_ids=purchased)
@@ -208,7 +234,7 @@ class Orchestrator:
                 log.warning(
                     "recommendation failed", exc_info=True, extra={"user": self._ref(user_id)}
                 )
-        if profile is not None and getattr(profile, "interests", None):
+        if profile is not None and profile.interests:
             return int(profile.interests[0].medoid_id)
         row = session.exec(
             select(Event.product_id).where(Event.user_id == user_id).order_by(col(Event.ts).desc())
@@ -223,7 +249,7 @@ class Orchestrator:
         terms: list[tuple[str, float]] = []
         refs: list[int] = []
         if profile is not None:
-            terms = _terms_of([list(t.to_list()) for t in profile.style_terms])
+            terms = profile_terms(profile.style_terms)
             if self.settings.api.approved_terms_only:
                 vocab = self.approved_vocabulary(session, user_id=user_id)
                 terms = [(t, w) for t, w in terms if t.strip().lower() in vocab]
@@ -236,7 +262,7 @@ class Orchestrator:
             seg = self._segment_of(session, user_id)
             if seg is None:
                 return None
-            terms = _terms_of(seg.terms)
+            terms = terms_of(seg.terms)
         brief = self.make_brief(
             session,
             product_id=product_id,
@@ -262,11 +288,11 @@ class Orchestrator:
             q = q.where(
                 (col(CreativeVariant.segment_id).is_(None)) | (CreativeVariant.segment_id == seg.id)
             )
-            vocab |= {t.strip().lower() for t, _ in _terms_of(seg.terms)}
+            vocab |= {t.strip().lower() for t, _ in terms_of(seg.terms)}
         else:
             q = q.where(col(CreativeVariant.segment_id).is_(None))
         for raw in session.exec(q).all():
-            vocab |= {t.strip().lower() for t, _ in _terms_of(list(raw or []))}
+            vocab |= {t.strip().lower() for t, _ in terms_of(list(raw or []))}
         return vocab
 
     def _segment_of(self, session: Session, user_id: str) -> Segment | None:
@@ -282,14 +308,10 @@ class Orchestrator:
         write is committed *then* checked against the tombstone and undone when the user was
         erased meanwhile (variant deleted, job cancelled and deleted with its image).
         """
-        from sqlalchemy import delete, update
-
-        from api.services.erasure import discard_job, guard_for, rowcount
-
-        guard = guard_for(self.comps)
+        guard = self.guard
         if guard.is_erased(user_id):
             return None
-        with Session(self.comps.engine, expire_on_commit=False) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             built = self.brief_for_user(session, user_id=user_id, placement=placement)
             if built is None:
                 return None
@@ -334,149 +356,13 @@ class Orchestrator:
                 session.commit()
                 if job_id is not None:
                     discard_job(
-                        self.comps,
+                        self,  # reads .engine, .jobs and .images
                         job_id=job_id,
                         brief_hash=h,
                         wait_s=float(self.settings.api.erasure_job_wait_s),
                     )
                 return None
             return PersonalizeOutput(vid, job_id, h, False)
-
-    # -- segments and variants -----------------------------------------------------------
-
-    def preview_segment(
-        self,
-        session: Session,
-        *,
-        segment_id: int,
-        product_id: int,
-        n: int,
-        placement: str,
-        actor: str,
-        terms: list[tuple[str, float]] | None = None,
-        prompt_template: str | None = None,
-        seed: int = 0,
-    ) -> list[CreativeVariant]:
-        """``n`` draft variants (seeds ``seed .. seed+n-1``) of ``product_id`` for the segment,
-        each with a job; an identical existing variant is reused, not duplicated."""
-        seg = session.get(Segment, segment_id)
-        if seg is None:
-            raise OrchestrationError(f"segment_id: no segment {segment_id}")
-        use_terms = terms if terms is not None else _terms_of(seg.terms)
-        # Reads and job submissions first, writes last: on SQLite the job queue writes through
-        # its own connection and must not wait on a write transaction held by this session.
-        plan: list[tuple[CreativeBrief, CreativeVariant | None, int]] = []
-        for i in range(n):
-            brief = self.make_brief(
-                session,
-                product_id=product_id,
-                placement=placement,
-                terms=use_terms,
-                reference_product_ids=list(seg.example_product_ids),
-                seed=seed + i,
-                prompt_template=prompt_template,
-            )
-            existing = session.exec(
-                select(CreativeVariant).where(
-                    CreativeVariant.segment_id == segment_id,
-                    CreativeVariant.brief_hash == brief.brief_hash,
-                    col(CreativeVariant.user_id).is_(None),
-                )
-            ).first()
-            plan.append((brief, existing, seed + i))
-        session.commit()  # end the reads: one connection at a time (the queue uses its own)
-        job_ids = [self.submit(b) if e is None else e.job_id for b, e, _ in plan]
-        out: list[CreativeVariant] = []
-        for (brief, existing, s_i), job_id in zip(plan, job_ids, strict=True):
-            if existing is not None:
-                out.append(existing)
-                continue
-            v = CreativeVariant(
-                segment_id=segment_id,
-                product_id=product_id,
-                placement=placement,
-                brief_hash=brief.brief_hash,
-                brief=brief.to_dict(),
-                terms=[[t.term, t.weight] for t in brief.style_terms],
-                prompt_template=prompt_template,
-                job_id=job_id,
-                status=VariantStatus.draft,
-                created_by=actor,
-            )
-            session.add(v)
-            session.flush()
-            assert v.id is not None
-            session.add(
-                VariantChange(
-                    variant_id=v.id,
-                    actor=actor,
-                    action="create",
-                    detail={"brief_hash": brief.brief_hash, "job_id": job_id, "seed": s_i},
-                )
-            )
-            out.append(v)
-        session.commit()
-        return out
-
-    def regenerate(
-        self,
-        session: Session,
-        *,
-        variant: CreativeVariant,
-        actor: str,
-        terms: list[tuple[str, float]] | None,
-        prompt_template: str | None,
-    ) -> CreativeVariant:
-        """Re-render ``variant`` with edited ``terms`` and/or ``prompt_template``: a new brief,
-        a new job; the variant goes back to draft until approved again."""
-        old_brief = dict(variant.brief or {})
-        use_terms = terms if terms is not None else _terms_of(variant.terms)
-        template = prompt_template if prompt_template is not None else variant.prompt_template
-        refs: list[int] = []
-        if variant.segment_id is not None:
-            seg = session.get(Segment, variant.segment_id)
-            refs = list(seg.example_product_ids) if seg else []
-        brief = self.make_brief(
-            session,
-            product_id=variant.product_id,
-            placement=variant.placement,
-            terms=use_terms,
-            reference_product_ids=refs,
-            seed=int(old_brief.get("seed", 0)),
-            prompt_template=template,
-        )
-        before = {"terms": variant.terms, "prompt_template": variant.prompt_template,
-                  "brief_hash": variant.brief_hash, "status": str(variant.status)}  # fmt: skip
-        session.commit()  # end the reads: one connection at a time (the queue uses its own)
-        job_id = self.submit(brief)
-        variant.brief_hash = brief.brief_hash
-        variant.brief = brief.to_dict()
-        variant.terms = [[t.term, t.weight] for t in brief.style_terms]
-        variant.prompt_template = template
-        variant.job_id = job_id
-        variant.image_key = None
-        variant.status = VariantStatus.draft
-        variant.updated_at = utcnow()
-        session.add(variant)
-        assert variant.id is not None
-        session.add(
-            VariantChange(
-                variant_id=variant.id,
-                actor=actor,
-                action="edit",
-                detail={
-                    "before": before,
-                    "after": {
-                        "terms": variant.terms,
-                        "prompt_template": template,
-                        "brief_hash": brief.brief_hash,
-                        "job_id": job_id,
-                    },
-                },
-            )
-        )
-        session.commit()
-        return variant
 
     def close(self) -> None:
         """Nothing to release (kept for the composition's shutdown order)."""

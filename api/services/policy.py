@@ -67,7 +67,7 @@ class RecsysPolicyAdapter:
         )
 
 
-def make_policy(config: ApiConfig) -> HeroPolicy:
+def make_hero_policy(config: ApiConfig) -> HeroPolicy:
     """The configured exploration policy (``config.policy``) from ``recsys.policies``."""
     from recsys.policies import make_policy as make_recsys_policy
 

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from api.app import build_engine, create_app
 from api.auth import create_key
-from api.composition import Components, build_components
+from api.composition import Components, Loaders, build_components, build_image_store
 from api.settings import ApiConfig, Settings
 from data.db import drop_all, make_engine
 from data.models import (
@@ -33,6 +33,8 @@ from data.models import (
     User,
     VariantStatus,
 )
+from genservice.jobs import JobQueue
+from genservice.worker import JobHandler, Worker
 
 ROLES = [r.value for r in Role]
 
@@ -203,19 +205,12 @@ def build_env(
     ``database_url`` (default: SQLite under the state folder) must name an empty database."""
     home = tmp_path / "home"
     settings = make_settings(home, database_url=database_url, **api)
-    comps = build_components(settings, engine=build_engine(settings))
-    assert comps.images is not None
-    if not real_report:
-        comps.report_builder = lambda c: FakeReport({"source": "fake"}, "<html>fake</html>")
-    gen = (generator_class or FakeGenerator)(comps.images, mode=mode)
-    comps.loaders = {"index": lambda: object(), "generator": lambda: gen}
-    if worker:
-        from api.composition import make_job_handler
-        from genservice.worker import Worker
+    gen = (generator_class or FakeGenerator)(build_image_store(settings), mode=mode)
 
-        comps.worker = Worker(
-            comps.jobs.queue,  # type: ignore[union-attr]
-            make_job_handler(gen, metrics=comps.metrics),
+    def make_worker(queue: JobQueue, handler: JobHandler) -> Worker:
+        return Worker(
+            queue,
+            handler,
             poll_interval=0.02,
             heartbeat_interval=0.2,
             stale_after=5.0,
@@ -223,6 +218,16 @@ def build_env(
             progress_interval=0.0,
             maintenance_interval=0.0,
         )
+
+    comps = build_components(
+        settings,
+        engine=build_engine(settings),
+        loaders=Loaders(index=lambda: object(), generator=lambda: gen),  # type: ignore[arg-type, return-value]
+        make_worker=make_worker if worker else None,
+        report_builder=None
+        if real_report
+        else (lambda c: FakeReport({"source": "fake"}, "<html>fake</html>")),
+    )
     world = seed_world(comps.engine, comps, home)
     app = create_app(settings, components=comps)
     with TestClient(app, raise_server_exceptions=False) as client:

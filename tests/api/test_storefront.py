@@ -166,7 +166,7 @@ def test_hero_answers_when_personalization_itself_fails(env: Env) -> None:
         def personalize(self, **_: object) -> None:
             raise RuntimeError("boom")
 
-    env.comps.orchestrator = Broken()
+    env.comps.hero.personalizer = Broken()  # type: ignore[assignment]
     r = env.client.get("/v1/hero", params={"user_id": "u1"}, headers=env.auth("storefront"))
     assert r.status_code == 200
     env.comps.hero.drain()
@@ -356,10 +356,12 @@ def test_readyz_reports_each_component(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from api.composition import build_components
+    from api.composition import Loaders, build_components
 
-    comps = build_components(make_settings(home))
-    comps.loaders = {"index": lambda: object(), "generator": fail}
+    comps = build_components(
+        make_settings(home),
+        loaders=Loaders(index=lambda: object(), generator=fail),  # type: ignore[arg-type]
+    )
     with TestClient(create_app(comps.settings, components=comps)) as client:
         r = client.get("/readyz")
         assert r.status_code == 503

@@ -22,7 +22,7 @@ from webtest_helpers import (
 )
 
 from api.app import create_app
-from api.composition import build_components
+from api.composition import Loaders, build_components
 from api.settings import ApiConfig, Settings
 
 
@@ -42,8 +42,7 @@ def ui_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiEnv]:
             report_bootstrap=20,
         ),
     )
-    comps = build_components(settings)
-    comps.loaders = {"index": lambda: object()}
+    comps = build_components(settings, loaders=Loaders(index=lambda: object()))  # type: ignore[arg-type]
     world = seed_ui_world(comps.engine, comps.images, home, n_impressions=900)
     with TestClient(create_app(settings, components=comps)) as client:
         yield UiEnv(client=client, comps=comps, world=world, home=home)

@@ -10,7 +10,7 @@ import os
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.composition import build_components
+from api.composition import Loaders, build_components, build_image_store
 from api.settings import Settings
 
 
@@ -19,8 +19,12 @@ def create() -> FastAPI:
     from webtest_helpers import FAKE_STEP_ENV, FakeGenerator
 
     settings = Settings()
-    comps = build_components(settings)
-    generator = FakeGenerator(comps.images, step_s=float(os.environ.get(FAKE_STEP_ENV, "0.15")))
-    # run_worker stays on: start_components builds genservice's worker on this generator.
-    comps.loaders = {"index": lambda: object(), "generator": lambda: generator}
+    generator = FakeGenerator(
+        build_image_store(settings), step_s=float(os.environ.get(FAKE_STEP_ENV, "0.15"))
+    )
+    # run_worker stays on: build_components builds genservice's worker on this generator.
+    comps = build_components(
+        settings,
+        loaders=Loaders(index=lambda: object(), generator=lambda: generator),  # type: ignore[arg-type]
+    )
     return create_app(settings, components=comps)
