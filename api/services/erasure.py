@@ -28,15 +28,16 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import bindparam, delete, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, col, select
 
 from api.logging import get_logger
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from recsys.profile_store import ProfilesBuildOutput
 
 log = get_logger("erasure")
+_T = TypeVar("_T")
 
 _SECRET_FILE = Path("secrets") / "user_hash.key"
 _TOMBS = ErasureRecord.__table__  # type: ignore[attr-defined]
@@ -235,13 +237,27 @@ def undo_erased_profiles(guard: ErasureGuard) -> int:
     return n
 
 
+def _retry_stale(build: Callable[[], _T], attempts: int = 3) -> _T:
+    """Run an idempotent build again when an erasure deleted a row between the build's read
+    and its update (``StaleDataError``); unchanged work is skipped, so a retry redoes little."""
+    for attempt in range(attempts):
+        try:
+            return build()
+        except StaleDataError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def refresh_profiles(engine: Engine, *, settings: Settings, **kwargs: Any) -> ProfilesBuildOutput:
     """``recsys.profile_store.build_profiles`` guarded against erasure: the build commits, then the
     rows it wrote for users erased meanwhile are deleted (:func:`undo_erased_profiles`).
     ``kwargs`` go to ``build_profiles``; returns its ``ProfilesBuildOutput``."""
     from recsys.profile_store import build_profiles
 
-    out = build_profiles(engine, config=settings.recsys, home=settings.home, **kwargs)
+    out = _retry_stale(
+        lambda: build_profiles(engine, config=settings.recsys, home=settings.home, **kwargs)
+    )
     undo_erased_profiles(guard_from_settings(settings, engine))
     return out
 
@@ -251,7 +267,9 @@ def refresh_recsys(engine: Engine, *, settings: Settings, **kwargs: Any) -> Recs
     :func:`refresh_profiles`; returns its ``RecsysBuildOutput``."""
     from recsys.build import build_recsys
 
-    out = build_recsys(engine, settings_or_config=settings, home=settings.home, **kwargs)
+    out = _retry_stale(
+        lambda: build_recsys(engine, settings_or_config=settings, home=settings.home, **kwargs)
+    )
     undo_erased_profiles(guard_from_settings(settings, engine))
     return out
 
