@@ -8,12 +8,13 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse
 
 from api.deps import AnalystKey, ComponentsDep
+from api.ports import Report
 from api.services.analytics import ReportUnavailable, cached_report
 
 router = APIRouter(prefix="/v1/analytics", tags=["analyst"])
 
 
-def _report(comps: ComponentsDep) -> Any:
+def _report(comps: ComponentsDep) -> Report:
     """The cached evaluation report; 404 before any impression, 503 when unavailable."""
     try:
         return cached_report(comps)

@@ -12,6 +12,7 @@ from api.deps import (
     SessionDep,
     check_brief,
     ensure_queue_room,
+    generation_orchestrator,
     image_url,
 )
 from api.schemas import GenerationCreate, GenerationPublic
@@ -76,8 +77,9 @@ def create_generation(
     header, repeating the request with the same body returns the same job, and reusing the key
     with a different body is rejected with 409.
     """
-    if comps.jobs is None or comps.orchestrator is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "generation is not available")
+    orch = generation_orchestrator(comps)
+    jobs = comps.jobs
+    assert jobs is not None  # generation_orchestrator answered 503 otherwise
     request_hash = generations.request_hash(body.model_dump(mode="json"))
     scoped = f"{key.key_id}:{idempotency_key}" if idempotency_key else None
     # One database connection at a time per request: the session's reads end (commit) before
@@ -88,12 +90,12 @@ def create_generation(
             prior_id = generations.prior_job_id(session, scoped=scoped, request_hash=request_hash)
         except generations.IdempotencyConflict as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        job = comps.jobs.get(prior_id) if prior_id is not None else None
+        job = jobs.get(prior_id) if prior_id is not None else None
         if job is not None:
             response.headers["Location"] = f"/v1/generations/{job.id}"
             return job_public(comps.settings, job)
     try:
-        brief = comps.orchestrator.make_brief(
+        brief = orch.make_brief(
             session,
             product_id=body.product_id,
             placement=body.placement,
@@ -109,7 +111,7 @@ def create_generation(
         session.commit()
     check_brief(brief)
     ensure_queue_room(comps)
-    job_id = comps.orchestrator.submit(brief)
+    job_id = orch.submit(brief)
     if job_id is None:  # no job queue in this deployment
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "generation is not available")
     if scoped is not None:
@@ -119,7 +121,7 @@ def create_generation(
             )
         except generations.IdempotencyConflict as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    job = comps.jobs.get(job_id)
+    job = jobs.get(job_id)
     if job is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

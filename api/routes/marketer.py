@@ -12,6 +12,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     ensure_queue_room,
+    generation_orchestrator,
     image_url,
 )
 from api.schemas import (
@@ -26,7 +27,7 @@ from api.schemas import (
     VariantUpdate,
 )
 from api.services import variants
-from api.services.orchestration import OrchestrationError, Orchestrator
+from api.services.orchestration import OrchestrationError
 from api.settings import Settings
 from data.models import CreativeVariant, VariantStatus
 
@@ -39,12 +40,6 @@ def variant_public(settings: Settings, v: CreativeVariant) -> VariantPublic:
     data = v.model_dump()
     data["image_url"] = image_url(settings, v.image_key)
     return VariantPublic.model_validate(data)
-
-
-def _orchestrator(comps: ComponentsDep) -> Orchestrator:
-    if comps.orchestrator is None or comps.jobs is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "generation is not available")
-    return comps.orchestrator  # type: ignore[no-any-return]
 
 
 def _http_error(exc: Exception) -> HTTPException:
@@ -93,7 +88,7 @@ def create_previews(
     """Make ``n`` draft variants of a product for the segment (seeds ``seed .. seed+n-1``),
     each rendered by a generation job; poll ``GET /v1/variants`` or the job for progress.
     An identical request returns the same variants (briefs are deduplicated by hash)."""
-    orch = _orchestrator(comps)
+    orch = generation_orchestrator(comps)
     terms = [(t.term, t.weight) for t in body.terms] if body.terms is not None else None
     ensure_queue_room(comps)
     try:
@@ -160,7 +155,7 @@ def update_variant(
         variants.check_editable(v, terms=body.terms, prompt_template=body.prompt_template)
     except _ERRORS as exc:
         raise _http_error(exc) from None
-    orch = _orchestrator(comps)
+    orch = generation_orchestrator(comps)
     terms = [(t.term, t.weight) for t in body.terms] if body.terms is not None else None
     ensure_queue_room(comps)
     try:

@@ -4,9 +4,11 @@ computed at most once per ``api.report_ttl_s`` and one computation at a time."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from api.logging import get_logger
+from api.ports import Report
 
 if TYPE_CHECKING:
     from api.composition import Components
@@ -18,7 +20,15 @@ class ReportUnavailable(RuntimeError):
     """The evaluation code could not be loaded (the analytics extras are missing)."""
 
 
-def build_report(comps: Components) -> Any:
+@dataclass(frozen=True)
+class _Cached:
+    """A report and when it was made (``time.monotonic()`` seconds)."""
+
+    at: float
+    report: Report
+
+
+def build_report(comps: Components) -> Report:
     """``recsys.evaluation.report.build_report`` on the app's database (the default
     ``Components.report_builder``)."""
     from recsys.evaluation.report import build_report as build
@@ -33,19 +43,22 @@ def build_report(comps: Components) -> Any:
     )
 
 
-def cached_report(comps: Components) -> Any:
+def cached_report(comps: Components) -> Report:
     """The evaluation report (``.summary``, ``.html``), cached for ``api.report_ttl_s``
     (bootstraps and plots take seconds). Raises ``LookupError`` when no impressions are
     logged and :class:`ReportUnavailable` when the evaluation code cannot load."""
     with comps.lock:
         cached = comps.cache.get("report")
-        if cached is not None and time.monotonic() - cached[0] < comps.settings.api.report_ttl_s:
-            return cached[1]
+        if (
+            isinstance(cached, _Cached)
+            and time.monotonic() - cached.at < comps.settings.api.report_ttl_s
+        ):
+            return cached.report
         builder = comps.report_builder or build_report
         try:
             report = builder(comps)
         except (ImportError, SyntaxError) as exc:
             log.warning("evaluation report unavailable", exc_info=True)
             raise ReportUnavailable("the evaluation report is not available") from exc
-        comps.cache["report"] = (time.monotonic(), report)
+        comps.cache["report"] = _Cached(time.monotonic(), report)
         return report
