@@ -69,20 +69,32 @@ class AccessLogScrubber(logging.Filter):
         return True
 
 
+class JsonStderrHandler(logging.StreamHandler):
+    """Records to stderr as JSON lines (:class:`JsonFormatter`)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(JsonFormatter())
+
+
+def log_json(name: str, level: str = "INFO") -> logging.Logger:
+    """Send logger ``name``'s records at ``level`` and above to stderr as JSON lines instead
+    of the root logger's handlers; idempotent (one :class:`JsonStderrHandler` per logger)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(level.upper())
+    if not any(isinstance(h, JsonStderrHandler) for h in logger.handlers):
+        logger.addHandler(JsonStderrHandler())
+    logger.propagate = False
+    return logger
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send the ``tailorshot`` logger's records to stderr as JSON lines (idempotent), and
     scrub uvicorn's access log (:class:`AccessLogScrubber`)."""
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, AccessLogScrubber) for f in access.filters):
         access.addFilter(AccessLogScrubber())
-    logger = logging.getLogger("tailorshot")
-    logger.setLevel(level.upper())
-    if not any(getattr(h, "_tailorshot_json", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        handler._tailorshot_json = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.propagate = False
+    log_json("tailorshot", level)
 
 
 def get_logger(name: str) -> logging.Logger:
