@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -44,39 +45,49 @@ def _check(rate: float, burst: float) -> None:
         raise ValueError(f"burst: expected >= 1 token, got {burst}")
 
 
+def _decision(tokens: float, rate: float) -> RateDecision:
+    """Allowed when a whole token is in the bucket; else the wait until one is."""
+    if tokens >= 1.0:
+        return RateDecision(True)
+    return RateDecision(False, (1.0 - tokens) / rate)
+
+
 class MemoryRateLimiter:
     """Buckets in a dict (thread-safe). ``clock`` is injectable for tests (seconds)."""
 
-    def __init__(self, *, clock: Any = time.monotonic, max_buckets: int = 100_000) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = 100_000
+    ) -> None:
         self._clock = clock
         self._max = max_buckets
         self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tokens, last time)
         self._lock = threading.Lock()
 
+    def _tokens(self, bucket: str, rate: float, burst: float, now: float) -> float:
+        """Tokens in ``bucket`` at ``now`` (refilled since its last use); hold the lock."""
+        tokens, last = self._buckets.get(bucket, (burst, now))
+        return min(burst, tokens + (now - last) * rate)
+
     def hit(self, bucket: str, *, rate: float, burst: float) -> RateDecision:
         _check(rate, burst)
         now = float(self._clock())
         with self._lock:
-            tokens, last = self._buckets.get(bucket, (burst, now))
-            tokens = min(burst, tokens + (now - last) * rate)
+            tokens = self._tokens(bucket, rate, burst, now)
             if tokens >= 1.0:
                 if len(self._buckets) >= self._max and bucket not in self._buckets:
                     self._buckets.clear()  # bounded memory; full buckets are the default anyway
                 self._buckets[bucket] = (tokens - 1.0, now)
-                return RateDecision(True)
-            self._buckets[bucket] = (tokens, now)
-            return RateDecision(False, (1.0 - tokens) / rate)
+            else:
+                self._buckets[bucket] = (tokens, now)
+        return _decision(tokens, rate)
 
     def peek(self, bucket: str, *, rate: float, burst: float) -> RateDecision:
         """Whether a token is available in ``bucket`` now, without taking it."""
         _check(rate, burst)
         now = float(self._clock())
         with self._lock:
-            tokens, last = self._buckets.get(bucket, (burst, now))
-        tokens = min(burst, tokens + (now - last) * rate)
-        if tokens >= 1.0:
-            return RateDecision(True)
-        return RateDecision(False, (1.0 - tokens) / rate)
+            tokens = self._tokens(bucket, rate, burst, now)
+        return _decision(tokens, rate)
 
 
 _LUA = """
@@ -141,9 +152,7 @@ class RedisRateLimiter:
             raw = self._client.hmget(self._prefix + bucket, "tokens")[0]
         except Exception:
             return RateDecision(True)
-        if raw is None or float(raw) >= 1.0:
-            return RateDecision(True)
-        return RateDecision(False, (1.0 - float(raw)) / rate)
+        return RateDecision(True) if raw is None else _decision(float(raw), rate)
 
 
 def make_rate_limiter(backend: str, redis_url: str) -> RateLimiter:
