@@ -20,7 +20,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from api.services.hero import sync_variant_images
-from api.services.orchestration import OrchestrationError, Orchestrator, _terms_of
+from api.services.orchestration import OrchestrationError, Orchestrator, terms_of
 from data.models import (
     CreativeVariant,
     Segment,
@@ -136,7 +136,7 @@ def create_previews(
     seg = session.get(Segment, segment_id)
     if seg is None:
         raise OrchestrationError(f"segment_id: no segment {segment_id}")
-    use_terms = terms if terms is not None else _terms_of(seg.terms)
+    use_terms = terms if terms is not None else terms_of(seg.terms)
     # Reads and job submissions first, writes last: on SQLite the job queue writes through
     # its own connection and must not wait on a write transaction held by this session.
     plan = []
@@ -199,7 +199,7 @@ def edit_variant(
     """Re-render ``variant`` with edited ``terms`` and/or ``prompt_template``: a new brief,
     a new job; the variant goes back to draft until approved again."""
     old_brief = dict(variant.brief or {})
-    use_terms = terms if terms is not None else _terms_of(variant.terms)
+    use_terms = terms if terms is not None else terms_of(variant.terms)
     template = prompt_template if prompt_template is not None else variant.prompt_template
     refs: list[int] = []
     if variant.segment_id is not None:
