@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from api.deps import ComponentsDep, SessionDep, StorefrontKey
 from api.schemas import EventErrorPublic, EventsCreate, EventsPublic
-from api.services.erasure import guard_for
 from api.services.events import ingest_events
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
@@ -20,7 +19,7 @@ def post_events(
     with their index and reason, good items are stored. Re-sending an ``event_id`` changes
     nothing (it counts as a duplicate). Items name their product by ``product_id`` or ``sku``.
     Events of an erased user are refused (``user erased``): nothing is stored for them again."""
-    out = ingest_events(session, guard_for(comps), body.events)
+    out = ingest_events(session, comps.guard, body.events)
     return EventsPublic(
         received=out.received,
         inserted=out.inserted,
