@@ -63,7 +63,11 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Atomically write ``data`` to ``path``."""
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> Path:

@@ -1,51 +1,25 @@
-"""The ``tailorshot`` command line. Each area registers its commands from its own module
-(``api/cli/<area>.py`` exposes ``register(app, groups)``), so areas never edit one file."""
+"""The ``tailorshot`` command line. The app and its groups live in ``api.cli.app``; each area
+adds its commands as top-level functions in its own module (``api/cli/<area>.py``), imported
+here in the order the commands are listed."""
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
-app = typer.Typer(
-    name="tailorshot",
-    help="Personalized product imagery from shoppers' histories.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    pretty_exceptions_enable=False,
-)
+# Commands are listed in the order they are added: areas in this order (not alphabetical).
+# isort: off
+from api.cli.app import app, groups
+from api.cli import core, ingest, generate, keys, worker, evaluate, recsys  # noqa: F401
+from api.cli import train_gen, clip, imaging, safety  # noqa: F401
 
-#: Shared command groups: several areas add commands to one group.
-groups: dict[str, typer.Typer] = {
-    "import": typer.Typer(help="Import a store's catalog or events.", no_args_is_help=True),
-    "evaluate": typer.Typer(help="Offline evaluation reports (JSON).", no_args_is_help=True),
-    "train": typer.Typer(help="Train the small embedded models.", no_args_is_help=True),
-    "index": typer.Typer(help="Build and inspect the product vector index.", no_args_is_help=True),
-    "segments": typer.Typer(help="Build shopper segments.", no_args_is_help=True),
-    "keys": typer.Typer(help="Manage API keys.", no_args_is_help=True),
-}
-for _name, _group in groups.items():
-    app.add_typer(_group, name=_name)
+# Modules not yet converted to top-level commands add theirs through ``register``.
+safety.register(app, groups)
 
-#: Modules under ``api.cli`` that register commands; each area appends its own.
-AREAS: list[str] = [
-    "core",
-    "ingest",
-    "generate",
-    "keys",
-    "worker",
-    "evaluate",
-    "recsys",
-    "train_gen",
-    "clip",
-    "imaging",
-    "safety",
-    "heroes",
-    "edit",
-]
+from api.cli import heroes, edit  # noqa: E402, F401
 
-for _area in AREAS:
-    importlib.import_module(f"api.cli.{_area}").register(app, groups)
+# isort: on
+
+__all__ = ["app", "main"]
 
 
 def main() -> None:

@@ -5,57 +5,57 @@ from __future__ import annotations
 import typer
 from sqlmodel import Session
 
+from api.cli.app import app
 from api.cli.common import load_settings, open_engine, print_json
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Add the core commands to ``app``."""
+@app.command()
+def stats(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Count products, users, events, segments, variants, jobs, impressions and clicks."""
+    from data.repos.stats import count_all
 
-    @app.command()
-    def stats(
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        """Count products, users, events, segments, variants, jobs, impressions and clicks."""
-        from data.repos.stats import count_all
+    settings = load_settings()
+    engine = open_engine(settings)
+    with Session(engine) as session:
+        counts = count_all(session)
+    if as_json:
+        print_json(counts)
+    else:
+        for name, n in counts.items():
+            typer.echo(f"{name:12s} {n:>10d}")
 
-        settings = load_settings()
-        engine = open_engine(settings)
-        with Session(engine) as session:
-            counts = count_all(session)
-        if as_json:
-            print_json(counts)
-        else:
-            for name, n in counts.items():
-                typer.echo(f"{name:12s} {n:>10d}")
 
-    @app.command()
-    def serve(
-        host: str | None = typer.Option(None, help="Bind address (default: settings, 127.0.0.1)."),
-        port: int | None = typer.Option(None, help="Port (default: settings, 8000)."),
-    ) -> None:
-        """Start the HTTP API (OpenAPI docs at /docs)."""
-        import uvicorn
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default: settings, 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default: settings, 8000)."),
+) -> None:
+    """Start the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
 
-        from api.app import create_app
+    from api.app import create_app
 
-        settings = load_settings()
-        uvicorn.run(
-            create_app(settings),
-            host=host or settings.api.host,
-            port=port or settings.api.port,
-            log_level="info",
-            timeout_graceful_shutdown=30,
-        )
+    settings = load_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+        timeout_graceful_shutdown=30,
+    )
 
-    @app.command()
-    def demo(
-        serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve after building."),
-        seed: int = typer.Option(0, help="Seed of the demo world."),
-    ) -> None:
-        """Build the demo world into the state folder (idempotent), then serve."""
-        from api.demo import build_demo
 
-        settings = load_settings()
-        build_demo(settings, seed=seed)
-        if serve_after:
-            serve(host=None, port=None)
+@app.command()
+def demo(
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve after building."),
+    seed: int = typer.Option(0, help="Seed of the demo world."),
+) -> None:
+    """Build the demo world into the state folder (idempotent), then serve."""
+    from api.demo import build_demo
+
+    settings = load_settings()
+    build_demo(settings, seed=seed)
+    if serve_after:
+        serve(host=None, port=None)

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from api.cli.app import app
 from api.cli.common import fail, load_settings, open_engine, print_json
 
 OPS = ("recolor", "material", "background", "restore", "adjust", "remove-background")
@@ -36,136 +37,133 @@ def product_image_path(sku: str) -> Path:
     return path
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Add the ``edit`` command to ``app``."""
+@app.command("edit")
+def edit_cmd(
+    op: str = typer.Option(..., "--op", help=f"Edit op: {' | '.join(OPS)}."),
+    out: Path = typer.Option(..., "--out", help="Output PNG (metadata records the edit)."),
+    product: str | None = typer.Option(None, "--product", help="SKU of a catalog product."),
+    image: Path | None = typer.Option(None, "--image", help="Or an image file."),
+    mask: Path | None = typer.Option(
+        None, "--mask", help="Greyscale mask PNG (white = edit); default: the cut-out."
+    ),
+    colour: str | None = typer.Option(None, "--colour", help='recolor: "#1f4fd1" or a name.'),
+    texture: str | None = typer.Option(
+        None,
+        "--texture",
+        help="material: image file or brick|grass|gravel|leather|denim|wood|marble.",
+    ),
+    texture_scale: float = typer.Option(1.0, "--texture-scale", help="material: tile size."),
+    seed: int = typer.Option(0, "--seed", help="material: seed of procedural textures."),
+    studio: str | None = typer.Option(None, "--studio", help="background: backdrop colour."),
+    gradient: float = typer.Option(0.0, "--gradient", help="background: 0-40 (CIELAB L)."),
+    shadow: float = typer.Option(0.35, "--shadow", help="background: contact shadow 0-1."),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="background: a scene from text (not available here)."
+    ),
+    user_id: str | None = typer.Option(
+        None, "--user-id", help="background: a scene from a taste profile (not available)."
+    ),
+    scale: int = typer.Option(4, "--scale", help="restore: 2 or 4."),
+    denoise: bool = typer.Option(False, "--denoise", help="restore: denoise first."),
+    brightness: float = typer.Option(1.0, "--brightness", help="adjust: factor (1 = same)."),
+    contrast: float = typer.Option(1.0, "--contrast", help="adjust: factor (1 = same)."),
+    saturation: float = typer.Option(1.0, "--saturation", help="adjust: factor (1 = same)."),
+    sharpness: float = typer.Option(0.0, "--sharpness", help="adjust: unsharp amount 0-4."),
+    auto_exposure: bool = typer.Option(
+        False, "--auto-exposure", help="adjust / restore: levels and gamma."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print what was done and timings."),
+) -> None:
+    """Edit a product image: recolour, change material or background, restore, adjust or
+    remove the background. Outside the mask nothing changes (bit-exact)."""
+    import time
 
-    @app.command("edit")
-    def edit_cmd(
-        op: str = typer.Option(..., "--op", help=f"Edit op: {' | '.join(OPS)}."),
-        out: Path = typer.Option(..., "--out", help="Output PNG (metadata records the edit)."),
-        product: str | None = typer.Option(None, "--product", help="SKU of a catalog product."),
-        image: Path | None = typer.Option(None, "--image", help="Or an image file."),
-        mask: Path | None = typer.Option(
-            None, "--mask", help="Greyscale mask PNG (white = edit); default: the cut-out."
-        ),
-        colour: str | None = typer.Option(None, "--colour", help='recolor: "#1f4fd1" or a name.'),
-        texture: str | None = typer.Option(
-            None,
-            "--texture",
-            help="material: image file or brick|grass|gravel|leather|denim|wood|marble.",
-        ),
-        texture_scale: float = typer.Option(1.0, "--texture-scale", help="material: tile size."),
-        seed: int = typer.Option(0, "--seed", help="material: seed of procedural textures."),
-        studio: str | None = typer.Option(None, "--studio", help="background: backdrop colour."),
-        gradient: float = typer.Option(0.0, "--gradient", help="background: 0-40 (CIELAB L)."),
-        shadow: float = typer.Option(0.35, "--shadow", help="background: contact shadow 0-1."),
-        prompt: str | None = typer.Option(
-            None, "--prompt", help="background: a scene from text (not available here)."
-        ),
-        user_id: str | None = typer.Option(
-            None, "--user-id", help="background: a scene from a taste profile (not available)."
-        ),
-        scale: int = typer.Option(4, "--scale", help="restore: 2 or 4."),
-        denoise: bool = typer.Option(False, "--denoise", help="restore: denoise first."),
-        brightness: float = typer.Option(1.0, "--brightness", help="adjust: factor (1 = same)."),
-        contrast: float = typer.Option(1.0, "--contrast", help="adjust: factor (1 = same)."),
-        saturation: float = typer.Option(1.0, "--saturation", help="adjust: factor (1 = same)."),
-        sharpness: float = typer.Option(0.0, "--sharpness", help="adjust: unsharp amount 0-4."),
-        auto_exposure: bool = typer.Option(
-            False, "--auto-exposure", help="adjust / restore: levels and gamma."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print what was done and timings."),
-    ) -> None:
-        """Edit a product image: recolour, change material or background, restore, adjust or
-        remove the background. Outside the mask nothing changes (bit-exact)."""
-        import time
+    from PIL import Image, UnidentifiedImageError
 
-        from PIL import Image, UnidentifiedImageError
+    from genservice.edits import apply_edit
 
-        from genservice.edits import apply_edit
-
-        if op not in OPS:
-            fail(f"--op: expected one of {list(OPS)}, got {op!r}")
-        if (product is None) == (image is None):
-            fail("--product / --image: expected exactly one of them")
-        if out.suffix.lower() != ".png":
-            fail(f"--out: expected a .png file name, got {str(out)!r}")
-        src_path = product_image_path(product) if product is not None else image
-        assert src_path is not None
-        if not src_path.is_file():
-            fail(f"--image: expected an image file, got {str(src_path)!r} (not found)")
-        try:
-            with Image.open(src_path) as im:
-                im.load()
-                src = im.copy()
-            mask_img = None
-            if mask is not None:
-                with Image.open(mask) as m:
-                    mask_img = m.convert("L")
-        except (UnidentifiedImageError, OSError) as exc:
-            fail(f"could not read an image: {exc}")
-        params: dict[str, Any] = {}
-        if op == "recolor":
-            if not colour:
-                fail('--colour: recolor needs a colour ("#1f4fd1" or a name)')
-            params = {"colour": colour}
-        elif op == "material":
-            if not texture:
-                fail("--texture: material needs a texture file or name")
-            params = {"texture": texture, "scale": texture_scale, "seed": seed}
-        elif op == "background":
-            if prompt or user_id:
-                fail(
-                    "--prompt / --user-id: a generated scene is not available for edits yet; "
-                    "use --studio COLOUR [--gradient G] [--shadow S]"
-                )
-            if not studio:
-                fail("--studio: background needs a backdrop colour (hex or name)")
-            params = {"studio": studio, "gradient": gradient, "shadow": shadow}
-        elif op == "restore":
-            params = {"scale": scale, "denoise": denoise, "auto_exposure": auto_exposure}
-        elif op == "adjust":
-            params = {
-                "brightness": brightness,
-                "contrast": contrast,
-                "saturation": saturation,
-                "sharpness": sharpness,
-                "auto_exposure": auto_exposure,
-            }
-        if op == "restore":
-            from tqdm import tqdm
-
-            bar = tqdm(desc="restore", unit="tile", disable=as_json)
-
-            def on_progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
-            params["progress"] = on_progress
-        t0 = time.perf_counter()
-        try:
-            result = apply_edit(op, src, mask=mask_img, **params)
-        except ValueError as exc:
-            fail(str(exc))
-        total = time.perf_counter() - t0
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result.save(out)
-        info = {
-            "op": result.op,
-            "params": result.params,
-            "source": str(src_path),
-            "out": str(out),
-            "size": list(result.image.size),
-            "mode": result.image.mode,
-            "mask_pixels": None if result.mask is None else int((result.mask >= 0.5).sum()),
-            "metadata": result.metadata,
-            "timings": {**result.timings, "total": round(total, 4)},
-        }
-        if as_json:
-            print_json(info)
-        else:
-            typer.echo(
-                f"{out}: {op} {result.params} -> {result.image.size[0]}x{result.image.size[1]} "
-                f"{result.image.mode}, {total:.2f} s"
+    if op not in OPS:
+        fail(f"--op: expected one of {list(OPS)}, got {op!r}")
+    if (product is None) == (image is None):
+        fail("--product / --image: expected exactly one of them")
+    if out.suffix.lower() != ".png":
+        fail(f"--out: expected a .png file name, got {str(out)!r}")
+    src_path = product_image_path(product) if product is not None else image
+    assert src_path is not None
+    if not src_path.is_file():
+        fail(f"--image: expected an image file, got {str(src_path)!r} (not found)")
+    try:
+        with Image.open(src_path) as im:
+            im.load()
+            src = im.copy()
+        mask_img = None
+        if mask is not None:
+            with Image.open(mask) as m:
+                mask_img = m.convert("L")
+    except (UnidentifiedImageError, OSError) as exc:
+        fail(f"could not read an image: {exc}")
+    params: dict[str, Any] = {}
+    if op == "recolor":
+        if not colour:
+            fail('--colour: recolor needs a colour ("#1f4fd1" or a name)')
+        params = {"colour": colour}
+    elif op == "material":
+        if not texture:
+            fail("--texture: material needs a texture file or name")
+        params = {"texture": texture, "scale": texture_scale, "seed": seed}
+    elif op == "background":
+        if prompt or user_id:
+            fail(
+                "--prompt / --user-id: a generated scene is not available for edits yet; "
+                "use --studio COLOUR [--gradient G] [--shadow S]"
             )
+        if not studio:
+            fail("--studio: background needs a backdrop colour (hex or name)")
+        params = {"studio": studio, "gradient": gradient, "shadow": shadow}
+    elif op == "restore":
+        params = {"scale": scale, "denoise": denoise, "auto_exposure": auto_exposure}
+    elif op == "adjust":
+        params = {
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+            "sharpness": sharpness,
+            "auto_exposure": auto_exposure,
+        }
+    if op == "restore":
+        from tqdm import tqdm
+
+        bar = tqdm(desc="restore", unit="tile", disable=as_json)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        params["progress"] = on_progress
+    t0 = time.perf_counter()
+    try:
+        result = apply_edit(op, src, mask=mask_img, **params)
+    except ValueError as exc:
+        fail(str(exc))
+    total = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.save(out)
+    info = {
+        "op": result.op,
+        "params": result.params,
+        "source": str(src_path),
+        "out": str(out),
+        "size": list(result.image.size),
+        "mode": result.image.mode,
+        "mask_pixels": None if result.mask is None else int((result.mask >= 0.5).sum()),
+        "metadata": result.metadata,
+        "timings": {**result.timings, "total": round(total, 4)},
+    }
+    if as_json:
+        print_json(info)
+    else:
+        typer.echo(
+            f"{out}: {op} {result.params} -> {result.image.size[0]}x{result.image.size[1]} "
+            f"{result.image.mode}, {total:.2f} s"
+        )

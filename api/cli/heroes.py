@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from api.cli.app import evaluate_app
 from api.cli.common import fail, load_settings, print_json
 
 #: Targets of issue 15 (printed next to the figures).
@@ -280,54 +281,47 @@ def run_hero_evaluation(
     return report
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Add ``evaluate heroes`` to the ``evaluate`` group."""
-    group = groups["evaluate"]
+@evaluate_app.command("heroes")
+def heroes(
+    n: int = typer.Option(200, "--n", help="Scenes generated for setting and ghost figures."),
+    n_cutout: int = typer.Option(
+        20, "--n-cutout", help="Cut-out cases of each kind (studio, photo composite)."
+    ),
+    n_heroes: int = typer.Option(
+        6, "--n-heroes", help="Full heroes (restored, composed) for the delivery figures."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the cases, scenes and heroes."),
+    steps: int | None = typer.Option(None, "--steps", help="Override denoising steps."),
+    sheet: Path | None = typer.Option(
+        None, "--sheet", help="Write a contact sheet of the full heroes (PNG)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Hero quality report: cut-out IoU / boundary F1 / fragments on demo products (studio
+    and pasted onto scikit-image photographs, known masks); setting accuracy and ghost rate
+    on N generated scenes (independent judges trained on demo renders); product enlargement,
+    ghost rate and sharpness (Laplacian variance vs bicubic) on full heroes."""
+    import os
 
-    @group.command("heroes")
-    def heroes(
-        n: int = typer.Option(200, "--n", help="Scenes generated for setting and ghost figures."),
-        n_cutout: int = typer.Option(
-            20, "--n-cutout", help="Cut-out cases of each kind (studio, photo composite)."
-        ),
-        n_heroes: int = typer.Option(
-            6, "--n-heroes", help="Full heroes (restored, composed) for the delivery figures."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the cases, scenes and heroes."),
-        steps: int | None = typer.Option(None, "--steps", help="Override denoising steps."),
-        sheet: Path | None = typer.Option(
-            None, "--sheet", help="Write a contact sheet of the full heroes (PNG)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        """Hero quality report: cut-out IoU / boundary F1 / fragments on demo products (studio
-        and pasted onto scikit-image photographs, known masks); setting accuracy and ghost rate
-        on N generated scenes (independent judges trained on demo renders); product enlargement,
-        ghost rate and sharpness (Laplacian variance vs bicubic) on full heroes."""
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        if n < 1 or n_cutout < 1 or n_heroes < 0:
-            fail(
-                "--n, --n-cutout: expected >= 1 and --n-heroes >= 0, "
-                f"got {n}, {n_cutout}, {n_heroes}"
-            )
-        try:
-            report = run_hero_evaluation(
-                load_settings(),
-                n=n,
-                n_cutout=n_cutout,
-                n_heroes=n_heroes,
-                seed=seed,
-                steps=steps,
-                sheet=sheet,
-                progress=not as_json,
-            )
-        except FileNotFoundError as exc:
-            fail(str(exc))
-        if as_json:
-            print_json(report)
-            return
-        for k, v in report["summary"].items():
-            ok = "ok" if report["meets_targets"][k] else "below target"
-            typer.echo(f"{k}: {v}  (target {report['targets'][k]}: {ok})")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if n < 1 or n_cutout < 1 or n_heroes < 0:
+        fail(f"--n, --n-cutout: expected >= 1 and --n-heroes >= 0, got {n}, {n_cutout}, {n_heroes}")
+    try:
+        report = run_hero_evaluation(
+            load_settings(),
+            n=n,
+            n_cutout=n_cutout,
+            n_heroes=n_heroes,
+            seed=seed,
+            steps=steps,
+            sheet=sheet,
+            progress=not as_json,
+        )
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report)
+        return
+    for k, v in report["summary"].items():
+        ok = "ok" if report["meets_targets"][k] else "below target"
+        typer.echo(f"{k}: {v}  (target {report['targets'][k]}: {ok})")

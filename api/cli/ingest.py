@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 import typer
 
+from api.cli.app import import_app
 from api.cli.common import fail, load_settings, open_engine
 
 _MAP_HELP = "Column mapping OURS=THEIRS, repeatable (e.g. --map sku=item_code --map ts=time)."
@@ -112,85 +113,80 @@ def _run(
         typer.echo(f"  ... {report.warning_count - 20} more warnings", err=True)
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Add ``import catalog`` and ``import events``."""
-    group = groups["import"]
+@import_app.command("catalog")
+def import_catalog_cmd(
+    file: Path = typer.Argument(..., help="CSV, JSONL or Parquet file of products."),
+    fmt: str = typer.Option(None, "--format", help="csv | jsonl | parquet (default: suffix)."),
+    mapping: list[str] = typer.Option(None, "--map", help=_MAP_HELP),
+    preset: str = typer.Option(
+        None,
+        "--preset",
+        help="Column names of a shop system's export: shopify (Handle, Title, Body (HTML), "
+        "Vendor, Type, Tags, Option1..3 Name/Value, Variant SKU, Variant Price, Image Src, "
+        "Variant Image). --map entries override it.",
+    ),
+    facets: list[str] = typer.Option(
+        None,
+        "--facets",
+        help="Column holding facet strings such as 'category:Electronics|brand:Apple' "
+        "(repeatable): 'category' fills the category, other KEY:VALUE pairs become "
+        "attributes, bare words become attributes.tags.",
+    ),
+    facet_separators: str = typer.Option(
+        None,
+        "--facet-separators",
+        help="Characters that separate facet pairs (default '|;', shopify ',|;').",
+    ),
+    fetch_images: bool = typer.Option(
+        True,
+        "--fetch-images/--no-fetch-images",
+        help="Fetch http(s) image URLs into the state folder (else keep them as URLs).",
+    ),
+    image_timeout: float = typer.Option(
+        10.0, "--image-timeout", min=0.1, help="Seconds allowed per image download."
+    ),
+    image_max_mb: float = typer.Option(
+        20.0, "--image-max-mb", min=0.001, help="Largest image download accepted, in MB."
+    ),
+    chunk_size: int = typer.Option(1000, min=1, max=100_000, help="Rows per transaction."),
+    errors: Path = typer.Option(None, help="Write every bad row (and warning) as JSON Lines here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Upsert products and their variants by sku. Columns: sku, title, description (HTML
+    is reduced to text), category, price, image (path relative to FILE, or a URL),
+    attributes (JSON) or attributes.X / attr_X. A row without title and description after
+    a product row is a variant of it (own sku, price, image, option1_name/option1_value ..
+    option3_* or option.X columns); with a `handle` column rows group by handle. Bad rows
+    are reported as FILE:LINE with the reason; good rows always load."""
+    _run(
+        "catalog",
+        file,
+        fmt,
+        mapping,
+        chunk_size,
+        errors,
+        as_json,
+        {
+            "preset": preset,
+            "facets": facets,
+            "facet_separators": facet_separators,
+            "fetch_images": fetch_images,
+            "image_timeout": image_timeout,
+            "image_max_mb": image_max_mb,
+        },
+    )
 
-    @group.command("catalog")
-    def import_catalog_cmd(
-        file: Path = typer.Argument(..., help="CSV, JSONL or Parquet file of products."),
-        fmt: str = typer.Option(None, "--format", help="csv | jsonl | parquet (default: suffix)."),
-        mapping: list[str] = typer.Option(None, "--map", help=_MAP_HELP),
-        preset: str = typer.Option(
-            None,
-            "--preset",
-            help="Column names of a shop system's export: shopify (Handle, Title, Body (HTML), "
-            "Vendor, Type, Tags, Option1..3 Name/Value, Variant SKU, Variant Price, Image Src, "
-            "Variant Image). --map entries override it.",
-        ),
-        facets: list[str] = typer.Option(
-            None,
-            "--facets",
-            help="Column holding facet strings such as 'category:Electronics|brand:Apple' "
-            "(repeatable): 'category' fills the category, other KEY:VALUE pairs become "
-            "attributes, bare words become attributes.tags.",
-        ),
-        facet_separators: str = typer.Option(
-            None,
-            "--facet-separators",
-            help="Characters that separate facet pairs (default '|;', shopify ',|;').",
-        ),
-        fetch_images: bool = typer.Option(
-            True,
-            "--fetch-images/--no-fetch-images",
-            help="Fetch http(s) image URLs into the state folder (else keep them as URLs).",
-        ),
-        image_timeout: float = typer.Option(
-            10.0, "--image-timeout", min=0.1, help="Seconds allowed per image download."
-        ),
-        image_max_mb: float = typer.Option(
-            20.0, "--image-max-mb", min=0.001, help="Largest image download accepted, in MB."
-        ),
-        chunk_size: int = typer.Option(1000, min=1, max=100_000, help="Rows per transaction."),
-        errors: Path = typer.Option(
-            None, help="Write every bad row (and warning) as JSON Lines here."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    ) -> None:
-        """Upsert products and their variants by sku. Columns: sku, title, description (HTML
-        is reduced to text), category, price, image (path relative to FILE, or a URL),
-        attributes (JSON) or attributes.X / attr_X. A row without title and description after
-        a product row is a variant of it (own sku, price, image, option1_name/option1_value ..
-        option3_* or option.X columns); with a `handle` column rows group by handle. Bad rows
-        are reported as FILE:LINE with the reason; good rows always load."""
-        _run(
-            "catalog",
-            file,
-            fmt,
-            mapping,
-            chunk_size,
-            errors,
-            as_json,
-            {
-                "preset": preset,
-                "facets": facets,
-                "facet_separators": facet_separators,
-                "fetch_images": fetch_images,
-                "image_timeout": image_timeout,
-                "image_max_mb": image_max_mb,
-            },
-        )
 
-    @group.command("events")
-    def import_events_cmd(
-        file: Path = typer.Argument(..., help="CSV, JSONL or Parquet file of events."),
-        fmt: str = typer.Option(None, "--format", help="csv | jsonl | parquet (default: suffix)."),
-        mapping: list[str] = typer.Option(None, "--map", help=_MAP_HELP),
-        chunk_size: int = typer.Option(20_000, min=1, max=200_000, help="Rows per transaction."),
-        errors: Path = typer.Option(None, help="Write every bad row as JSON Lines here."),
-        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    ) -> None:
-        """Insert events, idempotent by event_id. Columns: event_id, user_id, sku (a product's
-        or a variant's), kind (view|click|add_to_cart|purchase), ts (ISO 8601 or epoch s/ms),
-        session, source. Bad rows are reported as FILE:LINE with the reason."""
-        _run("events", file, fmt, mapping, chunk_size, errors, as_json)
+@import_app.command("events")
+def import_events_cmd(
+    file: Path = typer.Argument(..., help="CSV, JSONL or Parquet file of events."),
+    fmt: str = typer.Option(None, "--format", help="csv | jsonl | parquet (default: suffix)."),
+    mapping: list[str] = typer.Option(None, "--map", help=_MAP_HELP),
+    chunk_size: int = typer.Option(20_000, min=1, max=200_000, help="Rows per transaction."),
+    errors: Path = typer.Option(None, help="Write every bad row as JSON Lines here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Insert events, idempotent by event_id. Columns: event_id, user_id, sku (a product's
+    or a variant's), kind (view|click|add_to_cart|purchase), ts (ISO 8601 or epoch s/ms),
+    session, source. Bad rows are reported as FILE:LINE with the reason."""
+    _run("events", file, fmt, mapping, chunk_size, errors, as_json)

@@ -18,6 +18,8 @@ from typing import Any
 
 import typer
 
+from api.cli.app import app
+
 
 def _configure_logs(level: str) -> None:
     """JSON log lines on stderr for the ``genservice`` and ``tailorshot`` loggers."""
@@ -89,68 +91,65 @@ def _child_main(index: int, once: bool, poll_interval: float | None, log_level: 
     print(json.dumps({"worker": index, "processed": processed}), flush=True)
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Add the ``worker`` command."""
+@app.command("worker")
+def worker(
+    concurrency: int = typer.Option(
+        1, "--concurrency", "-c", min=1, max=64, help="Worker processes to run."
+    ),
+    once: bool = typer.Option(
+        False, "--once", help="Process the jobs due now, then exit (no polling)."
+    ),
+    poll_interval: float = typer.Option(
+        None,
+        "--poll-interval",
+        min=0.0,
+        help="Seconds between polls of an empty queue (default: settings).",
+    ),
+    log_level: str = typer.Option("INFO", "--log-level", help="Logging level."),
+) -> None:
+    """Run generation workers that claim jobs from the shared database queue.
 
-    @app.command("worker")
-    def worker(
-        concurrency: int = typer.Option(
-            1, "--concurrency", "-c", min=1, max=64, help="Worker processes to run."
-        ),
-        once: bool = typer.Option(
-            False, "--once", help="Process the jobs due now, then exit (no polling)."
-        ),
-        poll_interval: float = typer.Option(
-            None,
-            "--poll-interval",
-            min=0.0,
-            help="Seconds between polls of an empty queue (default: settings).",
-        ),
-        log_level: str = typer.Option("INFO", "--log-level", help="Logging level."),
-    ) -> None:
-        """Run generation workers that claim jobs from the shared database queue.
+    With --concurrency N, N processes run side by side (each loads its own generator).
+    SIGTERM or Ctrl-C once finishes the jobs in hand; twice hands them back to the queue.
+    """
+    if concurrency == 1:
+        processed = run_worker_process(
+            0, once=once, poll_interval=poll_interval, log_level=log_level
+        )
+        typer.echo(json.dumps({"worker": 0, "processed": processed}))
+        return
 
-        With --concurrency N, N processes run side by side (each loads its own generator).
-        SIGTERM or Ctrl-C once finishes the jobs in hand; twice hands them back to the queue.
-        """
-        if concurrency == 1:
-            processed = run_worker_process(
-                0, once=once, poll_interval=poll_interval, log_level=log_level
-            )
-            typer.echo(json.dumps({"worker": 0, "processed": processed}))
-            return
+    import multiprocessing as mp
 
-        import multiprocessing as mp
+    ctx = mp.get_context("spawn")  # fresh interpreters: no forked DB connections or threads
+    procs = [
+        ctx.Process(
+            target=_child_main,
+            args=(i, once, poll_interval, log_level),
+            name=f"tailorshot-worker-{i}",
+        )
+        for i in range(concurrency)
+    ]
+    for p in procs:
+        p.start()
 
-        ctx = mp.get_context("spawn")  # fresh interpreters: no forked DB connections or threads
-        procs = [
-            ctx.Process(
-                target=_child_main,
-                args=(i, once, poll_interval, log_level),
-                name=f"tailorshot-worker-{i}",
-            )
-            for i in range(concurrency)
-        ]
+    def forward(signum: int, _frame: Any) -> None:
         for p in procs:
-            p.start()
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
 
-        def forward(signum: int, _frame: Any) -> None:
-            for p in procs:
-                if p.is_alive() and p.pid is not None:
-                    try:
-                        os.kill(p.pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    failed = [p.name for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        from api.cli.common import fail
 
-        old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            for p in procs:
-                p.join()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-        failed = [p.name for p in procs if p.exitcode not in (0, None)]
-        if failed:
-            from api.cli.common import fail
-
-            fail(f"worker processes exited with errors: {', '.join(failed)}", code=1)
+        fail(f"worker processes exited with errors: {', '.join(failed)}", code=1)
