@@ -86,8 +86,35 @@ class NoCreative(LookupError):
     """No servable variant exists for this placement yet."""
 
 
+def variant_image_keys(session: Session, variants: list[CreativeVariant]) -> dict[int, str]:
+    """``variant id -> image key`` of ``variants`` that have an image, read only.
+
+    The brief hash is the key to an image: a variant rendered by a job shows the result of
+    the succeeded job of its brief hash; a variant whose image was stored with it (seeded,
+    imported, batch-rendered) shows that. Nothing is written (safe on GET requests)."""
+    out = {v.id: v.image_key for v in variants if v.id is not None and v.image_key}
+    hashes = {v.brief_hash for v in variants if v.id is not None and v.id not in out}
+    if not hashes:
+        return out
+    results = dict(
+        session.exec(
+            select(GenerationJob.brief_hash, GenerationJob.result_key).where(
+                col(GenerationJob.brief_hash).in_(list(hashes)),
+                GenerationJob.status == JobStatus.succeeded,
+            )
+        ).all()
+    )
+    for v in variants:
+        key = results.get(v.brief_hash)
+        if v.id is not None and v.id not in out and key:
+            out[v.id] = key
+    return out
+
+
 def sync_variant_images(session: Session, variants: list[CreativeVariant]) -> int:
-    """Copy finished jobs' result keys onto variants that lack an image; returns how many.
+    """Store finished jobs' result keys on variants that lack an image (write paths only:
+    an approval freezes the image a marketer reviewed); returns how many. Reads use
+    :func:`variant_image_keys`.
 
     Variants learn about their images lazily (here) rather than through worker callbacks,
     so genservice stays ignorant of variants.
@@ -139,10 +166,10 @@ def load_candidates(
             .limit(4)
         )
     )
-    sync_variant_images(session, personal)
+    ready = variant_image_keys(session, personal)
     for v in personal:
-        if v.image_key and v.id is not None:
-            out.append(Candidate(v.id, v.product_id, v.image_key, "personalized"))
+        if v.id is not None and v.id in ready:
+            out.append(Candidate(v.id, v.product_id, ready[v.id], "personalized"))
             break  # the newest personalized image only: older ones are stale taste
     segment_id = session.exec(
         select(SegmentMembership.segment_id).where(SegmentMembership.user_id == user_id)
