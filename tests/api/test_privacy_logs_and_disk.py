@@ -103,7 +103,7 @@ def test_erased_bytes_leave_the_sqlite_file_and_wal(tmp_path: Path) -> None:
         db = Path(str(engine.url.database))
         files = [db, db.with_name(db.name + "-wal")]
 
-        def on_disk() -> bool:
+        def on_disk(files: list[Path] = files) -> bool:
             return any(f.is_file() and MARKER.encode() in f.read_bytes() for f in files)
 
         _activity(env, MARKER)
