@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -23,6 +22,7 @@ from api.deps import AnalystKey, MarketerKey, SessionDep, SettingsDep, get_princ
 from api.services.catalog_views import (
     IMAGE_TYPES,
     HeroPick,
+    VariantCtrRow,
     catalog_image,
     hero_picks,
     products_in_order,
@@ -70,22 +70,8 @@ class ProductCard(BaseModel):
     image_url: str | None
 
 
-class VariantCtr(BaseModel):
-    """Logged impressions and clicks of one variant (or of all personalized ones)."""
-
-    label: str
-    arm: str
-    variant_id: int | None
-    product_id: int | None
-    impressions: int
-    clicks: int
-    ctr: float
-    ci_low: float
-    ci_high: float
-
-
 class VariantCtrs(BaseModel):
-    data: list[VariantCtr]
+    data: list[VariantCtrRow]
     count: int
     alpha: float
 
@@ -163,8 +149,7 @@ def variant_ctr(
     rows) with 95% Wilson intervals. Personalized variants are pooled into one row."""
     alpha = 0.05
     rows = variant_ctr_rows(session, limit=limit, placement=placement, alpha=alpha)
-    data = [VariantCtr(**asdict(r)) for r in rows]
-    return VariantCtrs(data=data, count=len(data), alpha=alpha)
+    return VariantCtrs(data=rows, count=len(rows), alpha=alpha)
 
 
 @compare_router.get("/ui/products/{product_id}/image")
