@@ -13,10 +13,11 @@ from sqlmodel import Session
 
 from api.auth import Principal, is_demo_key, is_loopback, role_allows
 from api.composition import Components
-from api.ratelimit import MemoryRateLimiter
+from api.ratelimit import MemoryRateLimiter, RateDecision
 from api.services.orchestration import Orchestrator
 from api.settings import Settings
 from data.models import Role
+from genservice.brief import CreativeBrief
 
 # auto_error=False: we answer 401 ourselves, with our error body, for both schemes.
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
@@ -59,7 +60,9 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-async def _limit(comps: Components, bucket: str, rate: float, burst: float, *, take: bool) -> Any:
+async def _limit(
+    comps: Components, bucket: str, rate: float, burst: float, *, take: bool
+) -> RateDecision:
     """Take (``take``) or check a token of ``bucket``; Redis runs off the event loop."""
     limiter = comps.limiter
     call = limiter.hit if take else limiter.peek
@@ -68,7 +71,7 @@ async def _limit(comps: Components, bucket: str, rate: float, burst: float, *, t
     return await anyio.to_thread.run_sync(lambda: call(bucket, rate=rate, burst=burst))
 
 
-def _too_many(decision: Any, what: str) -> HTTPException:
+def _too_many(decision: RateDecision, what: str) -> HTTPException:
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
         f"rate limit exceeded for {what}",
@@ -184,7 +187,7 @@ def ensure_queue_room(comps: Components) -> None:
         )
 
 
-def check_brief(brief: Any, field: str = "prompt_template") -> None:
+def check_brief(brief: CreativeBrief, field: str = "prompt_template") -> None:
     """Validate at submit what the worker would reject (a bad template, text that does not
     fit): 422 naming the field, instead of a job that fails its retries."""
     from genservice.prompts import PromptBuilder
