@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data.files import atomic_write
 
 #: Format version of saved index files.
 FORMAT_VERSION = 1
@@ -72,30 +73,16 @@ def atomic_save_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.nd
     with ``os.replace``; the folder is fsynced too. A crash at any point leaves either the
     old file or the new one, never a mix (index and id map travel in the same file).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(arrays)
     payload["__meta__"] = np.frombuffer(
         json.dumps({**meta, "format_version": FORMAT_VERSION}).encode(), dtype=np.uint8
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
             np.savez(f, **payload)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+    atomic_write(path, write)
 
 
 def load_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -1,7 +1,7 @@
-"""Training data for the small CLIP: demo products, their renders and attribute captions.
+"""Training data for the small CLIP: products, their renderers and attribute captions.
 
-Products come from the demo world (``data.demo``) when it is importable, otherwise from a
-tiny built-in renderer (``_fallback_render``) so training and its tests never depend on it.
+The products and renderers come from a :class:`ProductSource` (the demo world's:
+:mod:`recsys.training.demo_source`).
 """
 
 from __future__ import annotations
@@ -43,48 +43,6 @@ class ProductSource:
     products: list[ClipProduct]
     studio: Callable[[ClipProduct, int], Image.Image]
     scene: Callable[[ClipProduct, int], tuple[Image.Image, str | None]]
-
-
-def fallback_source(*, n_products: int = 320, seed: int = 0) -> ProductSource:
-    """Products from the built-in fallback renderer (used in tests and when no demo world)."""
-    from recsys.training import _fallback_render as fr
-
-    products = [
-        ClipProduct(id=p.id, attributes=dict(p.attributes))
-        for p in fr.build_products(n_products, seed=seed)
-    ]
-
-    def studio(product: ClipProduct, s: int) -> Image.Image:
-        return fr.render(product.attributes, seed=s)
-
-    def scene(product: ClipProduct, s: int) -> tuple[Image.Image, str | None]:
-        name = random.Random(s).choice(fr.SCENES)
-        return fr.render(product.attributes, seed=s, scene=name), f"in a {name}"
-
-    return ProductSource("fallback", products, studio, scene)
-
-
-def demo_source(*, seed: int = 0) -> ProductSource:
-    """Products and renderers of the demo world (``data.demo``).
-
-    Raises ``ImportError`` when the demo world is absent."""
-    from recsys.training._demo_adapter import make_demo_source
-
-    return make_demo_source(seed=seed)
-
-
-def load_source(name: str = "auto", *, seed: int = 0) -> ProductSource:
-    """``"demo"``, ``"fallback"`` or ``"auto"`` (demo when importable, else fallback)."""
-    if name not in ("auto", "demo", "fallback"):
-        raise ValueError(f"source must be 'auto', 'demo' or 'fallback', got {name!r}")
-    if name == "fallback":
-        return fallback_source(seed=seed)
-    try:
-        return demo_source(seed=seed)
-    except ImportError:
-        if name == "demo":
-            raise
-        return fallback_source(seed=seed)
 
 
 def split_products(

@@ -16,9 +16,9 @@ from recsys.training.clip_data import (
     ProductSource,
     attribute_values,
     full_caption,
-    load_source,
     split_products,
 )
+from recsys.training.demo_source import load_source
 
 #: The held-out split every consumer uses (training holds these products out).
 DEFAULT_HOLDOUT_FRACTION = 0.15
@@ -111,8 +111,9 @@ def evaluate_clip(
 ) -> ClipEvalOutput:
     """Evaluate ``embedder`` on held-out demo products.
 
-    With ``products=None`` the held-out split of ``source`` (the demo world when available)
-    is used, exactly as training split it. Images default to fresh renders (seeded).
+    With ``products=None`` the held-out split of ``source`` (a name for
+    :func:`~recsys.training.demo_source.load_source`, or a source) is used, exactly as
+    training split it. Images default to fresh renders (seeded).
     """
     src = load_source(source, seed=seed) if isinstance(source, str) else source
     if products is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data.files import atomic_write, atomic_write_text
 from recsys.training.clip_data import (
     ATTRIBUTE_KEYS,
     SINGLE_TEMPLATES,
@@ -31,7 +31,6 @@ from recsys.training.clip_data import (
     ClipProduct,
     ProductSource,
     describe,
-    load_source,
     make_caption,
     mention_mask,
     split_products,
@@ -42,6 +41,7 @@ from recsys.training.clip_eval import (
     ClipEvalOutput,
     evaluate_clip,
 )
+from recsys.training.demo_source import load_source
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -204,13 +204,7 @@ def _lr_at(step: int, cfg: ClipTrainConfig) -> float:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def build_model(arch_config: Path, *, seed: int) -> tuple[Any, dict[str, Any]]:
@@ -234,9 +228,7 @@ def export_model(model: Any, arch: dict[str, Any], out_dir: Path, *, fp16: bool)
         for k, v in model.state_dict().items()
     }
     weights = out_dir / "open_clip_model.safetensors"
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, weights)
+    atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     size = int(arch["vision_cfg"]["image_size"])
     cfg = {
         "model_cfg": arch,
@@ -248,9 +240,7 @@ def export_model(model: Any, arch: dict[str, Any], out_dir: Path, *, fp16: bool)
             "resize_mode": "shortest",
         },
     }
-    tmp_cfg = out_dir / "open_clip_config.json.tmp"
-    tmp_cfg.write_text(json.dumps(cfg, indent=2) + "\n")
-    os.replace(tmp_cfg, out_dir / "open_clip_config.json")
+    atomic_write_text(out_dir / "open_clip_config.json", json.dumps(cfg, indent=2) + "\n")
     return weights
 
 
@@ -261,8 +251,10 @@ def train_clip(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
+    source: ProductSource | None = None,
 ) -> ClipTrainOutput | None:
-    """Train, export to ``cfg.out_dir`` and evaluate on the held-out products.
+    """Train, export to ``cfg.out_dir`` and evaluate on the held-out products of ``source``
+    (default: the source named by ``cfg.source``).
 
     ``stop_after``: stop (with a checkpoint) once this many steps are done and return
     ``None`` -- a planned interruption; a later call with ``resume=True`` continues.
@@ -276,7 +268,7 @@ def train_clip(
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    src = load_source(cfg.source, seed=cfg.seed)
+    src = source if source is not None else load_source(cfg.source, seed=cfg.seed)
     train_products, held_out = split_products(
         src.products, holdout_fraction=cfg.holdout_fraction, seed=cfg.seed
     )

@@ -13,17 +13,24 @@ from recsys.training.clip_data import (
     ATTRIBUTE_KEYS,
     AttributeCodes,
     ClipProduct,
-    fallback_source,
+    ProductSource,
     full_caption,
     make_caption,
     split_products,
 )
+from recsys.training.demo_source import demo_source
 
 TINY_ARCH = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
+
+
+def small_source(n_products: int, *, seed: int = 0) -> ProductSource:
+    """The first ``n_products`` demo-world products, rendered small (the tiny model is 32 px)."""
+    src = demo_source(seed=seed, size=48)
+    return ProductSource(src.name, src.products[:n_products], src.studio, src.scene)
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +62,7 @@ def test_captions_mention_what_they_claim() -> None:
 
 
 def test_split_is_seeded_disjoint_and_15_percent() -> None:
-    products = fallback_source(n_products=200, seed=0).products
+    products = small_source(200, seed=0).products
     train, held = split_products(products, holdout_fraction=0.15, seed=0)
     assert len(held) == 30 and len(train) == 170
     assert not {p.id for p in train} & {p.id for p in held}
@@ -66,7 +73,7 @@ def test_split_is_seeded_disjoint_and_15_percent() -> None:
 
 
 def test_attribute_codes() -> None:
-    products = fallback_source(n_products=50, seed=1).products
+    products = small_source(50, seed=1).products
     codes = AttributeCodes(products)
     a, b = codes.encode(products[0]), codes.encode(products[1])
     assert a.shape == (len(ATTRIBUTE_KEYS),) and a.dtype == np.int64
@@ -106,7 +113,7 @@ def _cfg(tmp_path: Path, **over: object):  # type: ignore[no-untyped-def]
         "out_dir": tmp_path / "out",
         "checkpoint_dir": tmp_path / "ckpt",
         "arch_config": arch,
-        "source": "fallback",
+        "source": "demo",
         "steps": 4,
         "batch_size": 16,
         "warmup_steps": 1,
@@ -136,15 +143,16 @@ def test_train_export_evaluate_and_exact_resume(tmp_path: Path) -> None:
     from recsys.embedders.clip import OpenClipEmbedder
     from recsys.training.clip_train import train_clip, write_model_card
 
+    source = small_source(320)
     full_cfg = _cfg(tmp_path / "a")
-    full = train_clip(full_cfg, progress=False, log=lambda _: None)
+    full = train_clip(full_cfg, progress=False, log=lambda _: None, source=source)
     assert full is not None and np.isfinite(full.final_loss)
     assert (full_cfg.out_dir / "open_clip_config.json").is_file()
     state = load_file(str(full.weights_path))
     assert all(v.dtype.is_floating_point is False or str(v.dtype) == "torch.float16"
                for v in state.values())  # fmt: skip
     ev = full.evaluation
-    assert ev.n_products == 48  # 15% of the 320 fallback products
+    assert ev.n_products == 48  # 15% of the 320 products
     for value in (ev.recall_at_5, ev.colour_accuracy, ev.category_accuracy):
         assert 0.0 <= value <= 1.0
     emb = OpenClipEmbedder.load(full_cfg.out_dir)
@@ -155,9 +163,12 @@ def test_train_export_evaluate_and_exact_resume(tmp_path: Path) -> None:
 
     # Interrupted after 2 steps, then resumed: bit-identical to the uninterrupted run.
     part_cfg = _cfg(tmp_path / "b")
-    assert train_clip(part_cfg, progress=False, log=lambda _: None, stop_after=2) is None
+    assert (
+        train_clip(part_cfg, progress=False, log=lambda _: None, stop_after=2, source=source)
+        is None
+    )
     assert (part_cfg.checkpoint_dir / "last.pt").is_file()
-    resumed = train_clip(part_cfg, progress=False, log=lambda _: None)
+    resumed = train_clip(part_cfg, progress=False, log=lambda _: None, source=source)
     assert resumed is not None
     a, b = load_file(str(full.weights_path)), load_file(str(resumed.weights_path))
     assert a.keys() == b.keys()
@@ -167,4 +178,4 @@ def test_train_export_evaluate_and_exact_resume(tmp_path: Path) -> None:
 
     # A checkpoint from another config is refused.
     with pytest.raises(ValueError, match="another config"):
-        train_clip(_cfg(tmp_path / "b", lr=5e-4), progress=False, log=lambda _: None)
+        train_clip(_cfg(tmp_path / "b", lr=5e-4), progress=False, log=lambda _: None, source=source)
