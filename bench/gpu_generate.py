@@ -100,7 +100,7 @@ def build_pipeline(device: str, *, tiny: bool, seed: int) -> Any:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from genservice.backends.diffusers_backend import write_clip_tokenizer_files
+    from genservice.training.random_pipelines import write_clip_tokenizer_files
 
     torch.manual_seed(seed)
     tok_dir = Path(tempfile.mkdtemp(prefix="bench-tok-"))

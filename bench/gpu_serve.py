@@ -168,8 +168,8 @@ def build_model(arch: str, root: Path, *, tiny: bool) -> dict[str, Any]:
     """Random-weight pipeline -> a diffusers folder (+ IP-Adapter); sd15 also as one file."""
     import torch
 
-    from genservice.backends.diffusers_backend import build_arch_pipeline, write_random_ip_adapter
     from genservice.backends.single_file import save_config_folder, save_single_file
+    from genservice.training.random_pipelines import build_arch_pipeline, write_random_ip_adapter
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     t = time.perf_counter()

@@ -23,6 +23,7 @@ from genservice.backends.base import (
     GenerationRequest,
     ProgressFn,
 )
+from genservice.backends.paths import FallbackBuilder
 from genservice.brief import CreativeBrief
 from genservice.cache import CachedResult, ResultCache
 from genservice.compose import (
@@ -215,13 +216,21 @@ class HeroGenerator:
         self._prompt_builder = prompt_builder
 
     @classmethod
-    def from_config(cls, config: GenerationConfig, *, home: str | Path) -> HeroGenerator:
+    def from_config(
+        cls,
+        config: GenerationConfig,
+        *,
+        home: str | Path,
+        build_fallback: FallbackBuilder | None = None,
+    ) -> HeroGenerator:
         """Default wiring: diffusers backend, local store under ``<home>/images``, SQLite
-        result cache under ``<home>/cache``, safety checker per ``config.safety_checker``."""
+        result cache under ``<home>/cache``, safety checker per ``config.safety_checker``.
+        ``build_fallback`` builds the random fallback model when the default folder is missing
+        (``genservice.training.random_pipelines.build_tiny_pipeline``; CLI and tests)."""
         from genservice.backends.diffusers_backend import DiffusersBackend
 
         home = Path(home)
-        backend = DiffusersBackend(config, home=home)
+        backend = DiffusersBackend(config, home=home, build_fallback=build_fallback)
         store = LocalImageStore(Path(config.image_store_dir or home / "images"))
         cache = ResultCache(
             Path(config.result_cache_file or home / "cache" / "results.sqlite"), store=store
@@ -296,7 +305,7 @@ class HeroGenerator:
                     "generation.headline_template: expected placeholders {headline} and "
                     f"{{title}} only, got {self.config.headline_template!r} ({exc})"
                 ) from None
-        multiple = getattr(self.backend, "size_multiple", 64)
+        multiple = self.backend.size_multiple
         layout: Layout | None = None
         placed: PlacedProduct | None = None
         if self.imaging is not None:
@@ -337,7 +346,7 @@ class HeroGenerator:
                 mask_image=mask,
             )
         use_refs = bool(brief.references or brief.reference_embedding_ids)
-        if use_refs and not getattr(self.backend, "supports_ip_adapter", True):
+        if use_refs and not self.backend.supports_ip_adapter:
             if self.config.require_ip_adapter:
                 raise GenerationError(
                     "brief.references: this model has no IP-Adapter and "
@@ -357,10 +366,8 @@ class HeroGenerator:
                 request.reference_hashes = [hashes[r] for r in brief.references]
             request.ip_adapter_scale = self.config.ip_adapter_scale
         elif use_refs and brief.reference_embedding_ids:
-            embeds_by_id = getattr(self.backend, "embeds_by_id", None)
-            if embeds_by_id is None:
-                raise GenerationError("reference_embedding_ids: this backend caches no embeddings")
-            request.ip_adapter_image_embeds = [embeds_by_id(list(brief.reference_embedding_ids))]
+            ids = list(brief.reference_embedding_ids)
+            request.ip_adapter_image_embeds = [self.backend.embeds_by_id(ids)]
             request.ip_adapter_scale = self.config.ip_adapter_scale
         t2 = time.perf_counter()
         return _Prepared(

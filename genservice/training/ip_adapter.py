@@ -76,7 +76,7 @@ def clip_preprocess(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _cross_attn_hidden_sizes(unet: Any) -> list[tuple[str, int]]:
+def cross_attn_hidden_sizes(unet: Any) -> list[tuple[str, int]]:
     """(processor name, hidden size) of every cross-attention processor, in loader order."""
     block_out = list(unet.config.block_out_channels)
     out = []
@@ -109,7 +109,7 @@ def init_ip_adapter_state(unet: Any, *, image_embed_dim: int, seed: int) -> dict
     }
     procs = dict(unet.named_modules())
     ip: dict[str, torch.Tensor] = {}
-    for i, (name, _hidden) in enumerate(_cross_attn_hidden_sizes(unet)):
+    for i, (name, _hidden) in enumerate(cross_attn_hidden_sizes(unet)):
         attn = procs[name[: -len(".processor")]]
         key_id = 1 + 2 * i
         ip[f"{key_id}.to_k_ip.weight"] = attn.to_k.weight.detach().clone()
@@ -121,7 +121,7 @@ def attach_ip_adapter(unet: Any, state: dict[str, Any]) -> list[nn.Parameter]:
     """Load ``state`` into ``unet`` with diffusers' loader; returns the adapter's parameters."""
     unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
     params = list(unet.encoder_hid_proj.parameters())
-    for name, _ in _cross_attn_hidden_sizes(unet):
+    for name, _ in cross_attn_hidden_sizes(unet):
         params += list(unet.attn_processors[name].parameters())
     return params
 
@@ -136,7 +136,7 @@ def export_ip_adapter_state(unet: Any) -> dict[str, torch.Tensor]:
         "image_proj.norm.bias": layer.norm.bias,
     }
     procs = unet.attn_processors
-    for i, (name, _) in enumerate(_cross_attn_hidden_sizes(unet)):
+    for i, (name, _) in enumerate(cross_attn_hidden_sizes(unet)):
         key_id = 1 + 2 * i
         out[f"ip_adapter.{key_id}.to_k_ip.weight"] = procs[name].to_k_ip[0].weight
         out[f"ip_adapter.{key_id}.to_v_ip.weight"] = procs[name].to_v_ip[0].weight

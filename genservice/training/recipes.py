@@ -416,7 +416,7 @@ def train_ip_adapter_recipe(
             "encoder_hid_proj": unet.encoder_hid_proj,
             "image_encoder": enc,
             "ip_procs": torch.nn.ModuleList(
-                [unet.attn_processors[n] for n, _ in ipa._cross_attn_hidden_sizes(unet)]
+                [unet.attn_processors[n] for n, _ in ipa.cross_attn_hidden_sizes(unet)]
             ),
         },
         params=params,

@@ -17,7 +17,7 @@ BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible byte -> printable unicode map (same table as open_clip / GPT-2)."""
     bs = (
         list(range(ord("!"), ord("~") + 1))
@@ -46,7 +46,7 @@ def build_clip_tokenizer_files(
 
     if num_merges < 1:
         raise ValueError(f"num_merges must be >= 1, got {num_merges}")
-    byte_map = _bytes_to_unicode()
+    byte_map = bytes_to_unicode()
     alphabet = list(byte_map.values())
     tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     tok.normalizer = normalizers.Lowercase()

@@ -31,7 +31,7 @@ def tiny_model_dir() -> Path:
     """A tiny random SD pipeline (with IP-Adapter) built once per process (seed 0)."""
     global _MODEL_DIR
     if _MODEL_DIR is None:
-        from genservice.backends.diffusers_backend import build_tiny_pipeline
+        from genservice.training.random_pipelines import build_tiny_pipeline
 
         root = Path(tempfile.mkdtemp(prefix="tailorshot-tiny-"))
         atexit.register(shutil.rmtree, root, True)

@@ -12,11 +12,14 @@ import pytest
 from gen_fixtures import product_image, reference_image, tiny_model_dir
 from PIL import Image
 
-from genservice.backends import diffusers_backend as db
+from genservice.backends import loading, paths
 from genservice.backends.base import Backend, GenerationRequest
-from genservice.backends.diffusers_backend import DiffusersBackend, DiffusersSafetyChecker
+from genservice.backends.diffusers_backend import DiffusersBackend
+from genservice.backends.embed_cache import image_hash
+from genservice.backends.safety_checker import DiffusersSafetyChecker
 from genservice.config import GenerationConfig
 from genservice.errors import GenerationError, JobCancelled
+from genservice.training.random_pipelines import build_arch_pipeline
 
 RED, BLUE, GREEN = (220, 20, 30), (20, 40, 220), (30, 200, 40)
 
@@ -159,7 +162,7 @@ def test_reference_embeddings_are_computed_once(
     assert tuple(emb.shape) == (2, 1, 32)
     assert float(emb[0].abs().max()) == 0.0  # the negative embedding is zeros
     # The disk cache serves a fresh backend, and ids resolve to the same tensor.
-    key = db._image_hash(ref)
+    key = image_hash(ref)
     other = DiffusersBackend(backend.config, home=backend.home)
     got = other.embeds_by_id([key])
     assert np.allclose(got.numpy(), emb.numpy())
@@ -228,7 +231,7 @@ def test_default_model_falls_back_to_a_built_random_pipeline_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(db, "_PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "_PROJECT_ROOT", tmp_path)
     built: list[Path] = []
 
     def fake_build(folder: Path, seed: int = 0, **_: Any) -> Path:
@@ -236,19 +239,18 @@ def test_default_model_falls_back_to_a_built_random_pipeline_once(
         shutil.copytree(tiny_model_dir(), folder)
         return Path(folder)
 
-    monkeypatch.setattr(db, "build_tiny_pipeline", fake_build)
     cfg = GenerationConfig()
     home = tmp_path / "var"
-    p1 = db.resolve_model_path(cfg, home=home)
-    p2 = db.resolve_model_path(cfg, home=home)
+    p1 = paths.resolve_model_path(cfg, home=home, build_fallback=fake_build)
+    p2 = paths.resolve_model_path(cfg, home=home, build_fallback=fake_build)
     assert p1 == p2 == str((home / "models" / "sd-tiny-random").resolve())
     assert len(built) == 1
     b = DiffusersBackend(cfg, home=home)
     assert b.generate(req(0)).image.size == (64, 64)
     with pytest.raises(GenerationError, match="fallback_random_model is off"):
-        db.resolve_model_path(GenerationConfig(fallback_random_model=False), home=home)
+        paths.resolve_model_path(GenerationConfig(fallback_random_model=False), home=home)
     with pytest.raises(GenerationError, match=r"model_index\.json"):
-        db.resolve_model_path(GenerationConfig(model=str(tmp_path)), home=home)
+        paths.resolve_model_path(GenerationConfig(model=str(tmp_path)), home=home)
 
 
 def test_hub_id_offline_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,7 +275,7 @@ def sd15_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from genservice.backends.single_file import save_config_folder, save_single_file
 
     root = tmp_path_factory.mktemp("sd15")
-    pipe = db.build_arch_pipeline("sd15", tiny=True, seed=3)
+    pipe = build_arch_pipeline("sd15", tiny=True, seed=3)
     pipe.save_pretrained(root / "folder", safe_serialization=True)
     save_single_file(pipe, root / "file" / "tiny-sd15.safetensors")
     save_config_folder(pipe, root / "config")
@@ -354,7 +356,7 @@ def test_single_file_needs_a_config_offline(sd15_files: dict[str, Path], tmp_pat
 def test_sdxl_single_file_loads_both_text_encoders(tmp_path: Path) -> None:
     from genservice.backends.single_file import save_config_folder, save_single_file
 
-    pipe = db.build_arch_pipeline("sdxl", tiny=True, seed=4)
+    pipe = build_arch_pipeline("sdxl", tiny=True, seed=4)
     path = save_single_file(pipe, tmp_path / "tiny-sdxl.safetensors")
     save_config_folder(pipe, tmp_path / "config")
     pipe.save_pretrained(tmp_path / "folder", safe_serialization=True)
@@ -370,7 +372,7 @@ def test_sdxl_single_file_loads_both_text_encoders(tmp_path: Path) -> None:
     loaded = single.load()
     assert type(loaded).__name__ == "StableDiffusionXLPipeline"
     # The class is also found from the keys alone (two text encoders: SDXL).
-    assert single._single_file_class(str(path), None) == "StableDiffusionXLPipeline"
+    assert loading.single_file_class(single.config, str(path), None) == "StableDiffusionXLPipeline"
     for name in ("text_encoder", "text_encoder_2", "unet"):
         sa, sb = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert sa.keys() == sb.keys()
@@ -458,7 +460,7 @@ def test_shipped_model_exported_as_one_file_serves_the_same_pixels(tmp_path: Pat
 
     from api.cli import app
 
-    shipped = Path(db._PROJECT_ROOT) / "data" / "models" / "sd-tiny"
+    shipped = Path(paths._PROJECT_ROOT) / "data" / "models" / "sd-tiny"
     if not (shipped / "model_index.json").is_file():
         pytest.skip("the trained sd-tiny is not in this checkout")
     out = tmp_path / "sd-tiny.safetensors"

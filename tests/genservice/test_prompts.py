@@ -27,7 +27,7 @@ def clip_counter(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], in
     """CLIP's real BPE (the tiny pipeline's tokenizer files), counting without BOS/EOS."""
     from transformers import CLIPTokenizer
 
-    from genservice.backends.diffusers_backend import write_clip_tokenizer_files
+    from genservice.training.random_pipelines import write_clip_tokenizer_files
 
     folder: Path = tmp_path_factory.mktemp("tok")
     write_clip_tokenizer_files(folder)

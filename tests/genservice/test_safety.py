@@ -11,7 +11,8 @@ import pytest
 from gen_fixtures import product_image, tiny_model_dir
 from PIL import Image
 
-from genservice.backends.diffusers_backend import DiffusersBackend, DiffusersSafetyChecker
+from genservice.backends.diffusers_backend import DiffusersBackend
+from genservice.backends.safety_checker import DiffusersSafetyChecker
 from genservice.brief import CreativeBrief, ProductRef
 from genservice.cache import ResultCache
 from genservice.config import GenerationConfig
