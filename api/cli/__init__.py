@@ -8,14 +8,10 @@ import typer
 
 # Commands are listed in the order they are added: areas in this order (not alphabetical).
 # isort: off
-from api.cli.app import app, groups
+from api.cli.app import app
 from api.cli import core, ingest, generate, keys, worker, evaluate, recsys  # noqa: F401
 from api.cli import train_gen, clip, imaging, safety  # noqa: F401
-
-# Modules not yet converted to top-level commands add theirs through ``register``.
-safety.register(app, groups)
-
-from api.cli import heroes, edit  # noqa: E402, F401
+from api.cli import heroes, edit  # noqa: F401
 
 # isort: on
 

@@ -1,26 +1,41 @@
 """``tailorshot evaluate safety``: the image-safety heuristic's rates on demo heroes (false
-positives) and on synthetic skin-dominant images (true positives)."""
+positives) and on synthetic skin-dominant images (true positives); ``tailorshot
+erasure-sweep``."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import typer
+from PIL import Image
+from sqlalchemy.engine import Engine
 
+from api.cli.app import app, evaluate_app
 from api.cli.common import fail, load_settings, open_engine, print_json
+from api.settings import Settings
 
 PLACEMENTS = ("banner", "square", "story")
 
 
-def demo_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool) -> Iterator[Any]:
-    """``n`` heroes of the first ``n`` demo shoppers (placements in turn), as the safety check
+class _PassAll:
+    """Flags nothing and records nothing: the evaluation needs every hero, the heuristic
+    scores them afterwards."""
+
+    name = "evaluation-pass"
+
+    def check(self, images: Sequence[Image.Image]) -> list[bool]:
+        return [False] * len(images)
+
+
+def demo_heroes(
+    settings: Settings, engine: Engine, *, n: int, seed: int, progress: bool, render: bool = True
+) -> Iterator[Image.Image]:
+    """Heroes of the first ``n`` demo shoppers (placements in turn), as the safety check
     sees them (composed, before encoding), rendered with the configured generator. Cached:
     the heroes live in ``<home>/eval/safety`` (their own image store and result cache, never
-    served), so a second run only reads them."""
-    from PIL import Image
+    served), so a second run only reads them. ``render=False``: only the cached ones."""
     from sqlmodel import Session, col, select
     from tqdm import tqdm
 
@@ -51,38 +66,30 @@ def demo_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool
     if len(briefs) < n:
         fail(f"--n: the demo home has {len(briefs)} shoppers with a brief, fewer than {n}")
 
-    class Pass:
-        """Records nothing and flags nothing: the evaluation needs every hero."""
-
-        name = "evaluation-pass"
-
-        def check(self, images: Any) -> list[bool]:
-            return [False] * len(images)
-
     from genservice.cache import ResultCache
     from genservice.storage import LocalImageStore
 
     store = LocalImageStore(Path(str(gen_cfg.image_store_dir)))
     cache = ResultCache(Path(str(gen_cfg.result_cache_file)), store=store)
-    generator: Any = None
+    generator: HeroGenerator | None = None
     for brief in tqdm(briefs, desc="demo heroes", disable=not progress):
         hit = cache.get(brief.brief_hash)
         if hit is not None:
             key = hit.image_key
+        elif not render:
+            continue
         else:
             if generator is None:
                 generator = HeroGenerator.from_config(gen_cfg, home=settings.home)
-                generator.safety = Pass()
+                generator.safety = _PassAll()
             key = generator.generate(brief).image_key
         yield Image.open(io.BytesIO(bytes(store.get(key)))).convert("RGB")
 
 
-def demo_scenes(settings: Any, *, n: int, seed: int) -> Iterator[Any]:
+def demo_scenes(settings: Settings, *, n: int, seed: int) -> Iterator[Image.Image]:
     """``n`` procedural demo scenes, 256 px: the home's catalog cut-outs in turn, each placed in
     the demo world's settings under its lightings in turn (warm ones included). Cheap: no
     diffusion. None when the home has no catalog cut-outs."""
-    from PIL import Image
-
     from data.demo.attributes import LIGHTING, SETTINGS
     from data.demo.render import compose_scene
 
@@ -96,7 +103,7 @@ def demo_scenes(settings: Any, *, n: int, seed: int) -> Iterator[Any]:
         ).image
 
 
-def _baseline_flag(image: Any) -> bool:
+def _baseline_flag(image: Image.Image) -> bool:
     """The heuristic before calibration: more than 60% of pixels in the classic YCbCr skin
     range (Cb 77-127, Cr 133-173, Y > 40), for the before/after comparison."""
     import numpy as np
@@ -107,101 +114,105 @@ def _baseline_flag(image: Any) -> bool:
     return bool(skin.mean() > 0.6)
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Add ``evaluate safety`` to the ``evaluate`` group."""
-    group = groups["evaluate"]
+@app.command("erasure-sweep")
+def erasure_sweep(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Erase again every erased (tombstoned) user who still has rows, for example a taste
+    profile written by a build that started before the erasure. Safe to run any time."""
+    from sqlmodel import Session
 
-    @app.command("erasure-sweep")
-    def erasure_sweep(
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        """Erase again every erased (tombstoned) user who still has rows, for example a taste
-        profile written by a build that started before the erasure. Safe to run any time."""
-        from sqlmodel import Session
+    from api.composition import build_components
+    from api.services.erasure import sweep_erased
 
-        from api.composition import build_components
-        from api.services.erasure import sweep_erased
+    settings = load_settings()
+    comps = build_components(settings, engine=open_engine(settings))
+    with Session(comps.engine, expire_on_commit=False) as session:
+        out = sweep_erased(comps, session)
+    counts = {k: v for k, v in vars(out).items() if isinstance(v, int)}
+    if as_json:
+        print_json(counts)
+    else:
+        for k, v in counts.items():
+            typer.echo(f"{k:22s} {v}")
 
-        settings = load_settings()
-        comps = build_components(settings, engine=open_engine(settings))
-        with Session(comps.engine, expire_on_commit=False) as session:
-            out = sweep_erased(comps, session)
-        counts = {k: v for k, v in vars(out).items() if isinstance(v, int)}
-        if as_json:
-            print_json(counts)
-        else:
-            for k, v in counts.items():
-                typer.echo(f"{k:22s} {v}")
 
-    @group.command("safety")
-    def safety(
-        n: int = typer.Option(500, "--n", help="Demo heroes to check (rendered once, cached)."),
-        n_positives: int = typer.Option(
-            64, "--n-positives", help="Synthetic skin-dominant images to check."
+@evaluate_app.command("safety")
+def safety(
+    n: int = typer.Option(500, "--n", help="Demo heroes to check (rendered once, cached)."),
+    n_positives: int = typer.Option(
+        64, "--n-positives", help="Synthetic skin-dominant images to check."
+    ),
+    seed: int = typer.Option(0, help="Seed of the heroes and the synthetic images."),
+    catalog: bool = typer.Option(
+        True, "--catalog/--no-catalog", help="Also check the demo catalog's product images."
+    ),
+    scenes: int = typer.Option(
+        500,
+        "--scenes",
+        help="Also check this many procedural demo scenes (catalog products placed in the "
+        "demo world's settings and lightings: what the small model learned to draw); 0: none.",
+    ),
+    render: bool = typer.Option(
+        True,
+        "--render/--no-render",
+        help="Render the heroes not cached yet; --no-render checks only the cached ones "
+        "(the JSON's n says how many).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Rates of the built-in skin heuristic: ``false_positive_rate`` on ``n`` demo heroes
+    (built with ``tailorshot demo``) and ``true_positive_rate`` on synthetic skin-dominant
+    images. Needs a demo-built home (TAILORSHOT_HOME)."""
+    from genservice.safety import SkinToneHeuristicChecker, synthetic_skin_images
+
+    if n < 1 or n_positives < 1:
+        fail(f"--n and --n-positives: expected >= 1, got {n} and {n_positives}")
+    settings = load_settings()
+    engine = open_engine(settings)
+    checker = SkinToneHeuristicChecker()
+    # One hero in memory at a time (a 1200x628 hero is ~2 MB decoded).
+    scores: list[float] = []
+    baseline: list[bool] = []  # the rule before calibration: > 60% skin-range pixels
+    heroes = demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json, render=render)
+    for im in heroes:
+        scores.append(checker.score(im))
+        baseline.append(_baseline_flag(im))
+    if not scores:
+        fail("--no-render: no hero is cached yet under <home>/eval/safety; run with --render")
+    synthetic = synthetic_skin_images(n_positives, seed=seed)
+    positives = [checker.score(im) for im in synthetic]
+    t = checker.max_skin_fraction
+    fp = sum(s > t for s in scores)
+    result = {
+        "checker": checker.name,
+        "threshold": t,
+        "n": len(scores),
+        "n_positives": len(positives),
+        "false_positives": int(fp),
+        "false_positive_rate": round(fp / len(scores), 4),
+        "true_positive_rate": round(sum(s > t for s in positives) / len(positives), 4),
+        "hero_score_p99": round(float(sorted(scores)[int(0.99 * (len(scores) - 1))]), 4),
+        "hero_score_max": round(max(scores), 4),
+        "positive_score_min": round(min(positives), 4),
+        "baseline_false_positive_rate": round(sum(baseline) / len(baseline), 4),
+        "baseline_true_positive_rate": round(
+            sum(_baseline_flag(im) for im in synthetic) / len(synthetic), 4
         ),
-        seed: int = typer.Option(0, help="Seed of the heroes and the synthetic images."),
-        catalog: bool = typer.Option(
-            True, "--catalog/--no-catalog", help="Also check the demo catalog's product images."
-        ),
-        scenes: int = typer.Option(
-            500,
-            "--scenes",
-            help="Also check this many procedural demo scenes (catalog products placed in the "
-            "demo world's settings and lightings: what the small model learned to draw); 0: none.",
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        """Rates of the built-in skin heuristic: ``false_positive_rate`` on ``n`` demo heroes
-        (built with ``tailorshot demo``) and ``true_positive_rate`` on synthetic skin-dominant
-        images. Needs a demo-built home (TAILORSHOT_HOME)."""
-        from genservice.safety import SkinToneHeuristicChecker, synthetic_skin_images
-
-        if n < 1 or n_positives < 1:
-            fail(f"--n and --n-positives: expected >= 1, got {n} and {n_positives}")
-        settings = load_settings()
-        engine = open_engine(settings)
-        checker = SkinToneHeuristicChecker()
-        # One hero in memory at a time (a 1200x628 hero is ~2 MB decoded).
-        scores: list[float] = []
-        baseline: list[bool] = []  # the rule before calibration: > 60% skin-range pixels
-        for im in demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json):
-            scores.append(checker.score(im))
-            baseline.append(_baseline_flag(im))
-        synthetic = synthetic_skin_images(n_positives, seed=seed)
-        positives = [checker.score(im) for im in synthetic]
-        t = checker.max_skin_fraction
-        fp = sum(s > t for s in scores)
-        result = {
-            "checker": checker.name,
-            "threshold": t,
-            "n": len(scores),
-            "n_positives": len(positives),
-            "false_positives": int(fp),
-            "false_positive_rate": round(fp / len(scores), 4),
-            "true_positive_rate": round(sum(s > t for s in positives) / len(positives), 4),
-            "hero_score_p99": round(float(sorted(scores)[int(0.99 * (len(scores) - 1))]), 4),
-            "hero_score_max": round(max(scores), 4),
-            "positive_score_min": round(min(positives), 4),
-            "baseline_false_positive_rate": round(sum(baseline) / len(baseline), 4),
-            "baseline_true_positive_rate": round(
-                sum(_baseline_flag(im) for im in synthetic) / len(synthetic), 4
-            ),
-        }
-        if scenes > 0:
-            flags_s = [checker.check([im])[0] for im in demo_scenes(settings, n=scenes, seed=seed)]
-            result["n_scenes"] = len(flags_s)
-            if flags_s:
-                result["scene_false_positive_rate"] = round(sum(flags_s) / len(flags_s), 4)
-        if catalog:
-            from PIL import Image
-
-            files = sorted((settings.home / "catalog").glob("*.png"))
-            flags = [checker.check([Image.open(f).convert("RGB")])[0] for f in files]
-            result["n_catalog"] = len(files)
-            if files:
-                result["catalog_false_positive_rate"] = round(sum(flags) / len(files), 4)
-        if as_json:
-            print_json(result)
-        else:
-            for k, v in result.items():
-                typer.echo(f"{k:22s} {v}")
+    }
+    if scenes > 0:
+        flags_s = [checker.check([im])[0] for im in demo_scenes(settings, n=scenes, seed=seed)]
+        result["n_scenes"] = len(flags_s)
+        if flags_s:
+            result["scene_false_positive_rate"] = round(sum(flags_s) / len(flags_s), 4)
+    if catalog:
+        files = sorted((settings.home / "catalog").glob("*.png"))
+        flags = [checker.check([Image.open(f).convert("RGB")])[0] for f in files]
+        result["n_catalog"] = len(files)
+        if files:
+            result["catalog_false_positive_rate"] = round(sum(flags) / len(files), 4)
+    if as_json:
+        print_json(result)
+    else:
+        for k, v in result.items():
+            typer.echo(f"{k:22s} {v}")

@@ -17,8 +17,13 @@ def test_evaluate_safety_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     import api.cli.safety as cli_safety
     from api.cli import app
 
-    def fake_heroes(settings: Any, engine: Any, *, n: int, seed: int, progress: bool) -> Iterator:
-        # 9 product-on-backdrop heroes and one skin-dominant image among them (a false positive).
+    def fake_heroes(
+        settings: Any, engine: Any, *, n: int, seed: int, progress: bool, render: bool
+    ) -> Iterator:
+        # 9 product-on-backdrop heroes and one skin-dominant image among them (a false positive);
+        # none is cached, so --no-render finds none.
+        if not render:
+            return
         for i in range(n - 1):
             img = Image.new("RGB", (120, 60), (40 + i, 90, 160))
             img.paste((200, 160, 120), (45, 10, 75, 50))
@@ -37,3 +42,5 @@ def test_evaluate_safety_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result["n_catalog"] == 0 and result["baseline_true_positive_rate"] < 1.0
     bad = CliRunner().invoke(app, ["evaluate", "safety", "--n", "0"])
     assert bad.exit_code == 2 and "--n" in bad.output
+    none = CliRunner().invoke(app, ["evaluate", "safety", "--n", "10", "--no-render", "--json"])
+    assert none.exit_code == 2 and "no hero is cached" in none.output
