@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
+from data.files import atomic_write_bytes
 from genservice.compose import METADATA_KEYS, png_info
 
 CONTENT_TYPES = {"image/png": "png", "image/webp": "webp"}
@@ -70,18 +69,7 @@ class LocalImageStore:
         dest = self._path(key)
         if dest.exists():
             return key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".put-", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(dest, data)
         return key
 
     def get(self, key: str) -> bytes:

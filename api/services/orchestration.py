@@ -29,6 +29,7 @@ from api.logging import get_logger
 from api.ports import ImageStorePort, JobQueuePort
 from api.services.erasure import ErasureGuard, discard_job, rowcount
 from api.settings import Settings
+from data.files import under_home
 from data.models import (
     CreativeVariant,
     Event,
@@ -137,8 +138,7 @@ class Orchestrator:
             return None
         if "://" in image:
             return image
-        p = Path(image)
-        return str(p if p.is_absolute() else (self.settings.home / p).resolve())
+        return str(under_home(image, self.settings.home).resolve())
 
     def _content_hashes(self, refs: list[str]) -> list[tuple[str, str]]:
         """``(ref, sha256 of its file)`` for each local image, so a brief's hash changes
