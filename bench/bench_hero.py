@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api.liveserver import spawn_uvicorn, wait_healthy
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.support.liveserver import spawn_uvicorn, wait_healthy  # noqa: E402  (repo root)
 
 
 def _free_port() -> int:

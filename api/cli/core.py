@@ -53,7 +53,7 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the demo world."),
 ) -> None:
     """Build the demo world into the state folder (idempotent), then serve."""
-    from api.demo import build_demo
+    from api.cli.demo import build_demo
 
     settings = load_settings()
     build_demo(settings, seed=seed)

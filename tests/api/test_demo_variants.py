@@ -8,8 +8,8 @@ from apitest_helpers import FakeGenerator, make_settings, seed_world
 from sqlmodel import Session, select
 
 from api.auth import hash_key
+from api.cli.demo_variants import curl_examples, demo_keys, seed_demo_variants
 from api.composition import build_components
-from api.demo_variants import curl_examples, demo_keys, seed_demo_variants
 from data.models import ApiKey, CreativeVariant, VariantChange, VariantStatus
 
 

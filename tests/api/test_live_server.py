@@ -18,7 +18,7 @@ import pytest
 from apitest_helpers import ROLES, make_settings, seed_world
 
 from api.composition import build_components
-from api.liveserver import spawn_uvicorn, wait_healthy
+from tests.support.liveserver import spawn_uvicorn, wait_healthy
 
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/v1/images/{key}")}
 ROOT = Path(__file__).resolve().parents[2]

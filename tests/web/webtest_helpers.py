@@ -27,7 +27,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from api.auth import create_key
-from api.liveserver import spawn_uvicorn, wait_healthy
 from data.models import (
     Click,
     CreativeVariant,
@@ -40,6 +39,7 @@ from data.models import (
     VariantStatus,
     utcnow,
 )
+from tests.support.liveserver import spawn_uvicorn, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

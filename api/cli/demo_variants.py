@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,15 +13,17 @@ from sqlmodel import Session, col, func, select
 from tqdm import tqdm
 
 from api.auth import create_key, generate_key
+from api.services.variants import record_change
 from api.settings import Settings
 from data.models import (
     CreativeVariant,
     Event,
     Role,
     Segment,
-    VariantChange,
     VariantStatus,
 )
+from genservice.brief import CreativeBrief
+from genservice.handler import HeroRenderer
 
 DEMO_ACTOR = "system:demo"
 
@@ -32,6 +35,33 @@ class DemoVariantsOutput:
     created: list[int]
     skipped_segments: list[int]
     seconds: float
+
+
+Render = Callable[[Sequence[CreativeBrief]], list[Any]]
+
+
+def _render_one_by_one(generator: HeroRenderer) -> Render:
+    """Render each brief with ``generator.generate`` (a failure propagates)."""
+
+    def render(part: Sequence[CreativeBrief]) -> list[Any]:
+        return [generator.generate(b) for b in part]
+
+    return render
+
+
+def _batch_render(settings: Settings) -> Render:
+    """The configured ``HeroGenerator``, loaded now, rendering briefs in batches; a failed
+    render comes back as its exception (the others still count)."""
+    from api.composition import load_generator
+    from genservice.generator import HeroGenerator
+
+    gen = load_generator(settings)
+    assert isinstance(gen, HeroGenerator)  # load_generator builds the configured HeroGenerator
+
+    def render(part: Sequence[CreativeBrief]) -> list[Any]:
+        return gen.generate_batch(part, return_exceptions=True)
+
+    return render
 
 
 def _popular_products(session: Session, n: int) -> list[int]:
@@ -52,7 +82,7 @@ def seed_demo_variants(
     per_segment: int = 2,
     generic: int = 2,
     placement: str = "banner",
-    generator: Any | None = None,
+    generator: HeroRenderer | None = None,
     progress: bool = True,
 ) -> DemoVariantsOutput:
     """Render and approve ``per_segment`` variants for every segment (its example products,
@@ -61,11 +91,12 @@ def seed_demo_variants(
     that already have enough approved variants at ``placement`` are skipped; identical briefs
     hit the generator's result cache.
 
-    ``generator`` defaults to the configured ``HeroGenerator`` (loaded here: slow).
+    ``generator`` defaults to the configured ``HeroGenerator`` (loaded here: slow), which
+    renders ``generation.max_batch`` briefs at a time; a given generator renders one by one.
     """
     if per_segment < 0 or generic < 0:
         raise ValueError(f"per_segment and generic: expected >= 0, got {per_segment}, {generic}")
-    from api.composition import build_components, load_generator
+    from api.composition import build_components
     from api.services.orchestration import terms_of
 
     t0 = time.perf_counter()
@@ -113,16 +144,13 @@ def seed_demo_variants(
     created: list[int] = []
     if not briefs:
         return DemoVariantsOutput(created, skipped, time.perf_counter() - t0)
-    gen = generator if generator is not None else load_generator(settings)
+    render = _render_one_by_one(generator) if generator is not None else _batch_render(settings)
     batch = max(1, int(settings.generation.max_batch))
     outputs: list[Any] = []
     bar = tqdm(total=len(briefs), desc="demo variants", disable=not progress)
     for start in range(0, len(briefs), batch):
         part = briefs[start : start + batch]
-        if hasattr(gen, "generate_batch"):
-            outputs += gen.generate_batch(part, return_exceptions=True)
-        else:
-            outputs += [gen.generate(b) for b in part]
+        outputs += render(part)
         bar.update(len(part))
     bar.close()
     with Session(engine) as session:
@@ -145,15 +173,11 @@ def seed_demo_variants(
             assert v.id is not None
             created_detail = {"brief_hash": brief.brief_hash, "seed": s}
             approved_detail = {"from": "draft", "to": "approved"}
-            session.add(
-                VariantChange(
-                    variant_id=v.id, actor=DEMO_ACTOR, action="create", detail=created_detail
-                )
+            record_change(
+                session, variant_id=v.id, actor=DEMO_ACTOR, action="create", detail=created_detail
             )
-            session.add(
-                VariantChange(
-                    variant_id=v.id, actor=DEMO_ACTOR, action="approve", detail=approved_detail
-                )
+            record_change(
+                session, variant_id=v.id, actor=DEMO_ACTOR, action="approve", detail=approved_detail
             )
             created.append(v.id)
         session.commit()

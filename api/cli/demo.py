@@ -43,12 +43,11 @@ def personalize_some(
     (a worker until the queue is idle); returns how many personalized variants have images."""
     from api.composition import build_components, build_job_handler
     from api.services.hero import sync_variant_images
-    from api.services.orchestration import Orchestrator
     from genservice.jobs import JobQueue
     from genservice.worker import Worker
 
     comps = build_components(settings, engine=engine)
-    orch = Orchestrator(comps)
+    orch = comps.orchestrator
     with Session(engine) as session:
         users = list(session.exec(select(User.id).order_by(col(User.id)).limit(n_users)))
     for uid in tqdm(users, desc="personalized briefs", disable=n_users < 1):
@@ -85,7 +84,7 @@ def simulate_traffic(
     decision service (so impressions carry the policy's propensities) and draw clicks from
     the demo click model with each shopper's true taste. Skipped when impressions exist."""
     from api.composition import build_components
-    from api.services.hero import HeroService, NoCreative
+    from api.services.hero import NoCreative
     from data.demo.build import load_tastes
     from data.demo.click_model import ClickModel
 
@@ -97,7 +96,7 @@ def simulate_traffic(
     quiet = settings.model_copy(deep=True)
     quiet.api.personalize = False  # simulated traffic must not enqueue more generations
     comps = build_components(quiet, engine=engine)
-    hero = HeroService(comps)
+    hero = comps.hero
     model = ClickModel()
     rng = np.random.default_rng(seed)
     users = sorted(tastes)
@@ -133,7 +132,7 @@ def build_demo(
 ) -> DemoOutput:
     """Build the demo world into ``settings.home``; print keys and example calls."""
     from api.cli.common import open_engine
-    from api.demo_variants import curl_examples, demo_keys, seed_demo_variants
+    from api.cli.demo_variants import curl_examples, demo_keys, seed_demo_variants
     from api.services.erasure import refresh_recsys
     from data.demo.build import build_demo_world, output_as_dict
 
