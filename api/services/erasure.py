@@ -28,10 +28,10 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import bindparam, delete, update
 from sqlalchemy import select as sa_select
@@ -41,6 +41,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, col, select
 
 from api.logging import get_logger
+from api.ports import ImageStorePort, JobQueuePort, UserIndex
 from data.models import (
     CreativeVariant,
     DemoTaste,
@@ -190,14 +191,46 @@ class ErasureGuard:
             self._erased.add(k)
 
 
-def guard_for(comps: Any) -> ErasureGuard:
-    """The app's :class:`ErasureGuard` (made once per components, kept in ``comps.cache``)."""
-    with comps.lock:
-        guard = comps.cache.get("erasure_guard")
-        if guard is None:
-            guard = guard_from_settings(comps.settings, comps.engine)
-            comps.cache["erasure_guard"] = guard
-    return guard  # type: ignore[no-any-return]
+class JobDeps(Protocol):
+    """What discarding a user's jobs needs (the orchestrator and the components have it)."""
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def jobs(self) -> JobQueuePort | None: ...
+    @property
+    def images(self) -> ImageStorePort | None: ...
+
+
+class UserCaches(Protocol):
+    """In-process per-user state an erasure drops (the storefront's hero service)."""
+
+    def forget_user(self, user_id: str) -> None: ...
+    def invalidate(self) -> None: ...
+
+
+class ResultCachePort(Protocol):
+    """genservice's brief hash → image cache, as far as erasure deletes from it."""
+
+    def delete(self, brief_hash: str) -> object: ...
+
+
+class ErasureDeps(JobDeps, Protocol):
+    """What a whole erasure needs (``api.composition.Components`` has it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def guard(self) -> ErasureGuard: ...
+    @property
+    def hero(self) -> UserCaches | None: ...
+    @property
+    def user_indexes(self) -> Sequence[UserIndex]: ...
+
+
+def guard_for(comps: ErasureDeps) -> ErasureGuard:
+    """The app's :class:`ErasureGuard` (built once by the composition root)."""
+    return comps.guard
 
 
 def guard_from_settings(settings: Settings, engine: Engine) -> ErasureGuard:
@@ -298,7 +331,7 @@ def user_job_ids(session: Session, *, user_id: str) -> list[str]:
     return sorted(ids)
 
 
-def stop_user_jobs(comps: Any, session: Session, *, user_id: str, wait_s: float) -> bool:
+def stop_user_jobs(comps: JobDeps, session: Session, *, user_id: str, wait_s: float) -> bool:
     """Cancel the user's queued jobs and ask running ones to stop; True once none of them is
     queued or running (waits up to ``wait_s`` seconds; a job a retry requeued is cancelled
     again)."""
@@ -327,7 +360,7 @@ def stop_user_jobs(comps: Any, session: Session, *, user_id: str, wait_s: float)
         time.sleep(0.05)
 
 
-def discard_job(comps: Any, *, job_id: str, brief_hash: str, wait_s: float) -> bool:
+def discard_job(comps: JobDeps, *, job_id: str, brief_hash: str, wait_s: float) -> bool:
     """Undo a job submitted for a user erased meanwhile: unless another variant still uses
     ``brief_hash``, cancel it, wait until it stops, then delete its row and its image. True
     when nothing of it is left (or it is shared)."""
@@ -360,7 +393,7 @@ def discard_job(comps: Any, *, job_id: str, brief_hash: str, wait_s: float) -> b
     return True
 
 
-def sweep_erased(comps: Any, session: Session) -> ErasureOutput:
+def sweep_erased(comps: ErasureDeps, session: Session) -> ErasureOutput:
     """Erase again every user whose tombstone exists but who still has rows (a profile build
     that read the user list before an erasure, or a writer that crashed between its commit and
     its undo). Reads the distinct user ids of the per-user tables, so it is a batch job
@@ -393,7 +426,11 @@ def sweep_erased(comps: Any, session: Session) -> ErasureOutput:
 
 
 def erase_everywhere(
-    comps: Any, session: Session, *, user_id: str, result_cache: Any | None = None
+    comps: ErasureDeps,
+    session: Session,
+    *,
+    user_id: str,
+    result_cache: ResultCachePort | None = None,
 ) -> ErasureOutput:
     """The whole erasure of ``user_id`` in the documented order (module docstring). Raises
     :class:`ErasureIncomplete` when a running job did not stop in time or a file could not be
@@ -478,9 +515,9 @@ def erase_user(
     session: Session,
     *,
     user_id: str,
-    images: Any | None = None,
-    result_cache: Any | None = None,
-    user_indexes: list[Any] | None = None,
+    images: ImageStorePort | None = None,
+    result_cache: ResultCachePort | None = None,
+    user_indexes: Sequence[UserIndex] | None = None,
 ) -> ErasureOutput:
     """Erase ``user_id`` (see the module docstring); commits. ``images`` is an image store
     with ``delete(key)``; ``result_cache`` has ``delete(brief_hash)`` (genservice's brief →
