@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from recsys.config import RecsysConfig
 from recsys.index.base import VectorIndex
 from recsys.profiles import TasteProfile
 from recsys.references import mmr_select
@@ -123,6 +124,24 @@ class InterestRecommender:
         self.candidates = int(candidates)
         self.mmr_lambda = float(mmr_lambda)
         self._prior = _popularity_prior(popularity)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RecsysConfig,
+        *,
+        index: VectorIndex,
+        popularity: Mapping[int, float] | None = None,
+    ) -> InterestRecommender:
+        """With the ``recommend_*`` and ``mmr_lambda`` settings of a :class:`RecsysConfig`."""
+        return cls(
+            index=index,
+            popularity=popularity,
+            popularity_weight=config.recommend_popularity_weight,
+            temperature=config.recommend_temperature,
+            candidates=config.recommend_candidates,
+            mmr_lambda=config.mmr_lambda,
+        )
 
     def recommend(
         self, profile: TasteProfile, *, k: int = 10, exclude_ids: Collection[int] = ()

@@ -43,13 +43,8 @@ def load_recommender(
     index = load_product_index(home)
     histories = load_histories(engine)
     if kind == "interest":
-        return InterestRecommender(
-            index=index,
-            popularity=popularity(histories),
-            popularity_weight=config.recommend_popularity_weight,
-            temperature=config.recommend_temperature,
-            candidates=config.recommend_candidates,
-            mmr_lambda=config.mmr_lambda,
+        return InterestRecommender.from_config(
+            config, index=index, popularity=popularity(histories)
         )
     return make_hybrid(
         histories, items=load_item_vectors(home)[0], config=config, seed=seed, index=index

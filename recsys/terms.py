@@ -136,7 +136,6 @@ class StyleTermScorer:
         floor = self.std_floor * float(np.median(self.std))
         self._denominator = np.maximum(self.std, max(floor, 1e-6)).astype(np.float32)
         self._terms = vocabulary.terms
-        self._facet_of = np.array([f for f, _ in self._terms])
 
     @property
     def dim(self) -> int:

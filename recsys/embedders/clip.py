@@ -136,8 +136,8 @@ class OpenClipEmbedder:
     """Batched image/text embeddings from an open_clip model.
 
     Outputs are float32 arrays of shape ``(n, dim)`` with unit L2 norm rows; images and texts
-    share one space. Build with :meth:`load` (any model source) or :meth:`from_model` (an
-    in-memory model, as training does). One instance may be shared between threads.
+    share one space. Build with :meth:`load` (any model source). One instance may be shared
+    between threads.
     """
 
     def __init__(
@@ -164,36 +164,6 @@ class OpenClipEmbedder:
         self._dim = self._probe_dim()
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_model(
-        cls,
-        model: Any,
-        *,
-        model_id: str,
-        image_size: int,
-        tokenizer: Any | None = None,
-        device: str = "cpu",
-        batch_size: int = 64,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-    ) -> OpenClipEmbedder:
-        """Wrap an in-memory open_clip ``model`` (its eval preprocess at ``image_size`` px)."""
-        import open_clip
-
-        preprocess = open_clip.image_transform(image_size, is_train=False, mean=mean, std=std)
-        if tokenizer is None:
-            tokenizer = open_clip.tokenizer.SimpleTokenizer(
-                context_length=int(getattr(model, "context_length", 77))
-            )
-        return cls(
-            model=model.to(device),
-            preprocess=preprocess,
-            tokenizer=tokenizer,
-            model_id=model_id,
-            device=device,
-            batch_size=batch_size,
-        )
-
     @classmethod
     def load(
         cls,

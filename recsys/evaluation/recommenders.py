@@ -157,14 +157,7 @@ def evaluate_recommenders(
     def run(split: ProtocolSplit) -> ProtocolOutput:
         popularity = popularity_of(split.train)
         cold = ColdStart(popularity=popularity_fallback(items, popularity, scorer, config))
-        interest = InterestRecommender(
-            index=index,
-            popularity=popularity,
-            popularity_weight=config.recommend_popularity_weight,
-            temperature=config.recommend_temperature,
-            candidates=config.recommend_candidates,
-            mmr_lambda=config.mmr_lambda,
-        )
+        interest = InterestRecommender.from_config(config, index=index, popularity=popularity)
         return run_protocol(
             split,
             items=items,
@@ -259,14 +252,7 @@ def evaluate_recsys(
     popularity = popularity_of(train)
     index = make_product_index(config, items.dim)
     index.upsert(items.ids, items.vectors)
-    recommender = InterestRecommender(
-        index=index,
-        popularity=popularity,
-        popularity_weight=config.recommend_popularity_weight,
-        temperature=config.recommend_temperature,
-        candidates=config.recommend_candidates,
-        mmr_lambda=config.mmr_lambda,
-    )
+    recommender = InterestRecommender.from_config(config, index=index, popularity=popularity)
     baseline = PopularityRecommender(popularity=popularity)
     cold = ColdStart(popularity=popularity_fallback(items, popularity, scorer, config))
     ours: dict[Hashable, Sequence[Hashable]] = {}
