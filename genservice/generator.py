@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from genservice import vocab
 from genservice.backends.base import (
     Backend,
     CancelFn,
@@ -544,10 +545,9 @@ def backdrop_prompt(prompt: BuiltPrompt) -> str:
     The scene has no product title to fit beside it, so terms the product prompt dropped for
     its token budget are eligible again; setting and lighting terms go first so that a short
     text encoder (sd-tiny: 32 tokens) keeps them."""
-    from data.demo.attributes import LIGHTING, SETTING_PHRASES, SETTINGS
-
-    scene_words = set(SETTINGS) | set(LIGHTING)
+    phrases = vocab.setting_phrases()
+    scene_words = set(vocab.settings()) | set(vocab.lighting())
     terms = list(dict.fromkeys([*prompt.terms_used, *prompt.terms_dropped]))
     terms.sort(key=lambda t: t not in scene_words)  # stable: weight order within each group
-    words = [SETTING_PHRASES.get(t, t) for t in terms[:BACKDROP_MAX_TERMS]]
+    words = [phrases.get(t, t) for t in terms[:BACKDROP_MAX_TERMS]]
     return ", ".join(words) if words else prompt.prompt

@@ -62,15 +62,15 @@ def run_hero_evaluation(
     from genservice.cache import ResultCache
     from genservice.compose import crop_to_aspect, plan_scene_layout, scene_canvas
     from genservice.generator import HeroGenerator, backdrop_prompt
-    from genservice.heroeval import (
+    from genservice.imaging.cutout import cut_out_product, default_model
+    from genservice.judges import SettingJudge, judge_input
+    from genservice.storage import LocalImageStore
+    from genservice.training.heroeval import (
         cutout_report,
         ghost_found,
         mask_cases,
         sharpness_ratio,
     )
-    from genservice.imaging.cutout import cut_out_product, default_model
-    from genservice.judges import SettingJudge, judge_input
-    from genservice.storage import LocalImageStore
 
     config = settings.generation
     if steps is not None:

@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageColor
 from PIL.PngImagePlugin import PngInfo
 
+from genservice import vocab
+
 #: The only keys an edit may store in its PNG (prefixed ``tailorshot:``).
 EDIT_METADATA_KEYS = ("edit_op", "edit_params", "source_sha256", "model", "mask_method")
 _PREFIX = "tailorshot:"  # the prefix genservice.compose uses, so read_metadata finds ours
@@ -114,16 +116,15 @@ def resolve_mask(
 def parse_colour(value: str, arg: str = "colour") -> tuple[int, int, int]:
     """A colour from ``#rrggbb`` / ``#rgb`` hex, a demo-world colour name (``red``, ``teal``,
     ...) or a CSS colour name (``navy``) -> sRGB 0-255 tuple."""
-    from data.demo.attributes import COLOURS
-
+    colours = vocab.colours()
     text = str(value).strip().lower()
-    if text in COLOURS:
-        return COLOURS[text]
+    if text in colours:
+        return colours[text]
     try:
         rgb = ImageColor.getrgb(text)
     except ValueError:
         raise ValueError(
-            f"{arg}: expected #rrggbb hex or a colour name (e.g. {', '.join(COLOURS)}, navy), "
+            f"{arg}: expected #rrggbb hex or a colour name (e.g. {', '.join(colours)}, navy), "
             f"got {value!r}"
         ) from None
     return (int(rgb[0]), int(rgb[1]), int(rgb[2]))

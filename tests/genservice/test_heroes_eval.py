@@ -1,4 +1,4 @@
-"""Known answers of the hero quality measures (``genservice.heroeval``)."""
+"""Known answers of the hero quality measures (``genservice.training.heroeval``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genservice.heroeval import (
+from genservice.training.heroeval import (
     boundary_f1,
     ghost_found,
     iou,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from genservice.imaging.cutout import CutoutResult
+
 #: scikit-image photographs used as backgrounds (all ship inside the wheel).
 PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "brick", "grass", "gravel")
 
@@ -114,22 +116,22 @@ def islands(mask: np.ndarray) -> int:
 
 
 def cutout_report(
-    cases: Iterable[MaskCase], cut: Callable[[Image.Image], object]
+    cases: Iterable[MaskCase], cut: Callable[[Image.Image], CutoutResult]
 ) -> dict[str, object]:
-    """``cut(image)`` -> an object with ``.alpha`` (H, W) float32 and ``.method``; per kind and
+    """``cut(image)`` -> a ``CutoutResult`` (``.alpha`` (H, W) float32, ``.method``); per kind and
     overall: mean IoU, mean boundary F1 (2 px), fragment rate (detached islands beyond the true
     mask's, per image) and the methods used."""
     rows: dict[str, list[tuple[float, float, int, str]]] = {}
     for case in cases:
         res = cut(case.image)
-        pred = np.asarray(getattr(res, "alpha")) > 0.5  # noqa: B009 - duck-typed result
+        pred = np.asarray(res.alpha) > 0.5
         extra = max(0, islands(pred) - islands(case.mask))
         rows.setdefault(case.kind, []).append(
             (
                 iou(pred, case.mask),
                 boundary_f1(pred, case.mask),
                 extra,
-                str(getattr(res, "method", "?")),
+                res.method,
             )
         )
     out: dict[str, object] = {}

@@ -1,0 +1,259 @@
+"""Training of the hero-scene judges (``genservice.judges``) on seeded demo renders.
+
+Re-train with ``train_judges(out_dir, seed=0)``; the weights ship in ``data/models/hero-judges``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from genservice import vocab
+from genservice.judges import (
+    JUDGE_SIZE,
+    GhostDetector,
+    GhostNet,
+    SettingJudge,
+    SettingNet,
+    to_tensor,
+)
+
+
+@dataclass(frozen=True)
+class SceneSet:
+    """Demo renders for the judges: ``images`` uint8 (N, S, S, 3), ``masks`` bool (N, S, S)
+    (product pixels; all False for backdrops), ``settings`` / ``lightings`` int64 (N,) indices
+    into ``genservice.vocab.settings()`` / ``lighting()``."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    settings: np.ndarray
+    lightings: np.ndarray
+
+
+def demo_scenes(
+    n: int, *, size: int = JUDGE_SIZE, seed: int, product_share: float = 0.6
+) -> SceneSet:
+    """``n`` seeded demo renders: ``product_share`` of them a demo product in a scene
+    (``compose_scene``), the rest product-free backdrops (``render_backdrop``)."""
+    from data.demo.attributes import LIGHTING, SETTINGS
+    from data.demo.render import compose_scene, render_backdrop, render_product
+    from data.demo.world import build_world
+
+    if n < 1:
+        raise ValueError(f"n: expected >= 1, got {n}")
+    rng = np.random.default_rng([seed, 0x6405])
+    products = list(build_world(seed=seed, n_products=60, n_users=1).products)
+    cut: dict[int, Image.Image] = {}
+    images = np.zeros((n, size, size, 3), np.uint8)
+    masks = np.zeros((n, size, size), bool)
+    st = rng.integers(0, len(SETTINGS), n)
+    li = rng.integers(0, len(LIGHTING), n)
+    has = rng.random(n) < product_share
+    for i in range(n):
+        sd = int(rng.integers(0, 2**31))
+        if has[i]:
+            k = int(rng.integers(0, len(products)))
+            if k not in cut:
+                p = products[k]
+                cut[k] = render_product(p.attributes, category=p.category, size=2 * size, seed=k)
+            sc = compose_scene(
+                cut[k], setting=SETTINGS[st[i]], lighting=LIGHTING[li[i]], size=size, seed=sd
+            )
+            images[i] = np.asarray(sc.image)
+            masks[i] = np.asarray(sc.mask) >= 128
+        else:
+            images[i] = np.asarray(
+                render_backdrop(SETTINGS[st[i]], LIGHTING[li[i]], size=size, seed=sd)
+            )
+    return SceneSet(images, masks, st.astype(np.int64), li.astype(np.int64))
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flip, blur (down/up-sampling) and noise half the batch: generated scenes are softer
+    and noisier than renders."""
+    b = x.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    soft = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear")
+    blur = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(blur[:, None, None, None], soft, x)
+    noise = torch.randn(x.shape, generator=gen) * 0.06
+    noisy = torch.rand(b, generator=gen) < 0.5
+    return torch.where(noisy[:, None, None, None], x + noise, x)
+
+
+def _augment_no_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    b = x.shape[0]
+    soft = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear")
+    blur = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(blur[:, None, None, None], soft, x)
+    noise = torch.randn(x.shape, generator=gen) * 0.06
+    noisy = torch.rand(b, generator=gen) < 0.5
+    return torch.where(noisy[:, None, None, None], x + noise, x)
+
+
+def _fit(
+    net: nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool,
+) -> list[float]:
+    """Seeded AdamW loop: ``loss_fn(batch_indices)`` per step; returns the losses."""
+    from tqdm import tqdm
+
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    losses: list[float] = []
+    net.train()
+    for step in tqdm(range(steps), desc="judge", disable=not progress):
+        gen = torch.Generator().manual_seed(seed * 100_003 + step)
+        idx = torch.randint(0, n, (batch_size,), generator=gen)
+        loss = loss_fn(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+    return losses
+
+
+def fit_ghost_detector(
+    data: SceneSet,
+    *,
+    steps: int = 700,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[GhostDetector, list[float]]:
+    """Train a ghost detector on ``data`` (images and product masks); returns it and the
+    losses."""
+    torch.manual_seed(seed)
+    net = GhostNet()
+    x = to_tensor(data.images)
+    y = torch.from_numpy(data.masks).float()[:, None]
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(int(idx.sum()))
+        b, t = x[idx], y[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        b = torch.where(flip[:, None, None, None], b.flip(-1), b)
+        t = torch.where(flip[:, None, None, None], t.flip(-1), t)
+        b = _augment_no_flip(b, gen)
+        return F.binary_cross_entropy_with_logits(net(b), t, pos_weight=torch.tensor(2.0))
+
+    losses = _fit(
+        net, loss_fn, len(x), steps=steps, batch_size=batch_size, lr=4e-3, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    return GhostDetector(net), losses
+
+
+def fit_setting_judge(
+    data: SceneSet,
+    *,
+    steps: int = 700,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[SettingJudge, list[float]]:
+    """Train a setting judge on ``data`` (64 x 64 images with setting and lighting labels);
+    returns it and the losses."""
+    torch.manual_seed(seed)
+    net = SettingNet(len(vocab.settings()), len(vocab.lighting()))
+    x = to_tensor(data.images)
+    ys = torch.from_numpy(data.settings)
+    yl = torch.from_numpy(data.lightings)
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(int(idx.sum()))
+        ls, ll = net(_augment(x[idx], gen))
+        return F.cross_entropy(ls, ys[idx]) + F.cross_entropy(ll, yl[idx])
+
+    losses = _fit(
+        net, loss_fn, len(x), steps=steps, batch_size=batch_size, lr=3e-3, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    return SettingJudge(net), losses
+
+
+def accuracy(predicted: Sequence[str], expected: Sequence[str]) -> float:
+    """Share of equal pairs (0.0 for empty input)."""
+    if len(predicted) != len(expected):
+        raise ValueError(f"expected: {len(predicted)} labels, got {len(expected)}")
+    return sum(p == e for p, e in zip(predicted, expected, strict=True)) / max(1, len(expected))
+
+
+def train_judges(
+    out_dir: str | Path,
+    *,
+    n_train: int = 3000,
+    n_test: int = 400,
+    steps: int = 700,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train both judges on seeded demo renders, check them on renders of another seed, save
+    ``ghost.pt`` and ``setting.pt`` in ``out_dir``; returns the figures (JSON-ready)."""
+    import time
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train = demo_scenes(n_train, seed=seed)
+    test = demo_scenes(n_test, seed=seed + 1)
+    t1 = time.perf_counter()
+    ghost, g_losses = fit_ghost_detector(train, steps=steps, seed=seed, progress=progress)
+    judge, s_losses = fit_setting_judge(train, steps=steps, seed=seed, progress=progress)
+    t2 = time.perf_counter()
+    ious = []
+    for img, m in zip(test.images, test.masks, strict=True):
+        if m.any():
+            p = ghost.probability(Image.fromarray(img)) > 0.5
+            ious.append(float((p & m).sum() / max(1, (p | m).sum())))
+    false_pos = float(
+        np.mean(
+            [
+                (ghost.probability(Image.fromarray(img)) > 0.5).mean()
+                for img, m in zip(test.images, test.masks, strict=True)
+                if not m.any()
+            ]
+        )
+    )
+    ps, pl = judge.predict(test.images)
+    from data.demo.attributes import LIGHTING, SETTINGS
+
+    ghost.save(out / "ghost.pt")
+    judge.save(out / "setting.pt")
+    return {
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+        "steps": steps,
+        "render_s": round(t1 - t0, 1),
+        "train_s": round(t2 - t1, 1),
+        "ghost_loss_last50": round(float(np.mean(g_losses[-50:])), 4),
+        "setting_loss_last50": round(float(np.mean(s_losses[-50:])), 4),
+        "ghost_iou_on_test_renders": round(float(np.mean(ious)), 4),
+        "ghost_false_positive_px_on_backdrops": round(false_pos, 4),
+        "setting_accuracy_on_test_renders": round(
+            accuracy(ps, [SETTINGS[k] for k in test.settings]), 4
+        ),
+        "lighting_accuracy_on_test_renders": round(
+            accuracy(pl, [LIGHTING[k] for k in test.lightings]), 4
+        ),
+    }
