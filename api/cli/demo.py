@@ -133,7 +133,7 @@ def build_demo(
     """Build the demo world into ``settings.home``; print keys and example calls."""
     from api.cli.common import open_engine
     from api.cli.demo_variants import curl_examples, demo_keys, seed_demo_variants
-    from api.services.erasure import refresh_recsys
+    from api.services.profile_refresh import refresh_recsys
     from data.demo.build import build_demo_world, output_as_dict
 
     out = DemoOutput()

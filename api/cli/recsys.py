@@ -89,7 +89,7 @@ def profile(
     """Show a shopper's taste profile: interests, style terms, reference products."""
     from sqlmodel import Session
 
-    from api.services.erasure import refresh_profiles
+    from api.services.profile_refresh import refresh_profiles
     from data.models import User
     from recsys.service import get_profile
 
@@ -134,7 +134,7 @@ def segments_build(
 ) -> None:
     """Cluster shoppers' profiles into segments (k chosen by silhouette); segment ids
     stay stable when membership barely moves."""
-    from api.services.erasure import refresh_profiles
+    from api.services.profile_refresh import refresh_profiles
     from recsys.service import build_segments
 
     settings = load_settings()
@@ -165,7 +165,7 @@ def recommend(
     """Products to feature for a shopper from the hybrid recommender (collaborative +
     CLIP interests, purchases excluded, diversified), each with why: the history product
     behind it and the interest it serves."""
-    from api.services.erasure import refresh_profiles
+    from api.services.profile_refresh import refresh_profiles
     from recsys.service import get_profile, recommend_for_user
 
     settings = load_settings()

@@ -28,16 +28,15 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import bindparam, delete, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, col, select
 
 from api.logging import get_logger
@@ -59,11 +58,8 @@ from data.models import (
 
 if TYPE_CHECKING:
     from api.settings import Settings
-    from recsys.build import RecsysBuildOutput
-    from recsys.profile_store import ProfilesBuildOutput
 
 log = get_logger("erasure")
-_T = TypeVar("_T")
 
 _SECRET_FILE = Path("secrets") / "user_hash.key"
 _TOMBS = ErasureRecord.__table__  # type: ignore[attr-defined]
@@ -238,73 +234,6 @@ def guard_from_settings(settings: Settings, engine: Engine) -> ErasureGuard:
     cfg = settings.api
     configured = cfg.user_hash_secret.get_secret_value() if cfg.user_hash_secret else None
     return ErasureGuard(engine, load_user_secret(settings.home, configured))
-
-
-def undo_erased_profiles(guard: ErasureGuard) -> int:
-    """Delete the taste profiles and segment memberships of erased users; the count deleted.
-
-    The undo half of a guarded profile refresh: run it *after* the refresh committed. A row the
-    refresh wrote before an erasure's tombstone is deleted by that erasure (step 4 starts after
-    the tombstone), one it wrote after is seen here. Cheap when nobody was erased (one read of
-    the tombstones); otherwise hashes every stored profile's user id (~1 s per million)."""
-    with Session(guard.engine) as s:
-        keys = set(s.exec(select(ErasureRecord.user_key)).all())
-        if not keys:
-            return 0
-        owners = set(s.exec(select(TasteProfileRecord.user_id)).all())
-        owners |= set(s.exec(select(SegmentMembership.user_id)).all())
-        erased = sorted(u for u in owners if guard.key(u) in keys)
-        n = 0
-        for uid in erased:
-            membership = s.get(SegmentMembership, uid)
-            if membership is not None:
-                seg = s.get(Segment, membership.segment_id)
-                if seg is not None and seg.size > 0:
-                    seg.size -= 1
-                    s.add(seg)
-            for table in (SegmentMembership, TasteProfileRecord):
-                n += rowcount(s.execute(delete(table).where(col(table.user_id) == uid)))
-        s.commit()
-    if erased:
-        log.info("refresh wrote rows of erased users: undone", extra={"rows": n})
-    return n
-
-
-def _retry_stale(build: Callable[[], _T], attempts: int = 3) -> _T:
-    """Run an idempotent build again when an erasure deleted a row between the build's read
-    and its update (``StaleDataError``); unchanged work is skipped, so a retry redoes little."""
-    for attempt in range(attempts):
-        try:
-            return build()
-        except StaleDataError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def refresh_profiles(engine: Engine, *, settings: Settings, **kwargs: Any) -> ProfilesBuildOutput:
-    """``recsys.profile_store.build_profiles`` guarded against erasure: the build commits, then the
-    rows it wrote for users erased meanwhile are deleted (:func:`undo_erased_profiles`).
-    ``kwargs`` go to ``build_profiles``; returns its ``ProfilesBuildOutput``."""
-    from recsys.profile_store import build_profiles
-
-    out = _retry_stale(
-        lambda: build_profiles(engine, config=settings.recsys, home=settings.home, **kwargs)
-    )
-    undo_erased_profiles(guard_from_settings(settings, engine))
-    return out
-
-
-def refresh_recsys(engine: Engine, *, settings: Settings, **kwargs: Any) -> RecsysBuildOutput:
-    """``recsys.build.build_recsys`` (index, profiles, segments) guarded like
-    :func:`refresh_profiles`; returns its ``RecsysBuildOutput``."""
-    from recsys.build import build_recsys
-
-    out = _retry_stale(
-        lambda: build_recsys(engine, settings_or_config=settings, home=settings.home, **kwargs)
-    )
-    undo_erased_profiles(guard_from_settings(settings, engine))
-    return out
 
 
 def user_job_ids(session: Session, *, user_id: str) -> list[str]:

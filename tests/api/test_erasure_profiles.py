@@ -1,5 +1,5 @@
 """A taste-profile refresh racing an erasure leaves no row of the erased user: the refresh
-(``api.services.erasure.refresh_profiles``) commits, then deletes what it wrote for users
+(``api.services.profile_refresh.refresh_profiles``) commits, then deletes what it wrote for users
 erased meanwhile. On SQLite and PostgreSQL; the unguarded build is the control that shows the
 race is real."""
 
@@ -19,7 +19,8 @@ from PIL import Image
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from api.services.erasure import erase_user, guard_from_settings, refresh_profiles
+from api.services.erasure import erase_user, guard_from_settings
+from api.services.profile_refresh import refresh_profiles
 from api.settings import Settings
 from data.models import Event, EventKind, Product, SegmentMembership, TasteProfileRecord, User
 from recsys.catalog import build_index
