@@ -132,20 +132,11 @@ class AttemptEnder:
                     _T.c.cancel_requested,
                 ).where(_T.c.status == JobStatus.running, stale)
             ).all()
-        out = RecoverOutput()
-        for row in rows:
-            new = self.end_attempt(
-                row.id,
-                attempts=row.attempts,
-                max_attempts=row.max_attempts,
-                holder=row.worker_id,
-                error=f"worker {row.worker_id} lost: no heartbeat for {stale_after_s:g} s",
-                retryable=True,
-                extra_where=[stale],  # a heartbeat that arrived since the read keeps the job
-                cancel=bool(row.cancel_requested),
-            )
-            out.add(row.id, new)
-        return out
+        return self._end_each(
+            rows,
+            lambda row: f"worker {row.worker_id} lost: no heartbeat for {stale_after_s:g} s",
+            extra_where=[stale],  # a heartbeat that arrived since the read keeps the job
+        )
 
     def expire_timeouts(self) -> RecoverOutput:
         """Running jobs past their ``timeout_s`` (counted from ``started_at``) end their
@@ -163,17 +154,33 @@ class AttemptEnder:
                     _T.c.cancel_requested,
                 ).where(_T.c.status == JobStatus.running)
             ).all()
+        expired = [
+            row
+            for row in rows
+            if row.started_at is not None
+            and row.started_at + timedelta(seconds=row.timeout_s) <= now
+        ]
+        return self._end_each(expired, lambda row: f"timed out after {row.timeout_s:g} s")
+
+    def _end_each(
+        self,
+        rows: Sequence[Any],
+        error: Callable[[Any], str],
+        extra_where: Sequence[Any] = (),
+    ) -> RecoverOutput:
+        """End the attempt of each running job in ``rows`` (result rows with ``id``,
+        ``attempts``, ``max_attempts``, ``worker_id``, ``cancel_requested``; retryable,
+        cancelled when a cancel was requested) with ``error(row)``."""
         out = RecoverOutput()
         for row in rows:
-            if row.started_at is None or row.started_at + timedelta(seconds=row.timeout_s) > now:
-                continue
             new = self.end_attempt(
                 row.id,
                 attempts=row.attempts,
                 max_attempts=row.max_attempts,
                 holder=row.worker_id,
-                error=f"timed out after {row.timeout_s:g} s",
+                error=error(row),
                 retryable=True,
+                extra_where=extra_where,
                 cancel=bool(row.cancel_requested),
             )
             out.add(row.id, new)

@@ -42,9 +42,6 @@ logger = logging.getLogger(__name__)
 
 _T = cast(Table, GenerationJob.__table__)  # type: ignore[attr-defined]
 
-#: Statuses a job never leaves on its own (``submit`` may requeue failed/cancelled).
-TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
-
 
 @dataclass(frozen=True)
 class SubmitOutput:

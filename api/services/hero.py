@@ -49,8 +49,6 @@ _IMPRESSIONS = Impression.__table__  # type: ignore[attr-defined]
 
 log = get_logger("hero")
 
-SOURCES = ("personalized", "segment", "generic")
-
 
 @dataclass(frozen=True)
 class Candidate:

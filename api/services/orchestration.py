@@ -363,6 +363,3 @@ class Orchestrator:
                     )
                 return None
             return PersonalizeOutput(vid, job_id, h, False)
-
-    def close(self) -> None:
-        """Nothing to release (kept for the composition's shutdown order)."""
