@@ -87,7 +87,7 @@ class Components:
     metrics: ApiMetrics
     limiter: RateLimiter
     keys: KeyVerifier
-    #: Tombstones of erased users (also ``cache["erasure_guard"]`` for ``erasure.guard_for``).
+    #: Tombstones of erased users, shared by every per-user writer.
     guard: ErasureGuard
     #: Builds briefs from users and segments (recsys + genservice) and submits their jobs.
     orchestrator: Orchestrator
@@ -306,7 +306,6 @@ def build_components(
         generator=generator,
         index=index,
         report_builder=report_builder,
-        cache={"erasure_guard": guard},
     )
 
 
