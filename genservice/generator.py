@@ -37,7 +37,6 @@ from genservice.compose import (
     crop_to_aspect,
     cut_out,
     find_ground,
-    hero_metadata,
     inpaint_inputs,
     match_gain,
     place_cutout,
@@ -48,6 +47,7 @@ from genservice.compose import (
 )
 from genservice.config import GenerationConfig
 from genservice.errors import GenerationError
+from genservice.metadata import hero_metadata
 from genservice.prompts import BuiltPrompt, PromptBuilder, sanitize_text
 from genservice.safety import SafetyChecker, enforce_safe, make_checker
 from genservice.storage import ImageStore, LocalImageStore, encode_image

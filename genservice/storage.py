@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 from PIL import Image
 
 from data.files import atomic_write_bytes
-from genservice.compose import METADATA_KEYS, png_info
+from genservice.metadata import METADATA_KEYS, png_info
 
 CONTENT_TYPES = {"image/png": "png", "image/webp": "webp"}
 _KEY = re.compile(r"^[0-9a-f]{64}\.(png|webp)$")

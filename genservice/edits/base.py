@@ -1,8 +1,8 @@
 """The ``Edit`` interface shared by every edit op: the result record, masks, colours and the
 PNG metadata an edit writes (op, parameters, source hash, model; never personal data).
 
-Metadata follows ``genservice.compose``'s convention (PNG text chunks prefixed
-``tailorshot:``, so ``compose.read_metadata`` reads them back) with its own allowed keys,
+Metadata follows ``genservice.metadata``'s convention (PNG text chunks prefixed
+``tailorshot:``, so ``metadata.read_metadata`` reads them back) with its own allowed keys,
 :data:`EDIT_METADATA_KEYS`; anything else is refused.
 """
 
@@ -18,10 +18,10 @@ from PIL import Image, ImageColor
 from PIL.PngImagePlugin import PngInfo
 
 from genservice import vocab
+from genservice.metadata import PREFIX
 
 #: The only keys an edit may store in its PNG (prefixed ``tailorshot:``).
 EDIT_METADATA_KEYS = ("edit_op", "edit_params", "source_sha256", "model", "mask_method")
-_PREFIX = "tailorshot:"  # the prefix genservice.compose uses, so read_metadata finds ours
 
 
 @dataclass(frozen=True)
@@ -183,5 +183,5 @@ def edit_png_info(metadata: dict[str, str]) -> PngInfo:
     info = PngInfo()
     for k in EDIT_METADATA_KEYS:
         if k in metadata:
-            info.add_text(_PREFIX + k, str(metadata[k]))
+            info.add_text(PREFIX + k, str(metadata[k]))
     return info

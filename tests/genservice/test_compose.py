@@ -15,15 +15,12 @@ from genservice.compose import (
     check_fidelity,
     compose_hero,
     cut_out,
-    hero_metadata,
     inpaint_inputs,
-    parse_box,
     place_cutout,
     plan_layout,
-    png_info,
-    read_metadata,
 )
 from genservice.errors import FidelityError
+from genservice.metadata import hero_metadata, parse_box, png_info, read_metadata
 from genservice.storage import encode_image
 
 

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from data.demo.attributes import COLOUR_NAMES
 from data.demo.render import on_studio_background, render_product
 from data.demo.samples import mixed_products
-from genservice.compose import read_metadata
 from genservice.edits import EDITS, apply_edit, get_edit
 from genservice.edits.base import edit_png_info, image_sha256, parse_colour
 from genservice.edits.material import laid_texture, layout, load_texture
 from genservice.edits.metrics import material_scores, recolor_scores
 from genservice.edits.recolor import lab_to_srgb, srgb_to_lab
 from genservice.imaging.cutout import mask_iou
+from genservice.metadata import read_metadata
 
 TARGETS = (*COLOUR_NAMES, "#1f4fd1")
 SNEAKER = {"colour": "green", "pattern": "polka-dot", "material": "leather", "style": "vintage"}

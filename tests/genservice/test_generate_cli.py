@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from api.cli import app
 from data.db import init_db, make_engine
 from data.models import Product
-from genservice.compose import check_fidelity, parse_box, parse_gain, read_metadata
+from genservice.compose import check_fidelity, parse_gain
 from genservice.generator import place_product
+from genservice.metadata import parse_box, read_metadata
 
 
 @pytest.fixture()

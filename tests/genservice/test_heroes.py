@@ -26,16 +26,15 @@ from genservice.compose import (
     cut_out,
     find_ground,
     match_gain,
-    parse_box,
     parse_gain,
     place_cutout,
     plan_scene_layout,
-    read_metadata,
     remove_ghosts,
     scene_canvas,
 )
 from genservice.errors import FidelityError
 from genservice.generator import HeroImaging, backdrop_prompt, place_product
+from genservice.metadata import parse_box, read_metadata
 
 
 def _scene(w: int = 96, h: int = 48, horizon: float = 0.5) -> np.ndarray:

@@ -15,10 +15,11 @@ from PIL import Image
 from genservice.backends.diffusers_backend import DiffusersBackend
 from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
 from genservice.cache import CachedResult, ResultCache
-from genservice.compose import check_fidelity, cut_out, parse_box, place_cutout, read_metadata
+from genservice.compose import check_fidelity, cut_out, place_cutout
 from genservice.config import GenerationConfig
 from genservice.errors import GenerationError
 from genservice.generator import HeroGenerator, HeroOutput
+from genservice.metadata import parse_box, read_metadata
 from genservice.safety import SkinToneHeuristicChecker
 from genservice.storage import ImageStore, LocalImageStore, content_key
 
