@@ -36,12 +36,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path | str, write: Callable[[Path], None], *, durable: bool = True) -> Path:
     """Atomically create or replace ``path`` with what ``write(tmp)`` writes to ``tmp``.
 
     ``write`` gets a temporary path in the same folder (so libraries that only save to a
     path — ``torch.save``, ``safetensors``, ``PIL`` — can be used); the parent folder is
-    created if missing. Returns ``path``.
+    created if missing. ``durable=False`` skips the fsyncs (bulk files that can be rebuilt,
+    e.g. thousands of demo renders: still never half-written, maybe lost on power loss).
+    Returns ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,14 +52,16 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
     tmp = Path(name)
     try:
         write(tmp)
-        # Flush the written bytes before the rename makes them visible under ``path``.
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            # Flush the written bytes before the rename makes them visible under ``path``.
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return path
 
 

@@ -11,6 +11,7 @@ import typer
 
 from api.cli.app import app
 from api.cli.common import fail, load_settings, open_engine, print_json
+from data.files import under_home
 
 OPS = ("recolor", "material", "background", "restore", "adjust", "remove-background")
 
@@ -29,9 +30,7 @@ def product_image_path(sku: str) -> Path:
         fail(f"--product: no product with sku {sku!r} in the catalog (nor a variant)")
     if not match.image:
         fail(f"--product: product {sku!r} has no image")
-    path = Path(match.image)
-    if not path.is_absolute():
-        path = settings.home / path
+    path = under_home(match.image, settings.home)
     if not path.is_file():
         fail(f"product {sku!r}: image file {str(path)!r} not found")
     return path

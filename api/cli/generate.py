@@ -8,6 +8,7 @@ import typer
 
 from api.cli.app import app
 from api.cli.common import fail, load_settings, open_engine, print_json
+from data.files import under_home
 
 
 @app.command()
@@ -55,9 +56,7 @@ def generate(
     row, image = match.product, match.image  # a variant's own image when it has one
     if not image:
         fail(f"--product: product {product!r} has no image")
-    image_path = Path(image)
-    if not image_path.is_absolute():
-        image_path = settings.home / image_path
+    image_path = under_home(image, settings.home)
     if not image_path.is_file():
         fail(f"product {product!r}: image file {str(image_path)!r} not found")
 

@@ -12,7 +12,6 @@ are written).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from data.db import init_db
 from data.demo.render import on_studio_background, render_product
 from data.demo.world import DemoWorld, build_world
+from data.files import atomic_write, atomic_write_json
 from data.models import DemoTaste, Event, EventKind, Product, User, utcnow
 
 MANIFEST_NAME = "demo_manifest.json"
@@ -188,17 +188,13 @@ def build_demo_world(
         "built_at": utcnow().isoformat(),
         "seconds": round(out.seconds, 3),
     }
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest_data, indent=2, sort_keys=True))
-    os.replace(tmp, manifest_path)
+    atomic_write_json(manifest_path, manifest_data, indent=2, sort_keys=True)
     return out
 
 
 def _save_png(img: Any, path: Path) -> None:
     """Write atomically (temp file + rename) so a crash never leaves a truncated image."""
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG", compress_level=1), durable=False)
 
 
 def _render_one(job: tuple[str, dict[str, str], str, int, int, str]) -> str:

@@ -18,6 +18,7 @@ from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
+from data.files import under_home
 from data.ingest.readers import (
     RowItem,
     parquet_num_rows,
@@ -220,10 +221,8 @@ def _image(value: Any, base_dir: Path) -> str | None:
         raise RowError(f"'image' too long ({len(text)} characters)")
     if _URI.match(text):
         return text
-    path = Path(text)
-    if not path.is_absolute():
-        path = base_dir / path  # image paths are relative to the file that names them
-    return str(path.resolve())
+    # Image paths are relative to the file that names them.
+    return str(under_home(text, base_dir).resolve())
 
 
 def parse_timestamp(value: Any) -> datetime:
