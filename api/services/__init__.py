@@ -1,0 +1,1 @@
+"""Services that join recsys and genservice for the routes (one responsibility each)."""
