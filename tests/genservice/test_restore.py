@@ -15,18 +15,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genservice.imaging import adjust
+from genservice.imaging.ncnn import parse_ncnn_param, read_ncnn, run_ncnn_graph
 from genservice.imaging.restore import (
     DEFAULT_MODEL,
     MODELS,
     Restorer,
     back_project,
     enlargement,
-    parse_ncnn_param,
     prepare_for_box,
     psnr,
-    read_ncnn,
     restore,
-    run_ncnn_graph,
     sr_passes,
     upscale_to,
 )
