@@ -14,7 +14,8 @@ the same columns, so a shopper the model never saw is scored without refitting.
   ``implicit`` library (imported here only); scales to 1M x 100k.
 - :class:`CollaborativeEnsemble`: the mean of several models' z-scored scores.
 
-:func:`make_collaborative` picks EASE + ALS below a product-count threshold, ALS above.
+:func:`make_collaborative` picks EASE + ALS + item-kNN below a product-count threshold, ALS
+above.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0
 
 #: Largest catalog for which EASE's dense item x item matrix is built (float64: 800 MB at 10k).
 EASE_MAX_ITEMS = 10_000
+#: Neighbours per product of the hybrid's item-kNN (bounds its similarity matrix's size).
+KNN_NEIGHBOURS = 200
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ class CollaborativeModel(Protocol):
     def fit(self, matrix: sp.csr_matrix) -> Any: ...
 
     def scores(self, rows: sp.csr_matrix) -> np.ndarray: ...
+
+    def explain(self, row: sp.csr_matrix, cols: np.ndarray) -> np.ndarray: ...
 
 
 class _Base:
@@ -488,12 +493,19 @@ def make_collaborative(
     ease_l2: float = 200.0,
     ease_max_items: int = EASE_MAX_ITEMS,
     als_factors: int = 64,
+    knn_neighbours: int | None = KNN_NEIGHBOURS,
     seed: int = 0,
 ) -> CollaborativeModel:
-    """EASE + ALS (:class:`CollaborativeEnsemble`) when EASE's dense ``n_items x n_items``
-    matrix fits (``n_items <= ease_max_items``), else ALS alone (memory linear in shoppers +
-    products)."""
+    """EASE + ALS + item-kNN (:class:`CollaborativeEnsemble`) when EASE's dense
+    ``n_items x n_items`` matrix fits (``n_items <= ease_max_items``), else ALS alone (memory
+    linear in shoppers + products)."""
     als = ALSRecommender(factors=als_factors, seed=seed)
     if n_items <= ease_max_items:
-        return CollaborativeEnsemble([EASERecommender(l2=ease_l2, max_items=ease_max_items), als])
+        return CollaborativeEnsemble(
+            [
+                EASERecommender(l2=ease_l2, max_items=ease_max_items),
+                als,
+                ItemKNNRecommender(n_neighbours=knn_neighbours),
+            ]
+        )
     return als

@@ -1,19 +1,26 @@
 """The default product recommender: collaborative scores blended with CLIP content scores.
 
-Per shopper and product, three scores are standardised over the catalog (z-scores) and
-blended linearly with weights tuned on validation shoppers (:func:`tune_blend`):
+Per shopper and product, four scores are standardised over the catalog (z-scores) and
+blended linearly with weights learned on validation shoppers (:func:`fit_blend`):
 
-- ``collaborative``: a :class:`~recsys.collaborative.CollaborativeModel` (EASE below a
-  product-count threshold, ALS above) on the shopper's history row. A product with no
-  interactions has no collaborative score; it gets the mean score of its ``n_borrow``
-  nearest interacted products in CLIP space, so a new product is placed by content alone;
+- ``collaborative``: a :class:`~recsys.collaborative.CollaborativeModel` (EASE + ALS +
+  item-kNN below a product-count threshold, ALS above) on the shopper's history row. A
+  product with no interactions has no collaborative score; it gets the mean score of its
+  ``n_borrow`` nearest interacted products in CLIP space, so a new
+  product is placed by content alone;
 - ``interests``: the multi-interest soft maximum of :class:`~recsys.recommend.InterestRecommender`
   ``T * log(sum_k w_k exp(cos(c_k, x) / T))`` over the taste profile's interests;
 - ``kernel``: ``log(sum_j p_j exp((cos(x, x_j) - 1) / tau))`` over the history products ``j``
-  (``p`` the history row, normalised): close to any product the shopper engaged with.
+  (``p`` the history row, normalised): close to any product the shopper engaged with;
+- ``revisit``: the shopper's own ``log1p(sum of event weights)`` on the product (0 for products
+  they never touched): viewed-but-not-bought products are strong candidates, and the
+  collaborative models (zero diagonal) do not score a product by itself.
 
 Shoppers with at most ``cold_max_events`` events use their own weights (tuned on cold
-validation shoppers). The top ``candidates`` are diversified with MMR, and each pick carries
+validation shoppers). :func:`fit_blend` learns the weights (a conditional logit over products,
+:mod:`recsys.blend`); :func:`tune_blend` is the older simplex grid search.
+
+The top ``candidates`` are diversified with MMR, and each pick carries
 an explanation: the history product that contributes most ("because you viewed ...") and the
 interest it serves.
 """
@@ -28,6 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.blend import fit_softmax_blend
 from recsys.collaborative import CollaborativeModel, Interactions, top_k_excluding
 from recsys.profiles import HistoryEvent, ItemVectors, TasteProfile
 from recsys.recommend import Recommendations
@@ -37,11 +45,12 @@ __all__ = [
     "COMPONENTS",
     "BlendWeights",
     "HybridRecommender",
+    "fit_blend",
     "tune_blend",
 ]
 
 #: Score components, in the order of :class:`BlendWeights`.
-COMPONENTS: tuple[str, ...] = ("collaborative", "interests", "kernel")
+COMPONENTS: tuple[str, ...] = ("collaborative", "interests", "kernel", "revisit")
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class BlendWeights:
     collaborative: float
     interests: float
     kernel: float
+    revisit: float = 0.0
 
     def __post_init__(self) -> None:
         v = self.as_array()
@@ -58,8 +68,10 @@ class BlendWeights:
             raise ValueError(f"BlendWeights: expected finite weights >= 0, not all 0, got {v}")
 
     def as_array(self) -> np.ndarray:
-        """float64 ``(3,)`` in :data:`COMPONENTS` order."""
-        return np.array([self.collaborative, self.interests, self.kernel], dtype=np.float64)
+        """float64 ``(4,)`` in :data:`COMPONENTS` order."""
+        return np.array(
+            [self.collaborative, self.interests, self.kernel, self.revisit], dtype=np.float64
+        )
 
     @classmethod
     def from_array(cls, v: Sequence[float]) -> BlendWeights:
@@ -199,6 +211,7 @@ class HybridRecommender:
             interests[u] = mx[:, 0] + t * np.log((w / w.sum() * np.exp((s - mx) / t)).sum(1))
         interests = _zscore(interests)
         kernel = interests.copy()  # fallback for shoppers with no catalogued history
+        revisit = np.zeros((n, m))
         catalog_of_col = np.full(len(self.interactions.item_ids), -1, dtype=np.int64)
         catalog_of_col[self._cols[self._cols >= 0]] = np.flatnonzero(self._cols >= 0)
         for u in range(n):
@@ -208,9 +221,15 @@ class HybridRecommender:
             if not ok.any():
                 continue
             p = rows.data[lo:hi][ok].astype(np.float64)
+            revisit[u, pos[ok]] = p
             k = np.exp(((x @ x[pos[ok]].T).astype(np.float64) - 1.0) / self.kernel_tau)
             kernel[u] = _zscore(np.log(k @ (p / p.sum()) + 1e-300)[None, :])[0]
-        return {"collaborative": collab, "interests": interests, "kernel": kernel}
+        return {
+            "collaborative": collab,
+            "interests": interests,
+            "kernel": kernel,
+            "revisit": _zscore(revisit),
+        }
 
     def blend(self, components: Mapping[str, np.ndarray], n_events: Sequence[int]) -> np.ndarray:
         """Blended relevance ``(n, n_catalog)``: warm or cold weights per shopper."""
@@ -272,9 +291,8 @@ class HybridRecommender:
         item_ids = self.interactions.item_ids
         cols = self._cols[picked]
         known = self._known[picked]
-        explain = getattr(self.collaborative, "explain", None)
-        if known.any() and callable(explain):
-            because[known] = item_ids[explain(row, cols[known])]
+        if known.any():
+            because[known] = item_ids[self.collaborative.explain(row, cols[known])]
         # products without a collaborative link: the nearest history product in CLIP space
         hist_pos = self.items.rows(int(i) for i in item_ids[row.indices] if int(i) in self.items)
         if len(hist_pos):
@@ -305,6 +323,37 @@ def _ranks_of_targets(rel: np.ndarray, targets: np.ndarray, excluded: np.ndarray
     return ((s > st) | ((s == st) & (j < targets[:, None]))).sum(axis=1)
 
 
+def _stack(
+    components: Mapping[str, np.ndarray], targets: np.ndarray, excluded: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """The components present (in :data:`COMPONENTS` order) stacked ``(n, n_catalog, c)``."""
+    names = [c for c in COMPONENTS if c in components]
+    if not names:
+        raise ValueError(f"components: expected some of {COMPONENTS}, got {sorted(components)}")
+    n = len(targets)
+    if n == 0:
+        raise ValueError("targets: expected at least one validation shopper, got none")
+    stack = np.stack([np.asarray(components[c], dtype=np.float64) for c in names], axis=-1)
+    if stack.shape[:2] != excluded.shape or stack.shape[0] != n:
+        raise ValueError(
+            f"components {stack.shape[:2]}, excluded {excluded.shape} and targets ({n},) must agree"
+        )
+    return names, stack
+
+
+def _weights_of(names: Sequence[str], w: Sequence[float]) -> BlendWeights:
+    full = dict.fromkeys(COMPONENTS, 0.0)
+    full.update(zip(names, (float(v) for v in w), strict=True))
+    return BlendWeights.from_array([full[c] for c in COMPONENTS])
+
+
+def _recall_of(
+    stack: np.ndarray, w: np.ndarray, targets: np.ndarray, excluded: np.ndarray, k: int
+) -> tuple[float, float]:
+    ranks = _ranks_of_targets(stack @ w, targets, excluded)
+    return float((ranks < k).mean()), float((1.0 / (ranks + 1)).mean())
+
+
 def tune_blend(
     components: Mapping[str, np.ndarray],
     targets: np.ndarray,
@@ -315,28 +364,40 @@ def tune_blend(
 ) -> tuple[BlendWeights, float]:
     """The simplex grid point (``step`` apart) of weights maximising recall@``k`` of
     ``targets`` (catalog positions, int ``(n,)``) on validation shoppers, ties broken by
-    the mean reciprocal rank, then by grid order. ``components`` each ``(n, n_catalog)``;
-    ``excluded`` bool ``(n, n_catalog)`` (earlier purchases). Returns (weights, recall)."""
+    the mean reciprocal rank, then by grid order. ``components`` each ``(n, n_catalog)``
+    (those of :data:`COMPONENTS` that are missing get weight 0); ``excluded`` bool
+    ``(n, n_catalog)`` (earlier purchases). Returns (weights, recall)."""
     targets = np.asarray(targets, dtype=np.int64)
-    n = len(targets)
-    if n == 0:
-        raise ValueError("targets: expected at least one validation shopper, got none")
     if not 0 < step <= 0.5:
         raise ValueError(f"step: expected in (0, 0.5], got {step}")
-    stack = np.stack([components[c] for c in COMPONENTS], axis=-1)
-    if stack.shape[:2] != excluded.shape or stack.shape[0] != n:
-        raise ValueError(
-            f"components {stack.shape[:2]}, excluded {excluded.shape} and targets ({n},) must agree"
-        )
+    names, stack = _stack(components, targets, excluded)
     m = round(1 / step)
     best: tuple[float, float, tuple[float, ...]] | None = None
-    for a, b in itertools.product(range(m + 1), repeat=2):
-        if a + b > m:
+    for head in itertools.product(range(m + 1), repeat=len(names) - 1):
+        if sum(head) > m:
             continue
-        w = (a / m, b / m, (m - a - b) / m)
-        ranks = _ranks_of_targets(stack @ np.array(w), targets, excluded)
-        key = (float((ranks < k).mean()), float((1.0 / (ranks + 1)).mean()))
+        w = (*(a / m for a in head), (m - sum(head)) / m)
+        key = _recall_of(stack, np.array(w), targets, excluded, k)
         if best is None or key > best[:2]:
             best = (key[0], key[1], w)
     assert best is not None
-    return BlendWeights.from_array(best[2]), best[0]
+    return _weights_of(names, best[2]), best[0]
+
+
+def fit_blend(
+    components: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    excluded: np.ndarray,
+    *,
+    k: int = 10,
+    l2: float = 1e-3,
+) -> tuple[BlendWeights, float]:
+    """Weights learned as a conditional logit over products (:func:`recsys.blend.
+    fit_softmax_blend`: the bought product against every other) on validation shoppers;
+    arguments as :func:`tune_blend`. Returns (weights, validation recall@``k``)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    names, stack = _stack(components, targets, excluded)
+    relevant = np.zeros(excluded.shape, dtype=bool)
+    relevant[np.arange(len(targets)), targets] = True
+    w = fit_softmax_blend(stack, relevant, excluded, l2=l2)
+    return _weights_of(names, w), _recall_of(stack, w, targets, excluded, k)[0]

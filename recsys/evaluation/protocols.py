@@ -10,7 +10,8 @@ shopper, products not to recommend):
 - new products (:func:`drop_products`): a seeded share of the catalog loses all its
   interactions, so only content can place those products.
 
-Everything tuned (EASE's ``l2``, ALS's factors, the hybrid's blend weights) is tuned on
+Everything tuned (EASE's ``l2``, ALS's factors, item-kNN's neighbours, the hybrid's blend
+weights: a conditional logit over products, :mod:`recsys.blend`) is tuned on
 validation shoppers and scored on others: test shoppers are split into two seeded folds and
 each fold is scored with what was tuned on the other (``ProtocolOutput.tuning_users`` records
 which shoppers each fold's tuning saw). Intervals are percentile bootstraps over shoppers; the
@@ -29,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.collaborative import (
+    KNN_NEIGHBOURS,
     ALSRecommender,
     CollaborativeEnsemble,
     EASERecommender,
@@ -38,7 +40,7 @@ from recsys.collaborative import (
     top_k_excluding,
 )
 from recsys.evaluation.ranking import ndcg_at_k, recall_at_k
-from recsys.hybrid import BlendWeights, HybridRecommender, tune_blend
+from recsys.hybrid import BlendWeights, HybridRecommender, fit_blend
 from recsys.profiles import HistoryEvent, ItemVectors, TasteProfile
 
 __all__ = [
@@ -58,6 +60,8 @@ __all__ = [
 BASELINES: tuple[str, ...] = ("popularity", "item_knn", "ease", "als")
 EASE_L2_GRID: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0)
 ALS_FACTORS_GRID: tuple[int, ...] = (16, 32, 64)
+#: Item-kNN neighbours per product (0 = all), tuned like EASE's l2.
+KNN_GRID: tuple[int, ...] = (0, 25, 50, 100, 200)
 
 Progress = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
 
@@ -277,6 +281,7 @@ def run_protocol(
     als_params: Mapping[str, Any] | None = None,
     ease_grid: Sequence[float] = EASE_L2_GRID,
     als_grid: Sequence[int] = ALS_FACTORS_GRID,
+    knn_grid: Sequence[int] = KNN_GRID,
     hybrid_params: Mapping[str, Any] | None = None,
     progress: Progress = _no_progress,
 ) -> ProtocolOutput:
@@ -311,8 +316,8 @@ def run_protocol(
     def record(name: str, tops: Mapping[str, Sequence[int]]) -> None:
         recall[name], ndcg[name] = _lists_metrics(tops, split.relevant, users, k)
 
-    # --- untuned baselines
-    fixed = {"popularity": MostPopularRecommender(), "item_knn": ItemKNNRecommender()}
+    # --- untuned baseline
+    fixed = {"popularity": MostPopularRecommender()}
     for name, model in progress(fixed.items(), f"{split.name}: baselines", len(fixed)):
         model.fit(x)
         tops = _top_lists(model.scores(rows), col_ids, excl_cols, k)
@@ -333,6 +338,10 @@ def run_protocol(
     # --- EASE (l2 tuned per fold) and the hybrid (blend tuned per fold)
     eases = {l2: EASERecommender(l2=l2).fit(x) for l2 in ease_grid}
     ease_scores = {l2: m.scores(rows) for l2, m in eases.items()}
+    knns = {n: ItemKNNRecommender(n_neighbours=n or None).fit(x) for n in knn_grid}
+    knn_scores = {n: m.scores(rows) for n, m in knns.items()}
+    # the hybrid's own item-kNN is the one make_collaborative builds (not tuned here)
+    knn_hybrid = ItemKNNRecommender(n_neighbours=KNN_NEIGHBOURS).fit(x)
     als_models = {
         f: ALSRecommender(
             **{"seed": seed, "num_threads": 1, **(als_params or {}), "factors": f}
@@ -356,6 +365,7 @@ def run_protocol(
         return float(np.mean(hits))
 
     tops_e: dict[str, list[int]] = {}
+    tops_k: dict[str, list[int]] = {}
     tops_a: dict[str, list[int]] = {}
     tops_h: dict[str, list[int]] = {}
     tuning_users: list[list[str]] = []
@@ -368,6 +378,11 @@ def run_protocol(
         ti = np.array([pos[u] for u in test_fold])
         l2 = max(ease_grid, key=lambda v: (recall_of(ease_scores[v], vi), -v))
         factors = max(als_grid, key=lambda v: (recall_of(als_scores[v], vi), -v))
+        n_nb = max(knn_grid, key=lambda v: (recall_of(knn_scores[v], vi), -v))
+        for i in ti:
+            tops_k[users[i]] = col_ids[
+                top_k_excluding(knn_scores[n_nb][i], k, excl_cols[i])
+            ].tolist()
         for i in ti:
             tops_a[users[i]] = col_ids[
                 top_k_excluding(als_scores[factors][i], k, excl_cols[i])
@@ -376,8 +391,10 @@ def run_protocol(
             tops_e[users[i]] = col_ids[
                 top_k_excluding(ease_scores[l2][i], k, excl_cols[i])
             ].tolist()
-        # the hybrid's collaborative part is what make_collaborative gives: EASE + ALS
-        ensemble = CollaborativeEnsemble.from_fitted([eases[l2], als_models[factors]], x.shape[1])
+        # the hybrid's collaborative part is what make_collaborative gives: EASE + ALS + kNN
+        ensemble = CollaborativeEnsemble.from_fitted(
+            [eases[l2], als_models[factors], knn_hybrid], x.shape[1]
+        )
         hybrid = HybridRecommender(
             collaborative=ensemble,
             interactions=inter,
@@ -389,12 +406,12 @@ def run_protocol(
         # tune on validation shoppers whose (first) relevant product is in the catalog
         ok = vi[targets_cat[vi] >= 0]
         warm_v, cold_v = ok[~cold[ok]], ok[cold[ok]]
-        warm, warm_r = tune_blend(
+        warm, warm_r = fit_blend(
             {c: s[warm_v] for c, s in comps.items()}, targets_cat[warm_v], excl_cat[warm_v], k=k
         )
         cold_w: BlendWeights = hybrid.cold
         if len(cold_v) >= 5:
-            cold_w, _ = tune_blend(
+            cold_w, _ = fit_blend(
                 {c: s[cold_v] for c, s in comps.items()}, targets_cat[cold_v], excl_cat[cold_v], k=k
             )
         hybrid.warm, hybrid.cold = warm, cold_w
@@ -402,6 +419,7 @@ def run_protocol(
             {
                 "ease_l2": l2,
                 "als_factors": factors,
+                "knn_neighbours": n_nb,
                 "warm": warm.as_array().tolist(),
                 "cold": cold_w.as_array().tolist(),
                 "validation_recall": warm_r,
@@ -415,6 +433,7 @@ def run_protocol(
                 history=split.train.get(users[i], []),
             )
             tops_h[users[i]] = rec.item_ids.tolist()
+    record("item_knn", tops_k)
     record("ease", tops_e)
     record("als", tops_a)
     record("hybrid", tops_h)

@@ -125,7 +125,11 @@ def test_als_learns_blocks() -> None:
 def test_make_collaborative_switches_at_the_threshold() -> None:
     below = make_collaborative(100, ease_max_items=100)
     assert isinstance(below, CollaborativeEnsemble)
-    assert [type(m) for m in below.models] == [EASERecommender, ALSRecommender]
+    assert [type(m) for m in below.models] == [
+        EASERecommender,
+        ALSRecommender,
+        ItemKNNRecommender,
+    ]
     assert isinstance(make_collaborative(101, ease_max_items=100), ALSRecommender)
 
 
