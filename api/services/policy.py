@@ -9,11 +9,12 @@ classes); this module only adapts them to the hero's candidates (Beta posteriors
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from api.settings import ApiConfig
+from recsys.policies import ExplorationPolicy, make_policy
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class RecsysPolicyAdapter:
     counts (``clicks = alpha``, ``trials = alpha + beta``), so the per-source priors steer the
     greedy choice until real clicks outweigh them."""
 
-    def __init__(self, policy: Any) -> None:
+    def __init__(self, policy: ExplorationPolicy) -> None:
         self.policy = policy
         self.name = str(policy.name)
 
@@ -61,23 +62,21 @@ class RecsysPolicyAdapter:
         trials = clicks + np.array([a.beta for a in arms], dtype=np.float64)
         out = self.policy.choose(clicks, trials=trials, rng=rng)
         return PolicyDecision(
-            index=int(out[0]),
-            propensity=float(out[1]),
-            distribution=np.asarray(out[2], dtype=np.float64),
+            index=int(out.index),
+            propensity=float(out.propensity),
+            distribution=np.asarray(out.distribution, dtype=np.float64),
         )
 
 
 def make_hero_policy(config: ApiConfig) -> HeroPolicy:
     """The configured exploration policy (``config.policy``) from ``recsys.policies``."""
-    from recsys.policies import make_policy as make_recsys_policy
-
     if config.policy == "epsilon_greedy":
-        policy = make_recsys_policy("epsilon_greedy", epsilon=config.policy_epsilon)
+        policy = make_policy("epsilon_greedy", epsilon=config.policy_epsilon)
     elif config.policy == "softmax":
-        policy = make_recsys_policy("softmax", temperature=config.policy_temperature)
+        policy = make_policy("softmax", temperature=config.policy_temperature)
     elif config.policy == "thompson":
         # A floor keeps every logged propensity positive (IPS divides by it).
-        policy = make_recsys_policy(
+        policy = make_policy(
             "thompson", min_propensity=0.01 / config.max_candidates, seed=config.seed
         )
     else:
