@@ -65,7 +65,7 @@ def index_build(
 ) -> None:
     """Embed every product with CLIP (unchanged products come from the cache) and save
     the vector index under the state folder."""
-    from recsys.service import build_index
+    from recsys.catalog import build_index
 
     settings = load_settings()
     engine = open_engine(settings)
@@ -91,7 +91,7 @@ def profile(
 
     from api.services.profile_refresh import refresh_profiles
     from data.models import User
-    from recsys.service import get_profile
+    from recsys.profile_store import get_profile
 
     settings = load_settings()
     engine = open_engine(settings)
@@ -135,7 +135,7 @@ def segments_build(
     """Cluster shoppers' profiles into segments (k chosen by silhouette); segment ids
     stay stable when membership barely moves."""
     from api.services.profile_refresh import refresh_profiles
-    from recsys.service import build_segments
+    from recsys.segment_store import build_segments
 
     settings = load_settings()
     engine = open_engine(settings)
@@ -166,7 +166,8 @@ def recommend(
     CLIP interests, purchases excluded, diversified), each with why: the history product
     behind it and the interest it serves."""
     from api.services.profile_refresh import refresh_profiles
-    from recsys.service import get_profile, recommend_for_user
+    from recsys.profile_store import get_profile
+    from recsys.serving import recommend_for_user
 
     settings = load_settings()
     engine = open_engine(settings)
@@ -228,7 +229,8 @@ def evaluate_recsys_cmd(
 
     from data.demo.attributes import CATEGORY_GROUPS
     from data.models import DemoTaste
-    from recsys.service import build_index, evaluate_recsys, load_embedder
+    from recsys.catalog import build_index, load_embedder
+    from recsys.evaluation.recommenders import evaluate_recsys
 
     settings = load_settings()
     engine = open_engine(settings)
@@ -262,7 +264,7 @@ def evaluate_recsys_cmd(
     )
     names = [p.strip() for p in protocols.split(",") if p.strip()]
     if names:
-        from recsys.service import evaluate_recommenders
+        from recsys.evaluation.recommenders import evaluate_recommenders
 
         try:
             rec = evaluate_recommenders(
