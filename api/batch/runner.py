@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,7 +195,7 @@ def _write(
     if still_wanted is not None and not still_wanted(session, it):
         summary.skipped += 1
         return
-    reason = approve(it) if approve is not None else "drafts only (no auto-approval policy)"
+    reason = approve(it) if approve is not None else "no auto-approval policy"
     _vid, created = upsert_variant(
         session,
         it.owner,
@@ -213,9 +212,10 @@ def _write(
         summary.approved += 1
     else:
         summary.drafts += 1
-        kept = summary.quality.kept_as_draft
-        label = reason.split(":", 1)[0]
-        kept[label] = kept.get(label, 0) + 1
+        if approve is not None:
+            kept = summary.quality.kept_as_draft
+            label = reason.split(":", 1)[0]
+            kept[label] = kept.get(label, 0) + 1
 
 
 def _finish(summary: BatchSummary, cpu: float, gpu: float) -> None:
@@ -237,8 +237,3 @@ def append_ledger(home: Path, summary: BatchSummary) -> Path:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(line, sort_keys=True, default=str) + "\n")
     return path
-
-
-def count_reasons(reasons: Sequence[str]) -> dict[str, int]:
-    """``{reason: count}`` in descending count."""
-    return dict(Counter(reasons).most_common())

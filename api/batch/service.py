@@ -128,7 +128,6 @@ def run_personalize(
             "top_expected_values": [round(r.expected_value, 6) for r in chosen[:5]],
         }
     )
-    summary.quality.kept_as_draft.clear()  # personalized heroes are served as drafts by design
     append_ledger(settings.home, _without_user_ids(summary))
     return summary
 
