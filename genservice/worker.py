@@ -156,7 +156,7 @@ class Worker:
     def __init__(
         self,
         queue: JobQueue,
-        handler: JobHandler | Callable[..., Any],
+        handler: JobHandler,
         *,
         worker_id: str | None = None,
         poll_interval: float = 0.5,
@@ -165,7 +165,7 @@ class Worker:
         cancel_check_interval: float = 0.1,
         progress_interval: float = 0.1,
         maintenance_interval: float = 5.0,
-        warmup: Callable[[], Any] | None = None,
+        warmup: Callable[[], object] | None = None,
     ) -> None:
         for name, value in (
             ("poll_interval", poll_interval),
@@ -206,11 +206,11 @@ class Worker:
     def from_config(
         cls,
         queue: JobQueue,
-        handler: JobHandler | Callable[..., Any],
+        handler: JobHandler,
         config: GenerationConfig,
         *,
         worker_id: str | None = None,
-        warmup: Callable[[], Any] | None = None,
+        warmup: Callable[[], object] | None = None,
     ) -> Worker:
         """A worker with the ``worker_*`` settings of ``config``."""
         return cls(
