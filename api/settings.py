@@ -127,10 +127,3 @@ class Settings(BaseSettings):
     def data(self) -> DataConfig:
         """The data-layer view of these settings."""
         return DataConfig(home=self.home, database_url=self.database_url)
-
-    @classmethod
-    def from_json(cls, path: Path) -> Settings:
-        """Load settings from a JSON file (environment variables still apply on top)."""
-        import json
-
-        return cls(**json.loads(path.read_text()))

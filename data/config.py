@@ -28,10 +28,6 @@ class DataConfig(BaseModel):
         return self.home / "images"
 
     @property
-    def catalog_images_dir(self) -> Path:
-        return self.home / "catalog"
-
-    @property
     def index_dir(self) -> Path:
         return self.home / "index"
 

@@ -19,8 +19,6 @@ from data.db import drop_all, init_db, make_engine
 PG_ADMIN_URL = os.environ.get(
     "TAILORSHOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
-OBD_DIR = SHARED_DIR / "data" / "obd"
 
 
 def _pg_available() -> str | None:

@@ -101,17 +101,6 @@ LIGHTING: tuple[str, ...] = (
     "night",
 )
 
-# One dict for vocabulary consumers (style terms, prompt builders).
-VOCABULARY: dict[str, tuple[str, ...]] = {
-    "categories": CATEGORIES,
-    "colours": COLOUR_NAMES,
-    "patterns": PATTERNS,
-    "materials": MATERIAL_NAMES,
-    "styles": STYLE_NAMES,
-    "settings": SETTINGS,
-    "lighting": LIGHTING,
-}
-
 ATTRIBUTE_KEYS: tuple[str, ...] = ("colour", "pattern", "material", "style")
 
 # Base price (EUR) per category; the world scales it by material and style.

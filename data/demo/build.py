@@ -352,30 +352,3 @@ def load_tastes(session: Session) -> dict[str, dict[str, Any]]:
 def output_as_dict(out: DemoBuildOutput) -> dict[str, Any]:
     """``DemoBuildOutput`` as a JSON-ready dict."""
     return asdict(out)
-
-
-def catalog_sheet(*, seed: int = 0, n: int = 48, cols: int = 8, image_size: int = 256) -> Any:
-    """A contact sheet (PIL RGB) of ``n`` products of the default world built with ``seed``,
-    spread evenly over the catalog, each captioned with ``caption_for`` (docs/demo_catalog.png).
-    """
-    from data.demo.attributes import caption_for
-    from data.demo.render import contact_sheet
-
-    world = build_world(seed=seed, n_users=1)
-    step = max(1, len(world.products) // n)
-    picks = list(range(0, len(world.products), step))[:n]
-    images = [
-        on_studio_background(
-            render_product(
-                world.products[i].attributes,
-                category=world.products[i].category,
-                size=image_size,
-                seed=render_seed(seed, i),
-            )
-        )
-        for i in picks
-    ]
-    captions = [
-        caption_for(world.products[i].attributes, world.products[i].category) for i in picks
-    ]
-    return contact_sheet(images, captions, cols=cols, cell=160)

@@ -108,10 +108,6 @@ class ClickModel:
 
     # ------------------------------------------------------------ single pair
 
-    def match_score(self, taste: TasteLike, image_attributes: Mapping[str, str]) -> float:
-        """Match in [0, 1] between a taste and an image's attributes (0.5 if none are known)."""
-        return float(self.evaluate([taste], [image_attributes]).match[0])
-
     def click_probability(self, taste: TasteLike, image_attributes: Mapping[str, str]) -> float:
         """P(click) in (0, 1) for one shopper and one image. ``image_attributes`` may hold
         ``colour, category, pattern, material, style, setting, lighting`` (others are ignored)."""

@@ -279,11 +279,6 @@ def record_imported_image(session: Session, *, image: ImportedImage) -> None:
     session.merge(image)
 
 
-def get_product(session: Session, *, product_id: int) -> Product | None:
-    """The product with this id, or None."""
-    return session.get(Product, product_id)
-
-
 def get_product_by_sku(session: Session, *, sku: str) -> Product | None:
     """The product with this sku, or None."""
     return session.exec(select(Product).where(Product.sku == sku)).first()
@@ -305,11 +300,6 @@ def list_products(
     if limit is not None:
         q = q.limit(limit)
     return list(session.exec(q))
-
-
-def list_user_ids(session: Session) -> list[str]:
-    """Every user id, sorted."""
-    return list(session.exec(select(User.id).order_by(col(User.id))))
 
 
 def events_for_user(
