@@ -1,7 +1,8 @@
 """Every term of the block-list data files, disguised nine ways (case, plural, leetspeak,
 hyphens, spaces, fullwidth, zero-width characters, Cyrillic lookalikes, inside a sentence), and
 every Chinese term (plain and spaced), through the HTTP API: as a style term, a headline and
-inside a prompt template each is refused at submit with a 422 naming the field; as a product
+inside a prompt template each is refused at submit with a 422 naming the field (generations;
+previews and variant edits on a sample); as a product
 title it never reaches the job's prompt nor the text drawn on the hero."""
 
 from __future__ import annotations
@@ -79,6 +80,20 @@ def test_hostile_terms_headlines_and_templates_are_refused_at_submit(env: Env) -
             r = env.client.post("/v1/generations", json={"product_id": pid, **extra}, headers=m)
             if r.status_code != 422 or r.json()["detail"][0]["loc"] != loc:
                 let_through.append((text, loc[1], r.status_code))
+    # The other two schemas that take terms and templates, on every 7th string.
+    seg, vid = env.world.segment_id, env.world.segment_variant_ids[0]
+    for text in HOSTILE[::7]:
+        for extra, loc in [
+            ({"terms": [{"term": text}]}, ["body", "terms", 0, "term"]),
+            ({"prompt_template": text + " {title}"}, ["body", "prompt_template"]),
+        ]:
+            r = env.client.post(f"/v1/segments/{seg}/previews", headers=m,
+                                json={"product_id": pid, **extra})  # fmt: skip
+            if r.status_code != 422 or r.json()["detail"][0]["loc"] != loc:
+                let_through.append((text, "preview " + str(loc[1]), r.status_code))
+            r = env.client.patch(f"/v1/variants/{vid}", json=extra, headers=m)
+            if r.status_code != 422 or r.json()["detail"][0]["loc"] != loc:
+                let_through.append((text, "variant " + str(loc[1]), r.status_code))
     assert let_through == []
 
 
