@@ -205,7 +205,8 @@ class ProtocolOutput:
     """Per recommender: per-shopper ``recall`` and ``ndcg`` at ``k`` (test shoppers in
     ``users`` order). ``cold`` marks shoppers with at most ``cold_max_events`` training
     events; ``tuning_users[f]`` are the shoppers fold ``f``'s tuning saw, ``fold_users[f]``
-    those it scored; ``tuned`` what was chosen per fold."""
+    those it scored, ``blend_users[f]`` the shoppers whose rows the hybrid's blend was fitted
+    on (a subset of ``tuning_users[f]``); ``tuned`` what was chosen per fold."""
 
     name: str
     k: int
@@ -216,6 +217,7 @@ class ProtocolOutput:
     fold_users: list[list[str]]
     tuning_users: list[list[str]]
     tuned: list[dict[str, Any]] = field(default_factory=list)
+    blend_users: list[list[str]] = field(default_factory=list)
     subset: np.ndarray | None = None
 
     def summary(
@@ -369,6 +371,7 @@ def run_protocol(
     tops_a: dict[str, list[int]] = {}
     tops_h: dict[str, list[int]] = {}
     tuning_users: list[list[str]] = []
+    blend_users: list[list[str]] = []
     tuned: list[dict[str, Any]] = []
     hp = dict(hybrid_params or {})
     for f, test_fold in enumerate(folds):
@@ -410,10 +413,13 @@ def run_protocol(
             {c: s[warm_v] for c, s in comps.items()}, targets_cat[warm_v], excl_cat[warm_v], k=k
         )
         cold_w: BlendWeights = hybrid.cold
+        fitted_on = [users[i] for i in warm_v]
         if len(cold_v) >= 5:
+            fitted_on += [users[i] for i in cold_v]
             cold_w, _ = fit_blend(
                 {c: s[cold_v] for c, s in comps.items()}, targets_cat[cold_v], excl_cat[cold_v], k=k
             )
+        blend_users.append(sorted(fitted_on))
         hybrid.warm, hybrid.cold = warm, cold_w
         tuned.append(
             {
@@ -447,4 +453,5 @@ def run_protocol(
         fold_users=folds,
         tuning_users=tuning_users,
         tuned=tuned,
+        blend_users=blend_users,
     )

@@ -113,6 +113,7 @@ def test_run_protocol_tunes_on_other_shoppers_only() -> None:
         ease_grid=(1.0, 10.0),
         als_params={"iterations": 5},
         als_grid=(2, 3),
+        knn_grid=(0, 3),
     )
     assert set(out.recall) == {"popularity", "item_knn", "als", "ease", "hybrid"}
     # every scored shopper is scored once, by a fold whose tuning never saw them (by id)
@@ -135,3 +136,40 @@ def test_run_protocol_tunes_on_other_shoppers_only() -> None:
     assert lo <= s["recall_at_5_hybrid"] <= hi
     assert s["best_baseline"] in {"popularity", "item_knn", "als", "ease"}
     assert {t["ease_l2"] for t in out.tuned} <= {1.0, 10.0}
+    assert {t["knn_neighbours"] for t in out.tuned} <= {0, 3}
+
+
+def test_the_blend_is_fitted_on_validation_shoppers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys.evaluation.protocols as protocols
+
+    rows_seen: list[int] = []
+    real = protocols.fit_blend
+
+    def spy(components, targets, excluded, **kw):  # type: ignore[no-untyped-def]
+        rows_seen.append(len(targets))
+        return real(components, targets, excluded, **kw)
+
+    monkeypatch.setattr(protocols, "fit_blend", spy)
+    items, hist, target = block_world()
+    split = split_before(hist, {u: T0 + timedelta(days=8) for u in target}, target)
+    builder = ProfileBuilder(min_events=1)
+    out = run_protocol(
+        split,
+        items=items,
+        profile_of=lambda u, h: builder.build(u, h, items),
+        k=5,
+        ease_grid=(10.0,),
+        als_params={"iterations": 2},
+        als_grid=(2,),
+        knn_grid=(0,),
+    )
+    # one warm fit per fold (no cold shoppers here: each has 5 events), on exactly the
+    # shoppers blend_users names, none of whom the fold scores (by id)
+    assert len(rows_seen) == 2 == len(out.blend_users)
+    for seen, fitted, scored, tuned_on in zip(
+        rows_seen, out.blend_users, out.fold_users, out.tuning_users, strict=True
+    ):
+        assert seen == len(fitted) > 0
+        assert set(fitted) <= set(tuned_on) and not set(fitted) & set(scored)
+    w = out.tuned[0]["warm"]
+    assert len(w) == 4 and min(w) >= 0 and sum(w) == pytest.approx(1.0, abs=1e-5)
