@@ -243,7 +243,6 @@ def _load(name: str, loader: Callable[[], T] | None, readiness: Readiness) -> T 
         readiness.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("could not load %s: %s", name, readiness.errors[name])
         return None
-    setattr(readiness, name, loaded is not None)
     return loaded
 
 
@@ -268,7 +267,9 @@ def build_components(
     readiness = Readiness()
     _check_database(engine, readiness)
     index = _load("index", loaders.index, readiness)
+    readiness.index = index is not None
     generator = _load("generator", loaders.generator, readiness)
+    readiness.generator = generator is not None
     metrics = ApiMetrics()
     images = build_image_store(settings)
     queue = build_job_queue(settings, engine)
