@@ -400,4 +400,4 @@ def fit_blend(
     relevant = np.zeros(excluded.shape, dtype=bool)
     relevant[np.arange(len(targets)), targets] = True
     w = fit_softmax_blend(stack, relevant, excluded, l2=l2)
-    return _weights_of(names, w), _recall_of(stack, w, targets, excluded, k)[0]
+    return _weights_of(names, w.tolist()), _recall_of(stack, w, targets, excluded, k)[0]
