@@ -36,9 +36,12 @@ router = APIRouter(prefix="/v1", tags=["marketer"])
 VariantId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Variant id.")]
 
 
-def variant_public(settings: Settings, v: CreativeVariant) -> VariantPublic:
+def variant_public(
+    settings: Settings, v: CreativeVariant, image_key: str | None = None
+) -> VariantPublic:
+    """``v`` as returned to clients; ``image_key`` when known apart from the row (reads)."""
     data = v.model_dump()
-    data["image_url"] = image_url(settings, v.image_key)
+    data["image_url"] = image_url(settings, image_key or v.image_key)
     return VariantPublic.model_validate(data)
 
 
@@ -123,7 +126,7 @@ def list_variants(
 ) -> VariantsPublic:
     """Segment and generic variants (user-level ones are personal data and not listed),
     newest first, optionally filtered by segment, status and product."""
-    rows = variants.list_variants(
+    rows, keys = variants.list_variants(
         session,
         segment_id=segment_id,
         status=status_,
@@ -131,7 +134,7 @@ def list_variants(
         limit=limit,
         offset=offset,
     )
-    data = [variant_public(settings, v) for v in rows]
+    data = [variant_public(settings, v, keys.get(v.id) if v.id else None) for v in rows]
     return VariantsPublic(data=data, count=len(data))
 
 

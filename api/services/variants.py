@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from api.services.hero import sync_variant_images
+from api.services.hero import sync_variant_images, variant_image_keys
 from api.services.orchestration import OrchestrationError, Orchestrator, terms_of
 from data.models import (
     CreativeVariant,
@@ -83,8 +83,9 @@ def list_variants(
     product_id: int | None,
     limit: int,
     offset: int,
-) -> list[CreativeVariant]:
-    """Segment and generic variants, newest first, with finished jobs' images picked up."""
+) -> tuple[list[CreativeVariant], dict[int, str]]:
+    """Segment and generic variants, newest first, and ``variant id -> image key`` of those
+    with an image (a finished job's result included; read only: nothing is written)."""
     q = select(CreativeVariant).where(col(CreativeVariant.user_id).is_(None))
     if segment_id is not None:
         q = q.where(CreativeVariant.segment_id == segment_id)
@@ -95,8 +96,7 @@ def list_variants(
     rows = list(
         session.exec(q.order_by(col(CreativeVariant.id).desc()).offset(offset).limit(limit))
     )
-    sync_variant_images(session, rows)
-    return rows
+    return rows, variant_image_keys(session, rows)
 
 
 def marketer_variant(session: Session, variant_id: int) -> CreativeVariant:
