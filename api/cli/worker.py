@@ -10,10 +10,8 @@ way no job is left half-done.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
-import sys
 from typing import Any
 
 import typer
@@ -23,17 +21,10 @@ from api.cli.app import app
 
 def _configure_logs(level: str) -> None:
     """JSON log lines on stderr for the ``genservice`` and ``tailorshot`` loggers."""
-    from api.logging import JsonFormatter, configure_logging
+    from api.logging import configure_logging, log_json
 
     configure_logging(level)
-    gen = logging.getLogger("genservice")
-    gen.setLevel(level.upper())
-    if not any(getattr(h, "_tailorshot_json", False) for h in gen.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        handler._tailorshot_json = True  # type: ignore[attr-defined]
-        gen.addHandler(handler)
-    gen.propagate = False
+    log_json("genservice", level)
 
 
 def run_worker_process(
@@ -57,6 +48,7 @@ def run_worker_process(
     queue = JobQueue.from_config(engine, settings.generation, seed=settings.seed + index)
     handler = build_job_handler(settings)
     # The model loads (and warms up generation.warmup_sizes) before the first claim.
+    # (tests substitute a handler without a model to load)
     warmup = handler.warmup if isinstance(handler, GeneratorJobHandler) else None
     worker = Worker.from_config(queue, handler, settings.generation, warmup=warmup)
     if poll_interval is not None:
