@@ -7,7 +7,9 @@ their events) and otherwise browses globally popular products (Zipf), with about
 Each (size, model) runs in its own child process so that its peak resident memory
 (``ru_maxrss``) is its own; ``rss_before_fit_mb`` is the child's memory once the matrix is
 built, so the fit's own peak is the difference. EASE is only run at or below its
-product-count threshold (the hybrid uses ALS above it).
+product-count threshold (the hybrid uses ALS above it). ``default`` is what the hybrid ships
+(``make_collaborative``): EASE + ALS + item-kNN (200 neighbours) at or below the threshold, ALS
+above it.
 
 Query latency: the hybrid recommender's ``recommend`` for ``--queries`` shoppers (their row
 folded in, random unit CLIP-like vectors of ``--dim`` for the products, top 10 with MMR),
@@ -16,6 +18,7 @@ less). Prints one JSON object.
 
     nice -n 10 .venv/bin/python bench/bench_recs.py --sizes 100000x10000
     nice -n 10 .venv/bin/python bench/bench_recs.py --sizes 1000000x100000 --models als
+    nice -n 10 .venv/bin/python bench/bench_recs.py --models default
 """
 
 from __future__ import annotations
@@ -67,7 +70,12 @@ def _rss_mb() -> float:
 
 def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build the matrix, fit one model, time queries; runs in its own process."""
-    from recsys.collaborative import ALSRecommender, EASERecommender, Interactions
+    from recsys.collaborative import (
+        ALSRecommender,
+        EASERecommender,
+        Interactions,
+        make_collaborative,
+    )
     from recsys.hybrid import HybridRecommender
     from recsys.profiles import Interest, ItemVectors, TasteProfile
 
@@ -79,6 +87,8 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
     model: Any
     if model_name == "ease":
         model = EASERecommender(l2=200.0)
+    elif model_name == "default":
+        model = make_collaborative(n_items, als_factors=args.factors, seed=args.seed)
     else:
         model = ALSRecommender(
             factors=args.factors, iterations=args.iterations, seed=args.seed, num_threads=0
@@ -142,7 +152,9 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000x10000,1000000x100000", help="USERSxITEMS,...")
-    ap.add_argument("--models", default="ease,als", help="ease and/or als.")
+    ap.add_argument(
+        "--models", default="ease,als", help="ease, als and/or default (what the hybrid ships)."
+    )
     ap.add_argument("--events", type=int, default=20, help="Mean events per shopper.")
     ap.add_argument("--factors", type=int, default=64, help="ALS factors.")
     ap.add_argument("--iterations", type=int, default=10, help="ALS sweeps.")
