@@ -98,8 +98,8 @@ def run_hero_evaluation(
     placement = PLACEMENTS["banner"]
     canvas = scene_canvas(
         placement,
-        native=backend.native_size,  # type: ignore[attr-defined]
-        multiple=getattr(backend, "size_multiple", 64),
+        native=backend.native_size,
+        multiple=backend.size_multiple,
     )
     asks = [
         (SETTINGS[i % len(SETTINGS)], LIGHTING[(i // len(SETTINGS)) % len(LIGHTING)])
