@@ -53,11 +53,12 @@ def main() -> None:
     from genservice.generator import HeroGenerator
     from genservice.safety import SkinToneHeuristicChecker
     from genservice.storage import LocalImageStore
+    from genservice.training.random_pipelines import build_tiny_pipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
     config = GenerationConfig(device="cpu", num_inference_steps=args.steps)
-    backend = DiffusersBackend(config, home=Path(args.home))
+    backend = DiffusersBackend(config, home=Path(args.home), build_fallback=build_tiny_pipeline)
     t0 = time.perf_counter()
     backend.load()
     load_s = time.perf_counter() - t0

@@ -51,10 +51,6 @@ class PlacedProduct:
     upscale: float = 1.0
 
     @property
-    def box_str(self) -> str:
-        return ",".join(str(v) for v in self.box)
-
-    @property
     def gain_str(self) -> str:
         return ",".join(f"{g:.4f}" for g in self.gain)
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from data.files import under_home
 from genservice import vocab
 from genservice.backends.base import (
     Backend,
@@ -265,9 +266,7 @@ class HeroGenerator:
         """An image by store key, absolute path or path relative to ``home``."""
         if _STORE_KEY.match(ref) and self.store.exists(ref):
             return Image.open(io.BytesIO(self.store.get(ref))).copy()
-        path = Path(ref)
-        if not path.is_absolute():
-            path = self.home / path
+        path = under_home(ref, self.home)
         if not path.is_file():
             raise GenerationError(f"image: expected a file or store key, found none at {ref!r}")
         with Image.open(path) as im:

@@ -66,10 +66,6 @@ class GenerationRequest:
             return "img2img"
         return "txt2img"
 
-    @property
-    def has_references(self) -> bool:
-        return bool(self.ip_adapter_image) or bool(self.ip_adapter_image_embeds)
-
 
 @dataclass
 class GenerationOutput:

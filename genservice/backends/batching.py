@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from genservice.backends.base import GenerationRequest
 from genservice.errors import FidelityError, GenerationError
@@ -103,6 +104,25 @@ def expected_steps(r: GenerationRequest) -> int:
     if r.mode == "txt2img":
         return r.num_inference_steps
     return max(1, min(r.num_inference_steps, int(r.num_inference_steps * r.strength)))
+
+
+def sized_inputs(
+    images: Sequence[Image.Image | None],
+    *,
+    arg: str,
+    size: tuple[int, int],
+    mode: str,
+    note: str = "",
+) -> list[Image.Image]:
+    """``images`` converted to ``mode``; each must be ``size`` (width, height)."""
+    out = []
+    for i, im in enumerate(images):
+        if im is None:
+            raise ValueError(f"{arg}: expected an image for request {i}, got None")
+        if im.size != size:
+            raise ValueError(f"{arg}: expected size {size}{note}, got {im.size} for request {i}")
+        out.append(im.convert(mode))
+    return out
 
 
 def keep_unmasked_pixels(pixels: np.ndarray, image: Any, mask_image: Any) -> np.ndarray:

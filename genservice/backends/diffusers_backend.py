@@ -33,6 +33,7 @@ from genservice.backends.batching import (
     group_requests,
     install_embeds_passthrough,
     keep_unmasked_pixels,
+    sized_inputs,
 )
 from genservice.backends.embed_cache import EmbeddingCache, embed_folder, image_hash
 from genservice.backends.paths import FallbackBuilder, resolve_model_path
@@ -382,29 +383,18 @@ class DiffusersBackend:
                 "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in reqs],
                 "output_type": "np",
             }
+            size = (key.width, key.height)
             if key.mode != "txt2img":
-                originals = []
-                for i, r in enumerate(reqs):
-                    assert r.image is not None
-                    if r.image.size != (key.width, key.height):
-                        raise ValueError(
-                            f"image: expected size {(key.width, key.height)} (width, height), "
-                            f"got {r.image.size} for request {i}"
-                        )
-                    originals.append(r.image.convert("RGB"))
-                kwargs["image"] = originals
+                images = [r.image for r in reqs]
+                note = " (width, height)"
+                kwargs["image"] = sized_inputs(
+                    images, arg="image", size=size, mode="RGB", note=note
+                )
                 kwargs["strength"] = key.strength
             if key.mode == "inpaint":
-                masks = []
-                for i, r in enumerate(reqs):
-                    assert r.mask_image is not None
-                    if r.mask_image.size != (key.width, key.height):
-                        raise ValueError(
-                            f"mask_image: expected size {(key.width, key.height)}, got "
-                            f"{r.mask_image.size} for request {i}"
-                        )
-                    masks.append(r.mask_image.convert("L"))
-                kwargs["mask_image"] = masks
+                kwargs["mask_image"] = sized_inputs(
+                    [r.mask_image for r in reqs], arg="mask_image", size=size, mode="L"
+                )
             if self._ip_loaded or key.n_refs:
                 self._ensure_ip_adapter()
                 pipe = self._pipeline(key.mode)

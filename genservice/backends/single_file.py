@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from data.files import atomic_write
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
@@ -200,10 +202,8 @@ def save_single_file(pipe: Any, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"path: expected a .safetensors file name, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(pipeline_to_ldm(pipe), str(tmp))
-    tmp.replace(path)  # atomic: a reader never sees half a checkpoint
+    state = pipeline_to_ldm(pipe)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))  # a reader never sees half a file
     return path
 
 

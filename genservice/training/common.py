@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.files import atomic_write
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -210,9 +212,8 @@ def train_loop(
             "python_rng": random.getstate(),
             "config": asdict(cfg),
         }
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt)  # atomic: a crash never leaves a half-written checkpoint
+        # Atomic: a crash never leaves a half-written checkpoint.
+        atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
         save_losses(work, losses)
 
     pending: list[torch.Tensor] = []  # this interval's losses, still on the device

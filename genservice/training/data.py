@@ -7,7 +7,6 @@ on plain backgrounds, used by the fast tests and when the demo world is unavaila
 
 from __future__ import annotations
 
-import colorsys
 import json
 import os
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data.files import atomic_write
 
 #: RGB of the synthetic palette (also the fallback palette of the colour judge).
 SYNTH_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -81,11 +82,6 @@ def make_caption(colour: str, pattern: str, category: str, setting: str) -> str:
     """Short caption in the style-vocabulary order: colour, pattern, category, setting."""
     pat = "" if pattern in ("solid", "plain", "") else f"{pattern} "
     return f"a {colour} {pat}{category} in a {setting}"
-
-
-def hue_of(rgb: tuple[int, int, int]) -> float:
-    """Hue in [0, 1) of an RGB triple (0..255)."""
-    return colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0]
 
 
 # ---------------------------------------------------------------- synthetic source
@@ -327,9 +323,12 @@ def save_dataset(ds: Dataset, path: str | Path) -> Path:
         "palette": {k: list(v) for k, v in ds.palette.items()},
         "category_names": ds.categories,
     }
-    tmp = p.with_name(p.name + ".tmp.npz")
-    np.savez_compressed(tmp, images=t.images, refs=t.refs, meta=np.array(json.dumps(meta)))
-    tmp.replace(p)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object: numpy would append ".npz" to a name
+            np.savez_compressed(fh, images=t.images, refs=t.refs, meta=np.array(json.dumps(meta)))
+
+    atomic_write(p, write)
     return p
 
 

@@ -4,8 +4,7 @@ classifier-free guidance), saved as a diffusers ``StableDiffusionPipeline`` fold
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,10 +307,3 @@ def save_pipeline(
     out = Path(out_dir)
     pipe.save_pretrained(str(out), safe_serialization=True)
     return out
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Small helper: pretty JSON (dataclasses converted)."""
-    if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
