@@ -185,22 +185,13 @@ def _request_id(request: Request) -> str | None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        headers = dict(exc.headers or {})
-        rid = _request_id(request)
-        if rid:
-            headers["X-Request-ID"] = rid
-        return JSONResponse(
-            {"detail": exc.detail, "request_id": rid}, status_code=exc.status_code, headers=headers
-        )
-
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    # FastAPI's HTTPException is a Starlette one: one handler answers both (and 404/405).
     @app.exception_handler(StarletteHTTPException)
-    async def starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         rid = _request_id(request)
-        headers = dict(getattr(exc, "headers", None) or {})
+        headers = dict(exc.headers or {})
         if rid:
             headers["X-Request-ID"] = rid
         return JSONResponse(

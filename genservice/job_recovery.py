@@ -122,18 +122,8 @@ class AttemptEnder:
         stale = (_T.c.heartbeat_at < cutoff) | (
             _T.c.heartbeat_at.is_(None) & (_T.c.started_at < cutoff)
         )
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    _T.c.id,
-                    _T.c.attempts,
-                    _T.c.max_attempts,
-                    _T.c.worker_id,
-                    _T.c.cancel_requested,
-                ).where(_T.c.status == JobStatus.running, stale)
-            ).all()
         return self._end_each(
-            rows,
+            self._running(where=[stale]),
             lambda row: f"worker {row.worker_id} lost: no heartbeat for {stale_after_s:g} s",
             extra_where=[stale],  # a heartbeat that arrived since the read keeps the job
         )
@@ -142,25 +132,28 @@ class AttemptEnder:
         """Running jobs past their ``timeout_s`` (counted from ``started_at``) end their
         attempt: retried with backoff while attempts are left, else failed."""
         now = self.clock()
+        expired = [
+            row
+            for row in self._running(_T.c.timeout_s, _T.c.started_at)
+            if row.started_at is not None
+            and row.started_at + timedelta(seconds=row.timeout_s) <= now
+        ]
+        return self._end_each(expired, lambda row: f"timed out after {row.timeout_s:g} s")
+
+    def _running(self, *columns: Any, where: Sequence[Any] = ()) -> Sequence[Any]:
+        """Running jobs (``where`` narrows them): the columns :meth:`_end_each` reads, plus
+        ``columns``."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
+            return conn.execute(
                 select(
                     _T.c.id,
                     _T.c.attempts,
                     _T.c.max_attempts,
                     _T.c.worker_id,
-                    _T.c.timeout_s,
-                    _T.c.started_at,
                     _T.c.cancel_requested,
-                ).where(_T.c.status == JobStatus.running)
+                    *columns,
+                ).where(_T.c.status == JobStatus.running, *where)
             ).all()
-        expired = [
-            row
-            for row in rows
-            if row.started_at is not None
-            and row.started_at + timedelta(seconds=row.timeout_s) <= now
-        ]
-        return self._end_each(expired, lambda row: f"timed out after {row.timeout_s:g} s")
 
     def _end_each(
         self,
