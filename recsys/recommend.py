@@ -56,8 +56,7 @@ class Recommendations:
             if p.shape != ids.shape or np.any((p <= 0) | (p > 1)):
                 raise ValueError(f"propensities: expected {ids.shape} values in (0, 1], got {p!r}")
             object.__setattr__(self, "propensities", p)
-        for name in ("because_ids", "interest_index"):
-            v = getattr(self, name)
+        for name, v in (("because_ids", self.because_ids), ("interest_index", self.interest_index)):
             if v is not None:
                 arr = np.asarray(v, dtype=np.int64)
                 if arr.shape != ids.shape:

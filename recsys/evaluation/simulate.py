@@ -69,9 +69,13 @@ class SimulationConfig:
     alpha: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("n_users", "n_rounds", "n_bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, value in (
+            ("n_users", self.n_users),
+            ("n_rounds", self.n_rounds),
+            ("n_bootstrap", self.n_bootstrap),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0.0 < self.epsilon <= 1.0:
             raise ValueError(
                 f"epsilon must be in (0, 1] (positive exploration), got {self.epsilon}"

@@ -78,12 +78,21 @@ class ClipTrainConfig:
     attribute_loss_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "threads", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "studio_views", "scene_views"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, value in (
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("threads", self.threads),
+            ("checkpoint_every", self.checkpoint_every),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value in (
+            ("warmup_steps", self.warmup_steps),
+            ("studio_views", self.studio_views),
+            ("scene_views", self.scene_views),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if self.studio_views + self.scene_views < 1:
             raise ValueError("studio_views + scene_views must be >= 1")
         if not 0 < self.min_lr <= self.lr:
