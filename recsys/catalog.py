@@ -52,7 +52,6 @@ __all__ = [
     "load_scorer",
     "load_segment_centroids",
     "make_product_index",
-    "save_npz",
 ]
 
 PRODUCTS_FILE = "products.npz"
@@ -87,7 +86,7 @@ def index_dir(home: Path) -> Path:
     return d
 
 
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     """``np.savez`` of ``arrays`` to ``path``, atomically."""
 
     def write(tmp: Path) -> None:
@@ -109,7 +108,7 @@ def load_embedder(config: RecsysConfig) -> Embedder:
     )
 
 
-def resolve_embedder(embedder: EmbedderSource, config: RecsysConfig) -> Embedder:
+def _resolve_embedder(embedder: EmbedderSource, config: RecsysConfig) -> Embedder:
     """``embedder`` itself, what its factory returns, or the configured model when None."""
     if embedder is None:
         return load_embedder(config)
@@ -171,7 +170,7 @@ def build_index(
     def get_embedder() -> Embedder:
         nonlocal resolved
         if resolved is None:
-            resolved = resolve_embedder(embedder, config)
+            resolved = _resolve_embedder(embedder, config)
         return resolved
 
     # the model id is part of every key, so the configured model is always resolved (a
@@ -238,7 +237,7 @@ def build_index(
                 for i, v in zip(text_only, emb.embed_texts(texts), strict=True):
                     new_vecs[keys[i]] = v
     vectors = np.stack([new_vecs[k] if k in new_vecs else old[k] for k in keys]).astype(np.float32)
-    save_npz(store, ids=ids, vectors=vectors, keys=np.array(keys), model_id=np.array(model_id))
+    _save_npz(store, ids=ids, vectors=vectors, keys=np.array(keys), model_id=np.array(model_id))
     index = make_product_index(config, vectors.shape[1])
     if not index.is_trained:
         # IVF / PQ indexes need training before vectors can be added
@@ -289,11 +288,11 @@ def load_scorer(
     if term_emb is None:
         scorer = StyleTermScorer.fit(
             vocabulary=vocabulary,
-            embedder=resolve_embedder(embedder, config),
+            embedder=_resolve_embedder(embedder, config),
             catalog_vectors=items.vectors,
             std_floor=config.style_std_floor,
         )
-        save_npz(cache, embeddings=scorer.term_embeddings, digest=np.array(digest))
+        _save_npz(cache, embeddings=scorer.term_embeddings, digest=np.array(digest))
         return scorer
     return StyleTermScorer.calibrate(
         vocabulary=vocabulary,
