@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -149,17 +150,23 @@ def report(
     impressions and clicks."""
     from api.cli.common import load_settings, open_engine
     from recsys.evaluation.report import build_report, write_report
+    from recsys.evaluation.simulate import build_demo_report
 
     settings = load_settings()
     engine = open_engine(settings)
+    demo = partial(
+        build_demo_report,
+        random_state=settings.seed,
+        n_rounds=demo_rounds,
+        n_bootstrap=n_bootstrap,
+    )
     try:
         rep = build_report(
             engine,
-            demo_fallback=demo_fallback,
+            demo_report=demo if demo_fallback else None,
             placement=placement,
             n_bootstrap=n_bootstrap,
             random_state=settings.seed,
-            demo_rounds=demo_rounds,
         )
     except (LookupError, ValueError) as exc:
         fail(str(exc))

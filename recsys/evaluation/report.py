@@ -5,8 +5,10 @@ Source: the impressions the storefront logged (``data.models.Impression``: ``can
 ``propensity``) and their ``Click`` rows. Each candidate's arm (personalized / segment /
 generic) is read from its ``CreativeVariant`` (user-level, segment-level or neither).
 
-When the database holds no impressions yet, ``build_report(..., demo_fallback=True)`` reports
-on logs simulated in the demo world instead, clearly labelled as such (with the true CTRs).
+When the database holds no impressions yet, ``build_report(..., demo_report=...)`` returns the
+report on logs simulated in the demo world instead, clearly labelled as such (with the true
+CTRs: :func:`recsys.evaluation.simulate.build_demo_report`; this module never imports the
+demo world, so serving code may use it).
 
 Plots: CTR per policy with intervals, estimator comparison per arm, importance-weight
 distributions with effective sample sizes, and lift versus the control arm.
@@ -18,6 +20,7 @@ import base64
 import html
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +34,7 @@ from recsys.evaluation.arms import (
     evaluate_arm_policies,
     wilson_interval,
 )
+from recsys.evaluation.estimators import RegressionModel
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -347,7 +351,7 @@ def build_report_from_logs(
     n_bootstrap: int = 500,
     alpha: float = 0.05,
     random_state: int = 0,
-    reward_model: Any = None,
+    reward_model: RegressionModel | None = None,
 ) -> ReportOutput:
     """Evaluate every arm policy on ``logs`` and render the report."""
     ev = evaluate_arm_policies(
@@ -398,15 +402,15 @@ def build_report_from_logs(
 def build_report(
     engine: Engine | None,
     *,
-    demo_fallback: bool = True,
+    demo_report: Callable[[], ReportOutput] | None = None,
     placement: str | None = None,
     n_bootstrap: int = 500,
     alpha: float = 0.05,
     random_state: int = 0,
-    demo_rounds: int = 20_000,
 ) -> ReportOutput:
-    """The report from the database's impressions; without any (or without ``engine``) and
-    with ``demo_fallback``, from demo-world simulated logs, labelled as such."""
+    """The report from the database's impressions; without any (or without ``engine``),
+    ``demo_report()`` when given (the labelled demo-world report:
+    :func:`recsys.evaluation.simulate.build_demo_report`), else ``LookupError``."""
     loaded = None
     if engine is not None:
         from sqlmodel import Session
@@ -422,30 +426,9 @@ def build_report(
             alpha=alpha,
             random_state=random_state,
         )
-    if not demo_fallback:
+    if demo_report is None:
         raise LookupError("no impressions logged yet (and demo_fallback is off)")
-    from recsys.evaluation.estimators import RegressionModel
-    from recsys.evaluation.simulate import SimulationConfig, simulate_logs
-
-    cfg = SimulationConfig(seed=random_state, n_rounds=demo_rounds)
-    sim = simulate_logs(cfg)
-    truth = {arm: sim.true_value(arm) for arm in ("personalized", "segment", "generic")}
-    note = (
-        "The database holds no storefront impressions yet, so this report is computed from "
-        f"{cfg.n_rounds:,} impressions simulated in the demo world (seed {cfg.seed}, "
-        f"epsilon-greedy logging with epsilon={cfg.epsilon}); the red marks are the true CTRs "
-        "from the demo click model."
-    )
-    return build_report_from_logs(
-        sim.logs,
-        truth=truth,
-        source="demo-simulation",
-        source_note=note,
-        n_bootstrap=n_bootstrap,
-        alpha=alpha,
-        random_state=random_state,
-        reward_model=RegressionModel(n_folds=2),
-    )
+    return demo_report()
 
 
 def write_report(report: ReportOutput, out_dir: str | Path) -> dict[str, Path]:

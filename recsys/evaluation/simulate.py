@@ -31,12 +31,14 @@ from tqdm import tqdm
 
 from recsys.evaluation.arms import ArmEvaluationOutput, CandidateLogs, evaluate_arm_policies
 from recsys.evaluation.estimators import BaseEstimator, RegressionModel
+from recsys.evaluation.report import ReportOutput, build_report_from_logs
 from recsys.policies import EpsilonGreedyPolicy, ExplorationPolicy
 
 __all__ = [
     "ARMS",
     "SimulationConfig",
     "SimulationOutput",
+    "build_demo_report",
     "coverage_over_seeds",
     "hero_attributes",
     "run_simulation",
@@ -299,3 +301,35 @@ def coverage_over_seeds(
         "coverage": {k: float(np.mean(v)) for k, v in hits.items()},
         "mean_relative_error": {k: float(np.mean(v)) for k, v in errors.items()},
     }
+
+
+def build_demo_report(
+    *,
+    random_state: int = 0,
+    n_rounds: int = 20_000,
+    n_bootstrap: int = 500,
+    alpha: float = 0.05,
+) -> ReportOutput:
+    """The analyst report on ``n_rounds`` impressions simulated in the demo world (seed
+    ``random_state``), labelled as such, with the true CTRs from the demo click model: what
+    :func:`recsys.evaluation.report.build_report` shows (as ``demo_report``) before any
+    impression is logged."""
+    cfg = SimulationConfig(seed=random_state, n_rounds=n_rounds)
+    sim = simulate_logs(cfg)
+    truth = {arm: sim.true_value(arm) for arm in ARMS}
+    note = (
+        "The database holds no storefront impressions yet, so this report is computed from "
+        f"{cfg.n_rounds:,} impressions simulated in the demo world (seed {cfg.seed}, "
+        f"epsilon-greedy logging with epsilon={cfg.epsilon}); the red marks are the true CTRs "
+        "from the demo click model."
+    )
+    return build_report_from_logs(
+        sim.logs,
+        truth=truth,
+        source="demo-simulation",
+        source_note=note,
+        n_bootstrap=n_bootstrap,
+        alpha=alpha,
+        random_state=random_state,
+        reward_model=RegressionModel(n_folds=2),
+    )

@@ -97,4 +97,4 @@ def test_report_from_logged_impressions(sqlite_engine: Engine, tmp_path: Path) -
 def test_no_impressions_without_fallback_is_an_error(sqlite_engine: Engine) -> None:
     # the labelled demo fallback itself runs in test_cli.py::test_evaluate_report_demo_fallback
     with pytest.raises(LookupError, match="no impressions"):
-        build_report(sqlite_engine, demo_fallback=False)
+        build_report(sqlite_engine)
