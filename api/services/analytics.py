@@ -3,15 +3,17 @@ computed at most once per ``api.report_ttl_s`` and one computation at a time."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from api.logging import get_logger
 from api.ports import Report
 
 if TYPE_CHECKING:
     from api.composition import Components
+    from recsys.evaluation.report import ReportOutput
 
 log = get_logger("analyst")
 
@@ -28,18 +30,38 @@ class _Cached:
     report: Report
 
 
-def build_report(comps: Components) -> Report:
+#: Impressions the demo-world report simulates (seconds of work, once per ``report_ttl_s``).
+DEMO_ROUNDS = 5000
+
+
+class DemoReportFn(Protocol):
+    """Builds the labelled demo-world report (``recsys.evaluation.simulate.build_demo_report``),
+    shown before any impression is logged. Injected from the CLI: serving code never imports
+    the demo world."""
+
+    def __call__(self, *, random_state: int, n_rounds: int, n_bootstrap: int) -> ReportOutput: ...
+
+
+def build_report(comps: Components, *, demo_report: DemoReportFn | None = None) -> Report:
     """``recsys.evaluation.report.build_report`` on the app's database (the default
-    ``Components.report_builder``)."""
+    ``Components.report_builder``). Without impressions: ``demo_report`` when given and
+    ``api.report_demo_fallback`` is on, else ``LookupError``."""
     from recsys.evaluation.report import build_report as build
 
     api = comps.settings.api
+    fallback = None
+    if demo_report is not None and api.report_demo_fallback:
+        fallback = functools.partial(
+            demo_report,
+            random_state=comps.settings.seed,
+            n_rounds=DEMO_ROUNDS,
+            n_bootstrap=api.report_bootstrap,
+        )
     return build(
         comps.engine,
-        demo_fallback=api.report_demo_fallback,
+        demo_report=fallback,
         n_bootstrap=api.report_bootstrap,
         random_state=comps.settings.seed,
-        demo_rounds=5000,
     )
 
 
