@@ -23,14 +23,12 @@ index_app = typer.Typer(help="Build and inspect the product vector index.", no_a
 segments_app = typer.Typer(help="Build shopper segments.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
-#: The command groups by name (``register(app, groups)`` of modules not yet converted).
-groups: dict[str, typer.Typer] = {
-    "import": import_app,
-    "evaluate": evaluate_app,
-    "train": train_app,
-    "index": index_app,
-    "segments": segments_app,
-    "keys": keys_app,
-}
-for _name, _group in groups.items():
+for _name, _group in (
+    ("import", import_app),
+    ("evaluate", evaluate_app),
+    ("train", train_app),
+    ("index", index_app),
+    ("segments", segments_app),
+    ("keys", keys_app),
+):
     app.add_typer(_group, name=_name)
