@@ -8,13 +8,6 @@ from datetime import datetime
 
 import numpy as np
 
-__all__ = [
-    "DEFAULT_EVENT_WEIGHTS",
-    "cluster_items",
-    "decayed_weights",
-    "merge_close_centroids",
-    "threshold_from_quantile",
-]
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
     "click": 1.25,

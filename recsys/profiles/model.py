@@ -14,15 +14,6 @@ import numpy as np
 
 from recsys.terms import StyleTerm
 
-__all__ = [
-    "PROFILE_VERSION",
-    "ColdStart",
-    "FallbackProfile",
-    "HistoryEvent",
-    "Interest",
-    "ItemVectors",
-    "TasteProfile",
-]
 #: Bumped when the profile's content or its computation changes meaning.
 PROFILE_VERSION = 1
 
