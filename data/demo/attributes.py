@@ -6,9 +6,21 @@ constants, so names are lower-case English words that read well inside a caption
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+#: The bundled vocabulary files (colours, scene words) shared with genservice.vocab.
+VOCAB_DIR = Path(__file__).resolve().parents[1] / "vocab"
+
+
+def _vocab(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VOCAB_DIR / name).read_text(encoding="utf-8"))
+    return data
+
 
 # Category -> category group. An "interest" of a simulated shopper is a (colour, group) pair.
 CATEGORY_GROUPS: dict[str, str] = {
@@ -25,20 +37,11 @@ CATEGORY_GROUPS: dict[str, str] = {
 CATEGORIES: tuple[str, ...] = tuple(CATEGORY_GROUPS)
 GROUPS: tuple[str, ...] = ("apparel", "accessories", "home")
 
-# Clearly distinct named colours (sRGB 0-255). Hues are spread so that the nearest-colour
-# classification in CIELAB (``nearest_colour``) separates them even under shading.
+# Clearly distinct named colours (sRGB 0-255, data/vocab/colours.json). Hues are spread so
+# that the nearest-colour classification in CIELAB (``nearest_colour``) separates them even
+# under shading.
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (204, 32, 38),
-    "orange": (242, 125, 18),
-    "yellow": (246, 205, 36),
-    "green": (46, 150, 58),
-    "teal": (18, 146, 150),
-    "blue": (36, 78, 196),
-    "purple": (120, 52, 168),
-    "pink": (240, 112, 170),
-    "brown": (118, 70, 38),
-    "black": (30, 30, 32),
-    "white": (244, 243, 238),
+    name: (int(r), int(g), int(b)) for name, (r, g, b) in _vocab("colours.json")["colours"].items()
 }
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
@@ -81,25 +84,10 @@ STYLES: dict[str, str] = {
 }
 STYLE_NAMES: tuple[str, ...] = tuple(STYLES)
 
-# Scene vocabulary for "products in scenes" (backdrops drawn by ``render_scene``).
-SETTINGS: tuple[str, ...] = (
-    "studio",
-    "beach",
-    "city street",
-    "forest",
-    "living room",
-    "kitchen",
-    "mountains",
-    "desert",
-)
-LIGHTING: tuple[str, ...] = (
-    "soft light",
-    "golden hour",
-    "neon",
-    "overcast",
-    "spotlight",
-    "night",
-)
+# Scene vocabulary for "products in scenes" (backdrops drawn by ``render_scene``): the
+# setting and lighting facets of data/vocab/style_terms.json.
+SETTINGS: tuple[str, ...] = tuple(_vocab("style_terms.json")["facets"]["setting"]["terms"])
+LIGHTING: tuple[str, ...] = tuple(_vocab("style_terms.json")["facets"]["lighting"]["terms"])
 
 ATTRIBUTE_KEYS: tuple[str, ...] = ("colour", "pattern", "material", "style")
 
@@ -153,16 +141,7 @@ def caption_for(attributes: Mapping[str, str], category: str) -> str:
 
 
 #: How a caption places a product in a setting ("a red mug on a beach").
-SETTING_PHRASES: dict[str, str] = {
-    "studio": "in a photo studio",
-    "beach": "on a beach",
-    "city street": "on a city street",
-    "forest": "in a forest",
-    "living room": "in a living room",
-    "kitchen": "in a kitchen",
-    "mountains": "in the mountains",
-    "desert": "in a desert",
-}
+SETTING_PHRASES: dict[str, str] = dict(_vocab("scene_phrases.json")["setting_phrases"])
 
 
 def scene_caption(
