@@ -129,7 +129,7 @@ def erasure_sweep(
     comps = build_components(settings, engine=open_engine(settings))
     with Session(comps.engine, expire_on_commit=False) as session:
         out = sweep_erased(comps, session)
-    counts = {k: v for k, v in vars(out).items() if isinstance(v, int)}
+    counts = out.counts()
     if as_json:
         print_json(counts)
     else:

@@ -334,23 +334,12 @@ def sweep_erased(comps: ErasureDeps, session: Session) -> ErasureOutput:
                    Impression.user_id):  # fmt: skip
         ids |= {u for u in session.exec(select(column).distinct()).all() if u}
     session.rollback()
-    import dataclasses
-
-    total = ErasureOutput(user_id="*")
+    totals: dict[str, int] = {}
     for uid in sorted(guard.erased_among(ids)):
         out = erase_everywhere(comps, session, user_id=uid)
-        total = dataclasses.replace(
-            total,
-            events=total.events + out.events,
-            profiles=total.profiles + out.profiles,
-            memberships=total.memberships + out.memberships,
-            variants=total.variants + out.variants,
-            jobs=total.jobs + out.jobs,
-            images=total.images + out.images,
-            index_entries=total.index_entries + out.index_entries,
-            impressions_unlinked=total.impressions_unlinked + out.impressions_unlinked,
-            user_rows=total.user_rows + out.user_rows,
-        )
+        for name, value in out.counts().items():
+            totals[name] = totals.get(name, 0) + value
+    total = ErasureOutput(user_id="*", errors=[], **totals)
     return total
 
 
@@ -373,10 +362,12 @@ def erase_everywhere(
     if comps.hero is not None:  # 2
         comps.hero.forget_user(user_id)
     wait_s = float(comps.settings.api.erasure_job_wait_s)
-    if not stop_user_jobs(comps, session, user_id=user_id, wait_s=wait_s):  # 3
-        raise ErasureIncomplete(user_id, ["a job of the user is still running"])
-    for attempt in range(5):  # 4
-        try:
+    for attempt in range(5):
+        # 3 again on every attempt: a personalization that passed its tombstone check just
+        # before step 1 may submit a job after step 3 looked; step 4 never deletes a live job.
+        if not stop_user_jobs(comps, session, user_id=user_id, wait_s=wait_s):  # 3
+            raise ErasureIncomplete(user_id, ["a job of the user is still running"])
+        try:  # 4
             out = erase_user(
                 session,
                 user_id=user_id,
@@ -385,12 +376,13 @@ def erase_everywhere(
                 user_indexes=comps.user_indexes,
             )
             break
-        except IntegrityError:
-            # An event batch was inserting for the user (it purges itself on its tombstone
-            # check); its uncommitted rows held the user row: retry once it is done.
+        except (IntegrityError, JobsStillLive) as exc:
+            # IntegrityError: an event batch was inserting for the user (it purges itself on
+            # its tombstone check); its uncommitted rows held the user row. JobsStillLive: a
+            # job of the user started after step 3. Retry once they are done.
             session.rollback()
             if attempt == 4:
-                raise ErasureIncomplete(user_id, ["concurrent writes; retry"]) from None
+                raise ErasureIncomplete(user_id, ["concurrent writes; retry"]) from exc
             time.sleep(0.05 * (attempt + 1))
     try:
         checkpoint(comps.engine)  # 5
@@ -418,12 +410,13 @@ class ErasureOutput:
     user_rows: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def counts(self) -> dict[str, int]:
+        """The counts by name (every field but ``user_id`` and ``errors``)."""
+        return {k: v for k, v in vars(self).items() if k not in ("user_id", "errors")}
+
     @property
     def total(self) -> int:
-        return (
-            self.events + self.profiles + self.memberships + self.variants + self.jobs
-            + self.images + self.index_entries + self.impressions_unlinked + self.user_rows
-        )  # fmt: skip
+        return sum(self.counts().values())
 
 
 class ErasureIncomplete(RuntimeError):
@@ -433,6 +426,11 @@ class ErasureIncomplete(RuntimeError):
         super().__init__(f"erasure of a user incomplete ({len(errors)} errors); retry")
         self.user_id = user_id
         self.errors = errors
+
+
+class JobsStillLive(ErasureIncomplete):
+    """A job of the user is queued or running: its row is kept (a worker completing a job
+    whose row was deleted would leave its image behind); stop the job, then retry."""
 
 
 def rowcount(res: Any) -> int:
@@ -486,6 +484,9 @@ def erase_user(
         ).all()
     ) if keys else set()  # fmt: skip
     erasable_jobs = [j.id for j in jobs if j.brief_hash not in shared_hashes]
+    live = (JobStatus.queued, JobStatus.running)
+    if any(j.status in live for j in jobs if j.id in erasable_jobs):
+        raise JobsStillLive(user_id, ["a job of the user is queued or running"])
     erasable_keys = sorted(keys - shared_keys)
 
     # Files and index entries first, rows last: if anything fails midway the rows still
@@ -537,9 +538,18 @@ def erase_user(
             session.execute(delete(CreativeVariant).where(col(CreativeVariant.id).in_(variant_ids)))
         )
     if erasable_jobs:
+        # Fenced: a job requeued and claimed since the check above keeps its row (and the
+        # whole transaction rolls back) until it has stopped.
         counts["jobs"] = rowcount(
-            session.execute(delete(GenerationJob).where(col(GenerationJob.id).in_(erasable_jobs)))
+            session.execute(
+                delete(GenerationJob).where(
+                    col(GenerationJob.id).in_(erasable_jobs), col(GenerationJob.status).not_in(live)
+                )
+            )
         )
+        if counts["jobs"] != len(erasable_jobs):
+            session.rollback()
+            raise JobsStillLive(user_id, ["a job of the user started meanwhile"])
     counts["impressions_unlinked"] = rowcount(
         session.execute(
             update(Impression).where(col(Impression.user_id) == user_id).values(user_id=None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from apitest_helpers import build_env
+from apitest_helpers import build_env, png_bytes
 from sqlalchemy import inspect, text
 from sqlmodel import Session, select
 
@@ -140,3 +140,37 @@ def test_sweep_erases_rows_written_after_an_erasure(tmp_path: Path) -> None:
         assert '"profiles": 1' in out.stdout
         assert rows_mentioning(env.comps.engine, "u2") == []
         assert "event.user_id" in rows_mentioning(env.comps.engine, "u1")
+
+
+def test_a_live_job_keeps_its_row_until_it_stops(tmp_path: Path) -> None:
+    """Step 4 never deletes the row of a queued or running job of the user (a worker that
+    then completes it would leave its image behind, referenced by nothing): the erasure
+    answers 503 and keeps everything; once the job has finished, a retry erases the job, its
+    image and the rest."""
+    import pytest
+
+    from api.services.erasure import JobsStillLive, erase_user
+    from data.models import GenerationJob
+    from genservice.jobs import JobQueue
+
+    for env in build_env(tmp_path, personalize=False, erasure_job_wait_s=0.0):
+        engine, images = env.comps.engine, env.comps.images
+        assert images is not None
+        with Session(engine) as s:
+            s.add(GenerationJob(id="job-live", brief_hash="h-live", brief={"user": "u2"},
+                                status=JobStatus.running, worker_id="w1", attempts=1))  # fmt: skip
+            s.add(CreativeVariant(user_id="u2", product_id=env.world.product_ids[0],
+                                  placement="banner", brief_hash="h-live", job_id="job-live"))  # fmt: skip
+            s.commit()
+        with Session(engine) as s, pytest.raises(JobsStillLive):
+            erase_user(s, user_id="u2", images=images)
+        assert "event.user_id" in rows_mentioning(engine, "u2")
+        r = env.client.delete("/v1/users/u2", headers=env.auth("admin"))
+        assert r.status_code == 503 and r.headers["retry-after"]
+        # The worker finishes: its image is stored and the job succeeds with it.
+        key = images.put(png_bytes((9, 9, 9)), "image/png")
+        assert JobQueue(engine).complete("job-live", worker_id="w1", result_key=key, attempt=1)
+        r = env.client.delete("/v1/users/u2", headers=env.auth("admin"))
+        assert r.status_code == 200, r.text
+        assert r.json()["jobs"] == 1 and r.json()["images"] == 1
+        assert not images.exists(key) and rows_mentioning(engine, "u2") == []

@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,20 +200,27 @@ def _run(env: Env) -> None:
     assert rows_mentioning(engine, erased[0]) == []
 
 
+def marked_env(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str, **api: Any
+) -> Generator[Env, None, None]:
+    """An app on an empty ``backend`` database with the real worker and
+    :class:`BriefColourGenerator`; approved-terms filtering off, so each user's own style term
+    marks every row, job and image of theirs (see test_vocabulary for the filter)."""
+    return build_env(
+        tmp_path,
+        worker=True,
+        database_url=empty_database_url(backend, request),
+        generator_class=BriefColourGenerator,
+        approved_terms_only=False,
+        **api,
+    )
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_interleaved_erasure_leaves_nothing(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = empty_database_url(backend, request)
-    envs = build_env(
-        tmp_path,
-        worker=True,
-        database_url=url,
-        generator_class=BriefColourGenerator,
-        personalize_queue=1000,
-        erasure_job_wait_s=5.0,
-        approved_terms_only=False,  # each user's own term marks their rows; see test_vocabulary
-    )
+    envs = marked_env(tmp_path, request, backend, personalize_queue=1000, erasure_job_wait_s=5.0)
     env = next(envs)
     try:
         _run(env)

@@ -9,9 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from apitest_helpers import build_env, empty_database_url
 from sqlmodel import Session, col, select
-from test_erasure_race import BriefColourGenerator, _profile, _wait_for_worker, rows_mentioning
+from test_erasure_race import (
+    BriefColourGenerator,
+    _profile,
+    _wait_for_worker,
+    marked_env,
+    rows_mentioning,
+)
 
 from data.models import CreativeVariant, Event, EventKind, GenerationJob, TasteProfileRecord, User
 
@@ -20,14 +25,7 @@ from data.models import CreativeVariant, Event, EventKind, GenerationJob, TasteP
 def test_hero_then_erase_leaves_nothing(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = empty_database_url(backend, request)
-    envs = build_env(
-        tmp_path,
-        worker=True,
-        database_url=url,
-        generator_class=BriefColourGenerator,
-        approved_terms_only=False,  # each user's own term marks their rows (see test_vocabulary)
-    )
+    envs = marked_env(tmp_path, request, backend)
     env = next(envs)
     try:
         users = [f"tryer{i:02d}" for i in range(12)]
