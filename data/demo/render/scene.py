@@ -235,6 +235,15 @@ class SceneOutput:
     box: tuple[int, int, int, int]
 
 
+def _scene_rng(lighting: str, size: int, seed: int) -> np.random.Generator:
+    """Check a scene's ``lighting`` and ``size``; its seeded generator (backdrop first)."""
+    if lighting not in LIGHTING:
+        raise ValueError(f"lighting: expected one of {list(LIGHTING)}, got {lighting!r}")
+    if not isinstance(size, int) or size < 16:
+        raise ValueError(f"size: expected an int >= 16, got {size!r}")
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5CE7E])
+
+
 def compose_scene(
     rgba_product: Image.Image, *, setting: str, lighting: str, size: int = 128, seed: int
 ) -> SceneOutput:
@@ -245,11 +254,7 @@ def compose_scene(
     """
     if rgba_product.mode != "RGBA":
         raise ValueError(f"rgba_product: expected an RGBA image, got mode {rgba_product.mode!r}")
-    if lighting not in LIGHTING:
-        raise ValueError(f"lighting: expected one of {list(LIGHTING)}, got {lighting!r}")
-    if not isinstance(size, int) or size < 16:
-        raise ValueError(f"size: expected an int >= 16, got {size!r}")
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5CE7E])
+    rng = _scene_rng(lighting, size, seed)
     back, ground = _backdrop(setting, size, rng)
     scale = float(rng.uniform(0.5, 0.68))
     ps = max(8, round(size * scale))
@@ -294,11 +299,7 @@ def render_scene(
 def render_backdrop(setting: str, lighting: str, *, size: int = 64, seed: int) -> Image.Image:
     """A product-free backdrop: ``setting`` under ``lighting``, RGB ``size`` x ``size``
     (what :func:`compose_scene` draws behind the product, without it and its shadow)."""
-    if lighting not in LIGHTING:
-        raise ValueError(f"lighting: expected one of {list(LIGHTING)}, got {lighting!r}")
-    if not isinstance(size, int) or size < 16:
-        raise ValueError(f"size: expected an int >= 16, got {size!r}")
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5CE7E])
+    rng = _scene_rng(lighting, size, seed)
     back, _ = _backdrop(setting, size, rng)
     back = _apply_lighting(back, lighting, rng)
     return Image.fromarray(np.clip(back, 0, 255).astype(np.uint8), "RGB")
