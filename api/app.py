@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.composition import (
     Components,
+    ReportBuilder,
     build_components,
     default_loaders,
     start_components,
@@ -256,11 +257,15 @@ def build_engine(settings: Settings) -> Engine:
 
 
 def create_app(
-    settings: Settings | None = None, *, components: Components | None = None
+    settings: Settings | None = None,
+    *,
+    components: Components | None = None,
+    report_builder: ReportBuilder | None = None,
 ) -> FastAPI:
     """Build the app for ``settings`` (default: from the environment). ``components`` (tests,
     built by :func:`api.composition.build_components`) replaces the ones the lifespan would
-    build; they are still started and stopped."""
+    build; they are still started and stopped. ``report_builder`` makes the analytics report
+    (``tailorshot serve`` passes one with the labelled demo-world fallback)."""
     settings = settings or (components.settings if components is not None else Settings())
     configure_logging(settings.api.log_level)
 
@@ -274,7 +279,10 @@ def create_app(
         def build() -> Components:
             engine = build_engine(settings)
             return build_components(
-                settings, engine=engine, loaders=default_loaders(settings, engine)
+                settings,
+                engine=engine,
+                loaders=default_loaders(settings, engine),
+                report_builder=report_builder,
             )
 
         # Loading the index and the generator is slow: off the event loop.

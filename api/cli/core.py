@@ -33,13 +33,20 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default: settings, 8000)."),
 ) -> None:
     """Start the HTTP API (OpenAPI docs at /docs)."""
+    import functools
+
     import uvicorn
 
     from api.app import create_app
+    from api.services.analytics import build_report
+    from recsys.evaluation.simulate import build_demo_report
 
     settings = load_settings()
+    # The analyst report shows a labelled demo-world simulation before any impression is
+    # logged; wired here because serving code never imports the demo world.
+    report_builder = functools.partial(build_report, demo_report=build_demo_report)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, report_builder=report_builder),
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
