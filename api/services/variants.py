@@ -31,7 +31,6 @@ from data.models import (
 
 __all__ = [
     "NothingToChange",
-    "OrchestrationError",
     "VariantConflict",
     "VariantNotFound",
     "check_editable",
