@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from api.services.erasure import erase_user, guard_from_settings
-from api.services.profile_refresh import refresh_profiles
+from api.services.profile_refresh import refresh_profiles, undo_erased_profiles
 from api.settings import Settings
 from data.models import Event, EventKind, Product, SegmentMembership, TasteProfileRecord, User
 from recsys.catalog import build_index
@@ -174,3 +174,34 @@ def test_refresh_and_erasures_on_threads_leave_no_erased_profile(
         t.join(120)
     assert not errors, errors
     assert _profiles(engine) == set(users) - set(erased)
+
+
+def test_undo_removes_profile_and_membership_of_a_user_being_erased(
+    world: tuple[Engine, Settings],
+) -> None:
+    """Between an erasure's tombstone and its row deletion the user row still exists, so a
+    refresh can write both a profile and a segment membership: the undo removes both and
+    keeps the segment's size right; with no tombstone at all it touches nothing."""
+    from data.models import Segment
+
+    engine, settings = world
+    guard = guard_from_settings(settings, engine)
+    refresh_profiles(engine, settings=settings, embedder=ColourEmbedder(), progress=False)
+    with Session(engine) as s:
+        seg = Segment(label="reds", size=2, terms=[["red", 1.0]], example_product_ids=[1])
+        s.add(seg)
+        s.flush()
+        s.add_all([SegmentMembership(user_id=u, segment_id=int(seg.id), score=1.0)  # type: ignore[arg-type]
+                   for u in ("red-1", "red-2")])  # fmt: skip
+        s.commit()
+        sid = int(seg.id)  # type: ignore[arg-type]
+    assert undo_erased_profiles(guard) == 0  # nobody erased: nothing read, nothing deleted
+    guard.tombstone("red-1")  # step 1 of an erasure whose step 4 has not run yet
+    assert undo_erased_profiles(guard) == 2
+    with Session(engine) as s:
+        assert s.get(TasteProfileRecord, "red-1") is None
+        assert s.get(SegmentMembership, "red-1") is None
+        assert s.get(SegmentMembership, "red-2") is not None
+        assert s.get(Segment, sid).size == 1  # type: ignore[union-attr]
+        assert s.get(User, "red-1") is not None  # the erasure itself deletes the rest
+    assert _profiles(engine) == set(_users(60)) - {"red-1"}
