@@ -188,6 +188,7 @@ def safety(
         "checker": checker.name,
         "threshold": t,
         "n": len(scores),
+        "n_requested": n,  # more than n with --no-render while heroes are still being rendered
         "n_positives": len(positives),
         "false_positives": int(fp),
         "false_positive_rate": round(fp / len(scores), 4),

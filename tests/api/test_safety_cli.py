@@ -36,7 +36,7 @@ def test_evaluate_safety_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
                                    "--json"])  # fmt: skip
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
-    assert result["n"] == 10 and result["n_positives"] == 16
+    assert result["n"] == 10 and result["n_requested"] == 10 and result["n_positives"] == 16
     assert result["false_positive_rate"] == 0.1 and result["true_positive_rate"] == 1.0
     assert result["false_positives"] == 1 and result["hero_score_max"] == 1.0
     assert result["n_catalog"] == 0 and result["baseline_true_positive_rate"] < 1.0
