@@ -209,10 +209,11 @@ def time_hero(backend: Any, home: Path, *, batch: int, steps: int, guidance: flo
     from genservice.cache import ResultCache
     from genservice.config import GenerationConfig
     from genservice.generator import HeroGenerator
+    from genservice.handler import GeneratorJobHandler
     from genservice.jobs import JobQueue
     from genservice.safety import make_checker
     from genservice.storage import LocalImageStore
-    from genservice.worker import JobResult, Worker
+    from genservice.worker import Worker
 
     cfg = backend.config.model_copy(
         update={"num_inference_steps": steps, "guidance_scale": guidance}
@@ -258,15 +259,10 @@ def time_hero(backend: Any, home: Path, *, batch: int, steps: int, guidance: flo
     init_db(engine)
     queue = JobQueue(engine)
 
-    def handler(job: Any, progress: Any, should_cancel: Any) -> Any:
-        out = gen.generate(
-            CreativeBrief.from_dict(job.brief), progress=progress, should_cancel=should_cancel
-        )
-        return JobResult(result_key=out.image_key, timings=dict(out.timings))
-
+    handler = GeneratorJobHandler(lambda: gen)
     jobs = briefs(5000, batch)
     for b in jobs:
-        queue.submit(brief_hash=b.brief_hash, brief=b.to_dict())
+        queue.submit_brief(b)
     worker = Worker(queue, handler, poll_interval=0.01, maintenance_interval=0, warmup=backend.load)
     t = time.perf_counter()
     done = worker.run(until_idle=True)
