@@ -15,7 +15,7 @@ Functions take the request's session and the collaborators they use; they raise
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, func, select
 
@@ -29,6 +29,9 @@ from data.models import (
     utcnow,
 )
 
+if TYPE_CHECKING:
+    from genservice.brief import CreativeBrief
+
 __all__ = [
     "NothingToChange",
     "VariantConflict",
@@ -41,6 +44,7 @@ __all__ = [
     "marketer_variant",
     "record_change",
     "transition",
+    "variant_from_brief",
     "variant_history",
 ]
 
@@ -65,6 +69,37 @@ def record_change(
     row = VariantChange(variant_id=variant_id, actor=actor, action=action, detail=detail)
     session.add(row)
     return row
+
+
+def variant_from_brief(
+    brief: CreativeBrief,
+    *,
+    product_id: int,
+    placement: str,
+    created_by: str,
+    segment_id: int | None = None,
+    user_id: str | None = None,
+    prompt_template: str | None = None,
+    job_id: str | None = None,
+    image_key: str | None = None,
+    status: VariantStatus = VariantStatus.draft,
+) -> CreativeVariant:
+    """A new (unsaved) variant rendering ``brief``: its hash, payload and style terms
+    (``[[term, weight], ...]``) as stored."""
+    return CreativeVariant(
+        segment_id=segment_id,
+        user_id=user_id,
+        product_id=product_id,
+        placement=placement,
+        brief_hash=brief.brief_hash,
+        brief=brief.to_dict(),
+        terms=[[t.term, t.weight] for t in brief.style_terms],
+        prompt_template=prompt_template,
+        job_id=job_id,
+        image_key=image_key,
+        status=status,
+        created_by=created_by,
+    )
 
 
 def list_segments(session: Session, *, limit: int, offset: int) -> tuple[list[Segment], int]:
@@ -164,16 +199,13 @@ def create_previews(
         if existing is not None:
             out.append(existing)
             continue
-        v = CreativeVariant(
+        v = variant_from_brief(
+            brief,
             segment_id=segment_id,
             product_id=product_id,
             placement=placement,
-            brief_hash=brief.brief_hash,
-            brief=brief.to_dict(),
-            terms=[[t.term, t.weight] for t in brief.style_terms],
             prompt_template=prompt_template,
             job_id=job_id,
-            status=VariantStatus.draft,
             created_by=actor,
         )
         session.add(v)
