@@ -1,0 +1,472 @@
+"""``Creator``: a product description (and optionally a sketch) -> N candidate detail-page
+images. Text-to-image with the configured checkpoint (ControlNet or img2img from a sketch) ->
+cut-out (U^2-Net-p) -> learned restoration to the requested size -> centred on a clean
+background -> image safety -> PNG marked as generated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from genservice.backends.base import CancelFn, ProgressFn
+from genservice.config import DEFAULT_MODEL, GenerationConfig
+from genservice.creation import sketch as sk
+from genservice.creation.request import CreationRejected, CreationRequest, parse_background
+from genservice.errors import GenerationError, JobCancelled
+from genservice.metadata import PREFIX
+from genservice.safety import SafetyChecker, enforce_safe, make_checker
+from genservice.storage import ImageStore
+
+log = logging.getLogger(__name__)
+
+#: How far a product's pixels may be enlarged by plain resampling after restoration.
+MAX_PRODUCT_UPSCALE = 1.25
+#: Share of the canvas side the product's longer side fills.
+PRODUCT_FILL = 0.8
+#: The shipped ControlNet of the embedded model (used when ``model`` is the default one).
+DEFAULT_CONTROLNET = "data/models/controlnet-tiny"
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: IPTC digital source type of images made by a trained model (what detail pages label).
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+_XMP = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+    'Iptc4xmpExt:DigitalSourceType="{dst}"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+@dataclass
+class CreationImaging:
+    """The learned collaborators: ``cut_out(image)`` -> object with ``.cutout.image`` (RGBA,
+    cropped) and ``.alpha`` ((H, W) float32 at the source size) and ``.method``;
+    ``upscale(image, (w, h))`` -> learned restoration to that size that enlarges plainly at
+    most ``max_upscale``."""
+
+    cut_out: Callable[[Image.Image], Any]
+    upscale: Callable[[Image.Image, tuple[int, int]], Image.Image]
+    max_upscale: float = MAX_PRODUCT_UPSCALE
+
+    @classmethod
+    def default(cls) -> CreationImaging:
+        """U^2-Net-p cut-out; the compact realesr-animevideov3 x4 network (generated images
+        are smooth; it is far faster than x4plus on CPU)."""
+        from genservice.imaging.cutout import cut_out_product, default_model
+        from genservice.imaging.restore import default_restorer, upscale_to
+
+        model = default_model()
+        restorer = default_restorer("realesr-animevideov3-x4")
+        return cls(
+            cut_out=lambda im: cut_out_product(im, model=model),
+            upscale=lambda im, size: upscale_to(
+                im, size, restorer=restorer, max_plain_upscale=MAX_PRODUCT_UPSCALE
+            ),
+        )
+
+
+def plain_enlargement(
+    source: tuple[int, int], target: tuple[int, int], max_upscale: float
+) -> float:
+    """How far ``source`` pixels are enlarged by resampling when x4 restoration passes run
+    while the remaining enlargement exceeds ``max_upscale`` (as ``upscale_to`` does)."""
+    f = max(target[0] / source[0], target[1] / source[1])
+    while f > max_upscale:
+        f /= 4.0
+    return f
+
+
+def product_box(cut: tuple[int, int], size: int, fill: float = PRODUCT_FILL) -> tuple[int, int]:
+    """``(w, h)`` of a cut-out of size ``cut`` fitted (aspect kept) into ``fill`` of the canvas."""
+    side = max(1, round(size * fill))
+    f = side / max(cut)
+    return max(1, round(cut[0] * f)), max(1, round(cut[1] * f))
+
+
+def on_background(product: Image.Image, size: int, colour: tuple[int, int, int]) -> Image.Image:
+    """RGBA ``product`` centred on a ``size`` x ``size`` canvas of ``colour`` (RGB)."""
+    canvas = Image.new("RGBA", (size, size), (*colour, 255))
+    x = (size - product.width) // 2
+    y = (size - product.height) // 2
+    canvas.alpha_composite(product.convert("RGBA"), (x, y))
+    return canvas.convert("RGB")
+
+
+def creation_metadata(*, model: str, seed: int, prompt: str, source: str) -> dict[str, str]:
+    """What a created image carries: ``generated`` (always ``true``), the model, seed, how it
+    was conditioned (``text`` | ``sketch-controlnet`` | ``sketch-img2img``) and the prompt's
+    sha256 (never the text itself: it may hold a merchant's unreleased product)."""
+    return {
+        "generated": "true",
+        "digital_source_type": DIGITAL_SOURCE_TYPE,
+        "model": str(model)[:256],
+        "seed": str(int(seed)),
+        "source": source,
+        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+    }
+
+
+def encode_png(image: Image.Image, metadata: dict[str, str]) -> bytes:
+    """PNG bytes with ``tailorshot:<key>`` text chunks and an XMP packet naming the IPTC
+    digital source type (readers such as exiftool show it)."""
+    info = PngInfo()
+    for k, v in metadata.items():
+        info.add_text(PREFIX + k, str(v))
+    dst = metadata.get("digital_source_type", DIGITAL_SOURCE_TYPE)
+    info.add_itxt("XML:com.adobe.xmp", _XMP.format(dst=dst))
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG", pnginfo=info, compress_level=6)
+    return buf.getvalue()
+
+
+def is_generated(data: bytes | Image.Image) -> bool:
+    """Whether an image's PNG metadata marks it as generated."""
+    img = Image.open(io.BytesIO(data)) if isinstance(data, bytes) else data
+    return dict(getattr(img, "text", {}) or {}).get(PREFIX + "generated") == "true"
+
+
+@dataclass
+class Candidate:
+    """One created image. ``image``: RGB ``size`` x ``size``; ``native``: the diffusion output
+    (RGB, native side); ``alpha``: the cut-out's alpha at the native side; ``product_upscale``:
+    how far product pixels were enlarged by plain resampling after restoration; ``key``: the
+    image store key (None without a store); ``png``: the encoded file."""
+
+    seed: int
+    image: Image.Image
+    native: Image.Image
+    alpha: np.ndarray
+    product_upscale: float
+    cutout_method: str
+    metadata: dict[str, str]
+    png: bytes
+    key: str | None = None
+
+
+@dataclass
+class CreationOutput:
+    """The candidates of one request, the prompt used, the conditioning (``source``) and
+    per-stage timings (seconds)."""
+
+    candidates: list[Candidate]
+    prompt: str
+    source: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.key for c in self.candidates if c.key is not None]
+
+
+class Creator:
+    """Creates product images. ``load_pipeline()`` returns the text-to-image diffusers
+    pipeline (e.g. ``DiffusersBackend.load``); ``controlnet``: a loaded ``ControlNetModel``
+    or a zero-argument loader (None: sketches use the img2img fallback)."""
+
+    def __init__(
+        self,
+        *,
+        load_pipeline: Callable[[], Any],
+        safety: SafetyChecker,
+        imaging: CreationImaging,
+        model_id: str,
+        store: ImageStore | None = None,
+        controlnet: Any = None,
+        steps: int = 20,
+        guidance: float = 5.0,
+        controlnet_scale: float = 1.0,
+        img2img_strength: float = sk.IMG2IMG_STRENGTH,
+    ) -> None:
+        self._load = load_pipeline
+        self.safety = safety
+        self.imaging = imaging
+        self.model_id = model_id
+        self.store = store
+        self._controlnet = controlnet
+        self.steps = steps
+        self.guidance = guidance
+        self.controlnet_scale = controlnet_scale
+        self.img2img_strength = img2img_strength
+        self._derived: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        config: GenerationConfig,
+        *,
+        home: str | Path,
+        store: ImageStore | None = None,
+        controlnet: str | None = "auto",
+        controlnet_config: str | None = None,
+        build_fallback: Any = None,
+    ) -> Creator:
+        """Default wiring: the diffusers backend of ``config``, the safety checker it names,
+        U^2-Net-p + restoration. ``controlnet``: ``auto`` (the shipped controlnet-tiny when
+        the model is the embedded default), a folder / single file / hub id, or None."""
+        from genservice.backends.diffusers_backend import DiffusersBackend
+
+        backend = DiffusersBackend(config, home=home, build_fallback=build_fallback)
+        shipped = None
+        if config.safety_checker == "auto":
+            backend.load()
+            shipped = backend.safety_checker
+        ref = resolve_controlnet(controlnet, config)
+        loader = None
+        if ref is not None:
+
+            def loader() -> Any:
+                return sk.load_controlnet(ref, config=controlnet_config, dtype=backend.dtype).to(
+                    backend.device
+                )
+
+        return cls(
+            load_pipeline=backend.load,
+            safety=make_checker(config.safety_checker, shipped=shipped),
+            imaging=CreationImaging.default(),
+            model_id=config.model,
+            store=store,
+            controlnet=loader,
+            steps=config.num_inference_steps,
+            guidance=config.guidance_scale,
+        )
+
+    # ------------------------------------------------------------------ pipelines
+
+    @property
+    def has_controlnet(self) -> bool:
+        return self._controlnet is not None
+
+    def _get_controlnet(self) -> Any:
+        if callable(self._controlnet) and not hasattr(self._controlnet, "config"):
+            self._controlnet = self._controlnet()
+        return self._controlnet
+
+    def pipeline(self, mode: str) -> Any:
+        """The pipeline of ``mode``: ``txt2img`` | ``controlnet`` | ``img2img`` (sharing the
+        text-to-image pipeline's components)."""
+        base = self._load()
+        if mode == "txt2img":
+            return base
+        if mode not in self._derived:
+            from diffusers import (
+                StableDiffusionControlNetPipeline,
+                StableDiffusionImg2ImgPipeline,
+            )
+
+            if mode == "controlnet":
+                pipe = StableDiffusionControlNetPipeline.from_pipe(
+                    base, controlnet=self._get_controlnet()
+                )
+            elif mode == "img2img":
+                pipe = StableDiffusionImg2ImgPipeline.from_pipe(base)
+            else:
+                raise ValueError(f"mode: expected txt2img, controlnet or img2img, got {mode!r}")
+            pipe.set_progress_bar_config(disable=True)
+            self._derived[mode] = pipe
+        return self._derived[mode]
+
+    def native_side(self) -> int:
+        pipe = self._load()
+        return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+    def sketch_mode(self, requested: str) -> str:
+        """The conditioning a sketch gets: ``controlnet`` or ``img2img``."""
+        if requested == "controlnet" and not self.has_controlnet:
+            raise CreationRejected("sketch_mode: controlnet requested but none is configured")
+        if requested == "img2img" or not self.has_controlnet:
+            return "img2img"
+        return "controlnet"
+
+    # ------------------------------------------------------------------ diffusion
+
+    def diffuse(
+        self,
+        prompt: str,
+        seeds: Sequence[int],
+        *,
+        sketch: Image.Image | None = None,
+        mode: str = "auto",
+        controlnet_scale: float | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+        total: int | None = None,
+    ) -> tuple[list[Image.Image], str]:
+        """Native-size RGB images for ``prompt`` (image i from seed ``seeds[i]``) and the
+        conditioning used (``text`` | ``sketch-controlnet`` | ``sketch-img2img``)."""
+        import torch
+
+        side = self.native_side()
+        base = self._load()
+        device = getattr(base, "device", "cpu")
+        gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        steps = self.steps
+        kwargs: dict[str, Any] = {}
+        if sketch is None:
+            pipe, source = self.pipeline("txt2img"), "text"
+            kwargs.update(height=side, width=side)
+        elif self.sketch_mode(mode) == "controlnet":
+            pipe, source = self.pipeline("controlnet"), "sketch-controlnet"
+            control = sk.control_image(sketch, side)
+            kwargs.update(
+                image=[control] * len(seeds),
+                height=side,
+                width=side,
+                controlnet_conditioning_scale=float(
+                    self.controlnet_scale if controlnet_scale is None else controlnet_scale
+                ),
+            )
+        else:
+            pipe, source = self.pipeline("img2img"), "sketch-img2img"
+            init = sk.init_image(sketch, side)
+            kwargs.update(image=[init] * len(seeds), strength=self.img2img_strength)
+            steps_run = max(1, int(steps * self.img2img_strength))
+            total = total if total is not None else steps_run
+        grand = total if total is not None else steps
+
+        def on_step(_pipe: Any, i: int, _t: Any, cb: dict[str, Any]) -> dict[str, Any]:
+            if progress is not None:
+                progress(min(i + 1, grand), grand)
+            if should_cancel is not None and should_cancel():
+                raise JobCancelled("creation cancelled")
+            return cb
+
+        res = pipe(
+            [prompt] * len(seeds),
+            num_inference_steps=steps,
+            guidance_scale=self.guidance,
+            generator=gens,
+            output_type="pil",
+            callback_on_step_end=on_step,
+            **kwargs,
+        )
+        return [im.convert("RGB") for im in res.images], source
+
+    # ------------------------------------------------------------------ the whole path
+
+    def finish(
+        self, native: Image.Image, *, size: int, background: tuple[int, int, int]
+    ) -> tuple[Image.Image, np.ndarray, float, str]:
+        """Cut out, restore to its box and centre on ``background``: (RGB image, native alpha,
+        plain enlargement of product pixels, cut-out method)."""
+        try:
+            res = self.imaging.cut_out(native)
+        except ValueError as exc:
+            raise GenerationError(f"creation: no product to cut out ({exc})") from exc
+        cut = res.cutout.image
+        target = product_box(cut.size, size)
+        big = self.imaging.upscale(cut, target)
+        plain = plain_enlargement(cut.size, target, self.imaging.max_upscale)
+        return on_background(big, size, background), res.alpha, plain, str(res.method)
+
+    def create(
+        self,
+        request: CreationRequest,
+        *,
+        sketch: Image.Image | None = None,
+        controlnet_scale: float | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> CreationOutput:
+        """All ``request.n`` candidates: checked, finished, encoded (and stored when a store is
+        given). Raises ``CreationRejected`` (bad text or sketch mode), ``SafetyViolation``
+        (flagged output; nothing is stored), ``JobCancelled``."""
+        t0 = time.perf_counter()
+        prompt = request.prompt
+        bg = parse_background(request.background)
+        seeds = [request.seed + i for i in range(request.n)]
+        steps_run = self.steps
+        if sketch is not None and self.sketch_mode(request.sketch_mode) == "img2img":
+            steps_run = max(1, int(self.steps * self.img2img_strength))
+        total = steps_run + request.n
+        natives, source = self.diffuse(
+            prompt,
+            seeds,
+            sketch=sketch,
+            mode=request.sketch_mode,
+            controlnet_scale=controlnet_scale,
+            progress=progress,
+            should_cancel=should_cancel,
+            total=total,
+        )
+        t1 = time.perf_counter()
+        finished = []
+        for i, native in enumerate(natives):
+            finished.append(self.finish(native, size=request.size, background=bg))
+            if progress is not None:
+                progress(steps_run + i + 1, total)
+            if should_cancel is not None and should_cancel():
+                raise JobCancelled("creation cancelled")
+        t2 = time.perf_counter()
+        enforce_safe(self.safety, [f[0] for f in finished])
+        cands = []
+        for seed, native, (image, alpha, plain, method) in zip(
+            seeds, natives, finished, strict=True
+        ):
+            meta = creation_metadata(model=self.model_id, seed=seed, prompt=prompt, source=source)
+            png = encode_png(image, meta)
+            key = self.store.put(png, "image/png") if self.store is not None else None
+            cands.append(Candidate(seed, image, native, alpha, plain, method, meta, png, key))
+        t3 = time.perf_counter()
+        return CreationOutput(
+            candidates=cands,
+            prompt=prompt,
+            source=source,
+            timings={
+                "diffusion_s": round(t1 - t0, 4),
+                "finish_s": round(t2 - t1, 4),
+                "safety_store_s": round(t3 - t2, 4),
+            },
+        )
+
+
+def resolve_controlnet(ref: str | None, config: GenerationConfig) -> str | None:
+    """``auto`` -> the shipped controlnet-tiny folder when the model is the embedded default
+    and the folder exists, else None; a relative path is tried against the working folder,
+    then the project root; anything else is returned as is (a hub id)."""
+    if ref is None or ref == "":
+        return None
+    if ref == "auto":
+        if config.model != DEFAULT_MODEL:
+            return None
+        folder = _PROJECT_ROOT / DEFAULT_CONTROLNET
+        return str(folder) if (folder / "config.json").is_file() else None
+    p = Path(ref)
+    if p.exists():
+        return str(p)
+    if not p.is_absolute() and (_PROJECT_ROOT / p).exists():
+        return str(_PROJECT_ROOT / p)
+    return ref
+
+
+def max_product_upscale(outputs: Sequence[CreationOutput]) -> float:
+    """The largest plain enlargement of product pixels over ``outputs`` (0 when empty)."""
+    vals = [c.product_upscale for o in outputs for c in o.candidates]
+    return max(vals) if vals else 0.0
+
+
+__all__ = [
+    "DIGITAL_SOURCE_TYPE",
+    "MAX_PRODUCT_UPSCALE",
+    "Candidate",
+    "CreationImaging",
+    "CreationOutput",
+    "Creator",
+    "creation_metadata",
+    "encode_png",
+    "is_generated",
+    "max_product_upscale",
+    "on_background",
+    "plain_enlargement",
+    "product_box",
+    "resolve_controlnet",
+]

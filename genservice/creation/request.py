@@ -1,0 +1,124 @@
+"""What a creation asks for: a product description (and optionally a sketch), how many
+candidates, their size and background. Validated once here; the job payload is its dict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from genservice import vocab
+from genservice.prompts import find_blocked, has_injection, sanitize_text
+
+#: Job payloads of creations carry this ``kind`` (hero briefs carry none).
+CREATION_KIND = "creation"
+#: Named detail-page backgrounds (sRGB).
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "studio": (242, 242, 240),
+    "grey": (232, 232, 232),
+}
+SKETCH_MODES = ("auto", "controlnet", "img2img")
+MAX_CANDIDATES = 8
+MIN_SIZE, MAX_SIZE = 64, 2048
+_HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
+#: Phrases that place a product somewhere; without one the prompt asks for a studio shot
+#: (a plain backdrop gives the cut-out an easy job).
+_STUDIO = "in a photo studio"
+
+
+class CreationRejected(ValueError):
+    """The request cannot be created (blocked text, bad size, unknown background ...)."""
+
+
+def parse_background(value: str) -> tuple[int, int, int]:
+    """``white`` | ``studio`` | ``grey`` | ``#rrggbb`` -> sRGB triple."""
+    v = str(value).strip().lower()
+    if v in BACKGROUNDS:
+        return BACKGROUNDS[v]
+    m = _HEX.match(v)
+    if not m:
+        raise CreationRejected(
+            f"background: expected one of {sorted(BACKGROUNDS)} or #rrggbb, got {value!r}"
+        )
+    h = m.group(1)
+    return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
+
+
+def creation_prompt(text: str, category: str | None = None, *, max_chars: int = 300) -> str:
+    """The diffusion prompt of a description: checked (blocked terms and injected
+    instructions are rejected, not silently dropped), sanitised, the category appended when
+    the text does not name it, and "in a photo studio" when it names no setting."""
+    raw = str(text or "")
+    if find_blocked(raw) is not None or (category and find_blocked(category) is not None):
+        raise CreationRejected("text: holds a blocked term")
+    if has_injection(raw):
+        raise CreationRejected("text: holds an instruction, not a product description")
+    clean = sanitize_text(raw, max_chars=max_chars)
+    if not clean.strip():
+        raise CreationRejected("text: expected a product description, got nothing usable")
+    cat = sanitize_text(category or "", max_chars=64).strip().lower()
+    if cat and cat not in clean.lower():
+        clean = f"{clean}, {cat}"
+    phrases = [p.lower() for p in vocab.setting_phrases().values()]
+    if not any(p in clean.lower() for p in phrases) and "studio" not in clean.lower():
+        clean = f"{clean}, {_STUDIO}"
+    return clean
+
+
+@dataclass(frozen=True)
+class CreationRequest:
+    """One creation: ``n`` candidates (seeds ``seed .. seed + n - 1``) of ``size`` x ``size``
+    pixels on ``background``. ``sketch_key``: the sketch's key in the image store (API jobs;
+    the CLI passes the image itself). ``sketch_mode``: ``auto`` (ControlNet when configured,
+    else img2img), ``controlnet`` or ``img2img``."""
+
+    text: str
+    category: str | None = None
+    n: int = 4
+    seed: int = 0
+    size: int = 1080
+    background: str = "white"
+    sketch_key: str | None = None
+    sketch_mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.n) <= MAX_CANDIDATES:
+            raise CreationRejected(f"n: expected 1..{MAX_CANDIDATES}, got {self.n}")
+        if not MIN_SIZE <= int(self.size) <= MAX_SIZE:
+            raise CreationRejected(f"size: expected {MIN_SIZE}..{MAX_SIZE} pixels, got {self.size}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise CreationRejected(f"seed: expected a non-negative int, got {self.seed!r}")
+        if self.sketch_mode not in SKETCH_MODES:
+            raise CreationRejected(
+                f"sketch_mode: expected one of {SKETCH_MODES}, got {self.sketch_mode!r}"
+            )
+        parse_background(self.background)
+        creation_prompt(self.text, self.category)
+
+    @property
+    def prompt(self) -> str:
+        return creation_prompt(self.text, self.category)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The job payload (``kind`` marks it as a creation)."""
+        return {"kind": CREATION_KIND, **asdict(self)}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> CreationRequest:
+        fields = {k: v for k, v in payload.items() if k != "kind"}
+        return cls(**fields)
+
+    @property
+    def request_hash(self) -> str:
+        """sha256 hex of the canonical payload: the job's idempotency hash (same request, same
+        job, same images)."""
+        blob = json.dumps(self.to_payload(), sort_keys=True).encode()
+        return hashlib.sha256(b"creation\0" + blob).hexdigest()
+
+
+def is_creation(payload: dict[str, Any]) -> bool:
+    """Whether a job payload is a creation (else a hero brief)."""
+    return isinstance(payload, dict) and payload.get("kind") == CREATION_KIND
