@@ -11,7 +11,7 @@ shopper, products not to recommend):
   interactions, so only content can place those products.
 
 Everything tuned (EASE's ``l2``, ALS's factors, item-kNN's neighbours, the hybrid's blend
-weights: a conditional logit over products, :mod:`recsys.blend`) is tuned on
+weights: a simplex grid maximising validation recall) is tuned on
 validation shoppers and scored on others: test shoppers are split into two seeded folds and
 each fold is scored with what was tuned on the other (``ProtocolOutput.tuning_users`` records
 which shoppers each fold's tuning saw). Intervals are percentile bootstraps over shoppers; the
@@ -40,7 +40,7 @@ from recsys.collaborative import (
     top_k_excluding,
 )
 from recsys.evaluation.ranking import ndcg_at_k, recall_at_k
-from recsys.hybrid import BlendWeights, HybridRecommender, fit_blend
+from recsys.hybrid import BlendWeights, HybridRecommender, tune_blend
 from recsys.profiles import HistoryEvent, ItemVectors, TasteProfile
 
 __all__ = [
@@ -409,14 +409,14 @@ def run_protocol(
         # tune on validation shoppers whose (first) relevant product is in the catalog
         ok = vi[targets_cat[vi] >= 0]
         warm_v, cold_v = ok[~cold[ok]], ok[cold[ok]]
-        warm, warm_r = fit_blend(
+        warm, warm_r = tune_blend(
             {c: s[warm_v] for c, s in comps.items()}, targets_cat[warm_v], excl_cat[warm_v], k=k
         )
         cold_w: BlendWeights = hybrid.cold
         fitted_on = [users[i] for i in warm_v]
         if len(cold_v) >= 5:
             fitted_on += [users[i] for i in cold_v]
-            cold_w, _ = fit_blend(
+            cold_w, _ = tune_blend(
                 {c: s[cold_v] for c, s in comps.items()}, targets_cat[cold_v], excl_cat[cold_v], k=k
             )
         blend_users.append(sorted(fitted_on))

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from profiles_fixtures import events, unit
 
-from recsys.blend import fit_softmax_blend, softmax_blend_loss
 from recsys.collaborative import EASERecommender, Interactions
-from recsys.hybrid import COMPONENTS, BlendWeights, HybridRecommender, fit_blend, tune_blend
+from recsys.hybrid import COMPONENTS, BlendWeights, HybridRecommender, tune_blend
 from recsys.profiles import HistoryEvent, ItemVectors, ProfileBuilder
 
 DIM = 8
@@ -135,53 +134,17 @@ def test_revisit_scores_the_shoppers_own_products_by_engagement() -> None:
     assert abs(rev.mean()) < 1e-9 and rev.std() == pytest.approx(1.0)
 
 
-def test_softmax_blend_gradient_and_informative_component() -> None:
-    rng = np.random.default_rng(1)
-    n, m = 80, 30
-    targets = rng.integers(0, m, size=n)
-    informative = rng.standard_normal((n, m))
-    informative[np.arange(n), targets] += 3.0
-    stack = np.stack([rng.standard_normal((n, m)), informative], axis=-1)
-    relevant = np.zeros((n, m), dtype=bool)
-    relevant[np.arange(n), targets] = True
-    excluded = np.zeros((n, m), dtype=bool)
-    excluded[:, 0] = True  # an excluded product is never a candidate
-    # the analytic gradient against central differences
-    w = np.array([0.3, 0.7])
-    _, g = softmax_blend_loss(w, stack, relevant, excluded, 0.01)
-    eps = 1e-6
-    num = [
-        (
-            softmax_blend_loss(w + eps * e, stack, relevant, excluded, 0.01)[0]
-            - softmax_blend_loss(w - eps * e, stack, relevant, excluded, 0.01)[0]
-        )
-        / (2 * eps)
-        for e in np.eye(2)
-    ]
-    np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
-    weights = fit_softmax_blend(stack, relevant, excluded)
-    assert weights.sum() == pytest.approx(1.0) and weights.min() >= 0
-    assert weights[1] > 0.9  # the noise component gets (almost) nothing
-    with pytest.raises(ValueError, match="relevant"):
-        fit_softmax_blend(stack, relevant & excluded, excluded)
-    with pytest.raises(ValueError, match="shape"):
-        fit_softmax_blend(stack[0], relevant, excluded)
-
-
-def test_fit_blend_weights_the_informative_component() -> None:
+def test_tune_blend_over_four_components() -> None:
     rng = np.random.default_rng(0)
     n, m = 60, 40
     targets = rng.integers(0, m, size=n)
     informative = rng.standard_normal((n, m))
-    informative[np.arange(n), targets] += 4.0
+    informative[np.arange(n), targets] += 10.0
     comps = {c: rng.standard_normal((n, m)) for c in COMPONENTS}
     comps["revisit"] = informative
     excluded = np.zeros((n, m), dtype=bool)
-    weights, recall = fit_blend(comps, targets, excluded, k=1)
-    # the noise components keep only a little weight (the l2 penalty spreads it a bit)
-    assert weights.revisit > 0.7 and recall > 0.9
-    assert max(weights.collaborative, weights.interests, weights.kernel) < 0.15
-    assert weights.as_array().sum() == pytest.approx(1.0, abs=1e-5)
+    weights, recall = tune_blend(comps, targets, excluded, k=1, step=0.25)
+    assert recall == 1.0 and weights == BlendWeights(0.0, 0.0, 0.0, 1.0)
     # components left out get weight 0
-    partial, _ = fit_blend({"kernel": informative}, targets, excluded, k=1)
+    partial, _ = tune_blend({"kernel": informative}, targets, excluded, k=1)
     assert partial == BlendWeights(0.0, 0.0, 1.0, 0.0)

@@ -143,13 +143,13 @@ def test_the_blend_is_fitted_on_validation_shoppers_only(monkeypatch: pytest.Mon
     import recsys.evaluation.protocols as protocols
 
     rows_seen: list[int] = []
-    real = protocols.fit_blend
+    real = protocols.tune_blend
 
     def spy(components, targets, excluded, **kw):  # type: ignore[no-untyped-def]
         rows_seen.append(len(targets))
         return real(components, targets, excluded, **kw)
 
-    monkeypatch.setattr(protocols, "fit_blend", spy)
+    monkeypatch.setattr(protocols, "tune_blend", spy)
     items, hist, target = block_world()
     split = split_before(hist, {u: T0 + timedelta(days=8) for u in target}, target)
     builder = ProfileBuilder(min_events=1)
@@ -172,4 +172,4 @@ def test_the_blend_is_fitted_on_validation_shoppers_only(monkeypatch: pytest.Mon
         assert seen == len(fitted) > 0
         assert set(fitted) <= set(tuned_on) and not set(fitted) & set(scored)
     w = out.tuned[0]["warm"]
-    assert len(w) == 4 and min(w) >= 0 and sum(w) == pytest.approx(1.0, abs=1e-5)
+    assert len(w) == 4 and min(w) >= 0 and sum(w) == pytest.approx(1.0)
