@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from api.services.erasure import erase_user, guard_from_settings
-from api.services.profile_refresh import refresh_profiles, undo_erased_profiles
+from api.services.profile_refresh import refresh_profiles, refresh_recsys, undo_erased_profiles
 from api.settings import Settings
 from data.models import Event, EventKind, Product, SegmentMembership, TasteProfileRecord, User
 from recsys.catalog import build_index
@@ -205,3 +205,18 @@ def test_undo_removes_profile_and_membership_of_a_user_being_erased(
         assert s.get(Segment, sid).size == 1  # type: ignore[union-attr]
         assert s.get(User, "red-1") is not None  # the erasure itself deletes the rest
     assert _profiles(engine) == set(_users(60)) - {"red-1"}
+
+
+def test_guarded_recsys_build_leaves_no_row_of_an_erased_user(
+    world: tuple[Engine, Settings],
+) -> None:
+    """The demo build's path (index, profiles, segments, profiles again) with a user whose
+    erasure is under way: neither a profile nor a segment membership of theirs is left."""
+    engine, settings = world
+    guard_from_settings(settings, engine).tombstone("blue-4")
+    out = refresh_recsys(engine, settings=settings, embedder=ColourEmbedder(), progress=False)
+    assert out.profiles.computed == 60
+    assert _profiles(engine) == set(_users(60)) - {"blue-4"}
+    with Session(engine) as s:
+        members = set(s.exec(select(SegmentMembership.user_id)).all())
+    assert members and "blue-4" not in members  # segments were built, without the user
