@@ -1,0 +1,148 @@
+"""``tailorshot create`` (new product images from a description or a sketch),
+``tailorshot train controlnet`` and ``tailorshot evaluate creations`` (issue 21)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from api.cli.app import app, train_app
+from api.cli.common import fail, load_settings, print_json
+
+DEFAULT_CONTROLNET_OUT = Path("data/models/controlnet-tiny")
+
+
+def _threads(threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _creator(controlnet: str | None):  # type: ignore[no-untyped-def]
+    from genservice.creation.pipeline import Creator
+    from genservice.training.random_pipelines import build_tiny_pipeline
+
+    settings = load_settings()
+    return Creator.from_config(
+        settings.generation,
+        home=settings.home,
+        controlnet=controlnet,
+        build_fallback=build_tiny_pipeline,
+    )
+
+
+@app.command("create")
+def create_cmd(
+    text: str = typer.Option(..., "--text", help='Product description, e.g. "a red handbag".'),
+    out: Path = typer.Option(..., "--out", help="Folder for the candidate PNGs."),
+    category: str | None = typer.Option(None, "--category", help="Product category."),
+    n: int = typer.Option(4, "--n", help="Candidates (seeds SEED .. SEED+N-1), 1-8."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first candidate."),
+    size: int = typer.Option(1080, "--size", help="Square output side in pixels (64-2048)."),
+    background: str = typer.Option(
+        "white", "--background", help="white | studio | grey | #rrggbb."
+    ),
+    sketch: Path | None = typer.Option(None, "--sketch", help="A line drawing or colour sketch."),
+    sketch_mode: str = typer.Option(
+        "auto", "--sketch-mode", help="auto (ControlNet when configured) | controlnet | img2img."
+    ),
+    controlnet: str = typer.Option(
+        "auto",
+        "--controlnet",
+        help="auto (shipped controlnet-tiny with the embedded model) | folder | .safetensors "
+        "| hub id | none.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
+) -> None:
+    """Create N candidate detail-page images of a new product (PNG metadata marks them as
+    generated)."""
+    from PIL import Image
+
+    from genservice.creation.request import CreationRejected, CreationRequest
+    from genservice.errors import GenerationError
+
+    _threads(threads)
+    try:
+        req = CreationRequest(
+            text=text,
+            category=category,
+            n=n,
+            seed=seed,
+            size=size,
+            background=background,
+            sketch_mode=sketch_mode,
+        )
+    except CreationRejected as exc:
+        fail(str(exc))
+    image = None
+    if sketch is not None:
+        if not sketch.is_file():
+            fail(f"--sketch: file {str(sketch)!r} not found")
+        try:
+            image = Image.open(sketch)
+            image.load()
+        except OSError as exc:
+            fail(f"--sketch: not an image ({exc})")
+    creator = _creator(None if controlnet.lower() == "none" else controlnet)
+    try:
+        result = creator.create(req, sketch=image)
+    except (CreationRejected, GenerationError) as exc:
+        fail(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for c in result.candidates:
+        path = out / f"creation_s{c.seed}.png"
+        path.write_bytes(c.png)
+        files.append(str(path))
+    info = {
+        "files": files,
+        "prompt": result.prompt,
+        "source": result.source,
+        "size": size,
+        "max_product_upscale": max(c.product_upscale for c in result.candidates),
+        "cutout": [c.cutout_method for c in result.candidates],
+        "timings": result.timings,
+    }
+    if as_json:
+        print_json(info)
+    else:
+        for f in files:
+            typer.echo(f)
+        typer.echo(f"prompt: {result.prompt} ({result.source})")
+
+
+@train_app.command("controlnet")
+def train_controlnet_cmd(
+    model: Path = typer.Option(Path("data/models/sd-tiny"), help="Frozen base pipeline folder."),
+    out: Path = typer.Option(DEFAULT_CONTROLNET_OUT, help="ControlNet folder to write."),
+    steps: int = typer.Option(2000, help="Planned optimisation steps."),
+    pairs: int = typer.Option(2000, help="Demo sketch/render pairs to render."),
+    batch_size: int = typer.Option(16, help="Pairs per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    budget_s: float = typer.Option(780.0, help="Stop after about this many seconds (0 = none)."),
+    seed: int = typer.Option(0, help="Seed."),
+    work: Path | None = typer.Option(None, help="Work folder (default HOME/training)."),
+    threads: int = typer.Option(1, help="torch CPU threads (0 = default)."),
+) -> None:
+    """Train a small ControlNet (edge sketches of demo renders -> renders) for sd-tiny."""
+    from genservice.training.controlnet import train_controlnet
+
+    _threads(threads)
+    if not (model / "model_index.json").is_file():
+        fail(f"--model: expected a diffusers folder with model_index.json, got {model}")
+    root = work if work is not None else Path(load_settings().home) / "training"
+    res = train_controlnet(
+        model=model,
+        out=out,
+        work_dir=root / "controlnet",
+        n_pairs=pairs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        time_budget_s=budget_s or None,
+    )
+    print_json(res.__dict__)
