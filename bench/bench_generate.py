@@ -84,7 +84,7 @@ def main() -> None:
             placement=PLACEMENTS["banner"],
             style_terms=(StyleTerm("cozy", 2.0), StyleTerm("warm light", 1.0)),
             seed=seed,
-            model_id=config.model,
+            model_id=config.model_identity,
         )
 
     # Warm-up (first calls build the derived inpainting pipeline, allocate buffers).
@@ -172,7 +172,7 @@ def _hero_paths(args: argparse.Namespace, config: Any, backend: Any, work: Path)
                 placement=PLACEMENTS["banner"],
                 style_terms=(StyleTerm("beach", 2.0), StyleTerm("golden hour", 1.0)),
                 seed=seed,
-                model_id=config.model,
+                model_id=config.model_identity,
             )
 
         gen.generate(brief(50_000))  # warm-up: models loaded, weights converted once

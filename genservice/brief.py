@@ -59,12 +59,14 @@ PLACEMENTS: dict[str, Placement] = {
 
 @dataclass(frozen=True)
 class ProductRef:
-    """The product shown: id, title, category and its image (a path or store key)."""
+    """The product shown: id, title, category, its image (a path or store key) and its price
+    (drawn by a brand kit; None: not shown, and absent from the brief hash)."""
 
     id: str
     title: str
     image: str
     category: str = ""
+    price: float | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -72,6 +74,10 @@ class ProductRef:
         if not self.image:
             raise ValueError(
                 f"product.image: expected an image path or key for {self.id!r}, got ''"
+            )
+        if self.price is not None and not (math.isfinite(self.price) and self.price >= 0):
+            raise ValueError(
+                f"product.price: expected a finite price >= 0 for {self.id!r}, got {self.price!r}"
             )
 
 
@@ -142,6 +148,8 @@ class CreativeBrief:
                 "title": self.product.title,
                 "image": self.product.image,
                 "category": self.product.category,
+                # Only when set: briefs without a price keep the hashes they had.
+                **({} if self.product.price is None else {"price": float(self.product.price)}),
             },
             "placement": {
                 "name": self.placement.name,
@@ -190,6 +198,7 @@ class CreativeBrief:
                 title=str(p.get("title", "")),
                 image=str(p["image"]),
                 category=str(p.get("category", "")),
+                price=None if p.get("price") is None else float(p["price"]),
             ),
             placement=placement_obj,
             style_terms=tuple(terms),

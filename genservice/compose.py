@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from genservice.brandkit import Brand, draw_brand
 from genservice.brief import Placement
 from genservice.errors import FidelityError
 
@@ -505,11 +506,15 @@ def compose_hero(
     headline: str | None = None,
     text_box: tuple[int, int, int, int] | None = None,
     shadow: bool = False,
+    brand: Brand | None = None,
+    price: float | None = None,
 ) -> Image.Image:
     """The hero at placement size: scene (enlarged bicubically only when it is not at the
     placement's size yet; the delivery path restores it first), optional contact shadow,
-    headline drawn, product pasted last: inside ``placed.mask`` exactly
-    ``apply_gain(placed.rgb, placed.gain)``, soft edges blended by ``placed.alpha``."""
+    headline drawn (with a ``brand`` kit: its logo, font, colours, ``price`` and call to
+    action, see ``genservice.brandkit.draw_brand``), product pasted last: inside
+    ``placed.mask`` exactly ``apply_gain(placed.rgb, placed.gain)``, soft edges blended by
+    ``placed.alpha``."""
     W, H = placement.size
     hero = scene.convert("RGB")
     if hero.size != (W, H):
@@ -519,7 +524,11 @@ def compose_hero(
         raise ValueError(f"placed.box: expected inside {W}x{H}, got {placed.box}")
     if shadow:
         hero = contact_shadow(hero, placed)
-    if headline and text_box is not None:
+    if brand is not None:
+        draw_brand(
+            hero, brand, headline=headline, price=price, text_box=text_box, product_box=placed.box
+        )
+    elif headline and text_box is not None:
         draw_headline(hero, headline, text_box)
     arr = np.asarray(hero).copy()
     region = arr[y : y + h, x : x + w]

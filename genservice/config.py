@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+from genservice.brandkit import BrandKit
 
 #: The default model folder: the trained embedded model lands here (embedded-models issue).
 DEFAULT_MODEL = "data/models/sd-tiny"
@@ -85,6 +88,31 @@ class GenerationConfig(BaseModel):
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1])
     #: Denoising steps of each warm-up call.
     warmup_steps: int = Field(default=2, ge=1, le=50)
+    # Trained adapters and the brand kit (issue 17).
+    #: LoRA/DreamBooth adapters in use, name (registered under ``<home>/models/loras``) or
+    #: folder path -> scale; several at once, loaded once with the model (peft).
+    loras: dict[str, float] = Field(default_factory=dict)
+    #: The store's brand kit (fonts, colours, logo, price, call to action) drawn by
+    #: composition; None: ``brand_kit_file`` (default ``<home>/brand_kit.json``) if it exists.
+    brand_kit: BrandKit | None = None
+    brand_kit_file: str | None = None
+
+    @property
+    def model_identity(self) -> str:
+        """``model`` plus the adapters in use (``model+lora:name@scale``, sorted), the model id
+        a brief names: switching adapters changes the brief hash, so no stale cached hero."""
+        parts = [self.model, *(f"lora:{n}@{s:g}" for n, s in sorted(self.loras.items()))]
+        return "+".join(parts)
+
+    @field_validator("loras")
+    @classmethod
+    def _check_loras(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, scale in value.items():
+            if not name or not math.isfinite(scale) or not -4.0 <= scale <= 4.0:
+                raise ValueError(
+                    f"loras: expected name -> scale in [-4, 4], got {name!r}: {scale!r}"
+                )
+        return value
 
     @field_validator("device")
     @classmethod

@@ -4,6 +4,7 @@ This is what the jobs worker calls."""
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -26,6 +27,7 @@ from genservice.backends.base import (
     ProgressFn,
 )
 from genservice.backends.paths import FallbackBuilder
+from genservice.brandkit import Brand, brand_kit_for, load_brand
 from genservice.brief import CreativeBrief
 from genservice.cache import CachedResult, ResultCache
 from genservice.compose import (
@@ -254,6 +256,23 @@ class HeroGenerator:
 
     # ------------------------------------------------------------------ helpers
 
+    @functools.cached_property
+    def brand(self) -> Brand | None:
+        """The store's brand kit with its font and logo loaded (``generation.brand_kit``, else
+        ``<home>/brand_kit.json``), once per generator; None without a kit."""
+        try:
+            kit = brand_kit_for(self.config.brand_kit, self.config.brand_kit_file, home=self.home)
+            return None if kit is None else load_brand(kit, home=self.home)
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from exc
+
+    def _text_block(self, brief: CreativeBrief, headline: str | None) -> bool:
+        """Whether the layout keeps a text area: a headline, or a kit's price or CTA."""
+        kit = self.brand.kit if self.brand is not None else None
+        return bool(headline) or (
+            kit is not None and bool(kit.cta or kit.price_text(brief.product.price))
+        )
+
     @property
     def prompt_builder(self) -> PromptBuilder:
         if self._prompt_builder is None:
@@ -324,7 +343,9 @@ class HeroGenerator:
                 seed=brief.seed,
             )
         else:
-            layout = plan_layout(brief.placement, cut.size, headline=bool(headline))
+            layout = plan_layout(
+                brief.placement, cut.size, headline=self._text_block(brief, headline)
+            )
             placed = place_cutout(cut, layout.product_box)
             canvas = canvas_size(
                 brief.placement,
@@ -403,7 +424,10 @@ class HeroGenerator:
         info, _ = self.deliver_scene(out.image, brief.placement)
         prep.scene = info
         layout = plan_scene_layout(
-            brief.placement, prep.cut.size, ground=info.ground, headline=bool(prep.headline)
+            brief.placement,
+            prep.cut.size,
+            ground=info.ground,
+            headline=self._text_block(brief, prep.headline),
         )
         prep.layout = layout
         placed = place_product(
@@ -435,6 +459,8 @@ class HeroGenerator:
             headline=prep.headline,
             text_box=prep.layout.text_box,
             shadow=self.imaging is not None and self.imaging.shadow,
+            brand=self.brand,
+            price=brief.product.price,
         )
         check_fidelity(hero, prep.placed)
         t1 = time.perf_counter()

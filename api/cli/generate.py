@@ -70,12 +70,19 @@ def generate(
     hashes = {r: file_sha256(r) for r in refs}
     hashes[image] = file_sha256(str(image_path))
     brief = CreativeBrief(
-        product=ProductRef(id=str(row.id), title=match.title, image=image, category=row.category),
+        product=ProductRef(
+            id=str(row.id),
+            title=match.title,
+            image=image,
+            category=row.category,
+            # A variant's own price, else the product's (a brand kit may draw it).
+            price=(match.variant.price if match.variant is not None else None) or row.price,
+        ),
         placement=place,
         style_terms=parse_terms(terms),
         references=refs,
         seed=seed,
-        model_id=gen_config.model,
+        model_id=gen_config.model_identity,
         headline=headline,
         content_hashes=tuple(hashes.items()),
     )

@@ -112,7 +112,7 @@ def run_hero_evaluation(
             placement=placement,
             style_terms=(StyleTerm(s_name, 2.0), StyleTerm(l_name, 1.5)),
             seed=seed,
-            model_id=config.model,
+            model_id=config.model_identity,
         )
         prompts.append(backdrop_prompt(gen.prompt_builder.build(brief)))
     batch = max(1, int(config.max_batch))
@@ -209,7 +209,7 @@ def run_hero_evaluation(
             placement=PLACEMENTS[names[i % 3]],
             style_terms=(StyleTerm(s_name, 2.0), StyleTerm(l_name, 1.5)),
             seed=seed + i,
-            model_id=config.model,
+            model_id=config.model_identity,
         )
         t0 = time.perf_counter()
         prep = gen._prepare(brief)

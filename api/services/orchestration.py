@@ -180,13 +180,17 @@ class Orchestrator:
                 refs.append(ref.image)
         return CreativeBrief(
             product=ProductRef(
-                id=str(product_id), title=product.title, image=image, category=product.category
+                id=str(product_id),
+                title=product.title,
+                image=image,
+                category=product.category,
+                price=product.price,
             ),
             placement=Placement.preset(placement),
             style_terms=brief_terms(terms),
             references=tuple(refs),
             seed=seed,
-            model_id=self.settings.generation.model,
+            model_id=self.settings.generation.model_identity,
             headline=headline,
             prompt_template=prompt_template,
             content_hashes=tuple(self._content_hashes([image, *refs])),

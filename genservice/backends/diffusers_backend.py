@@ -6,7 +6,8 @@ Loads SD 1.5/2.1, SDXL or Turbo/LCM pipelines by hub id or local folder through
 ``backends.loading`` and ``backends.paths``); applies the serving settings (dtype,
 channels-last, fused q/k/v, ``torch.compile``) and warms each configured canvas size up once
 at load time; runs text-to-image, image-to-image and inpainting around a product mask,
-IP-Adapter with cached reference embeddings (``backends.embed_cache``), batches compatible
+IP-Adapter with cached reference embeddings (``backends.embed_cache``), the LoRA adapters of
+``generation.loras`` (``backends.loras``, loaded once with the model), batches compatible
 requests into one pipeline call (``backends.batching``), reports progress and stops on
 cancellation. Random-weight pipelines for tests live in ``genservice.training.random_pipelines``.
 """
@@ -36,6 +37,7 @@ from genservice.backends.batching import (
     sized_inputs,
 )
 from genservice.backends.embed_cache import EmbeddingCache, embed_folder, image_hash
+from genservice.backends.loras import attach_loras
 from genservice.backends.paths import FallbackBuilder, resolve_model_path
 from genservice.backends.safety_checker import DiffusersSafetyChecker
 from genservice.config import GenerationConfig
@@ -71,7 +73,10 @@ class DiffusersBackend:
         self._ip_source: tuple[str, str, str] | None = None
         self.device, self.dtype = loading.resolve_device_dtype(self.config)
         self._embeds = EmbeddingCache(size=512, device=self.device, dtype=self.dtype)
-        self.model_id = self.config.model
+        #: The model a brief names: the model plus the adapters in use (``model_identity``).
+        self.model_id = self.config.model_identity
+        #: peft adapter names loaded with the model (``generation.loras``).
+        self.loras: list[str] = []
         self.safety_checker: DiffusersSafetyChecker | None = None
         #: Number of pipeline calls made (tests check that a cache hit makes none).
         self.calls = 0
@@ -106,6 +111,14 @@ class DiffusersBackend:
             pipe.set_progress_bar_config(disable=True)
             if self.config.scheduler != "default":
                 pipe.scheduler = loading.make_scheduler(self.config.scheduler, pipe.scheduler)
+            # Adapters before the optimisations: fused q/k/v and compiled graphs need them
+            # merged into the weights first.
+            self.loras = attach_loras(
+                pipe,
+                self.config.loras,
+                home=self.home,
+                fuse=self.config.fuse_qkv or self.config.compile_unet,
+            )
             loading.optimize(pipe, self.config)
             if Path(path).is_dir():
                 self.safety_checker = DiffusersSafetyChecker.from_folder(path, device=self.device)
