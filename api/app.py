@@ -328,9 +328,21 @@ def create_app(
         RequestContextMiddleware, fastapi_app=app, max_body_bytes=settings.api.max_body_bytes
     )
 
-    from api.routes import analyst, events, generations, images, marketer, ops, privacy, storefront
+    from api.routes import (
+        analyst,
+        customize,
+        edits,
+        events,
+        generations,
+        images,
+        marketer,
+        ops,
+        privacy,
+        storefront,
+    )
 
-    for module in (ops, storefront, events, images, marketer, generations, analyst, privacy):
+    routers = (ops, storefront, events, images, marketer, generations, analyst, privacy)
+    for module in (*routers, edits, customize):
         app.include_router(module.router)
 
     from api.web import mount_ui

@@ -33,6 +33,7 @@ from api.services.hero import HeroService
 from api.services.orchestration import Orchestrator
 from api.settings import Settings
 from data.db import init_db, make_engine
+from genservice.edits.jobs import EditJobHandler
 from genservice.handler import GeneratorJobHandler, HeroRenderer, JobObserver
 from genservice.jobs import JobQueue
 from genservice.storage import ImageStore, LocalImageStore
@@ -192,10 +193,12 @@ def make_job_handler(
     )
 
 
-def build_job_handler(settings: Settings) -> GeneratorJobHandler:
-    """The handler ``tailorshot worker`` processes run: one generator per process, loaded by
-    :func:`load_generator` on :meth:`~genservice.handler.GeneratorJobHandler.warmup`."""
-    return GeneratorJobHandler(lambda: load_generator(settings))
+def build_job_handler(settings: Settings) -> EditJobHandler:
+    """The handler ``tailorshot worker`` processes run: edit jobs (genservice.edits.jobs) and
+    hero jobs with one generator per process, loaded by :func:`load_generator` on
+    :meth:`~genservice.edits.jobs.EditJobHandler.warmup`."""
+    hero = GeneratorJobHandler(lambda: load_generator(settings))
+    return EditJobHandler(hero, build_image_store(settings), warmup=hero.warmup)
 
 
 def load_generator(settings: Settings) -> HeroRenderer:
@@ -286,7 +289,7 @@ def build_components(
     hero = HeroService(api, metrics=metrics, guard=guard, personalizer=orchestrator)
     worker: WorkerPort | None = None
     if generator is not None and (make_worker is not None or api.run_worker):
-        handler = make_job_handler(generator, metrics=metrics)
+        handler = EditJobHandler(make_job_handler(generator, metrics=metrics), images)
         if make_worker is not None:
             worker = make_worker(queue, handler)
         else:

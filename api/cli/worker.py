@@ -38,7 +38,7 @@ def run_worker_process(
     """Run one worker in this process until stopped (or, with ``once``, until no job is
     due); returns the number of jobs it processed. ``index`` varies the jitter seed."""
     from api.cli.common import load_settings, open_engine
-    from api.composition import GeneratorJobHandler, build_job_handler
+    from api.composition import EditJobHandler, build_job_handler
     from genservice.jobs import JobQueue
     from genservice.worker import Worker
 
@@ -49,7 +49,7 @@ def run_worker_process(
     handler = build_job_handler(settings)
     # The model loads (and warms up generation.warmup_sizes) before the first claim.
     # (tests substitute a handler without a model to load)
-    warmup = handler.warmup if isinstance(handler, GeneratorJobHandler) else None
+    warmup = handler.warmup if isinstance(handler, EditJobHandler) else None
     worker = Worker.from_config(queue, handler, settings.generation, warmup=warmup)
     if poll_interval is not None:
         worker.poll_interval = poll_interval

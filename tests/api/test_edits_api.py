@@ -1,0 +1,103 @@
+"""``/v1/edits``: a marketer's edit is a job on the generation queue (202, idempotent by
+content and by Idempotency-Key, progress, cancel); the edited PNG keeps every pixel outside
+the product's mask; a succeeded edit is saved as a draft variant, approved like any other."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from apitest_helpers import Env, build_env
+from edit_helpers import BACKDROP, add_subject_product, subject_image, wait_status
+from PIL import Image
+from sqlmodel import Session, select
+
+from data.models import CreativeVariant, GenerationJob, JobStatus, VariantChange, VariantStatus
+from genservice.edits.metrics import recolor_scores
+
+
+def test_edit_job_runs_and_saves_a_draft_variant(tmp_path: Path) -> None:
+    for env in build_env(tmp_path, worker=True, personalize=False):
+        m = env.auth("marketer")
+        pid = add_subject_product(env)
+        body = {"product_id": pid, "op": "recolor", "params": {"colour": "#1f4fd1"}}
+        r = env.client.post("/v1/edits", json=body, headers={**m, "Idempotency-Key": "e-1"})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["ops"] == ["recolor"] and job["params"] == [{"colour": "#1f4fd1"}]
+        assert r.headers["location"] == f"/v1/edits/{job['id']}"
+        wait_status(env, job["id"], JobStatus.succeeded)
+        got = env.client.get(f"/v1/edits/{job['id']}", headers=m).json()
+        assert (got["progress_step"], got["progress_total"]) == (1, 1)
+        before = Image.open(io.BytesIO(env.client.get(got["source_url"]).content)).convert("RGB")
+        after_png = env.client.get(got["image_url"]).content
+        after_img = Image.open(io.BytesIO(after_png))
+        assert after_img.text["tailorshot:edit_op"] == "recolor"  # type: ignore[attr-defined]
+        src = np.asarray(before)
+        out = np.asarray(after_img.convert("RGB"))
+        assert np.array_equal(src, np.asarray(subject_image()))
+        # Away from the product (backdrop over 6 px from its edge) nothing changed, bit-exact.
+        yy, xx = np.mgrid[:96, :96]
+        far = ((xx - 48) / 30.0) ** 2 + ((yy - 50) / 36.0) ** 2 > 1.0
+        assert (src[far] == np.array(BACKDROP)).all()
+        assert np.array_equal(out[far], src[far])
+        # Inside the ellipse: the mean colour moved to the target (ΔE2000 ≤ 10).
+        inner = ((xx - 48) / 20.0) ** 2 + ((yy - 50) / 26.0) ** 2 <= 1.0
+        scores = recolor_scores(before, after_img.convert("RGB"), inner.astype(np.float32),
+                                (0x1F, 0x4F, 0xD1))  # fmt: skip
+        assert scores["delta_e"] <= 10.0, scores
+
+        # Same edit again (no key): the same job, nothing rerun.
+        again = env.client.post("/v1/edits", json=body, headers=m)
+        assert again.status_code == 202 and again.json()["id"] == job["id"]
+        # Same key, another body: 409.
+        other = {**body, "params": {"colour": "green"}}
+        r409 = env.client.post("/v1/edits", json=other, headers={**m, "Idempotency-Key": "e-1"})
+        assert r409.status_code == 409
+
+        saved = env.client.post(f"/v1/edits/{job['id']}/variant", json={}, headers=m)
+        assert saved.status_code == 201, saved.text
+        v = saved.json()
+        assert v["status"] == "draft" and v["product_id"] == pid
+        assert v["image_url"] == got["image_url"] and v["user_id"] is None
+        assert env.client.post(f"/v1/edits/{job['id']}/variant", headers=m).json()["id"] == v["id"]
+        ok = env.client.post(f"/v1/variants/{v['id']}/approve", headers=m)
+        assert ok.status_code == 200 and ok.json()["status"] == "approved"
+        with Session(env.comps.engine) as s:
+            row = s.get(CreativeVariant, v["id"])
+            assert row is not None and row.status == VariantStatus.approved
+            actions = [c.action for c in s.exec(select(VariantChange).where(
+                VariantChange.variant_id == v["id"]))]  # fmt: skip
+            assert actions == ["create", "approve"]
+            assert len(s.exec(select(GenerationJob)).all()) == 1
+
+
+def test_edit_validation_unknowns_and_cancel(env: Env) -> None:
+    m = env.auth("marketer")
+    pid = add_subject_product(env)
+    post = env.client.post
+    bad_colour = {"product_id": pid, "op": "recolor", "params": {"colour": "not-a-colour"}}
+    assert post("/v1/edits", json=bad_colour, headers=m).status_code == 422
+    bad_texture = {"product_id": pid, "op": "material", "params": {"texture": "lava"}}
+    assert post("/v1/edits", json=bad_texture, headers=m).status_code == 422
+    no_colour = {"product_id": pid, "op": "recolor"}
+    assert post("/v1/edits", json=no_colour, headers=m).status_code == 422
+    unknown_param = {"product_id": pid, "op": "adjust", "params": {"gamma": 2}}
+    assert post("/v1/edits", json=unknown_param, headers=m).status_code == 422
+    missing = {"product_id": 999999, "op": "adjust", "params": {"brightness": 1.2}}
+    assert post("/v1/edits", json=missing, headers=m).status_code == 404
+    # Storefront keys may not edit.
+    ok_body = {"product_id": pid, "op": "background", "params": {"studio": "white"}}
+    assert post("/v1/edits", json=ok_body, headers=env.auth("storefront")).status_code == 403
+    r = post("/v1/edits", json=ok_body, headers=m)
+    assert r.status_code == 202 and r.json()["status"] == "queued"  # no worker here
+    jid = r.json()["id"]
+    # Not succeeded: cannot be saved.
+    assert post(f"/v1/edits/{jid}/variant", headers=m).status_code == 409
+    c = env.client.delete(f"/v1/edits/{jid}", headers=m)
+    assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    assert env.client.get("/v1/edits/nope", headers=m).status_code == 404
+    # A hero generation job is not an edit.
+    g = post("/v1/generations", json={"product_id": env.world.product_ids[0]}, headers=m)
+    assert env.client.get(f"/v1/edits/{g.json()['id']}", headers=m).status_code == 404
