@@ -170,8 +170,11 @@ def rate_bucket(guard: ErasureGuard, user_id: str) -> str:
     return f"customize:{guard.key(user_id)[:32]}"
 
 
-def _remember(session: Session, *, user_id: str, product_id: int, job: GenerationJob) -> int:
-    """The shopper's row for this choice (created once); its id."""
+def _remember(
+    session: Session, *, user_id: str, product_id: int, job: GenerationJob, image_key: str | None
+) -> int:
+    """The shopper's row for this choice (created once; ``image_key`` stored once known, so
+    the erasure of another shopper with the same choice keeps the shared image); its id."""
     row = session.exec(
         select(CreativeVariant).where(
             CreativeVariant.user_id == user_id,
@@ -188,9 +191,14 @@ def _remember(session: Session, *, user_id: str, product_id: int, job: Generatio
             brief={"kind": CUSTOMIZED, "steps": job.brief.get("steps", [])},
             terms=[],
             job_id=job.id,
+            image_key=image_key,
             status=VariantStatus.retired,
             created_by=CUSTOMIZED,
         )
+        session.add(row)
+        session.commit()
+    elif image_key is not None and row.image_key != image_key:
+        row.image_key = image_key
         session.add(row)
         session.commit()
     assert row.id is not None
@@ -229,8 +237,11 @@ def customize(
         and images.exists(job.result_key)
     )
     erased = guard.is_erased(user_id, session)
+    key = job.result_key if cached else None
     variant_id = (
-        None if erased else _remember(session, user_id=user_id, product_id=product_id, job=job)
+        None
+        if erased
+        else _remember(session, user_id=user_id, product_id=product_id, job=job, image_key=key)
     )
     imp = Impression(
         user_id=None if erased else user_id,
