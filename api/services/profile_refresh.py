@@ -11,7 +11,7 @@ one written after it is seen here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
@@ -21,11 +21,12 @@ from sqlmodel import Session, col, select
 from api.logging import get_logger
 from api.services.erasure import ErasureGuard, guard_from_settings, rowcount
 from data.models import ErasureRecord, Segment, SegmentMembership, TasteProfileRecord
+from recsys.build import RecsysBuildOutput, build_recsys
+from recsys.catalog import EmbedderSource
+from recsys.profile_store import ProfilesBuildOutput, build_profiles
 
 if TYPE_CHECKING:
     from api.settings import Settings
-    from recsys.build import RecsysBuildOutput
-    from recsys.profile_store import ProfilesBuildOutput
 
 log = get_logger("profile_refresh")
 _T = TypeVar("_T")
@@ -73,26 +74,50 @@ def _retry_stale(build: Callable[[], _T], attempts: int = 3) -> _T:
     raise AssertionError("unreachable")
 
 
-def refresh_profiles(engine: Engine, *, settings: Settings, **kwargs: Any) -> ProfilesBuildOutput:
-    """``recsys.profile_store.build_profiles`` guarded against erasure: the build commits, then the
-    rows it wrote for users erased meanwhile are deleted (:func:`undo_erased_profiles`).
-    ``kwargs`` go to ``build_profiles``; returns its ``ProfilesBuildOutput``."""
-    from recsys.profile_store import build_profiles
-
+def refresh_profiles(
+    engine: Engine,
+    *,
+    settings: Settings,
+    embedder: EmbedderSource = None,
+    progress: bool = True,
+    force: bool = False,
+) -> ProfilesBuildOutput:
+    """:func:`recsys.profile_store.build_profiles` guarded against erasure: the build commits,
+    then the rows it wrote for users erased meanwhile are deleted (:func:`undo_erased_profiles`).
+    """
     out = _retry_stale(
-        lambda: build_profiles(engine, config=settings.recsys, home=settings.home, **kwargs)
+        lambda: build_profiles(
+            engine,
+            config=settings.recsys,
+            home=settings.home,
+            embedder=embedder,
+            progress=progress,
+            force=force,
+        )
     )
     undo_erased_profiles(guard_from_settings(settings, engine))
     return out
 
 
-def refresh_recsys(engine: Engine, *, settings: Settings, **kwargs: Any) -> RecsysBuildOutput:
-    """``recsys.build.build_recsys`` (index, profiles, segments) guarded like
-    :func:`refresh_profiles`; returns its ``RecsysBuildOutput``."""
-    from recsys.build import build_recsys
-
+def refresh_recsys(
+    engine: Engine,
+    *,
+    settings: Settings,
+    seed: int = 0,
+    embedder: EmbedderSource = None,
+    progress: bool = True,
+) -> RecsysBuildOutput:
+    """:func:`recsys.build.build_recsys` (index, profiles, segments, profiles again) guarded
+    like :func:`refresh_profiles`."""
     out = _retry_stale(
-        lambda: build_recsys(engine, settings_or_config=settings, home=settings.home, **kwargs)
+        lambda: build_recsys(
+            engine,
+            settings_or_config=settings,
+            home=settings.home,
+            seed=seed,
+            embedder=embedder,
+            progress=progress,
+        )
     )
     undo_erased_profiles(guard_from_settings(settings, engine))
     return out
