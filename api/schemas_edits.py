@@ -141,3 +141,17 @@ class CustomizationOptionsPublic(BaseModel):
     product_id: int
     approved: CustomizationOptions
     allowed: CustomizationOptions
+
+
+class ProductSummary(BaseModel):
+    """A catalog product as the editing panel lists it."""
+
+    id: int
+    sku: str
+    title: str
+    category: str
+
+
+class ProductsPublic(BaseModel):
+    data: list[ProductSummary]
+    count: int

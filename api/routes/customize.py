@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from sqlmodel import col, or_, select
 
 from api.deps import ComponentsDep, MarketerKey, SessionDep, StorefrontKey, image_url
 from api.routes.edits import JobId
@@ -14,6 +15,8 @@ from api.schemas_edits import (
     CustomizationOptionsPublic,
     CustomizeCreate,
     CustomizePublic,
+    ProductsPublic,
+    ProductSummary,
 )
 from api.services import customize as svc
 from api.services.edits import EditRejected, ProductMissing, queue_of
@@ -162,3 +165,27 @@ def put_options(
     except EditRejected as exc:
         raise HTTPException(422, str(exc)) from None
     return _options_public(session, product)
+
+
+@router.get("/products", response_model=ProductsPublic)
+def list_products(
+    session: SessionDep,
+    _key: MarketerKey,
+    q: Annotated[str, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f-\x9f%_\\]*$")] = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ProductsPublic:
+    """Catalog products with an image (for the editing panel), by id; ``q`` matches the title
+    or SKU (case-insensitive substring)."""
+    stmt = select(Product).where(col(Product.image).is_not(None))
+    if q:
+        like = f"%{q.lower()}%"
+        stmt = stmt.where(
+            or_(col(Product.title).ilike(like), col(Product.sku).ilike(like))  # type: ignore[arg-type]
+        )
+    rows = session.exec(stmt.order_by(col(Product.id)).limit(limit)).all()
+    data = [
+        ProductSummary(id=int(p.id), sku=p.sku, title=p.title, category=p.category)
+        for p in rows
+        if p.id is not None
+    ]
+    return ProductsPublic(data=data, count=len(data))

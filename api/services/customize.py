@@ -85,19 +85,24 @@ def approved_options(product: Product) -> CustomizationOptions:
 
 def allowed_options(session: Session, product: Product) -> CustomizationOptions:
     """Every value a shopper may choose for ``product``: the approved lists, the product's
-    own colour and material, and its variants' options (lower case)."""
+    own colour and material (when a texture renders it), and its variants' options (lower
+    case)."""
     approved = approved_options(product)
     attrs = product.attributes or {}
     variants = session.exec(
         select(ProductVariant).where(ProductVariant.product_id == product.id)
     ).all()
     out: dict[str, list[str]] = {}
+    from genservice.edits.material import TEXTURE_NAMES
+
     for f in FIELDS:
         own: list[object] = []
         for k in _OWN_KEYS.get(f, ()):
             if isinstance(attrs.get(k), str):
                 own.append(attrs[k])
             own += [v.options.get(k) for v in variants if isinstance(v.options.get(k), str)]
+        if f == "material":  # only materials a texture can render (not "cotton")
+            own = [m for m in own if str(m).strip().lower() in TEXTURE_NAMES]
         out[f] = _norm([*getattr(approved, f), *own])
     return CustomizationOptions(**out)
 
