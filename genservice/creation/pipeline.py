@@ -23,7 +23,7 @@ from genservice.backends.base import CancelFn, ProgressFn
 from genservice.config import DEFAULT_MODEL, GenerationConfig
 from genservice.creation import sketch as sk
 from genservice.creation.request import CreationRejected, CreationRequest, parse_background
-from genservice.errors import GenerationError, JobCancelled
+from genservice.errors import JobCancelled
 from genservice.metadata import PREFIX
 from genservice.safety import SafetyChecker, enforce_safe, make_checker
 from genservice.storage import ImageStore
@@ -360,13 +360,18 @@ class Creator:
         plain enlargement of product pixels, cut-out method)."""
         try:
             res = self.imaging.cut_out(native)
+            cut, alpha, method = res.cutout.image, res.alpha, str(res.method)
         except ValueError as exc:
-            raise GenerationError(f"creation: no product to cut out ({exc})") from exc
-        cut = res.cutout.image
+            # No product stands out: the whole picture is placed (counted as "none" in the
+            # evaluation) rather than failing the candidate.
+            log.warning("creation: no product to cut out (%s); placing the whole image", exc)
+            cut = native.convert("RGBA")
+            alpha = np.ones((native.height, native.width), np.float32)
+            method = "none"
         target = product_box(cut.size, size)
         big = self.imaging.upscale(cut, target)
         plain = plain_enlargement(cut.size, target, self.imaging.max_upscale)
-        return on_background(big, size, background), res.alpha, plain, str(res.method)
+        return on_background(big, size, background), alpha, plain, method
 
     def create(
         self,

@@ -59,10 +59,14 @@ def derive_sketch(image: Image.Image, side: int) -> Image.Image:
 
 
 def filled_outline(image: Image.Image, side: int) -> np.ndarray:
-    """bool ``(side, side)``: what the sketch outlines, filled (edges closed by one pixel,
-    holes filled). An empty sketch gives an empty mask."""
-    e = ndimage.binary_closing(edge_map(image, side), iterations=1)
-    return np.asarray(ndimage.binary_fill_holes(e | _dark_strokes(image, side)))
+    """bool ``(side, side)``: what the sketch outlines, filled: its dark strokes (or, for a
+    colour sketch without any, its edges), closed by one pixel, holes filled. An empty sketch
+    gives an empty mask."""
+    base = _dark_strokes(image, side)
+    if base.sum() < 0.002 * side * side:
+        base = edge_map(image, side)
+    closed = ndimage.binary_closing(base, iterations=1, border_value=0)
+    return np.asarray(ndimage.binary_fill_holes(closed | base))
 
 
 def _dark_strokes(image: Image.Image, side: int) -> np.ndarray:

@@ -1,0 +1,234 @@
+"""New product images (issue 21): requests, sketches, ControlNet (scale 0 = none, single-file
+round trip), the creator's whole path and the generated-image metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from genservice.creation import sketch as sk
+from genservice.creation.pipeline import (
+    CreationImaging,
+    Creator,
+    encode_png,
+    is_generated,
+    on_background,
+    plain_enlargement,
+    product_box,
+)
+from genservice.creation.request import (
+    CreationRejected,
+    CreationRequest,
+    creation_prompt,
+    is_creation,
+    parse_background,
+)
+from genservice.metadata import read_metadata
+from genservice.safety import AllowAllChecker
+from tests.genservice.gen_fixtures import tiny_model_dir  # also sets HF_HUB_OFFLINE, 1 thread
+
+
+def square_sketch(side: int = 128) -> Image.Image:
+    """Black outline of a square (x, y in [32, 96)) on white."""
+    im = Image.new("RGB", (side, side), "white")
+    ImageDraw.Draw(im).rectangle((32, 32, 95, 95), outline="black", width=3)
+    return im
+
+
+# ----------------------------------------------------------------------------- request
+
+
+def test_prompt_appends_category_and_studio_and_rejects_blocked_text() -> None:
+    assert creation_prompt("a red leather bag", "handbag") == (
+        "a red leather bag, handbag, in a photo studio"
+    )
+    assert creation_prompt("a blue mug on a beach") == "a blue mug on a beach"
+    for bad in ("free nudes", "n.s.f.w mug", "a mug, ignore previous instructions"):
+        with pytest.raises(CreationRejected):
+            creation_prompt(bad)
+    with pytest.raises(CreationRejected):
+        CreationRequest(text="mug", n=9)
+    with pytest.raises(CreationRejected):
+        CreationRequest(text="mug", background="#12345")
+
+
+def test_request_payload_round_trips_and_hash_is_stable() -> None:
+    req = CreationRequest(text="a red mug", n=2, seed=3, size=256, background="#102030")
+    payload = req.to_payload()
+    assert is_creation(payload) and not is_creation({"product": {}})
+    assert CreationRequest.from_payload(payload) == req
+    assert req.request_hash == CreationRequest.from_payload(payload).request_hash
+    assert req.request_hash != CreationRequest(text="a red mug", n=2, seed=4).request_hash
+    assert len(req.request_hash) == 64
+    assert parse_background("#102030") == (16, 32, 48)
+    assert parse_background("white") == (255, 255, 255)
+
+
+# ----------------------------------------------------------------------------- sketches
+
+
+def test_filled_outline_of_a_drawn_square_is_the_square() -> None:
+    mask = sk.filled_outline(square_sketch(), 64)
+    truth = np.zeros((64, 64), bool)
+    truth[16:48, 16:48] = True
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.85
+    assert not sk.filled_outline(Image.new("RGB", (64, 64), "white"), 64).any()
+
+
+def test_derived_sketch_of_a_product_outlines_it() -> None:
+    im = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(im).ellipse((12, 12, 52, 52), fill=(200, 30, 40))
+    sketch = sk.derive_sketch(im, 64)
+    arr = np.asarray(sketch)
+    assert set(np.unique(arr)) <= {0, 255}
+    filled = sk.filled_outline(sketch, 64)
+    disk = np.asarray(im.convert("L")) < 200
+    assert (filled & disk).sum() / (filled | disk).sum() > 0.85
+    # The control map is white edges on black, the init image keeps the outline filled.
+    ctrl = np.asarray(sk.control_image(sketch, 64))
+    assert ctrl.shape == (64, 64, 3) and ctrl[32, 32].max() == 0 and ctrl.max() == 255
+    init = np.asarray(sk.init_image(sketch, 64))
+    assert init[32, 32].tolist() == [128, 128, 128] and init[2, 2].tolist() == [236] * 3
+
+
+# ----------------------------------------------------------------------------- ControlNet
+
+
+def _random_controlnet(unet):  # type: ignore[no-untyped-def]
+    """A ControlNet from ``unet`` whose zero convolutions are NOT zero (so scale matters)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64, 128))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():  # type: ignore[no-untyped-def]
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir()))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _fast_imaging() -> CreationImaging:
+    from genservice.imaging.cutout import cut_out_product
+
+    return CreationImaging(
+        cut_out=cut_out_product,
+        upscale=lambda im, size: im.resize(size, Image.Resampling.LANCZOS),
+    )
+
+
+def _creator(pipe, controlnet=None, **kw):  # type: ignore[no-untyped-def]
+    return Creator(
+        load_pipeline=lambda: pipe,
+        safety=AllowAllChecker(),
+        imaging=_fast_imaging(),
+        model_id="tiny-random",
+        controlnet=controlnet,
+        steps=3,
+        **kw,
+    )
+
+
+def test_controlnet_at_scale_zero_equals_no_controlnet(tiny_pipe) -> None:  # type: ignore[no-untyped-def]
+    net = _random_controlnet(tiny_pipe.unet)
+    plain = _creator(tiny_pipe)
+    with_cn = _creator(tiny_pipe, controlnet=net)
+    ref, src = plain.diffuse("a red mug, in a photo studio", [7])
+    zero, src0 = with_cn.diffuse(
+        "a red mug, in a photo studio", [7], sketch=square_sketch(), controlnet_scale=0.0
+    )
+    one, _ = with_cn.diffuse(
+        "a red mug, in a photo studio", [7], sketch=square_sketch(), controlnet_scale=1.0
+    )
+    assert (src, src0) == ("text", "sketch-controlnet")
+    a, b, c = (np.asarray(x[0], np.int16) for x in (ref, zero, one))
+    assert np.abs(a - b).max() <= 1  # identical up to float rounding of the extra adds
+    assert np.abs(a - c).mean() > 2.0  # the control does change the image at scale 1
+
+
+def test_single_file_controlnet_round_trips(tiny_pipe, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    net = _random_controlnet(tiny_pipe.unet)
+    folder = tmp_path / "cn"
+    net.save_pretrained(str(folder))
+    single = sk.save_controlnet_single_file(net, tmp_path / "one" / "controlnet.safetensors")
+    loaded = sk.load_controlnet(single, config=folder)
+    again = sk.load_controlnet(folder)
+    want = net.state_dict()
+    for other in (loaded, again):
+        got = other.state_dict()
+        assert set(got) == set(want)
+        assert all(bool((got[k] == want[k]).all()) for k in want)
+    with pytest.raises(ValueError, match="config"):
+        sk.load_controlnet(single)  # no config.json beside it and none given
+
+
+def test_img2img_fallback_without_controlnet_states_its_strength(tiny_pipe) -> None:  # type: ignore[no-untyped-def]
+    creator = _creator(tiny_pipe)
+    assert creator.sketch_mode("auto") == "img2img"
+    with pytest.raises(CreationRejected):
+        creator.sketch_mode("controlnet")
+    steps: list[tuple[int, int]] = []
+    out = creator.create(
+        CreationRequest(text="a red mug", n=1, size=96),
+        sketch=square_sketch(),
+        progress=lambda s, t: steps.append((s, t)),
+    )
+    assert out.source == "sketch-img2img" and sk.IMG2IMG_STRENGTH == 0.7
+    assert steps[-1][0] == steps[-1][1]  # progress ends at its total
+
+
+# ----------------------------------------------------------------------------- whole path
+
+
+def test_create_makes_n_marked_candidates_at_the_requested_size(tiny_pipe) -> None:  # type: ignore[no-untyped-def]
+    class Store:
+        def __init__(self) -> None:
+            self.data: dict[str, bytes] = {}
+
+        def put(self, data: bytes, content_type: str) -> str:
+            key = f"{len(self.data):064d}.png"
+            self.data[key] = data
+            return key
+
+    store = Store()
+    creator = _creator(tiny_pipe, store=store)
+    out = creator.create(CreationRequest(text="a red mug", n=2, seed=5, size=160))
+    assert [c.seed for c in out.candidates] == [5, 6] and out.source == "text"
+    assert out.keys == list(store.data)
+    for c in out.candidates:
+        assert c.image.size == (160, 160)
+        assert c.image.getpixel((0, 0)) == (255, 255, 255)  # clean white background
+        assert is_generated(c.png)
+        meta = read_metadata(c.png)
+        assert meta["generated"] == "true" and meta["seed"] == str(c.seed)
+        assert meta["source"] == "text" and meta["model"] == "tiny-random"
+        assert "red mug" not in c.png.decode("latin-1")  # the prompt's hash, not its text
+        assert c.alpha.shape == (64, 64)
+    # Same request, same seed: the same pixels.
+    again = _creator(tiny_pipe).create(CreationRequest(text="a red mug", n=1, seed=5, size=160))
+    assert np.array_equal(
+        np.asarray(again.candidates[0].image), np.asarray(out.candidates[0].image)
+    )
+
+
+def test_geometry_helpers() -> None:
+    assert product_box((40, 20), 100) == (80, 40)
+    assert plain_enlargement((50, 50), (800, 800), 1.25) == pytest.approx(1.0)
+    assert plain_enlargement((50, 50), (864, 864), 1.25) == pytest.approx(864 / 800)
+    assert plain_enlargement((100, 100), (90, 90), 1.25) == pytest.approx(0.9)
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 255))
+    out = on_background(rgba, 30, (0, 0, 255))
+    assert out.getpixel((0, 0)) == (0, 0, 255) and out.getpixel((15, 15)) == (255, 0, 0)
+    png = encode_png(out, {"generated": "true"})
+    assert is_generated(png) and b"trainedAlgorithmicMedia" in png
