@@ -9,6 +9,7 @@ PIL/numpy (no torch).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -177,6 +178,22 @@ def brand_kit_for(
     return read_brand_kit(path) if path.is_file() else None
 
 
+def brand_id(kit: BrandKit | None, kit_file: str | None = None, *, home: str | Path) -> str:
+    """A short fingerprint of the kit in use (:func:`brand_kit_for`): its fields and its
+    font and logo files (path, size, mtime); ``""`` without a kit. Briefs carry it, so a
+    changed kit changes the brief hash and no hero with the old kit is served from a cache."""
+    kit = brand_kit_for(kit, kit_file, home=home)
+    if kit is None:
+        return ""
+    h = hashlib.sha256(kit.model_dump_json().encode())
+    for ref in (kit.font, kit.logo):
+        if ref:
+            p = _resolve(ref, Path(home))
+            st = p.stat() if p.is_file() else None
+            h.update(f"|{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+    return f"{kit.name}:{h.hexdigest()[:16]}"
+
+
 @dataclass(frozen=True)
 class BrandPlacement:
     """Where :func:`draw_brand` drew each element (``(x, y, w, h)``; None: not drawn)."""
@@ -269,7 +286,8 @@ def draw_brand(
     if brand.logo is not None:
         lh = max(4, round(H * kit.logo_height_frac))
         lw = max(1, round(brand.logo.width * lh / brand.logo.height))
-        lw = min(lw, W // 3)
+        if lw > W // 3:  # a wide wordmark: at most a third of the width, aspect kept
+            lw, lh = W // 3, max(1, round(brand.logo.height * (W // 3) / brand.logo.width))
         logo = brand.logo.resize((lw, lh), Image.Resampling.LANCZOS)
         logo_box = _corner_box((W, H), lw, lh, kit.logo_position, m)
         image.paste(logo, logo_box[:2], logo)
@@ -347,6 +365,7 @@ __all__ = [
     "Brand",
     "BrandKit",
     "BrandPlacement",
+    "brand_id",
     "brand_kit_for",
     "default_font_path",
     "draw_brand",

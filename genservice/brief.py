@@ -114,6 +114,9 @@ class CreativeBrief:
     headline: str | None = None
     prompt_template: str | None = None
     content_hashes: tuple[tuple[str, str], ...] = field(default=())
+    #: The brand kit drawn on the hero (``genservice.brandkit.brand_id``; "" = none, or the
+    #: generator's own kit for briefs made without one).
+    brand_id: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
@@ -164,6 +167,8 @@ class CreativeBrief:
             "headline": self.headline,
             "prompt_template": self.prompt_template,
             "content_hashes": [list(p) for p in self.content_hashes],
+            # Only when set: briefs without a brand kit keep the hashes they had.
+            **({"brand_id": self.brand_id} if self.brand_id else {}),
         }
 
     @classmethod
@@ -172,6 +177,7 @@ class CreativeBrief:
         known = {
             "product", "placement", "style_terms", "references", "reference_embedding_ids",
             "seed", "model_id", "headline", "prompt_template", "content_hashes", "v",
+            "brand_id",
         }  # fmt: skip
         unknown = set(data) - known
         if unknown:
@@ -209,6 +215,7 @@ class CreativeBrief:
             headline=data.get("headline"),
             prompt_template=data.get("prompt_template"),
             content_hashes=tuple((str(k), str(v)) for k, v in data.get("content_hashes", [])),
+            brand_id=str(data.get("brand_id") or ""),
         )
 
 

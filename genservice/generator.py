@@ -28,6 +28,7 @@ from genservice.backends.base import (
 )
 from genservice.backends.paths import FallbackBuilder
 from genservice.brandkit import Brand, brand_kit_for, load_brand
+from genservice.brandkit import brand_id as kit_id
 from genservice.brief import CreativeBrief
 from genservice.cache import CachedResult, ResultCache
 from genservice.compose import (
@@ -266,6 +267,14 @@ class HeroGenerator:
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
 
+    @functools.cached_property
+    def brand_id(self) -> str:
+        """The fingerprint of :attr:`brand` (``genservice.brandkit.brand_id``; "" = none)."""
+        try:
+            return kit_id(self.config.brand_kit, self.config.brand_kit_file, home=self.home)
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from exc
+
     def _text_block(self, brief: CreativeBrief, headline: str | None) -> bool:
         """Whether the layout keeps a text area: a headline, or a kit's price or CTA."""
         kit = self.brand.kit if self.brand is not None else None
@@ -298,6 +307,11 @@ class HeroGenerator:
             raise GenerationError(
                 f"brief.model_id: this generator serves {self.backend.model_id!r}, "
                 f"got {brief.model_id!r}"
+            )
+        if brief.brand_id and brief.brand_id != self.brand_id:
+            raise GenerationError(
+                f"brief.brand_id: this generator draws brand kit {self.brand_id!r}, "
+                f"got {brief.brand_id!r}"
             )
         prompt = self.prompt_builder.build(brief)
         t1 = time.perf_counter()

@@ -35,6 +35,7 @@ def generate(
     from tqdm import tqdm
 
     from data.repos.catalog import resolve_sku
+    from genservice.brandkit import brand_id
     from genservice.brief import CreativeBrief, Placement, ProductRef, file_sha256, parse_terms
     from genservice.generator import HeroGenerator
 
@@ -85,6 +86,7 @@ def generate(
         model_id=gen_config.model_identity,
         headline=headline,
         content_hashes=tuple(hashes.items()),
+        brand_id=brand_id(gen_config.brand_kit, gen_config.brand_kit_file, home=settings.home),
     )
     bar = tqdm(
         total=gen_config.num_inference_steps,

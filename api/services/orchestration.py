@@ -40,6 +40,7 @@ from data.models import (
     TasteProfileRecord,
     VariantStatus,
 )
+from genservice.brandkit import brand_id
 from genservice.brief import CreativeBrief, Placement, ProductRef, StyleTerm, file_sha256
 from recsys.profiles import TasteProfile
 from recsys.recommend import ProductRecommender
@@ -178,6 +179,7 @@ class Orchestrator:
             ref = session.get(Product, pid)
             if ref is not None and ref.image:
                 refs.append(ref.image)
+        gen = self.settings.generation
         return CreativeBrief(
             product=ProductRef(
                 id=str(product_id),
@@ -190,10 +192,11 @@ class Orchestrator:
             style_terms=brief_terms(terms),
             references=tuple(refs),
             seed=seed,
-            model_id=self.settings.generation.model_identity,
+            model_id=gen.model_identity,
             headline=headline,
             prompt_template=prompt_template,
             content_hashes=tuple(self._content_hashes([image, *refs])),
+            brand_id=brand_id(gen.brand_kit, gen.brand_kit_file, home=self.settings.home),
         )
 
     def submit(self, brief: CreativeBrief) -> str | None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from api.cli import app
 from genservice.brandkit import (
     BrandKit,
+    brand_id,
     brand_kit_for,
     draw_brand,
     kit_colour_pixels,
@@ -39,6 +40,9 @@ KIT = {
     "logo_position": "top-left",
     "logo_height_frac": 0.12,
 }
+
+
+PRODUCT = ProductRef(id="1", title="Mug", image="catalog/m.png")
 
 
 def logo_image() -> Image.Image:
@@ -156,16 +160,30 @@ def test_brand_kit_cli_installs_a_self_contained_kit(kit_file: Path, tmp_path: P
     bad.write_text(json.dumps({"accent_colour": "nope"}))
     res = runner.invoke(app, ["brand-kit", "set", "--file", str(bad)], env=env)
     assert res.exit_code == 2 and "colour" in res.output
+    # The kit's fingerprint: briefs carry it, so a changed kit or logo changes the brief hash.
+    first = brand_id(None, None, home=home)
+    assert first.startswith("acme:")
+    logo_image().rotate(90, expand=True).save(home / "brand" / "logo.png")
+    second = brand_id(None, None, home=home)
+    assert second != first
+    assert (
+        CreativeBrief(product=PRODUCT, brand_id=first).brief_hash
+        != CreativeBrief(product=PRODUCT, brand_id=second).brief_hash
+    )
     assert runner.invoke(app, ["brand-kit", "clear"], env=env).exit_code == 0
     assert brand_kit_for(None, None, home=home) is None
+    assert brand_id(None, None, home=home) == ""
 
 
 def test_price_joins_the_brief_only_when_set() -> None:
     base = ProductRef(id="1", title="Mug", image="catalog/m.png")
     priced = ProductRef(id="1", title="Mug", image="catalog/m.png", price=24.5)
     a, b = CreativeBrief(product=base), CreativeBrief(product=priced)
-    assert "price" not in a.to_dict()["product"]  # unpriced briefs keep their hashes
+    # Unpriced, kit-less briefs keep their hashes.
+    assert "price" not in a.to_dict()["product"] and "brand_id" not in a.to_dict()
     assert a.brief_hash != b.brief_hash
     assert CreativeBrief.from_dict(b.to_dict()) == b
+    c = CreativeBrief(product=priced, brand_id="acme:0123")
+    assert CreativeBrief.from_dict(c.to_dict()) == c and c.brief_hash != b.brief_hash
     with pytest.raises(ValueError, match="price"):
         ProductRef(id="1", title="Mug", image="x.png", price=float("nan"))
