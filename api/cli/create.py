@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from api.cli.app import app, train_app
+from api.cli.app import app, evaluate_app, train_app
 from api.cli.common import fail, load_settings, print_json
 
 DEFAULT_CONTROLNET_OUT = Path("data/models/controlnet-tiny")
@@ -146,3 +146,60 @@ def train_controlnet_cmd(
         time_budget_s=budget_s or None,
     )
     print_json(res.__dict__)
+
+
+@evaluate_app.command("creations")
+def evaluate_creations_cmd(
+    n: int = typer.Option(200, "--n", help="Held-out demo captions to create from."),
+    sketches: int = typer.Option(100, "--sketches", help="Held-out demo products to sketch."),
+    size: int = typer.Option(1080, "--size", help="Requested output side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first creation."),
+    controlnet: str = typer.Option("auto", "--controlnet", help="As for create."),
+    sheet: Path | None = typer.Option(None, "--sheet", help="Also write a contact sheet PNG."),
+    work: Path | None = typer.Option(None, "--work", help="Data cache + judge (HOME/training)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
+) -> None:
+    """Judge's colour/category accuracy of creations from held-out captions at SIZE, the
+    largest product upscale after restoration, and sketch adherence (silhouette IoU)."""
+    import numpy as np
+
+    from genservice.training.creation_eval import evaluate_creations
+    from genservice.training.evaluate import fit_judge
+    from genservice.training.recipes import DataSpec, load_data
+
+    _threads(threads)
+    root = work if work is not None else Path(load_settings().home) / "training"
+    ds = load_data(DataSpec(), root)
+    if n > len(ds.held_out):
+        fail(f"--n: expected at most {len(ds.held_out)} held-out captions, got {n}")
+    tr = ds.train
+    judge = fit_judge(
+        work_dir=root / "eval",
+        images=np.concatenate([tr.images, tr.refs]),
+        colours=tr.colours * 2,
+        categories=tr.categories * 2,
+        colour_names=list(ds.palette),
+        category_names=ds.categories,
+        seed=0,
+        progress=not as_json,
+    )
+    creator = _creator(None if controlnet.lower() == "none" else controlnet)
+    caps = [(h.caption, h.colour, h.category) for h in ds.held_out[:n]]
+    out = evaluate_creations(
+        creator=creator,
+        captions=caps,
+        judge=judge,
+        size=size,
+        sketches=sketches,
+        seed=seed,
+        sheet_path=sheet,
+        progress=not as_json,
+    )
+    d = out.to_json()
+    if as_json:
+        print_json(d)
+    else:
+        for k, v in d.items():
+            if k != "extra":
+                typer.echo(f"{k:28s} {v}")

@@ -291,7 +291,7 @@ class Creator:
 
     def diffuse(
         self,
-        prompt: str,
+        prompt: str | Sequence[str],
         seeds: Sequence[int],
         *,
         sketch: Image.Image | None = None,
@@ -301,8 +301,9 @@ class Creator:
         should_cancel: CancelFn | None = None,
         total: int | None = None,
     ) -> tuple[list[Image.Image], str]:
-        """Native-size RGB images for ``prompt`` (image i from seed ``seeds[i]``) and the
-        conditioning used (``text`` | ``sketch-controlnet`` | ``sketch-img2img``)."""
+        """Native-size RGB images for ``prompt`` (one prompt, or one per seed; image i from
+        seed ``seeds[i]``) and the conditioning used (``text`` | ``sketch-controlnet`` |
+        ``sketch-img2img``)."""
         import torch
 
         side = self.native_side()
@@ -340,8 +341,11 @@ class Creator:
                 raise JobCancelled("creation cancelled")
             return cb
 
+        prompts = [prompt] * len(seeds) if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != len(seeds):
+            raise ValueError(f"prompt: expected one per seed ({len(seeds)}), got {len(prompts)}")
         res = pipe(
-            [prompt] * len(seeds),
+            prompts,
             num_inference_steps=steps,
             guidance_scale=self.guidance,
             generator=gens,

@@ -60,13 +60,15 @@ def derive_sketch(image: Image.Image, side: int) -> Image.Image:
 
 def filled_outline(image: Image.Image, side: int) -> np.ndarray:
     """bool ``(side, side)``: what the sketch outlines, filled: its dark strokes (or, for a
-    colour sketch without any, its edges), closed by one pixel, holes filled. An empty sketch
-    gives an empty mask."""
+    colour sketch without any, its edges), closed by one pixel, holes filled, eroded by one
+    pixel. An empty sketch gives an empty mask."""
     base = _dark_strokes(image, side)
     if base.sum() < 0.002 * side * side:
         base = edge_map(image, side)
     closed = ndimage.binary_closing(base, iterations=1, border_value=0)
-    return np.asarray(ndimage.binary_fill_holes(closed | base))
+    filled = ndimage.binary_fill_holes(closed | base)
+    # A stroke straddles the outline: drop its outer half (one pixel at ``side``).
+    return np.asarray(ndimage.binary_erosion(filled, iterations=1))
 
 
 def _dark_strokes(image: Image.Image, side: int) -> np.ndarray:
