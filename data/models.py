@@ -295,3 +295,28 @@ class ErasureRecord(SQLModel, table=True):
 
     user_key: str = Field(primary_key=True, max_length=64)
     erased_at: datetime = Field(default_factory=utcnow)
+
+
+class ProductImage(SQLModel, table=True):
+    """An extra image of a product, e.g. a created one saved as a draft (issue 21).
+
+    ``generated``: made by a model (detail pages label it; the PNG says so too). Saving one
+    never touches ``Product.image`` (an imported photo stays the product's image).
+    ``product_id`` may be None: a concept image not yet attached to a catalog product.
+    ``image_key``: the image store key; ``job_id``: the creation job it came from.
+    """
+
+    __table_args__ = (UniqueConstraint("image_key", "product_id", name="uq_product_image"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int | None = Field(default=None, foreign_key="product.id", index=True)
+    image_key: str = Field(max_length=128)
+    generated: bool = True
+    status: str = Field(default="draft", max_length=32)
+    source: str = Field(default="creation", max_length=32)
+    job_id: str | None = Field(default=None, max_length=64)
+    details: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    created_by: str = Field(default="", max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
