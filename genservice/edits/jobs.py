@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image
 
 from data.models import GenerationJob
 from genservice.backends.base import CancelFn, ProgressFn
 from genservice.edits import apply_edit
-from genservice.edits.base import edit_png_info, image_sha256
+from genservice.edits.base import check_image, edit_png_info, image_sha256, resolve_mask
 from genservice.errors import GenerationError, JobCancelled
 from genservice.worker import JobHandler, JobResult
 
@@ -30,6 +31,8 @@ from genservice.worker import JobHandler, JobResult
 EDIT_KIND = "edit"
 #: At most this many steps in one edit job.
 MAX_STEPS = 4
+#: Ops that work inside the product's mask (the others work on the whole image).
+MASKED_OPS = frozenset({"recolor", "material", "background", "remove-background"})
 
 
 class EditImages(Protocol):
@@ -82,19 +85,27 @@ def run_edit(
     timings: dict[str, float] = {}
     image = src
     models: list[str] = []
+    mask: np.ndarray | None = None
     mask_method = ""
     for i, step in enumerate(steps, start=1):
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled")
+        op = str(step["op"])
+        params = dict(step.get("params") or {})
         t0 = time.perf_counter()
         try:
-            res = apply_edit(str(step["op"]), image, **dict(step.get("params") or {}))
+            if op in MASKED_OPS and image.size == src.size:
+                # One cut-out of the source serves every step: the product's edge stays
+                # where it was, and a chain pays for one segmentation, not one per step.
+                if mask is None:
+                    mask, mask_method, _ = resolve_mask(check_image(src), None)
+                params["mask"] = mask
+            res = apply_edit(op, image, **params)
         except ValueError as exc:
-            raise GenerationError(f"edit step {i} ({step['op']}): {exc}") from None
+            raise GenerationError(f"edit step {i} ({op}): {exc}") from None
         image = res.image
         models.append(res.metadata.get("model", ""))
-        mask_method = res.metadata.get("mask_method", mask_method)
-        timings[f"edit_{i}_{step['op']}_s"] = round(time.perf_counter() - t0, 4)
+        timings[f"edit_{i}_{op}_s"] = round(time.perf_counter() - t0, 4)
         if progress is not None:
             progress(i, len(steps))
     meta = {

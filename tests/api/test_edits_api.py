@@ -101,3 +101,52 @@ def test_edit_validation_unknowns_and_cancel(env: Env) -> None:
     # A hero generation job is not an edit.
     g = post("/v1/generations", json={"product_id": env.world.product_ids[0]}, headers=m)
     assert env.client.get(f"/v1/edits/{g.json()['id']}", headers=m).status_code == 404
+
+
+def test_edit_chain_runs_in_order_with_progress_cancel_and_metadata() -> None:
+    """genservice.edits.jobs.run_edit: material, recolor and backdrop in one job, one
+    progress step each; the product's pixels change, the metadata names the chain; a cancel
+    between steps stops it."""
+    import pytest
+
+    from genservice.edits.base import parse_colour
+    from genservice.edits.jobs import edit_payload, payload_hash, run_edit
+    from genservice.errors import JobCancelled
+
+    class Store:
+        def __init__(self) -> None:
+            self.data: dict[str, bytes] = {}
+
+        def put(self, data: bytes, content_type: str) -> str:
+            key = f"{len(self.data):064d}.png"
+            self.data[key] = data
+            return key
+
+        def get(self, key: str) -> bytes:
+            return self.data[key]
+
+    store = Store()
+    buf = io.BytesIO()
+    subject_image().save(buf, format="PNG")
+    src_key = store.put(buf.getvalue(), "image/png")
+    steps = [
+        {"op": "material", "params": {"texture": "denim", "scale": 1.0, "seed": 0}},
+        {"op": "recolor", "params": {"colour": "navy"}},
+        {"op": "background", "params": {"studio": "white", "gradient": 0.0, "shadow": 0.0}},
+    ]
+    payload = edit_payload(source_key=src_key, steps=steps)
+    assert payload_hash(payload) == payload_hash(edit_payload(source_key=src_key, steps=steps))
+    seen: list[tuple[int, int]] = []
+    res = run_edit(payload, store, progress=lambda a, b: seen.append((a, b)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert list(res.timings) == ["edit_1_material_s", "edit_2_recolor_s", "edit_3_background_s"]
+    out_img = Image.open(io.BytesIO(store.get(res.result_key)))
+    assert out_img.text["tailorshot:edit_op"] == "material+recolor+background"  # type: ignore[attr-defined]
+    out = np.asarray(out_img.convert("RGB")).astype(int)
+    # Far from the product the backdrop is the studio colour ("white" of the colour vocabulary).
+    assert (out[2:10, 2:10] == np.array(parse_colour("white"))).all()
+    centre = out[40:60, 40:56].reshape(-1, 3).mean(axis=0)
+    assert centre[2] > centre[0]  # navy denim, no longer red
+    calls = iter([False, True])
+    with pytest.raises(JobCancelled):
+        run_edit(payload, store, should_cancel=lambda: next(calls))
