@@ -87,7 +87,7 @@ def allowed_options(session: Session, product: Product) -> CustomizationOptions:
     """Every value a shopper may choose for ``product``: the approved lists, the product's
     own colour and material (when a texture renders it), and its variants' options (lower
     case)."""
-    approved = approved_options(product)
+    approved = approved_options(product).model_dump()
     attrs = product.attributes or {}
     variants = session.exec(
         select(ProductVariant).where(ProductVariant.product_id == product.id)
@@ -103,7 +103,7 @@ def allowed_options(session: Session, product: Product) -> CustomizationOptions:
             own += [v.options.get(k) for v in variants if isinstance(v.options.get(k), str)]
         if f == "material":  # only materials a texture can render (not "cotton")
             own = [m for m in own if str(m).strip().lower() in TEXTURE_NAMES]
-        out[f] = _norm([*getattr(approved, f), *own])
+        out[f] = _norm([*approved[f], *own])
     return CustomizationOptions(**out)
 
 
@@ -113,8 +113,9 @@ def check_values(options: CustomizationOptions) -> None:
     from genservice.edits.base import parse_colour
     from genservice.edits.material import TEXTURE_NAMES
 
+    lists = options.model_dump()
     for field in ("colour", "background"):
-        for value in getattr(options, field):
+        for value in lists[field]:
             try:
                 parse_colour(value, field)
             except ValueError as exc:
@@ -129,7 +130,8 @@ def set_options(session: Session, product_id: int, options: CustomizationOptions
     product = session.get(Product, product_id)
     if product is None:
         raise ProductMissing(f"product_id: no product {product_id}")
-    clean = CustomizationOptions(**{f: _norm(getattr(options, f)) for f in FIELDS})
+    given = options.model_dump()
+    clean = CustomizationOptions(**{f: _norm(given[f]) for f in FIELDS})
     check_values(clean)
     product.attributes = {**(product.attributes or {}), OPTIONS_KEY: clean.model_dump()}
     session.add(product)
@@ -145,12 +147,13 @@ def choice_steps(choices: CustomizeChoices, allowed: CustomizationOptions) -> li
     from genservice.edits.material import TEXTURE_NAMES
 
     picked: dict[str, str] = {}
+    chosen, offered = choices.model_dump(), allowed.model_dump()
     for f in FIELDS:
-        value = getattr(choices, f)
+        value = chosen[f]
         if value is None:
             continue
         v = value.strip().lower()
-        options = getattr(allowed, f)
+        options = offered[f]
         if v not in options:
             raise ChoiceNotAllowed(
                 f"{f}: {value!r} is not offered for this product; options: {options}"
