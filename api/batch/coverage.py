@@ -19,8 +19,9 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from prometheus_client import Gauge
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -143,3 +144,28 @@ def coverage_report(engine: Engine, *, home: Path, generation: GenerationConfig)
         cpu_s_per_image=_ratio(cpu, rendered),
         gpu_s_per_image=_ratio(gpu, rendered),
     )
+
+
+class CostGauges(Protocol):
+    """The Prometheus gauges :func:`publish` sets (``api.metrics.ApiMetrics`` has them)."""
+
+    personalized_coverage: Gauge
+    diffusion_runs_per_1000: Gauge
+    result_cache_hit_rate: Gauge
+    seconds_per_image: Gauge
+
+
+def publish(gauges: CostGauges, out: CoverageOutput) -> None:
+    """Set the cost and coverage gauges from ``out`` (a missing figure is exported as NaN)."""
+
+    def val(x: float | None) -> float:
+        return float("nan") if x is None else float(x)
+
+    gauges.personalized_coverage.set(val(out.personalized_coverage))
+    gauges.diffusion_runs_per_1000.labels("all").set(val(out.diffusion_runs_per_1000_impressions))
+    gauges.diffusion_runs_per_1000.labels("steady_state").set(
+        val(out.steady_state_runs_per_1000_impressions)
+    )
+    gauges.result_cache_hit_rate.set(val(out.cache_hit_rate))
+    gauges.seconds_per_image.labels("cpu").set(val(out.cpu_s_per_image))
+    gauges.seconds_per_image.labels("gpu").set(val(out.gpu_s_per_image))
