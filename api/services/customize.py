@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from api.ports import ImageStorePort
@@ -239,6 +239,23 @@ def customize(
     source_key = store_source(images, under_home(match.image, home))
     session.commit()  # end the reads: the queue writes through its own connection
     job = submit_edit(jobs, source_key=source_key, steps=steps, product_id=product_id)
+    if job.status == JobStatus.succeeded and not (job.result_key and images.exists(job.result_key)):
+        # Its image is gone (an erasure deleted the same bytes under another choice): render
+        # again. Only a succeeded row is removed; a concurrent request does the same at most.
+        with jobs.engine.begin() as conn:
+            conn.execute(
+                delete(GenerationJob).where(
+                    col(GenerationJob.id) == job.id,
+                    col(GenerationJob.status) == JobStatus.succeeded,
+                )
+            )
+        job = submit_edit(jobs, source_key=source_key, steps=steps, product_id=product_id)
+        session.execute(
+            update(CreativeVariant)
+            .where(col(CreativeVariant.brief_hash) == job.brief_hash)
+            .values(job_id=job.id, image_key=None)
+        )
+        session.commit()
     cached = (
         job.status == JobStatus.succeeded
         and job.result_key is not None

@@ -48,19 +48,29 @@ def test_same_choice_runs_one_job_and_is_cached(tmp_path: Path) -> None:
             assert got["cached"] and got["job_id"] == job_id
             assert got["image_url"] == polled["image_url"]
         img = Image.open(io.BytesIO(env.client.get(polled["image_url"]).content)).convert("RGB")
+        # The image vanished (an erasure of the same bytes elsewhere): the choice renders again.
+        key = polled["image_url"].rsplit("/", 1)[1]
+        assert env.comps.images is not None and env.comps.images.delete(key)
+        redo = env.client.post("/v1/customize", json=body, headers=sf)
+        assert redo.status_code == 202, redo.text
+        job_id = redo.json()["job_id"]
+        wait_status(env, job_id, JobStatus.succeeded)
+        assert env.comps.images.exists(key)  # the same bytes again
         centre = np.asarray(img)[40:60, 40:56].reshape(-1, 3).mean(axis=0)
         assert centre[2] > centre[0]  # navy now, not red
         with Session(env.comps.engine) as s:
             assert len(s.exec(select(GenerationJob)).all()) == 1
-            rows = s.exec(select(CreativeVariant).where(CreativeVariant.placement == "customized"))
+            rows = list(
+                s.exec(select(CreativeVariant).where(CreativeVariant.placement == "customized"))
+            )
             assert sorted(str(v.user_id) for v in rows) == ["u1", "u2"]
             imps = s.exec(select(Impression).where(Impression.policy == "customized")).all()
-            assert len(imps) == 3
+            assert len(imps) == 4
             assert {(i.arm, i.propensity, i.product_id) for i in imps} == {("customized", 1.0, pid)}
-            assert sorted(str(i.user_id) for i in imps) == ["u1", "u1", "u2"]
+            assert sorted(str(i.user_id) for i in imps) == ["u1", "u1", "u1", "u2"]
         # A customised row is never a hero candidate.
         hero = env.client.get("/v1/hero", params={"user_id": "u1"}, headers=sf).json()
-        assert hero["variant_id"] not in {v.id for v in rows}
+        assert len(rows) == 2 and hero["variant_id"] not in {v.id for v in rows}
 
 
 def test_choice_outside_the_options_is_422(env: Env) -> None:
