@@ -31,6 +31,9 @@ from genservice.config import GenerationConfig
 
 #: ``created_by`` of the variants ``batch personalize`` writes.
 PERSONALIZE_ACTOR = "batch:personalize"
+#: Impression arms that are hero decisions (other logged impressions, e.g. customisations,
+#: are not).
+HERO_ARMS = ("personalized", "segment", "generic")
 
 
 @dataclass(frozen=True)
@@ -105,20 +108,19 @@ def coverage_report(engine: Engine, *, home: Path, generation: GenerationConfig)
         base = (
             select(Impression.arm, func.count())
             .join(ready, ready.c.user_id == col(Impression.user_id))
-            .where(col(Impression.ts) >= ready.c.ready_at)
+            .where(col(Impression.ts) >= ready.c.ready_at, col(Impression.arm).in_(HERO_ARMS))
             .group_by(col(Impression.arm))
         )
         by_arm = {str(arm): int(n) for arm, n in session.exec(base).all()}
-        total_impr = int(session.exec(select(func.count()).select_from(Impression)).one())
+        heroes = (
+            select(func.count()).select_from(Impression).where(col(Impression.arm).in_(HERO_ARMS))
+        )
+        total_impr = int(session.exec(heroes).one())
         last_batch = max((float(e.get("at", 0.0)) for e in ledger), default=None)
         steady_impr = 0
         if last_batch is not None:
             since = datetime.fromtimestamp(last_batch, tz=UTC)
-            steady_impr = int(
-                session.exec(
-                    select(func.count()).select_from(Impression).where(Impression.ts >= since)
-                ).one()
-            )
+            steady_impr = int(session.exec(heroes.where(Impression.ts >= since)).one())
     runs = _cache_times(Path(generation.result_cache_file or Path(home) / "cache/results.sqlite"))
     steady_runs = sum(1 for t in runs if last_batch is not None and t > last_batch)
     of_those = sum(by_arm.values())
