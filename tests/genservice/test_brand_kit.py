@@ -187,3 +187,60 @@ def test_price_joins_the_brief_only_when_set() -> None:
     assert CreativeBrief.from_dict(c.to_dict()) == c and c.brief_hash != b.brief_hash
     with pytest.raises(ValueError, match="price"):
         ProductRef(id="1", title="Mug", image="x.png", price=float("nan"))
+
+
+def test_generator_draws_the_kit_and_keeps_the_product(tmp_path: Path) -> None:
+    """End to end through ``HeroGenerator`` (tiny model, classic path): the settings' kit is
+    drawn (logo pixels at the corner, CTA in the kit's colour), the product passes the
+    bit-exact fidelity check, and a brief naming another kit is refused."""
+    from gen_fixtures import tiny_model_dir
+
+    from genservice.backends.diffusers_backend import DiffusersBackend
+    from genservice.cache import ResultCache
+    from genservice.config import GenerationConfig
+    from genservice.errors import GenerationError
+    from genservice.generator import HeroGenerator
+    from genservice.metadata import parse_box
+    from genservice.safety import SkinToneHeuristicChecker
+    from genservice.storage import LocalImageStore
+
+    (tmp_path / "catalog").mkdir()
+    product_image(128).save(tmp_path / "catalog" / "MUG-1.png")
+    logo_image().save(tmp_path / "logo.png")
+    kit = BrandKit.model_validate(KIT)  # logo.png relative to the home folder
+    config = GenerationConfig(
+        model=str(tiny_model_dir()), device="cpu", num_inference_steps=2, brand_kit=kit
+    )
+    store = LocalImageStore(tmp_path / "images")
+    gen = HeroGenerator(
+        backend=DiffusersBackend(config, home=tmp_path),
+        store=store,
+        cache=ResultCache(tmp_path / "cache.sqlite", store=store),
+        safety=SkinToneHeuristicChecker(),
+        config=config,
+        home=tmp_path,
+    )
+    product = ProductRef(id="1", title="Red mug", image="catalog/MUG-1.png", price=12.0)
+    brief = CreativeBrief(
+        product=product,
+        placement=PLACEMENTS["square"],
+        seed=1,
+        model_id=str(tiny_model_dir()),
+        headline="Warm mugs",
+        brand_id=gen.brand_id,
+    )
+    out = gen.generate(brief)
+    hero = Image.open(store.path(out.image_key)).convert("RGB")
+    W, H = hero.size
+    m = max(4, round(min(W, H) * 0.04))
+    lh = round(H * KIT["logo_height_frac"])
+    lw = round(100 * lh / 40)
+    want = np.asarray(logo_image().resize((lw, lh), Image.Resampling.LANCZOS).convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(hero)[m : m + lh, m : m + lw], want)
+    assert kit_colour_pixels(hero, (0, 0, W, H), KIT["cta_text_colour"]) >= 40
+    # The product box of the metadata holds none of the kit's drawing (pasted last).
+    x, y, w, h = parse_box(out.metadata["product_box"])
+    assert kit_colour_pixels(hero, (x, y, w, h), KIT["cta_text_colour"]) == 0
+    other = CreativeBrief(product=product, model_id=str(tiny_model_dir()), brand_id="x:1")
+    with pytest.raises(GenerationError, match="brand kit"):
+        gen.generate(other)
