@@ -77,11 +77,11 @@ class BlendWeights:
         return cls(*(round(float(x), 6) for x in v))
 
 
-#: The defaults, from the demo's leave-last-out (collaborative = EASE + ALS): the two
-#: validation folds chose warm (0.6, 0.1, 0.3) and (0.8, 0.2, 0.0), cold (0.3, 0.2, 0.5) and
-#: (0.0, 0.3, 0.7); these are their means.
-DEFAULT_WARM = BlendWeights(collaborative=0.7, interests=0.15, kernel=0.15)
-DEFAULT_COLD = BlendWeights(collaborative=0.15, interests=0.25, kernel=0.6)
+#: The defaults, from the demo's leave-last-out (collaborative = EASE + ALS + item-kNN): the
+#: two validation folds chose warm (0.6, 0.3, 0.0, 0.1) and (0.5, 0.3, 0.1, 0.1), cold
+#: (0.1, 0.4, 0.5, 0.0) and (0.0, 0.3, 0.7, 0.0); these are their means.
+DEFAULT_WARM = BlendWeights(collaborative=0.55, interests=0.3, kernel=0.05, revisit=0.1)
+DEFAULT_COLD = BlendWeights(collaborative=0.05, interests=0.35, kernel=0.6, revisit=0.0)
 
 
 def _zscore(s: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
