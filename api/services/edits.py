@@ -47,9 +47,32 @@ class EditNotReady(ValueError):
     """The edit job has not succeeded (yet)."""
 
 
+#: (path, mtime ns, size) of a catalog file -> the store key of its PNG: a cached
+#: customisation answers without decoding and re-encoding the product image.
+_SOURCE_KEYS: dict[tuple[str, int, int], str] = {}
+_SOURCE_KEYS_MAX = 4096
+
+
 def store_source(images: ImageStorePort, path: Path) -> str:
     """Put the image file ``path`` into the store as PNG (longer side at most
-    :data:`MAX_SOURCE_SIDE`); its key. :class:`ProductMissing` when it cannot be read."""
+    :data:`MAX_SOURCE_SIDE`); its key. :class:`ProductMissing` when it cannot be read.
+    Remembers the key per file version, so an unchanged file is encoded once."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise ProductMissing("the product's image cannot be read") from None
+    memo = (str(path), st.st_mtime_ns, st.st_size)
+    known = _SOURCE_KEYS.get(memo)
+    if known is not None and images.exists(known):
+        return known
+    key = _encode_source(images, path)
+    if len(_SOURCE_KEYS) >= _SOURCE_KEYS_MAX:
+        _SOURCE_KEYS.clear()
+    _SOURCE_KEYS[memo] = key
+    return key
+
+
+def _encode_source(images: ImageStorePort, path: Path) -> str:
     try:
         with Image.open(path) as im:
             im.load()
