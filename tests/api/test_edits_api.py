@@ -5,13 +5,16 @@ the product's mask; a succeeded edit is saved as a draft variant, approved like 
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from apitest_helpers import Env, build_env
 from edit_helpers import BACKDROP, add_subject_product, subject_image, wait_status
 from PIL import Image
 from sqlmodel import Session, select
+from typer.testing import CliRunner
 
 from data.models import CreativeVariant, GenerationJob, JobStatus, VariantChange, VariantStatus
 from genservice.edits.metrics import recolor_scores
@@ -150,3 +153,40 @@ def test_edit_chain_runs_in_order_with_progress_cancel_and_metadata() -> None:
     calls = iter([False, True])
     with pytest.raises(JobCancelled):
         run_edit(payload, store, should_cancel=lambda: next(calls))
+
+
+def test_tailorshot_worker_runs_edit_jobs(tmp_path: Path, monkeypatch: Any) -> None:
+    """``tailorshot worker`` processes (api.composition.build_job_handler) run edit jobs too."""
+    import api.composition
+    from api.cli import app
+    from api.composition import build_image_store
+    from api.settings import Settings
+    from data.db import init_db, make_engine
+    from genservice.edits.jobs import edit_payload, payload_hash
+    from genservice.jobs import JobQueue
+
+    monkeypatch.setenv("TAILORSHOT_HOME", str(tmp_path))
+    monkeypatch.delenv("TAILORSHOT_DATABASE_URL", raising=False)
+    monkeypatch.setattr(api.composition, "load_generator", lambda settings: object())
+    engine = make_engine(f"sqlite:///{(tmp_path / 'tailorshot.db').resolve()}")
+    init_db(engine)
+    store = build_image_store(Settings(home=tmp_path))
+    buf = io.BytesIO()
+    subject_image().save(buf, format="PNG")
+    payload = edit_payload(
+        source_key=store.put(buf.getvalue(), "image/png"),
+        steps=[{"op": "adjust", "params": {"brightness": 1.2}}],
+    )
+    job_id = JobQueue(engine).submit(brief_hash=payload_hash(payload), brief=payload).job.id
+    gen_logger = logging.getLogger("genservice")
+    saved = (list(gen_logger.handlers), gen_logger.propagate, gen_logger.level)
+    try:
+        result = CliRunner().invoke(app, ["worker", "--once", "--poll-interval", "0.01"])
+    finally:
+        gen_logger.handlers[:], gen_logger.propagate = saved[0], saved[1]
+        gen_logger.setLevel(saved[2])
+    assert result.exit_code == 0, result.output
+    job = JobQueue(engine).get(job_id)
+    assert job is not None and job.status == JobStatus.succeeded and job.result_key
+    out = np.asarray(Image.open(io.BytesIO(store.get(job.result_key))).convert("RGB"))
+    assert out.astype(int).mean() > np.asarray(subject_image()).astype(int).mean()  # brighter
