@@ -58,6 +58,30 @@ class ApiMetrics:
             ["outcome"],
             registry=r,
         )
+        # Coverage and cost (api/batch/coverage.py), sampled at scrape time.
+        self.personalized_coverage = Gauge(
+            "tailorshot_personalized_coverage",
+            "Share of hero impressions of batch-personalized shoppers served personalized.",
+            registry=r,
+        )
+        self.diffusion_runs_per_1000 = Gauge(
+            "tailorshot_diffusion_runs_per_1000_impressions",
+            "Diffusion runs per 1,000 hero impressions, over all history and in the steady "
+            "state (since the last batch run).",
+            ["window"],
+            registry=r,
+        )
+        self.result_cache_hit_rate = Gauge(
+            "tailorshot_result_cache_hit_rate",
+            "Briefs answered by the result cache without a diffusion run (batch lookups).",
+            registry=r,
+        )
+        self.seconds_per_image = Gauge(
+            "tailorshot_seconds_per_image",
+            "CPU and GPU seconds per freshly rendered batch image.",
+            ["resource"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "tailorshot_rate_limited_total",
             "Requests refused with 429, by role.",

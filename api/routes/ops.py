@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
 
+from api.batch.coverage import coverage_report, publish
 from api.schemas import ReadinessPublic
 from api.services.readiness import public_errors, refresh_database
 
@@ -41,7 +45,8 @@ def readyz(request: Request) -> Response:
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request) -> Response:
     """Prometheus metrics (text format): request latency, hero cache hit rate, generation
-    queue depth and job durations, impressions and clicks."""
+    queue depth and job durations, impressions and clicks, personalized coverage and cost
+    (diffusion runs per 1,000 impressions, result cache hit rate, CPU/GPU s per image)."""
     comps = getattr(request.app.state, "components", None)
     if comps is None:
         return PlainTextResponse("", status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
@@ -50,4 +55,10 @@ def metrics(request: Request) -> Response:
             comps.metrics.queue_depth.set(comps.jobs.queue_depth())
         except Exception:
             pass
+    settings = comps.settings
+    try:
+        report = coverage_report(comps.engine, home=settings.home, generation=settings.generation)
+        publish(comps.metrics, report)
+    except (SQLAlchemyError, sqlite3.Error, OSError, ValueError):
+        pass  # /metrics answers even when the database or the ledger cannot be read now
     return Response(comps.metrics.render(), media_type=CONTENT_TYPE_LATEST)
