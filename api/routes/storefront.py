@@ -4,22 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from sqlmodel import Session
 
-from api.deps import ComponentsDep, SessionDep, StorefrontKey, image_url
+from api.composition import Components
+from api.deps import ComponentsDep, StorefrontKey, image_url
 from api.schemas import NO_CONTROLS_NONEMPTY, ClickPublic, HeroPublic, PlacementName, UserId
 from api.services.clicks import UnknownImpression, record_click
-from api.services.hero import HeroService, NoCreative
+from api.services.hero import HeroDecision, HeroService, NoCreative
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
+
+#: Seconds a click on an unknown impression waits before its one retry: another worker
+#: process may still hold the impression in its buffer (flushed every 0.05 s).
+CLICK_RETRY_S = 0.2
+
+
+def _decide_sql(comps: Components, user_id: str, placement: str) -> HeroDecision:
+    """The per-request SQL path (``candidates_ttl_s = 0``, or after shutdown began)."""
+    with Session(comps.engine, expire_on_commit=False) as session:
+        return comps.hero.decide(session, user_id=user_id, placement=placement)
 
 
 @router.get(
     "/hero", response_model=HeroPublic, responses={404: {"description": "Nothing servable yet"}}
 )
-def get_hero(
+async def get_hero(
     comps: ComponentsDep,
-    session: SessionDep,
     _key: StorefrontKey,
     user_id: Annotated[UserId, Query(description="The store's user id.")],
     placement: Annotated[PlacementName, Query(description="Where the hero is shown.")] = "banner",
@@ -35,7 +47,16 @@ def get_hero(
     """
     hero: HeroService = comps.hero
     try:
-        out = hero.decide(session, user_id=user_id, placement=placement)
+        if hero.memory_path and not hero.ready():
+            # The first request of this process loads the snapshot (off the event loop).
+            await anyio.to_thread.run_sync(hero.start)
+        if hero.ready():
+            # Memory only (no SQL, nothing blocking): the impression goes to the buffer.
+            out, overflow = hero.decide_now(user_id=user_id, placement=placement)
+            if overflow is not None and hero.impressions is not None:
+                await anyio.to_thread.run_sync(hero.impressions.write, [overflow])
+        else:
+            out = await anyio.to_thread.run_sync(_decide_sql, comps, user_id, placement)
     except NoCreative as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return HeroPublic(
@@ -49,23 +70,37 @@ def get_hero(
     )
 
 
+def _click(comps: Components, impression_id: str) -> bool:
+    with Session(comps.engine, expire_on_commit=False) as session:
+        return record_click(session, impression_id=impression_id)
+
+
 @router.post(
     "/impressions/{impression_id}/click",
     response_model=ClickPublic,
     responses={404: {"description": "Unknown impression"}},
 )
-def post_click(
+async def post_click(
     comps: ComponentsDep,
-    session: SessionDep,
     _key: StorefrontKey,
     impression_id: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROLS_NONEMPTY)],
 ) -> ClickPublic:
     """Record a click on an impression, once: a second call answers 200 with
-    ``created: false`` and changes nothing."""
+    ``created: false`` and changes nothing. The impression may still be in a buffer: this
+    process's is written first; another worker's is waited for (one flush interval)."""
+    buffer = comps.hero.impressions
+    if buffer is not None and buffer.contains(impression_id):
+        await anyio.to_thread.run_sync(buffer.flush)
     try:
-        created = record_click(session, impression_id=impression_id)
+        created = await anyio.to_thread.run_sync(_click, comps, impression_id)
     except UnknownImpression:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown impression") from None
+        if buffer is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown impression") from None
+        await anyio.sleep(CLICK_RETRY_S)  # another worker process may still hold it
+        try:
+            created = await anyio.to_thread.run_sync(_click, comps, impression_id)
+        except UnknownImpression:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown impression") from None
     if created:
         comps.metrics.clicks.inc()
     return ClickPublic(impression_id=impression_id, created=created)

@@ -12,6 +12,12 @@ propensity of the choice and the whole distribution. When the user has no person
 yet, a personalized generation is enqueued *in the background* (bounded queue, per-user rate
 limit, deduplicated by brief hash). Nothing here waits on a diffusion run or on the generator:
 a busy or broken generator only means no new personalized images.
+
+Two paths with the same choice: the server's memory hot path (:meth:`HeroService.start`,
+:meth:`HeroService.decide_now`; candidates from ``hero_snapshot``, impressions buffered by
+``impressions``: no SQL per request) when ``api.candidates_ttl_s > 0``, and the per-request
+SQL path :meth:`HeroService.decide` (committed impression; the CLI, and ``candidates_ttl_s = 0``
+for strict read-your-writes).
 """
 
 from __future__ import annotations
@@ -24,17 +30,25 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from sqlalchemy import func, update
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from api.logging import get_logger
 from api.metrics import ApiMetrics
 from api.services.erasure import ErasureGuard, rowcount
+from api.services.hero_snapshot import (
+    Candidate,
+    CandidateSnapshot,
+    ClickStats,
+    load_snapshot,
+    state_version,
+)
+from api.services.impressions import ImpressionBuffer
 from api.services.orchestration import PersonalizeOutput
 from api.services.policy import ArmStats, HeroPolicy, make_hero_policy
 from api.settings import ApiConfig
 from data.models import (
-    Click,
     CreativeVariant,
     GenerationJob,
     Impression,
@@ -47,17 +61,16 @@ from data.models import (
 
 _IMPRESSIONS = Impression.__table__  # type: ignore[attr-defined]
 
+#: Seconds between polls of the state stamp (changes by any process are served within this
+#: plus one reload).
+POLL_S = 0.5
+#: The impression buffer: flushed every ``FLUSH_S`` seconds or at ``FLUSH_ROWS`` rows; beyond
+#: ``BUFFER_CAPACITY`` queued rows requests write their impression synchronously.
+FLUSH_S = 0.05
+FLUSH_ROWS = 500
+BUFFER_CAPACITY = 20_000
+
 log = get_logger("hero")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A servable variant."""
-
-    variant_id: int
-    product_id: int
-    image_key: str
-    source: str
 
 
 class Personalizer(Protocol):
@@ -202,47 +215,6 @@ def load_candidates(
     return out[:limit]
 
 
-class ClickStats:
-    """Impressions and clicks per variant, refreshed at most every ``ttl_s`` seconds
-    (one grouped query), so the hot path reads a dict."""
-
-    def __init__(self, ttl_s: float) -> None:
-        self._ttl = ttl_s
-        self._at = -1e18
-        self._stats: dict[int, tuple[int, int]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, session: Session) -> dict[int, tuple[int, int]]:
-        now = time.monotonic()
-        if now - self._at <= self._ttl:
-            return self._stats
-        with self._lock:
-            if now - self._at <= self._ttl:
-                return self._stats
-            views = dict(
-                session.exec(
-                    select(Impression.variant_id, func.count())
-                    .where(col(Impression.variant_id).is_not(None))
-                    .group_by(col(Impression.variant_id))
-                ).all()
-            )
-            clicks = dict(
-                session.exec(
-                    select(Impression.variant_id, func.count())
-                    .join(Click, col(Click.impression_id) == col(Impression.id))
-                    .group_by(col(Impression.variant_id))
-                ).all()
-            )
-            self._stats = {
-                int(v): (int(n), int(clicks.get(v, 0))) for v, n in views.items() if v is not None
-            }
-            self._at = now
-            return self._stats
-
-    def invalidate(self) -> None:
-        self._at = -1e18
-
-
 class HeroService:
     """Decides and logs hero impressions; owns the background personalizer.
 
@@ -256,6 +228,7 @@ class HeroService:
         guard: ErasureGuard,
         personalizer: Personalizer | None,
         policy: HeroPolicy | None = None,
+        engine: Engine | None = None,
     ) -> None:
         cfg = config
         self.cfg = cfg
@@ -272,6 +245,16 @@ class HeroService:
         self._executor: ThreadPoolExecutor | None = None
         self._candidates: dict[tuple[str, str], tuple[float, list[Candidate]]] = {}
         self._candidates_lock = threading.Lock()
+        # The memory hot path (started by :meth:`start`; see :meth:`decide_now`).
+        self.engine = engine if engine is not None else guard.engine
+        self.impressions: ImpressionBuffer | None = None
+        self._snapshot: CandidateSnapshot | None = None
+        self._loaded_at = -1e18
+        self._reload_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+        self._closed = False
 
     # -- decision ---------------------------------------------------------------------
 
@@ -281,7 +264,11 @@ class HeroService:
         return np.random.default_rng([self.cfg.seed, n])
 
     def _arms(self, session: Session, candidates: list[Candidate]) -> list[ArmStats]:
-        stats = self.stats.get(session)
+        return self._arms_from(self.stats.get(session), candidates)
+
+    def _arms_from(
+        self, stats: dict[int, tuple[int, int]], candidates: list[Candidate]
+    ) -> list[ArmStats]:
         k = self.cfg.prior_strength
         arms = []
         for c in candidates:
@@ -349,6 +336,128 @@ class HeroService:
             candidates=dist,
         )
 
+    # -- the memory hot path (server) ---------------------------------------------------
+
+    @property
+    def memory_path(self) -> bool:
+        """Whether the memory hot path is configured: ``candidates_ttl_s > 0`` (0 keeps the
+        per-request SQL path with a committed impression each: strict read-your-writes)."""
+        return self.cfg.candidates_ttl_s > 0 and not self._closed
+
+    def ready(self) -> bool:
+        """Whether :meth:`decide_now` can answer (started, not closed)."""
+        return self._snapshot is not None and not self._closed
+
+    def start(self) -> None:
+        """Load the candidates snapshot and click statistics, start the refresher thread and
+        the impression buffer (idempotent; reads the database: call it off the event loop)."""
+        with self._start_lock:
+            if self._snapshot is not None or self._closed:
+                return
+            buffer = ImpressionBuffer(
+                self.engine,
+                erased=self.guard.erased_among,
+                interval_s=FLUSH_S,
+                max_rows=FLUSH_ROWS,
+                capacity=BUFFER_CAPACITY,
+            )
+            with self.engine.connect() as conn:
+                self.stats.reload(conn)
+            self._reload()
+            buffer.start()
+            self.impressions = buffer
+            self._stop.clear()
+            self._refresher = threading.Thread(
+                target=self._refresh_loop, name="hero-refresh", daemon=True
+            )
+            self._refresher.start()
+
+    def _reload(self) -> None:
+        """Read a new snapshot now (serialised with the refresher)."""
+        with self._reload_lock:
+            now = time.monotonic()
+            with self.engine.connect() as conn:
+                snapshot = load_snapshot(conn)
+            self._snapshot = snapshot
+            self._loaded_at = now
+
+    def _refresh_loop(self) -> None:
+        """Every ``POLL_S``: reload the snapshot when the state stamp changed (or it is older
+        than ``candidates_ttl_s``), and the click statistics every ``stats_ttl_s``."""
+        while not self._stop.wait(POLL_S):
+            try:
+                with self.engine.connect() as conn:
+                    version = state_version(conn)
+                    if self.stats.due():
+                        self.stats.reload(conn)
+                snap = self._snapshot
+                age = time.monotonic() - self._loaded_at
+                if snap is None or snap.version != version or age > self.cfg.candidates_ttl_s:
+                    self._reload()
+                    self.metrics.hero_cache.labels("reload").inc()
+            except Exception:  # the database may be restarting: serve what we have
+                log.warning("hero snapshot refresh failed", exc_info=True)
+
+    def decide_now(
+        self, *, user_id: str, placement: str
+    ) -> tuple[HeroDecision, dict[str, object] | None]:
+        """:meth:`decide` from memory: candidates from the snapshot, statistics from the last
+        refresh, the impression queued in the buffer. Returns the decision and, when the
+        buffer is full, the impression row the caller must write synchronously
+        (``self.impressions.write([row])``, off the event loop). Needs :meth:`start`.
+
+        Raises :class:`NoCreative` when nothing is servable for ``placement``."""
+        snap, buffer = self._snapshot, self.impressions
+        assert snap is not None and buffer is not None, "start() first"
+        erased = self.guard.known_erased(user_id)
+        candidates = snap.candidates(user_id, placement, self.cfg.max_candidates)
+        if erased:
+            candidates = [c for c in candidates if c.source != "personalized"]
+        else:
+            self.maybe_personalize(user_id=user_id, placement=placement, candidates=candidates)
+        if not candidates:
+            raise NoCreative(f"no approved creative for placement {placement!r} yet")
+        self.metrics.hero_cache.labels("hit").inc()
+        decision = self.policy.decide(
+            self._arms_from(self.stats.current(), candidates), self._rng()
+        )
+        chosen = candidates[decision.index]
+        dist = [
+            (str(c.variant_id), round(float(p), 10))
+            for c, p in zip(candidates, decision.distribution, strict=True)
+        ]
+        row: dict[str, object] = {
+            "id": new_id(),
+            "user_id": None if erased else user_id,
+            "placement": placement,
+            "variant_id": chosen.variant_id,
+            "product_id": chosen.product_id,
+            "arm": chosen.source,
+            "policy": self.policy.name,
+            "propensity": decision.propensity,
+            "candidates": [[k, p] for k, p in dist],
+            "position": 0,
+            "ts": utcnow(),
+        }
+        overflow = None if buffer.offer(row) else row
+        self.metrics.impressions.labels(self.policy.name).inc()
+        self.metrics.hero_source.labels(chosen.source).inc()
+        out = HeroDecision(
+            impression_id=str(row["id"]),
+            variant_id=chosen.variant_id,
+            product_id=chosen.product_id,
+            image_key=chosen.image_key,
+            source=chosen.source,
+            policy=self.policy.name,
+            propensity=decision.propensity,
+            candidates=dist,
+        )
+        return out, overflow
+
+    def flush_impressions(self) -> int:
+        """Write the buffered impressions now (blocking); 0 without a buffer."""
+        return self.impressions.flush() if self.impressions is not None else 0
+
     def candidates(self, session: Session, *, user_id: str, placement: str) -> list[Candidate]:
         """:func:`load_candidates`, cached per (user, placement) for ``candidates_ttl_s``
         seconds (the hot path then touches the database only to log the impression)."""
@@ -381,6 +490,10 @@ class HeroService:
         with self._enqueue_lock:
             for name in [k for k in self._last_enqueue if k.split("|", 1)[0] == user_id]:
                 del self._last_enqueue[name]
+        if self._snapshot is not None:
+            self._snapshot.forget_user(user_id)
+        if self.impressions is not None:
+            self.impressions.forget_user(user_id)
 
     def invalidate(self) -> None:
         """Forget cached candidates and click statistics (after approvals, retirements,
@@ -388,6 +501,8 @@ class HeroService:
         with self._candidates_lock:
             self._candidates.clear()
         self.stats.invalidate()
+        if self.ready():
+            self._reload()  # this replica at once; others at their next stamp poll
 
     # -- background personalization ----------------------------------------------------
 
@@ -453,3 +568,14 @@ class HeroService:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        with self._start_lock:
+            self._closed = True
+            refresher, self._refresher = self._refresher, None
+        self._stop.set()
+        if refresher is not None:
+            refresher.join(5.0)
+        if self.impressions is not None:
+            try:
+                self.impressions.close()  # graceful shutdown: every buffered impression
+            except Exception:
+                log.error("buffered impressions could not be written at shutdown", exc_info=True)
