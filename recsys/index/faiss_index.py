@@ -42,6 +42,9 @@ faiss: Any = _faiss
 
 _MODES = ("idmap", "ivf", "tombstone")
 
+#: IVF k-means sample size per list (see ``_configure``).
+TRAIN_POINTS_PER_LIST = 64
+
 
 def set_num_threads(n: int) -> None:
     """FAISS's OpenMP thread count for this process. One thread gives the lowest and most
@@ -136,6 +139,10 @@ class FaissIndex:
         ivf = faiss.try_extract_index_ivf(self._index)
         if ivf is not None:
             ivf.nprobe = self.nprobe
+            # k-means on at most 64 points per list (FAISS samples them, seeded): at 1M vectors
+            # and 4096 lists that is a 262k sample instead of all 1M, several times quicker
+            # to train and no measurable recall loss (bench/bench_index.py).
+            ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
             if ivf.direct_map.type != faiss.DirectMap.Hashtable:
                 ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
@@ -206,7 +213,8 @@ class FaissIndex:
         with self._lock:
             if not self._index.is_trained:
                 self.train(vec)
-            existing = np.array([i for i in ids_arr.tolist() if i in self._slot], dtype=np.int64)
+            slot = self._slot
+            existing = np.array([i for i in ids_arr.tolist() if i in slot], dtype=np.int64)
             if self._mode == "tombstone":
                 self._kill(existing)
                 start = int(self._index.ntotal)
@@ -219,8 +227,7 @@ class FaissIndex:
                 if existing.size:
                     self._index.remove_ids(_selector(existing))
                 self._index.add_with_ids(vec, ids_arr)
-                for i in ids_arr.tolist():
-                    self._slot[i] = 0
+                self._slot.update(dict.fromkeys(ids_arr.tolist(), 0))
 
     def remove(self, ids: np.ndarray) -> int:
         """Delete ``ids`` (unknown ids are ignored); returns how many were removed."""
