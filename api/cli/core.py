@@ -13,18 +13,23 @@ from api.cli.common import load_settings, open_engine, print_json
 def stats(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Count products, users, events, segments, variants, jobs, impressions and clicks."""
+    """Count products, users, events, segments, variants, jobs, impressions and clicks; then
+    personalized coverage and cost (api/batch/coverage.py)."""
+    from api.batch.coverage import coverage_report
     from data.repos.stats import count_all
 
     settings = load_settings()
     engine = open_engine(settings)
     with Session(engine) as session:
         counts = count_all(session)
+    cost = coverage_report(engine, home=settings.home, generation=settings.generation).as_dict()
     if as_json:
-        print_json(counts)
+        print_json({**counts, **cost})
     else:
         for name, n in counts.items():
             typer.echo(f"{name:12s} {n:>10d}")
+        for name, value in cost.items():
+            typer.echo(f"{name} {'-' if value is None else value}")
 
 
 @app.command()
