@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse
 
+from api.batch.coverage import coverage_report
 from api.deps import AnalystKey, ComponentsDep
 from api.ports import Report
 from api.services.analytics import ReportUnavailable, cached_report
@@ -43,3 +44,13 @@ def analytics_report(comps: ComponentsDep, _key: AnalystKey) -> HTMLResponse:
     intervals, estimator comparison, importance weights and effective sample size, lift vs
     control)."""
     return HTMLResponse(_report(comps).html)
+
+
+@router.get("/coverage")
+def analytics_coverage(comps: ComponentsDep, _key: AnalystKey) -> dict[str, Any]:
+    """Personalized coverage and cost: the share of hero impressions of the shoppers
+    ``tailorshot batch personalize`` prepared that were served personalized, diffusion runs
+    per 1,000 hero impressions (all history and steady state), the result cache hit rate of
+    batch lookups, and CPU/GPU seconds per rendered image (None: nothing to divide by)."""
+    s = comps.settings
+    return coverage_report(comps.engine, home=s.home, generation=s.generation).as_dict()

@@ -502,9 +502,37 @@ const estName = (k) => EST_NAMES[k] || k;
 const ordered = (keys, order) => [...order.filter((k) => keys.includes(k)), ...keys.filter((k) => !order.includes(k)).sort()];
 const ci = (e, f = pct) => `${f(e.ci_low)} – ${f(e.ci_high)}`;
 
+// Personalized coverage and cost (GET /v1/analytics/coverage), independent of the report.
+async function loadCoverage() {
+  const box = $("#coverage-cost");
+  if (!box) return;
+  try {
+    const c = await api("/v1/analytics/coverage");
+    const num2 = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "–");
+    const rows = [
+      ["Personalized coverage (batch-personalized shoppers)", pct(c.personalized_coverage, 1),
+        `${int(c.personalized_impressions_of_those)} of ${int(c.impressions_of_those)} impressions, ${int(c.personalized_shoppers)} shoppers`],
+      ["Diffusion runs per 1,000 hero impressions", num2(c.diffusion_runs_per_1000_impressions),
+        `${int(c.diffusion_runs)} runs, ${int(c.hero_impressions)} impressions`],
+      ["… in the steady state (since the last batch)", num2(c.steady_state_runs_per_1000_impressions),
+        `${int(c.steady_state_diffusion_runs)} runs, ${int(c.steady_state_impressions)} impressions`],
+      ["Result cache hit rate (batch lookups)", pct(c.cache_hit_rate, 1), ""],
+      ["CPU seconds per image", num2(c.cpu_s_per_image), ""],
+      ["GPU seconds per image", num2(c.gpu_s_per_image), ""],
+    ];
+    box.replaceChildren(el("div", { class: "table-wrap" }, el("table", {},
+      el("caption", { class: "sr-only", text: "Personalized coverage and cost" }),
+      el("thead", {}, el("tr", {}, ...["Figure", "Value", "From"].map((h, i) => el("th", { scope: "col", class: i === 1 ? "num" : null, text: h })))),
+      el("tbody", {}, ...rows.map((r) => el("tr", {}, el("th", { scope: "row", text: r[0] }), el("td", { class: "num", text: r[1] }), el("td", { text: r[2] })))))));
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "muted", text: `Coverage and cost unavailable: ${e.message}` }));
+  }
+}
+
 async function initAnalyst() {
   const status = $("#report-status");
   $("#download-report").addEventListener("click", downloadReport);
+  loadCoverage();
   const [summary, variants] = await Promise.all([
     api("/v1/analytics/ctr"),
     api("/ui/api/variant-ctr?limit=12").catch(() => ({ data: [] })),
