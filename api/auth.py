@@ -155,6 +155,10 @@ def key_version(session: Session) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
+#: Seconds without a key check after which the version-stamp thread stops.
+POLLER_IDLE_S = 30.0
+
+
 class KeyVerifier:
     """Verifies keys against the database with an in-memory cache, so the hot storefront
     path does not hit the database for every request. Thread-safe.
@@ -187,6 +191,8 @@ class KeyVerifier:
         self._lock = threading.Lock()
         self._version: tuple[int, int, int] | None = None
         self._checked = -1e18
+        self._poller: threading.Thread | None = None
+        self._used = time.monotonic()
 
     @property
     def version_poll_s(self) -> float:
@@ -216,9 +222,32 @@ class KeyVerifier:
             self._checked = max(self._checked, now)
         return changed
 
+    def _poll_loop(self) -> None:
+        """Refresh the stamp every ``version_poll_s / 2`` so :meth:`peek` stays fresh; ends
+        after ``POLLER_IDLE_S`` without a :meth:`peek` (a later one starts it again)."""
+        try:
+            while time.monotonic() - self._used < POLLER_IDLE_S:
+                try:
+                    self.refresh()
+                except Exception:  # the database may be restarting; peek then misses
+                    pass
+                time.sleep(self._poll / 2)
+        finally:
+            with self._lock:
+                self._poller = None
+
     def peek(self, key: str) -> tuple[bool, Principal | None]:
         """``(True, verdict)`` when ``key``'s verdict is cached and fresh, else ``(False, None)``
-        (no database access: safe on the event loop)."""
+        (no database access: safe on the event loop). The first call starts a background
+        thread that keeps the version stamp fresh, so the hot path always hits the memory."""
+        self._used = time.monotonic()
+        if self._poller is None:
+            with self._lock:
+                if self._poller is None:
+                    self._poller = threading.Thread(
+                        target=self._poll_loop, name="key-version", daemon=True
+                    )
+                    self._poller.start()
         if not self.fresh():
             return False, None
         hit = self._cache.get(hash_key(key))
