@@ -32,26 +32,37 @@ def stats(
             typer.echo(f"{name} {'-' if value is None else value}")
 
 
-@app.command()
-def serve(
-    host: str | None = typer.Option(None, help="Bind address (default: settings, 127.0.0.1)."),
-    port: int | None = typer.Option(None, help="Port (default: settings, 8000)."),
-) -> None:
-    """Start the HTTP API (OpenAPI docs at /docs)."""
+def serve_app() -> object:
+    """The app ``tailorshot serve`` runs, as a factory: each worker process builds its own
+    components (engine, caches, impression buffer) from the environment's settings."""
     import functools
-
-    import uvicorn
 
     from api.app import create_app
     from api.services.analytics import build_report
     from recsys.evaluation.simulate import build_demo_report
 
-    settings = load_settings()
     # The analyst report shows a labelled demo-world simulation before any impression is
     # logged; wired here because serving code never imports the demo world.
     report_builder = functools.partial(build_report, demo_report=build_demo_report)
+    return create_app(load_settings(), report_builder=report_builder)
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default: settings, 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default: settings, 8000)."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Worker processes sharing the database."
+    ),
+) -> None:
+    """Start the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    settings = load_settings()
     uvicorn.run(
-        create_app(settings, report_builder=report_builder),
+        "api.cli.core:serve_app",
+        factory=True,
+        workers=workers,
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
@@ -70,4 +81,4 @@ def demo(
     settings = load_settings()
     build_demo(settings, seed=seed)
     if serve_after:
-        serve(host=None, port=None)
+        serve(host=None, port=None, workers=1)
