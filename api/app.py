@@ -330,6 +330,7 @@ def create_app(
 
     from api.routes import (
         analyst,
+        creations,
         customize,
         edits,
         events,
@@ -342,7 +343,7 @@ def create_app(
     )
 
     routers = (ops, storefront, events, images, marketer, generations, analyst, privacy)
-    for module in (*routers, edits, customize):
+    for module in (*routers, edits, customize, creations):
         app.include_router(module.router)
 
     from api.web import mount_ui

@@ -28,6 +28,7 @@ from api.logging import get_logger
 from api.metrics import ApiMetrics
 from api.ports import ImageStorePort, JobQueuePort, Report, UserIndex, WorkerPort
 from api.ratelimit import RateLimiter, make_rate_limiter
+from api.services.creations import creation_handler
 from api.services.erasure import ErasureGuard, load_user_secret
 from api.services.hero import HeroService
 from api.services.orchestration import Orchestrator
@@ -198,7 +199,9 @@ def build_job_handler(settings: Settings) -> EditJobHandler:
     hero jobs with one generator per process, loaded by :func:`load_generator` on
     :meth:`~genservice.edits.jobs.EditJobHandler.warmup`."""
     hero = GeneratorJobHandler(lambda: load_generator(settings))
-    return EditJobHandler(hero, build_image_store(settings), warmup=hero.warmup)
+    images = build_image_store(settings)
+    inner = creation_handler(hero, settings, images)  # creation jobs (issue 21), then heroes
+    return EditJobHandler(inner, images, warmup=hero.warmup)
 
 
 def load_generator(settings: Settings) -> HeroRenderer:
@@ -289,7 +292,8 @@ def build_components(
     hero = HeroService(api, metrics=metrics, guard=guard, personalizer=orchestrator)
     worker: WorkerPort | None = None
     if generator is not None and (make_worker is not None or api.run_worker):
-        handler = EditJobHandler(make_job_handler(generator, metrics=metrics), images)
+        heroes = make_job_handler(generator, metrics=metrics)
+        handler = EditJobHandler(creation_handler(heroes, settings, images), images)
         if make_worker is not None:
             worker = make_worker(queue, handler)
         else:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -26,7 +26,6 @@ from genservice.creation.request import CreationRejected, CreationRequest, parse
 from genservice.errors import JobCancelled
 from genservice.metadata import PREFIX
 from genservice.safety import SafetyChecker, enforce_safe, make_checker
-from genservice.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,12 @@ _XMP = (
     'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
     'Iptc4xmpExt:DigitalSourceType="{dst}"/></rdf:RDF></x:xmpmeta>'
 )
+
+
+class PutImages(Protocol):
+    """Where candidates go (an image store's ``put``: bytes -> content key)."""
+
+    def put(self, data: bytes, content_type: str) -> str: ...
 
 
 @dataclass
@@ -180,7 +185,7 @@ class Creator:
         safety: SafetyChecker,
         imaging: CreationImaging,
         model_id: str,
-        store: ImageStore | None = None,
+        store: PutImages | None = None,
         controlnet: Any = None,
         steps: int = 20,
         guidance: float = 5.0,
@@ -205,7 +210,7 @@ class Creator:
         config: GenerationConfig,
         *,
         home: str | Path,
-        store: ImageStore | None = None,
+        store: PutImages | None = None,
         controlnet: str | None = "auto",
         controlnet_config: str | None = None,
         build_fallback: Any = None,
