@@ -299,7 +299,7 @@ class Creator:
         prompt: str | Sequence[str],
         seeds: Sequence[int],
         *,
-        sketch: Image.Image | None = None,
+        sketch: Image.Image | Sequence[Image.Image] | None = None,
         mode: str = "auto",
         controlnet_scale: float | None = None,
         progress: ProgressFn | None = None,
@@ -308,7 +308,7 @@ class Creator:
     ) -> tuple[list[Image.Image], str]:
         """Native-size RGB images for ``prompt`` (one prompt, or one per seed; image i from
         seed ``seeds[i]``) and the conditioning used (``text`` | ``sketch-controlnet`` |
-        ``sketch-img2img``)."""
+        ``sketch-img2img``). ``sketch``: one for all, or one per seed."""
         import torch
 
         side = self.native_side()
@@ -317,14 +317,22 @@ class Creator:
         gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         steps = self.steps
         kwargs: dict[str, Any] = {}
-        if sketch is None:
+        sketches = (
+            None
+            if sketch is None
+            else [sketch] * len(seeds)
+            if isinstance(sketch, Image.Image)
+            else list(sketch)
+        )
+        if sketches is not None and len(sketches) != len(seeds):
+            raise ValueError(f"sketch: expected one per seed ({len(seeds)}), got {len(sketches)}")
+        if sketches is None:
             pipe, source = self.pipeline("txt2img"), "text"
             kwargs.update(height=side, width=side)
         elif self.sketch_mode(mode) == "controlnet":
             pipe, source = self.pipeline("controlnet"), "sketch-controlnet"
-            control = sk.control_image(sketch, side)
             kwargs.update(
-                image=[control] * len(seeds),
+                image=[sk.control_image(x, side) for x in sketches],
                 height=side,
                 width=side,
                 controlnet_conditioning_scale=float(
@@ -333,8 +341,9 @@ class Creator:
             )
         else:
             pipe, source = self.pipeline("img2img"), "sketch-img2img"
-            init = sk.init_image(sketch, side)
-            kwargs.update(image=[init] * len(seeds), strength=self.img2img_strength)
+            kwargs.update(
+                image=[sk.init_image(x, side) for x in sketches], strength=self.img2img_strength
+            )
             steps_run = max(1, int(steps * self.img2img_strength))
             total = total if total is not None else steps_run
         grand = total if total is not None else steps

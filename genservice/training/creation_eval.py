@@ -164,15 +164,9 @@ def evaluate_creations(
             for r in tqdm(_chunks(len(pairs), batch), desc=f"sketch {mode}", disable=not progress):
                 prompts = [pairs[i].caption for i in r]
                 seeds = [seed + 1000 + i for i in r]
-                if mode == "text":
-                    imgs, _ = creator.diffuse(prompts, seeds)
-                    made.extend(imgs)
-                    continue
-                for i, s in zip(r, seeds, strict=True):  # one sketch per call
-                    one, _ = creator.diffuse(
-                        prompts[i - r.start], [s], sketch=sk_imgs[i], mode=mode
-                    )
-                    made.extend(one)
+                batch_sketches = None if mode == "text" else [sk_imgs[i] for i in r]
+                imgs, _ = creator.diffuse(prompts, seeds, sketch=batch_sketches, mode=mode)
+                made.extend(imgs)
             for made_im, o in zip(made, outlines, strict=True):
                 try:
                     alpha = creator.imaging.cut_out(made_im).alpha
