@@ -23,6 +23,7 @@ from tqdm import tqdm
 from api.batch.engine import ExecutorConfig, Row, run_chunks
 from api.batch.render import GeneratorSpec, RenderFactory, chunk_items
 from api.batch.writes import Owner, find_variant, open_result_cache, upsert_variant
+from data.models import VariantStatus
 from genservice.brief import CreativeBrief
 from genservice.config import GenerationConfig
 
@@ -134,6 +135,9 @@ def produce(
             )
             if row is not None and row.image_key:
                 summary.done_before += 1
+                if approve is not None and row.status == VariantStatus.draft:
+                    # A rerun under a (new) policy approves the drafts that now pass it.
+                    _write(session, it, row.image_key, summary, actor, approve, still_wanted)
                 continue
             hit = cache.get(it.brief.brief_hash)
             if hit is not None:

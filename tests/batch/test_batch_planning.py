@@ -9,15 +9,23 @@ from pathlib import Path
 
 import pytest
 from batch_world import build_world
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.batch.coverage import coverage_report
+from api.batch.engine import ExecutorConfig
 from api.batch.personalize import parse_window, rank_shoppers, within_budget
 from api.batch.render import chunk_items
-from api.batch.runner import PlannedItem
+from api.batch.runner import BatchSummary, PlannedItem, RunOptions, produce
 from api.batch.variants import VocabularyPolicy, parse_ids, top_products
 from api.batch.writes import Owner, upsert_variant
-from data.models import CreativeVariant, Impression, Segment, SegmentMembership, VariantStatus
+from data.models import (
+    CreativeVariant,
+    Impression,
+    Segment,
+    SegmentMembership,
+    VariantChange,
+    VariantStatus,
+)
 from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
 
 
@@ -185,3 +193,41 @@ def test_top_products_by_engagement(tmp_path: Path) -> None:
         # Views: u0 -> 1; u1 -> 2,3; u2 -> 3,4,5; u3 -> 4,5,6,7: 3,4,5 twice, then 1,2,6,7 once.
         assert top_products(s, k=5) == [3, 4, 5, 1, 2]
         assert len(top_products(s, k=None)) == 8
+
+
+def test_a_rerun_under_a_policy_approves_existing_drafts_without_rendering(tmp_path: Path) -> None:
+    settings, engine = build_world(tmp_path / "home")
+    it = _item(0, terms=("beach", "neon"))
+    with Session(engine) as s:
+        upsert_variant(
+            s,
+            it.owner,
+            product_id=1,
+            brief=it.brief,
+            image_key="c" * 64 + ".png",
+            approve=False,
+            actor="t",
+        )
+    opts = RunOptions(executor=ExecutorConfig(executor="local"), progress=False)
+
+    def run(vocab: set[str]) -> BatchSummary:
+        return produce(
+            engine,
+            home=settings.home,
+            generation=settings.generation,
+            items=[it],
+            command="variants",
+            actor="t",
+            options=opts,
+            approve=VocabularyPolicy(frozenset(vocab)),
+        )
+
+    strict = run({"beach"})
+    assert (strict.done_before, strict.rendered, strict.approved, strict.drafts) == (1, 0, 0, 1)
+    assert strict.quality.kept_as_draft == {"terms outside the approved vocabulary": 1}
+    wide = run({"beach", "neon"})
+    assert (wide.done_before, wide.rendered, wide.approved) == (1, 0, 1)
+    with Session(engine) as s:
+        rows = list(s.exec(select(CreativeVariant)))
+        approvals = list(s.exec(select(VariantChange).where(VariantChange.action == "approve")))
+    assert [r.status for r in rows] == [VariantStatus.approved] and len(approvals) == 1
