@@ -255,6 +255,7 @@ class HeroService:
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         self._closed = False
+        self._load_pending = False
 
     # -- decision ---------------------------------------------------------------------
 
@@ -363,9 +364,10 @@ class HeroService:
             )
             with self.engine.connect() as conn:
                 self.stats.reload(conn)
-            self._reload()
             buffer.start()
             self.impressions = buffer
+            self._load_pending = True
+            self._reload()  # last: a snapshot makes ready() true
             self._stop.clear()
             self._refresher = threading.Thread(
                 target=self._refresh_loop, name="hero-refresh", daemon=True
@@ -417,7 +419,9 @@ class HeroService:
             self.maybe_personalize(user_id=user_id, placement=placement, candidates=candidates)
         if not candidates:
             raise NoCreative(f"no approved creative for placement {placement!r} yet")
-        self.metrics.hero_cache.labels("hit").inc()
+        # The request that loaded the snapshot counts as the miss (metrics as the old cache).
+        first, self._load_pending = self._load_pending, False
+        self.metrics.hero_cache.labels("miss" if first else "hit").inc()
         decision = self.policy.decide(
             self._arms_from(self.stats.current(), candidates), self._rng()
         )
