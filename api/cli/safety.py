@@ -86,6 +86,14 @@ def demo_heroes(
         yield Image.open(io.BytesIO(bytes(store.get(key)))).convert("RGB")
 
 
+def folder_heroes(folder: Path, *, n: int) -> Iterator[Image.Image]:
+    """The first ``n`` PNGs under ``folder`` (any depth), oldest first, as RGB."""
+    files = sorted(folder.rglob("*.png"), key=lambda p: (p.stat().st_mtime, p.name))[:n]
+    for f in files:
+        with Image.open(f) as im:
+            yield im.convert("RGB")
+
+
 def demo_scenes(settings: Settings, *, n: int, seed: int) -> Iterator[Image.Image]:
     """``n`` procedural demo scenes, 256 px: the home's catalog cut-outs in turn, each placed in
     the demo world's settings under its lightings in turn (warm ones included). Cheap: no
@@ -159,6 +167,12 @@ def safety(
         help="Render the heroes not cached yet; --no-render checks only the cached ones "
         "(the JSON's n says how many).",
     ),
+    heroes_dir: Path | None = typer.Option(
+        None,
+        "--heroes-dir",
+        help="Check the first --n PNG heroes in this folder (any depth, oldest first) instead "
+        "of the demo shoppers' heroes, e.g. <home>/eval/safety/images or a home's images.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Rates of the built-in skin heuristic: ``false_positive_rate`` on ``n`` demo heroes
@@ -174,12 +188,18 @@ def safety(
     # One hero in memory at a time (a 1200x628 hero is ~2 MB decoded).
     scores: list[float] = []
     baseline: list[bool] = []  # the rule before calibration: > 60% skin-range pixels
-    heroes = demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json, render=render)
+    if heroes_dir is not None:
+        if not heroes_dir.is_dir():
+            fail(f"--heroes-dir: no folder {heroes_dir}")
+        heroes: Iterator[Image.Image] = folder_heroes(heroes_dir, n=n)
+    else:
+        heroes = demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json, render=render)
     for im in heroes:
         scores.append(checker.score(im))
         baseline.append(_baseline_flag(im))
     if not scores:
-        fail("--no-render: no hero is cached yet under <home>/eval/safety; run with --render")
+        fail("no hero to check: none cached yet under <home>/eval/safety (run with --render) "
+             "or no PNG under --heroes-dir")  # fmt: skip
     synthetic = synthetic_skin_images(n_positives, seed=seed)
     positives = [checker.score(im) for im in synthetic]
     t = checker.max_skin_fraction

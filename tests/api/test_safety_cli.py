@@ -43,4 +43,14 @@ def test_evaluate_safety_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     bad = CliRunner().invoke(app, ["evaluate", "safety", "--n", "0"])
     assert bad.exit_code == 2 and "--n" in bad.output
     none = CliRunner().invoke(app, ["evaluate", "safety", "--n", "10", "--no-render", "--json"])
-    assert none.exit_code == 2 and "no hero is cached" in none.output
+    assert none.exit_code == 2 and "no hero to check" in none.output
+    # A folder of heroes (any depth): two plain backdrops and one skin-dominant image.
+    folder = tmp_path / "heroes" / "ab"
+    folder.mkdir(parents=True)
+    for i, colour in enumerate([(40, 90, 160), (20, 20, 20), (224, 172, 140)]):
+        Image.new("RGB", (64, 32), colour).save(folder / f"h{i}.png")
+    out = CliRunner().invoke(app, ["evaluate", "safety", "--heroes-dir", str(tmp_path / "heroes"),
+                                   "--n-positives", "8", "--scenes", "0", "--json"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["n"] == 3 and result["false_positives"] == 1
