@@ -39,7 +39,10 @@ test-fast: $(STAMP)  ## The test suite without lint and without browser tests.
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -m "not browser"
 
 bench: $(STAMP)  ## Run the CPU benchmarks (minutes; prints JSON figures).
+	@command -v wrk >/dev/null 2>&1 || (apt-get install -y -qq wrk >/dev/null 2>&1) \
+		|| echo "warning: wrk not installed; bench_hero.py --wrk uses the Python load generator"
 	@for b in bench/bench_*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PY) $$b || exit 1; done
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_hero.py --wrk
 
 clean:  ## Remove the venv and caches (keeps ./var).
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
