@@ -232,3 +232,36 @@ def test_geometry_helpers() -> None:
     assert out.getpixel((0, 0)) == (0, 0, 255) and out.getpixel((15, 15)) == (255, 0, 0)
     png = encode_png(out, {"generated": "true"})
     assert is_generated(png) and b"trainedAlgorithmicMedia" in png
+
+
+def test_handler_runs_creations_and_passes_other_jobs_on() -> None:
+    from types import SimpleNamespace
+
+    from genservice.creation.handler import CreationJobHandler
+
+    class FakeCreator:
+        def create(self, request, *, sketch=None, progress=None, should_cancel=None):  # type: ignore[no-untyped-def]
+            cands = [SimpleNamespace(key=f"k{i}", product_upscale=1.0) for i in range(request.n)]
+            return SimpleNamespace(
+                candidates=cands, keys=[c.key for c in cands], timings={}, source="text"
+            )
+
+    seen: list[str] = []
+
+    def inner(job, progress, should_cancel):  # type: ignore[no-untyped-def]
+        seen.append(job.id)
+        return "hero-key"
+
+    built: list[int] = []
+
+    def factory() -> FakeCreator:
+        built.append(1)
+        return FakeCreator()
+
+    handler = CreationJobHandler(inner, factory, images=None)  # type: ignore[arg-type]
+    job = SimpleNamespace(id="c", brief=CreationRequest(text="a mug", n=3).to_payload())
+    res = handler(job, lambda s, t: None, lambda: False)  # type: ignore[arg-type]
+    assert res.result_key == "k0" and res.timings["candidate_keys"] == ["k0", "k1", "k2"]
+    hero = SimpleNamespace(id="h", brief={"product": {}})
+    assert handler(hero, lambda s, t: None, lambda: False) == "hero-key"  # type: ignore[arg-type]
+    assert seen == ["h"] and built == [1]
