@@ -17,6 +17,8 @@ from genservice.creation.pipeline import is_generated
 pytestmark = pytest.mark.browser
 
 
+@pytest.mark.timeout(1800)  # the real creator on a loaded shared CPU (minutes, idle: ~30 s)
+
 def test_marketer_creates_candidates_and_saves_a_generated_draft(
     browser: Any, live: LiveServer
 ) -> None:
@@ -36,7 +38,7 @@ def test_marketer_creates_candidates_and_saves_a_generated_draft(
     page.fill("#create-size", "128")
     page.click("#create-submit")
     # The real pipeline on a shared CPU: loading plus two candidates can take minutes.
-    page.wait_for_selector("#create-candidates figure img", timeout=600_000)
+    page.wait_for_selector("#create-candidates figure img", timeout=1_500_000)
     page.wait_for_function(
         "() => [...document.querySelectorAll('#create-candidates img')].every("
         "(i) => i.complete && i.naturalWidth > 0) &&"
