@@ -18,7 +18,6 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.mark.timeout(1800)  # the real creator on a loaded shared CPU (minutes, idle: ~30 s)
-
 def test_marketer_creates_candidates_and_saves_a_generated_draft(
     browser: Any, live: LiveServer
 ) -> None:
