@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from PIL import Image
@@ -15,6 +17,9 @@ from sqlalchemy.engine import Engine
 from api.cli.app import app, evaluate_app
 from api.cli.common import fail, load_settings, open_engine, print_json
 from api.settings import Settings
+
+if TYPE_CHECKING:
+    from genservice.safety import SkinToneHeuristicChecker
 
 PLACEMENTS = ("banner", "square", "story")
 
@@ -29,13 +34,36 @@ class _PassAll:
         return [False] * len(images)
 
 
+SCENE_UPSCALES = ("model", "lanczos")
+
+
+def _lanczos(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+
+
+def heroes_folder(settings: Settings, scene_upscale: str) -> Path:
+    """Where the evaluation keeps its heroes: one folder per scene enlargement."""
+    name = "safety" if scene_upscale == "model" else f"safety-{scene_upscale}"
+    return settings.home / "eval" / name
+
+
 def demo_heroes(
-    settings: Settings, engine: Engine, *, n: int, seed: int, progress: bool, render: bool = True
-) -> Iterator[Image.Image]:
-    """Heroes of the first ``n`` demo shoppers (placements in turn), as the safety check
-    sees them (composed, before encoding), rendered with the configured generator. Cached:
-    the heroes live in ``<home>/eval/safety`` (their own image store and result cache, never
-    served), so a second run only reads them. ``render=False``: only the cached ones."""
+    settings: Settings,
+    engine: Engine,
+    *,
+    n: int,
+    seed: int,
+    progress: bool,
+    render: bool = True,
+    scene_upscale: str = "model",
+) -> Iterator[tuple[str, Image.Image]]:
+    """``(brief hash, hero)`` of the first ``n`` demo shoppers (placements in turn), as the
+    safety check sees them (composed, before encoding), rendered with the configured
+    generator. Cached: the heroes live in :func:`heroes_folder` (their own image store and
+    result cache, never served), so a second run only reads them. ``render=False``: only the
+    cached ones. ``scene_upscale="lanczos"``: the scene is enlarged to the placement by Lanczos
+    instead of the super-resolution model (everything else as served) — ~8x cheaper on a CPU;
+    its colours, which the skin check reads, are the same (``--pair-with-model`` measures it)."""
     from sqlmodel import Session, col, select
     from tqdm import tqdm
 
@@ -43,7 +71,7 @@ def demo_heroes(
     from data.models import User
     from genservice.generator import HeroGenerator
 
-    folder = settings.home / "eval" / "safety"
+    folder = heroes_folder(settings, scene_upscale)
     gen_cfg = settings.generation.model_copy(
         update={
             "image_store_dir": str(folder / "images"),
@@ -82,8 +110,38 @@ def demo_heroes(
             if generator is None:
                 generator = HeroGenerator.from_config(gen_cfg, home=settings.home)
                 generator.safety = _PassAll()
+                if scene_upscale == "lanczos" and generator.imaging is not None:
+                    generator.imaging = replace(generator.imaging, upscale_scene=_lanczos)
             key = generator.generate(brief).image_key
-        yield Image.open(io.BytesIO(bytes(store.get(key)))).convert("RGB")
+        yield brief.brief_hash, Image.open(io.BytesIO(bytes(store.get(key)))).convert("RGB")
+
+
+def _agreement(
+    settings: Settings,
+    engine: Engine,
+    checker: SkinToneHeuristicChecker,
+    *,
+    n: int,
+    seed: int,
+    render: bool,
+    ups: str,
+) -> dict[str, float | int]:
+    """The skin check on the same ``n`` briefs rendered both ways (the served model and
+    ``ups``): how many decisions agree and the largest score difference."""
+    served = dict(demo_heroes(settings, engine, n=n, seed=seed, progress=False, render=render))
+    cheap = dict(
+        demo_heroes(
+            settings, engine, n=n, seed=seed, progress=False, render=render, scene_upscale=ups
+        )
+    )
+    common = sorted(set(served) & set(cheap))
+    t = checker.max_skin_fraction
+    pairs = [(checker.score(served[h]), checker.score(cheap[h])) for h in common]
+    return {
+        "n_pairs": len(pairs),
+        "same_decision": sum((a > t) == (b > t) for a, b in pairs),
+        "max_abs_score_difference": round(max((abs(a - b) for a, b in pairs), default=0.0), 4),
+    }
 
 
 def folder_heroes(folder: Path, *, n: int) -> Iterator[Image.Image]:
@@ -173,6 +231,18 @@ def safety(
         help="Check the first --n PNG heroes in this folder (any depth, oldest first) instead "
         "of the demo shoppers' heroes, e.g. <home>/eval/safety/images or a home's images.",
     ),
+    scene_upscale: str = typer.Option(
+        "model",
+        "--scene-upscale",
+        help="How the heroes' scenes reach the placement size: 'model' (super-resolution, as "
+        "served) or 'lanczos' (~8x cheaper on a CPU; same colours).",
+    ),
+    pair_with_model: int = typer.Option(
+        0,
+        "--pair-with-model",
+        help="With --scene-upscale lanczos: also render the first N heroes as served (model) "
+        "and report how the skin check's scores and decisions agree between the two.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Rates of the built-in skin heuristic: ``false_positive_rate`` on ``n`` demo heroes
@@ -182,6 +252,10 @@ def safety(
 
     if n < 1 or n_positives < 1:
         fail(f"--n and --n-positives: expected >= 1, got {n} and {n_positives}")
+    if scene_upscale not in SCENE_UPSCALES:
+        fail(f"--scene-upscale: expected one of {', '.join(SCENE_UPSCALES)}, got {scene_upscale!r}")
+    if pair_with_model < 0 or pair_with_model > n:
+        fail(f"--pair-with-model: expected 0..{n} (at most --n), got {pair_with_model}")
     settings = load_settings()
     engine = open_engine(settings)
     checker = SkinToneHeuristicChecker()
@@ -193,7 +267,18 @@ def safety(
             fail(f"--heroes-dir: no folder {heroes_dir}")
         heroes: Iterator[Image.Image] = folder_heroes(heroes_dir, n=n)
     else:
-        heroes = demo_heroes(settings, engine, n=n, seed=seed, progress=not as_json, render=render)
+        heroes = (
+            im
+            for _, im in demo_heroes(
+                settings,
+                engine,
+                n=n,
+                seed=seed,
+                progress=not as_json,
+                render=render,
+                scene_upscale=scene_upscale,
+            )
+        )
     for im in heroes:
         scores.append(checker.score(im))
         baseline.append(_baseline_flag(im))
@@ -221,6 +306,17 @@ def safety(
             sum(_baseline_flag(im) for im in synthetic) / len(synthetic), 4
         ),
     }
+    result["scene_upscale"] = "folder" if heroes_dir is not None else scene_upscale
+    if pair_with_model and heroes_dir is None and scene_upscale != "model":
+        result["agreement_with_model"] = _agreement(
+            settings,
+            engine,
+            checker,
+            n=pair_with_model,
+            seed=seed,
+            render=render,
+            ups=scene_upscale,
+        )
     if scenes > 0:
         flags_s = [checker.check([im])[0] for im in demo_scenes(settings, n=scenes, seed=seed)]
         result["n_scenes"] = len(flags_s)

@@ -18,17 +18,26 @@ def test_evaluate_safety_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     from api.cli import app
 
     def fake_heroes(
-        settings: Any, engine: Any, *, n: int, seed: int, progress: bool, render: bool
+        settings: Any,
+        engine: Any,
+        *,
+        n: int,
+        seed: int,
+        progress: bool,
+        render: bool,
+        scene_upscale: str = "model",
     ) -> Iterator:
         # 9 product-on-backdrop heroes and one skin-dominant image among them (a false positive);
-        # none is cached, so --no-render finds none.
+        # none is cached, so --no-render finds none. The Lanczos variant of the first hero has
+        # a skin-coloured product twice as large (its score changes, its decision does not).
         if not render:
             return
         for i in range(n - 1):
             img = Image.new("RGB", (120, 60), (40 + i, 90, 160))
-            img.paste((200, 160, 120), (45, 10, 75, 50))
-            yield img
-        yield Image.new("RGB", (120, 60), (224, 172, 140))
+            right = 105 if (scene_upscale == "lanczos" and i == 0) else 75
+            img.paste((200, 160, 120), (45, 10, right, 50))
+            yield f"h{i}", img
+        yield "skin", Image.new("RGB", (120, 60), (224, 172, 140))
 
     monkeypatch.setattr(cli_safety, "demo_heroes", fake_heroes)
     monkeypatch.setenv("TAILORSHOT_HOME", str(tmp_path / "home"))
@@ -40,6 +49,19 @@ def test_evaluate_safety_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result["false_positive_rate"] == 0.1 and result["true_positive_rate"] == 1.0
     assert result["false_positives"] == 1 and result["hero_score_max"] == 1.0
     assert result["n_catalog"] == 0 and result["baseline_true_positive_rate"] < 1.0
+    assert result["scene_upscale"] == "model" and "agreement_with_model" not in result
+    out = CliRunner().invoke(app, ["evaluate", "safety", "--n", "10", "--n-positives", "16",
+                                   "--scene-upscale", "lanczos", "--pair-with-model", "10",
+                                   "--scenes", "0", "--json"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    agreement = result["agreement_with_model"]
+    assert result["scene_upscale"] == "lanczos" and result["false_positives"] == 1
+    assert agreement["n_pairs"] == 10 and agreement["same_decision"] == 10
+    assert agreement["max_abs_score_difference"] > 0
+    for args in (["--scene-upscale", "bicubic"], ["--pair-with-model", "11"]):
+        bad = CliRunner().invoke(app, ["evaluate", "safety", "--n", "10", *args])
+        assert bad.exit_code == 2 and args[0] in bad.output
     bad = CliRunner().invoke(app, ["evaluate", "safety", "--n", "0"])
     assert bad.exit_code == 2 and "--n" in bad.output
     none = CliRunner().invoke(app, ["evaluate", "safety", "--n", "10", "--no-render", "--json"])
