@@ -466,10 +466,11 @@ def _clean_rows(chunk: _TableChunk) -> tuple[np.ndarray, _Columns]:
         if col is None:
             optional.append(None)
             continue
-        empty = pc.equal(pc.utf8_length(col), 0)
+        empty = pc.fill_null(pc.equal(pc.utf8_length(col), 0), True)  # null: absent
         ok = pc.and_(ok, pc.or_(empty, pc.match_substring_regex(col, _ID_RE)))
         optional.append((col, empty))
-    mask = ok.to_numpy(zero_copy_only=False)
+    # A null id, kind or time (Parquet) fails here; the row validator names what is missing.
+    mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
     if not mask.any():
         return mask, _Columns([], [[] for _ in range(7)])
     keep = pa.array(mask)

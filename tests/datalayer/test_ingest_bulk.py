@@ -149,7 +149,10 @@ def test_parquet_columnar_equals_row_by_row(
     db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = ["event_id", "user_id", "sku", "kind", "ts", "session"]
-    rows = [dict(zip(names, _row(i), strict=True)) for i in range(200)]
+    rows: list[dict[str, str | None]] = [dict(zip(names, _row(i), strict=True)) for i in range(200)]
+    for i in (20, 21, 22):
+        rows[i]["session"] = None  # absent: loads
+    rows[23]["user_id"] = None  # missing: reported
     path = tmp_path / "events.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=64)
     _import_both_ways(db_engine, tmp_path, path, monkeypatch)
