@@ -122,3 +122,24 @@ def test_ope_report_from_buffered_impressions_equals_synchronous_logging(
     buffered = _seeded_traffic(tmp_path / "buffered", buffered=True)
     assert sync["source"] == "impressions"
     assert buffered == sync
+
+
+def test_erasure_unlinks_buffered_impressions_and_drops_memory_candidates(
+    tmp_path: Path, slow_flush: None
+) -> None:
+    for env in build_env(tmp_path, personalize=False, **MEMORY):
+        hero, engine = env.comps.hero, env.comps.engine
+        s_key = env.auth("storefront")
+        ids = [
+            env.client.get("/v1/hero", params={"user_id": u}, headers=s_key).json()["impression_id"]
+            for u in ("u1", "u2", "u1")
+        ]
+        snap = hero._snapshot
+        assert snap is not None and "u1" in snap.segment_of
+        r = env.client.delete("/v1/users/u1", headers=env.auth("admin"))
+        assert r.status_code == 200, r.text
+        assert "u1" not in snap.segment_of and "u1" not in hero._snapshot.segment_of  # type: ignore[union-attr]
+        hero.flush_impressions()
+        with Session(engine) as s:
+            users = dict(s.exec(select(Impression.id, Impression.user_id)).all())
+        assert users == {ids[0]: None, ids[1]: "u2", ids[2]: None}
