@@ -170,8 +170,7 @@ def enforce_safe(checker: SafetyChecker, images: Sequence[Image.Image]) -> None:
         flags = list(checker.check(images))
     except Exception as exc:  # fail closed: an unchecked image is an unsafe image
         raise SafetyViolation(
-            f"safety checker {getattr(checker, 'name', type(checker).__name__)!r} failed: "
-            f"{type(exc).__name__}: {exc}"
+            f"safety checker {checker.name!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
     if len(flags) != len(images):
         raise SafetyViolation(
@@ -179,9 +178,7 @@ def enforce_safe(checker: SafetyChecker, images: Sequence[Image.Image]) -> None:
         )
     flagged = [i for i, f in enumerate(flags) if f]
     if flagged:
-        raise SafetyViolation(
-            f"safety checker {getattr(checker, 'name', '?')!r} flagged image(s) {flagged}"
-        )
+        raise SafetyViolation(f"safety checker {checker.name!r} flagged image(s) {flagged}")
 
 
 def make_checker(kind: str, *, shipped: SafetyChecker | None = None) -> SafetyChecker:
