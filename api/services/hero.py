@@ -27,7 +27,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import update
@@ -256,6 +256,7 @@ class HeroService:
         self._refresher: threading.Thread | None = None
         self._closed = False
         self._load_pending = False
+        self._children: dict[tuple[str, str], Any] = {}
 
     # -- decision ---------------------------------------------------------------------
 
@@ -421,7 +422,7 @@ class HeroService:
             raise NoCreative(f"no approved creative for placement {placement!r} yet")
         # The request that loaded the snapshot counts as the miss (metrics as the old cache).
         first, self._load_pending = self._load_pending, False
-        self.metrics.hero_cache.labels("miss" if first else "hit").inc()
+        self._counter_of("cache", "miss" if first else "hit").inc()
         decision = self.policy.decide(
             self._arms_from(self.stats.current(), candidates), self._rng()
         )
@@ -444,8 +445,8 @@ class HeroService:
             "ts": utcnow(),
         }
         overflow = None if buffer.offer(row) else row
-        self.metrics.impressions.labels(self.policy.name).inc()
-        self.metrics.hero_source.labels(chosen.source).inc()
+        self._counter_of("impressions", self.policy.name).inc()
+        self._counter_of("source", chosen.source).inc()
         out = HeroDecision(
             impression_id=str(row["id"]),
             variant_id=chosen.variant_id,
@@ -457,6 +458,18 @@ class HeroService:
             candidates=dist,
         )
         return out, overflow
+
+    def _counter_of(self, family: str, label: str) -> Any:
+        """The labelled metric child, looked up once (``labels()`` costs more than ``inc()``)."""
+        child = self._children.get((family, label))
+        if child is None:
+            metric = {
+                "cache": self.metrics.hero_cache,
+                "impressions": self.metrics.impressions,
+                "source": self.metrics.hero_source,
+            }[family]
+            child = self._children[(family, label)] = metric.labels(label)
+        return child
 
     def flush_impressions(self) -> int:
         """Write the buffered impressions now (blocking); 0 without a buffer."""
