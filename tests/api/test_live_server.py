@@ -5,6 +5,7 @@ a graceful shutdown on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -46,6 +47,8 @@ def live(
         "TAILORSHOT_API__RUN_WORKER": "false",
         "TAILORSHOT_API__PERSONALIZE": "false",
         "TAILORSHOT_API__REPORT_DEMO_FALLBACK": "false",
+        # The route tour sends every role's key to every route in a burst (analyst: 10/s).
+        "TAILORSHOT_API__RATE_LIMITS": json.dumps(dict.fromkeys(ROLES, 1000.0)),
         "HF_HUB_OFFLINE": "1",
     }
     proc = spawn_uvicorn(
