@@ -168,7 +168,7 @@ def test_events_every_format_reports_bad_rows_and_is_idempotent(
 def test_crash_mid_import_leaves_no_half_written_chunk(
     db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import data.ingest.events as events
+    import data.ingest.event_writers as writers
 
     cat = tmp_path / "catalog.csv"
     _write_catalog_csv(cat)
@@ -176,7 +176,7 @@ def test_crash_mid_import_leaves_no_half_written_chunk(
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in _events_rows()[:20]))
     sqlite = db_engine.dialect.name == "sqlite"
-    writer = events._SqliteEventWriter if sqlite else events._PostgresEventWriter
+    writer = writers._SqliteEventWriter if sqlite else writers._PostgresEventWriter
     calls = {"n": 0}
     real = writer._insert
 
@@ -198,7 +198,7 @@ def test_crash_mid_import_leaves_no_half_written_chunk(
 
 
 def test_fast_event_validation_matches_the_reference_validator() -> None:
-    from data.ingest.events import _FIELDS, validate_event_values
+    from data.ingest.event_rows import _FIELDS, validate_event_values
     from data.ingest.importer import RowError, validate_event
 
     # ``base`` is clean (the fast path); each case spoils one thing or takes a slower form.
