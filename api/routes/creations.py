@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, sta
 from pydantic import BaseModel, Field
 
 from api.deps import ComponentsDep, MarketerKey, SessionDep, ensure_queue_room, image_url
+from api.schemas import NO_CONTROLS, NO_CONTROLS_NONEMPTY
 from api.services import creations, generations
 from api.settings import Settings
 from data.models import GenerationJob, JobStatus, ProductImage
@@ -27,13 +28,14 @@ IdempotencyKey = Annotated[
 class CreationCreate(BaseModel):
     """A creation request: a description, optionally a sketch (base64 PNG/JPEG)."""
 
-    text: str = Field(min_length=1, max_length=1000)
-    category: str | None = Field(default=None, max_length=64)
+    text: str = Field(min_length=1, max_length=1000, pattern=NO_CONTROLS_NONEMPTY)
+    category: str | None = Field(default=None, max_length=64, pattern=NO_CONTROLS)
     n: int = Field(default=4, ge=1, le=8)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     size: int = Field(default=1080, ge=64, le=2048)
-    background: str = Field(default="white", max_length=16)
-    sketch_png: str | None = Field(default=None, max_length=6_000_000)
+    background: str = Field(default="white", max_length=16, pattern=NO_CONTROLS)
+    #: Base64 (standard alphabet, no line breaks) of a PNG or JPEG.
+    sketch_png: str | None = Field(default=None, max_length=6_000_000, pattern=r"^[A-Za-z0-9+/=]*$")
     sketch_mode: str = Field(default="auto", pattern=r"^(auto|controlnet|img2img)$")
 
 
