@@ -25,7 +25,7 @@ function showCandidates(job) {
       el("strong", { text: `Candidate ${c.index + 1}` }),
       el("span", { text: ` · generated · seed ${c.seed}` }),
       el("button", { type: "button", class: "secondary", "data-save": c.index, text: "Save as draft",
-                     onclick: () => saveDraft(c.index) })))));
+                     onclick: () => saveCreationDraft(c.index) })))));
 }
 
 async function pollCreation(id) {
@@ -64,7 +64,7 @@ async function submitCreation(ev) {
   }
 }
 
-async function saveDraft(index) {
+async function saveCreationDraft(index) {
   const pid = $("#create-product").value.trim();
   const body = { candidate: index };
   if (pid) body.product_id = Number(pid);
