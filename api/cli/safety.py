@@ -62,8 +62,8 @@ def demo_heroes(
     generator. Cached: the heroes live in :func:`heroes_folder` (their own image store and
     result cache, never served), so a second run only reads them. ``render=False``: only the
     cached ones. ``scene_upscale="lanczos"``: the scene is enlarged to the placement by Lanczos
-    instead of the super-resolution model (everything else as served) — ~8x cheaper on a CPU;
-    its colours, which the skin check reads, are the same (``--pair-with-model`` measures it)."""
+    instead of the super-resolution model (everything else as served): cheaper on a CPU; the
+    colours the skin check reads are the same (``--pair-with-model`` measures how close)."""
     from sqlmodel import Session, col, select
     from tqdm import tqdm
 
@@ -235,7 +235,7 @@ def safety(
         "model",
         "--scene-upscale",
         help="How the heroes' scenes reach the placement size: 'model' (super-resolution, as "
-        "served) or 'lanczos' (~8x cheaper on a CPU; same colours).",
+        "served) or 'lanczos' (the super-resolution pass skipped; same colours).",
     ),
     pair_with_model: int = typer.Option(
         0,
