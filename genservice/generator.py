@@ -344,18 +344,7 @@ class HeroGenerator:
         if self.imaging is not None:
             # The backdrop alone, at the model's native scale; the product is placed later on
             # the scene's surface (the layout depends on the scene).
-            canvas = scene_canvas(
-                brief.placement, native=self.backend.native_size, multiple=multiple
-            )
-            request = GenerationRequest(
-                prompt=backdrop_prompt(prompt),
-                negative_prompt=prompt.negative_prompt,
-                width=canvas[0],
-                height=canvas[1],
-                num_inference_steps=self.config.num_inference_steps,
-                guidance_scale=self.config.guidance_scale,
-                seed=brief.seed,
-            )
+            request = self.scene_request(brief, prompt)
         else:
             layout = plan_layout(
                 brief.placement, cut.size, headline=self._text_block(brief, headline)
@@ -414,6 +403,23 @@ class HeroGenerator:
             request,
             {"prompt_s": t1 - t0, "prepare_s": t2 - t1},
             cut=cut,
+        )
+
+    def scene_request(self, brief: CreativeBrief, prompt: BuiltPrompt) -> GenerationRequest:
+        """The delivery path's product-free scene request: :func:`backdrop_prompt` of
+        ``prompt`` on a canvas at the model's native scale (:func:`scene_canvas` of the
+        brief's placement), the brief's seed. Edits' generated backgrounds use it too."""
+        canvas = scene_canvas(
+            brief.placement, native=self.backend.native_size, multiple=self.backend.size_multiple
+        )
+        return GenerationRequest(
+            prompt=backdrop_prompt(prompt),
+            negative_prompt=prompt.negative_prompt,
+            width=canvas[0],
+            height=canvas[1],
+            num_inference_steps=self.config.num_inference_steps,
+            guidance_scale=self.config.guidance_scale,
+            seed=brief.seed,
         )
 
     def deliver_scene(self, scene: Image.Image, placement: Any) -> tuple[SceneInfo, np.ndarray]:
