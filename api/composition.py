@@ -201,7 +201,7 @@ def build_job_handler(settings: Settings) -> EditJobHandler:
     hero = GeneratorJobHandler(lambda: load_generator(settings))
     images = build_image_store(settings)
     inner = creation_handler(hero, settings, images)  # creation jobs (issue 21), then heroes
-    return EditJobHandler(inner, images, warmup=hero.warmup)
+    return EditJobHandler(inner, images, warmup=hero.warmup, scenes=hero.warmup)
 
 
 def load_generator(settings: Settings) -> HeroRenderer:
@@ -293,7 +293,9 @@ def build_components(
     worker: WorkerPort | None = None
     if generator is not None and (make_worker is not None or api.run_worker):
         heroes = make_job_handler(generator, metrics=metrics)
-        handler = EditJobHandler(creation_handler(heroes, settings, images), images)
+        handler = EditJobHandler(
+            creation_handler(heroes, settings, images), images, scenes=lambda: generator
+        )
         if make_worker is not None:
             worker = make_worker(queue, handler)
         else:

@@ -21,6 +21,14 @@ Colour = Annotated[
 TextureName = Annotated[
     str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")
 ]
+#: A part of the product (``genservice.edits.parts``; checked by the op: 422 when unknown).
+MaskPart = Annotated[
+    str, StringConstraints(min_length=1, max_length=48, pattern=r"^[A-Za-z#0-9:._-]+$")
+]
+#: A scene prompt: comma-separated scene words (sanitised like every prompt text).
+ScenePrompt = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROLS_NONEMPTY)
+]
 OptionValue = Annotated[
     str, StringConstraints(min_length=1, max_length=32, pattern=NO_CONTROLS_NONEMPTY)
 ]
@@ -35,8 +43,23 @@ class EditParams(BaseModel):
     colour: Colour | None = Field(default=None, description="recolor: hex or colour name.")
     texture: TextureName | None = Field(default=None, description="material: texture name.")
     texture_scale: float = Field(default=1.0, ge=0.05, le=20.0, description="material: tile.")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="material: noise seed.")
+    seed: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="material: noise seed; background: scene seed."
+    )
+    mask_part: MaskPart | None = Field(
+        default=None,
+        description="recolor / material: only a part of the product: colour:COLOUR[:DE], "
+        "dominant, secondary, top|bottom|left|right[:F], sole, upper.",
+    )
     studio: Colour | None = Field(default=None, description="background: backdrop colour.")
+    prompt: ScenePrompt | None = Field(
+        default=None, description='background: a generated scene from text ("beach, sunset").'
+    )
+    user_id: UserId | None = Field(
+        default=None,
+        description="background: a generated scene from this shopper's taste profile (its "
+        "approved style terms; the id is not stored with the edit).",
+    )
     gradient: float = Field(default=0.0, ge=0.0, le=40.0, description="background: CIELAB L.")
     shadow: float = Field(default=0.35, ge=0.0, le=1.0, description="background: shadow.")
     scale: Literal[2, 4] = Field(default=4, description="restore: 2 or 4.")

@@ -36,6 +36,32 @@ def product_image_path(sku: str) -> Path:
     return path
 
 
+def scene_params(
+    prompt: str | None, user_id: str | None, *, seed: int, shadow: float
+) -> dict[str, Any]:
+    """The parameters of a generated background: the prompt, or the user's taste profile
+    resolved to approved style terms (``api.services.edits.profile_scene_terms``; the user id
+    goes no further), and the configured hero generator (loaded here: slow)."""
+    from sqlmodel import Session
+
+    from api.composition import build_components, load_generator
+    from api.services.edits import EditRejected, profile_scene_terms
+
+    settings = load_settings()
+    params: dict[str, Any] = {"seed": seed, "shadow": shadow}
+    if user_id is not None:
+        comps = build_components(settings, engine=open_engine(settings))
+        with Session(comps.engine) as session:
+            try:
+                params["terms"] = profile_scene_terms(comps.orchestrator, session, user_id)
+            except EditRejected as exc:
+                fail(f"--user-id: {exc}")
+    else:
+        params["prompt"] = prompt
+    params["generator"] = load_generator(settings)
+    return params
+
+
 @app.command("edit")
 def edit_cmd(
     op: str = typer.Option(..., "--op", help=f"Edit op: {' | '.join(OPS)}."),
@@ -45,6 +71,12 @@ def edit_cmd(
     mask: Path | None = typer.Option(
         None, "--mask", help="Greyscale mask PNG (white = edit); default: the cut-out."
     ),
+    mask_part: str | None = typer.Option(
+        None,
+        "--mask-part",
+        help="recolor / material: only a part of the product: colour:COLOUR[:DE], dominant, "
+        "secondary, top|bottom|left|right[:F], sole, upper (docs/edits.md).",
+    ),
     colour: str | None = typer.Option(None, "--colour", help='recolor: "#1f4fd1" or a name.'),
     texture: str | None = typer.Option(
         None,
@@ -52,15 +84,19 @@ def edit_cmd(
         help="material: image file or brick|grass|gravel|leather|denim|wood|marble.",
     ),
     texture_scale: float = typer.Option(1.0, "--texture-scale", help="material: tile size."),
-    seed: int = typer.Option(0, "--seed", help="material: seed of procedural textures."),
+    seed: int = typer.Option(
+        0, "--seed", help="material: texture noise seed; background: the scene's seed."
+    ),
     studio: str | None = typer.Option(None, "--studio", help="background: backdrop colour."),
     gradient: float = typer.Option(0.0, "--gradient", help="background: 0-40 (CIELAB L)."),
     shadow: float = typer.Option(0.35, "--shadow", help="background: contact shadow 0-1."),
     prompt: str | None = typer.Option(
-        None, "--prompt", help="background: a scene from text (not available here)."
+        None, "--prompt", help='background: a generated scene from text ("beach, golden hour").'
     ),
     user_id: str | None = typer.Option(
-        None, "--user-id", help="background: a scene from a taste profile (not available)."
+        None,
+        "--user-id",
+        help="background: a generated scene from the user's taste profile (approved terms).",
     ),
     scale: int = typer.Option(4, "--scale", help="restore: 2 or 4."),
     denoise: bool = typer.Option(False, "--denoise", help="restore: denoise first."),
@@ -80,6 +116,7 @@ def edit_cmd(
     from PIL import Image, UnidentifiedImageError
 
     from genservice.edits import apply_edit
+    from genservice.errors import GenerationError
 
     if op not in OPS:
         fail(f"--op: expected one of {list(OPS)}, got {op!r}")
@@ -102,6 +139,8 @@ def edit_cmd(
     except (UnidentifiedImageError, OSError) as exc:
         fail(f"could not read an image: {exc}")
     params: dict[str, Any] = {}
+    if mask_part and op not in ("recolor", "material"):
+        fail(f"--mask-part: works with recolor and material, not {op}")
     if op == "recolor":
         if not colour:
             fail('--colour: recolor needs a colour ("#1f4fd1" or a name)')
@@ -111,14 +150,20 @@ def edit_cmd(
             fail("--texture: material needs a texture file or name")
         params = {"texture": texture, "scale": texture_scale, "seed": seed}
     elif op == "background":
-        if prompt or user_id:
+        given = [
+            n for n, v in (("--studio", studio), ("--prompt", prompt), ("--user-id", user_id)) if v
+        ]
+        if len(given) != 1:
             fail(
-                "--prompt / --user-id: a generated scene is not available for edits yet; "
-                "use --studio COLOUR [--gradient G] [--shadow S]"
+                "--studio / --prompt / --user-id: background needs exactly one of --studio, "
+                f"--prompt, --user-id; got {given or 'none'}"
             )
-        if not studio:
-            fail("--studio: background needs a backdrop colour (hex or name)")
-        params = {"studio": studio, "gradient": gradient, "shadow": shadow}
+        if studio:
+            params = {"studio": studio, "gradient": gradient, "shadow": shadow}
+        else:
+            params = scene_params(prompt, user_id, seed=seed, shadow=shadow)
+    if mask_part:
+        params["part"] = mask_part
     elif op == "restore":
         params = {"scale": scale, "denoise": denoise, "auto_exposure": auto_exposure}
     elif op == "adjust":
@@ -129,10 +174,12 @@ def edit_cmd(
             "sharpness": sharpness,
             "auto_exposure": auto_exposure,
         }
-    if op == "restore":
+    if op == "restore" or "generator" in params:
         from tqdm import tqdm
 
-        bar = tqdm(desc="restore", unit="tile", disable=as_json)
+        scene = "generator" in params
+        bar = tqdm(desc="scene" if scene else "restore", unit="step" if scene else "tile",
+                   disable=as_json)  # fmt: skip
 
         def on_progress(done: int, total: int) -> None:
             bar.total = total
@@ -143,7 +190,7 @@ def edit_cmd(
     t0 = time.perf_counter()
     try:
         result = apply_edit(op, src, mask=mask_img, **params)
-    except ValueError as exc:
+    except (ValueError, GenerationError) as exc:
         fail(str(exc))
     total = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +206,8 @@ def edit_cmd(
         "metadata": result.metadata,
         "timings": {**result.timings, "total": round(total, 4)},
     }
+    if "scene_prompt" in result.params:
+        info["scene_prompt"] = result.params["scene_prompt"]
     if as_json:
         print_json(info)
     else:

@@ -66,7 +66,10 @@ def _known(settings: Settings, job: GenerationJob | None) -> EditPublic:
     responses={
         404: {"description": "Unknown product, or it has no image"},
         409: {"description": "Idempotency-Key reused with another body"},
-        422: {"description": "Unknown colour or texture, or a parameter out of range"},
+        422: {
+            "description": "Unknown colour, texture or part, a parameter out of range, or a "
+            "user without approved style terms"
+        },
         503: {"description": "Edits are not available"},
     },
 )
@@ -79,7 +82,10 @@ def create_edit(
     idempotency_key: IdempotencyKey = None,
 ) -> EditPublic:
     """Queue an edit of a product's image (recolor, material, background, restore, adjust,
-    remove-background); answers 202 with the job (poll ``GET /v1/edits/{id}``). The same
+    remove-background); answers 202 with the job (poll ``GET /v1/edits/{id}``). A background
+    is a studio colour (``studio``) or a generated scene from ``prompt`` or from the taste
+    profile of ``user_id`` (its approved style terms; the job stores the terms, not the id);
+    recolor and material take ``mask_part`` to edit a part of the product. The same
     edit of the same image is always the same job; with an ``Idempotency-Key`` a repeat with
     the same body returns the same job and another body is a 409. Outside the product's mask
     the image does not change (bit-exact)."""
@@ -98,7 +104,13 @@ def create_edit(
             response.headers["Location"] = f"/v1/edits/{prior.id}"
             return edit_public(comps.settings, prior)
     try:
-        step = edits.edit_step(body.op, body.params)
+        scene_terms = None
+        if body.op == "background" and body.params.user_id:
+            # The shopper's profile -> approved style terms here; the job carries only terms.
+            scene_terms = edits.profile_scene_terms(
+                comps.orchestrator, session, body.params.user_id
+            )
+        step = edits.edit_step(body.op, body.params, scene_terms=scene_terms)
         _, source_key = edits.product_source(
             session, comps.images, comps.settings.home, body.product_id
         )

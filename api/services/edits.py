@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from api.ports import ImageStorePort
 from api.schemas_edits import EditParams
+from api.services.orchestration import Orchestrator, profile_terms, terms_of
 from api.services.variants import record_change
 from data.files import under_home
 from data.models import (
@@ -26,6 +27,7 @@ from data.models import (
     JobStatus,
     Product,
     Segment,
+    SegmentMembership,
     VariantStatus,
 )
 from genservice.edits.jobs import edit_payload, is_edit, payload_hash
@@ -116,9 +118,71 @@ def _texture(value: str) -> str:
     return value
 
 
-def edit_step(op: str, p: EditParams) -> dict[str, Any]:
+#: At most this many of a shopper's style terms describe a generated scene.
+N_SCENE_TERMS = 6
+
+
+def profile_scene_terms(orchestrator: Orchestrator, session: Session, user_id: str) -> list[str]:
+    """The readable style terms a scene for ``user_id`` may use, most important first: their
+    taste profile's terms (the profile -> brief mapping, ``orchestration.profile_terms``),
+    only those in the approved vocabulary when ``api.approved_terms_only``; without any,
+    their segment's terms (what a marketer reviewed). :class:`EditRejected` when the user is
+    erased or has neither. The user id stays here: an edit job carries only the terms."""
+    if orchestrator.guard.is_erased(user_id, session):
+        raise EditRejected("user_id: this user's data was erased")
+    terms: list[tuple[str, float]] = []
+    profile = orchestrator.profile_for(session, user_id=user_id)
+    if profile is not None:
+        terms = profile_terms(profile.style_terms)
+        if orchestrator.settings.api.approved_terms_only:
+            vocab = orchestrator.approved_vocabulary(session, user_id=user_id)
+            terms = [(t, w) for t, w in terms if t.strip().lower() in vocab]
+    if not terms:
+        sid = session.exec(
+            select(SegmentMembership.segment_id).where(SegmentMembership.user_id == user_id)
+        ).first()
+        seg = session.get(Segment, sid) if sid is not None else None
+        terms = terms_of(seg.terms) if seg is not None else []
+    words = list(dict.fromkeys(t.strip().lower() for t, _ in terms if t.strip()))
+    if not words:
+        raise EditRejected(
+            "user_id: no taste profile with approved style terms (nor a segment) for this user"
+        )
+    return words[:N_SCENE_TERMS]
+
+
+def _background(p: EditParams, scene_terms: list[str] | None) -> dict[str, Any]:
+    """The background step's parameters: a studio colour, or a scene from ``prompt`` or the
+    resolved ``scene_terms`` (exactly one of the three)."""
+    from genservice.edits.scene import scene_terms as clean_terms
+
+    given = [n for n, v in (("studio", p.studio), ("prompt", p.prompt)) if v]
+    if p.user_id:
+        given.append("user_id")
+    if len(given) != 1:
+        raise EditRejected(
+            f"background: expected exactly one of studio, prompt, user_id; got {given or 'none'}"
+        )
+    if p.studio:
+        return {"studio": _colour(p.studio, "studio"), "gradient": p.gradient,
+                "shadow": p.shadow}  # fmt: skip
+    if p.user_id and scene_terms is None:
+        raise EditRejected("user_id: the taste profile was not resolved")
+    try:
+        if p.prompt:
+            clean_terms(p.prompt)  # something usable must be left after sanitising
+            scene: dict[str, Any] = {"prompt": p.prompt}
+        else:
+            scene = {"terms": clean_terms(terms=scene_terms)}
+    except ValueError as exc:
+        raise EditRejected(str(exc)) from None
+    return {**scene, "seed": p.seed, "shadow": p.shadow}
+
+
+def edit_step(op: str, p: EditParams, *, scene_terms: list[str] | None = None) -> dict[str, Any]:
     """One edit step ``{"op", "params"}`` from the request's parameters (only those the op
-    reads); :class:`EditRejected` for a missing or unknown colour or texture."""
+    reads); :class:`EditRejected` for a missing or unknown colour or texture. A background
+    from ``user_id`` takes ``scene_terms`` (:func:`profile_scene_terms`), never the id."""
     params: dict[str, Any]
     if op == "recolor":
         if not p.colour:
@@ -129,10 +193,7 @@ def edit_step(op: str, p: EditParams) -> dict[str, Any]:
             raise EditRejected("texture: material needs a texture name")
         params = {"texture": _texture(p.texture), "scale": p.texture_scale, "seed": p.seed}
     elif op == "background":
-        if not p.studio:
-            raise EditRejected("studio: background needs a backdrop colour")
-        params = {"studio": _colour(p.studio, "studio"), "gradient": p.gradient,
-                  "shadow": p.shadow}  # fmt: skip
+        params = _background(p, scene_terms)
     elif op == "restore":
         params = {"scale": p.scale, "denoise": p.denoise, "auto_exposure": p.auto_exposure}
     elif op == "adjust":
@@ -143,6 +204,16 @@ def edit_step(op: str, p: EditParams) -> dict[str, Any]:
         params = {}
     else:
         raise EditRejected(f"op: unknown edit {op!r}")
+    if p.mask_part and op not in ("recolor", "material"):
+        raise EditRejected(f"mask_part: works with recolor and material, not {op}")
+    if p.mask_part:
+        from genservice.edits.parts import check_part
+
+        try:
+            check_part(p.mask_part)
+        except ValueError as exc:
+            raise EditRejected(str(exc)) from None
+        params["part"] = p.mask_part
     return {"op": op, "params": params}
 
 

@@ -5,8 +5,9 @@ Product rule: every pixel with alpha == 1 (fully inside the cut-out) is copied f
 source (bit-exact). Soft edge pixels are ``a * F + (1 - a) * backdrop`` with ``F`` the
 foreground colour re-estimated without the old background
 (``genservice.imaging.cutout.estimate_foreground``), so no halo of the old backdrop remains.
-A scene from a text prompt or a shopper's taste profile needs the generator and is not an
-option of this op (a ValueError lists the options that exist).
+With ``prompt`` (text) or ``terms`` (readable style terms, e.g. a shopper's taste profile
+resolved by the api layer) and a ``generator``, the backdrop is a generated scene instead
+(``genservice.edits.scene.generated_background``: the hero path's scene, same product rule).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from genservice.edits.base import (
     split_alpha,
 )
 
-_OPTIONS = "studio=COLOUR (hex or name), gradient=0..40 (L units, top lighter), shadow=0..1"
+_OPTIONS = (
+    "studio=COLOUR (hex or name), gradient=0..40 (L units, top lighter), shadow=0..1; or "
+    "prompt=TEXT | terms=[...] with generator= (a HeroGenerator), seed=, shadow="
+)
+_SCENE_KEYS = {"prompt", "terms", "generator", "seed", "progress", "should_cancel"}
 
 
 def studio_backdrop(
@@ -90,12 +95,16 @@ class Background:
     ) -> EditResult:
         """``image`` with its background replaced by a studio backdrop of colour ``studio``;
         ``gradient`` (0-40, CIELAB L) lightens the top and darkens the bottom, ``shadow``
-        (0-1) is the contact shadow's darkness. Returns RGB."""
-        if params.keys() & {"prompt", "user_id", "scene", "profile"}:
+        (0-1) is the contact shadow's darkness. Returns RGB. With ``prompt`` or ``terms``
+        (and ``generator``; optional ``seed``, ``progress``, ``should_cancel``) the backdrop
+        is a generated scene (``genservice.edits.scene``)."""
+        if "user_id" in params or "profile" in params:
             raise ValueError(
-                "background: a scene from a prompt or a taste profile needs the generator "
-                f"and is not available here; options: {_OPTIONS}"
+                "background: a taste profile is resolved to its approved style terms by the "
+                f"api layer (pass terms=[...]); options: {_OPTIONS}"
             )
+        if "prompt" in params or "terms" in params:
+            return self._scene(image, mask, studio, gradient, shadow, params)
         if params:
             raise ValueError(f"background: unknown parameters {sorted(params)}; {_OPTIONS}")
         if not studio:
@@ -127,6 +136,38 @@ class Background:
             params=p,
             timings={"mask": round(t_mask, 4), "edit": round(seconds, 4)},
             metadata=edit_metadata(self.name, p, src, model="studio", mask_method=method),
+        )
+
+    def _scene(
+        self,
+        image: Image.Image,
+        mask: np.ndarray | Image.Image | None,
+        studio: str,
+        gradient: float,
+        shadow: float,
+        params: dict[str, Any],
+    ) -> EditResult:
+        from genservice.edits.scene import generated_background
+
+        unknown = set(params) - _SCENE_KEYS
+        if unknown or studio or gradient:
+            extra = sorted(
+                unknown | ({"studio"} if studio else set()) | ({"gradient"} if gradient else set())
+            )
+            raise ValueError(f"background: a generated scene takes no {extra}; {_OPTIONS}")
+        generator = params.get("generator")
+        if generator is None:
+            raise ValueError("background: a scene from a prompt or terms needs a generator")
+        return generated_background(
+            generator,
+            image,
+            mask=mask,
+            prompt=params.get("prompt"),
+            terms=params.get("terms"),
+            seed=int(params.get("seed", 0)),
+            shadow=shadow,
+            progress=params.get("progress"),
+            should_cancel=params.get("should_cancel"),
         )
 
 

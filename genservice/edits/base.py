@@ -88,11 +88,18 @@ def resolve_mask(
     import time
 
     t0 = time.perf_counter()
+    alpha, method = _whole_mask(image, mask)
+    return alpha, method, time.perf_counter() - t0
+
+
+def _whole_mask(
+    image: Image.Image, mask: np.ndarray | Image.Image | None
+) -> tuple[np.ndarray, str]:
     if mask is None:
         from genservice.imaging.cutout import cut_out_product
 
         res = cut_out_product(image)
-        return res.alpha.astype(np.float32), res.method, time.perf_counter() - t0
+        return res.alpha.astype(np.float32), res.method
     if isinstance(mask, Image.Image):
         arr = np.asarray(mask.convert("L"), np.float32) / 255.0
     else:
@@ -110,7 +117,7 @@ def resolve_mask(
         raise ValueError("mask: expected values in [0, 1] (or uint8 0-255 / bool)")
     if not (arr > 0.5).any():
         raise ValueError("mask: expected at least one pixel with alpha > 0.5, got none")
-    return arr, "given", time.perf_counter() - t0
+    return arr, "given"
 
 
 def parse_colour(value: str, arg: str = "colour") -> tuple[int, int, int]:

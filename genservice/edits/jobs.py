@@ -62,16 +62,25 @@ def is_edit(payload: object) -> bool:
     return isinstance(payload, dict) and payload.get("kind") == EDIT_KIND
 
 
+def needs_generator(step: dict[str, Any]) -> bool:
+    """Whether an edit step generates a scene (``background`` with ``prompt`` or ``terms``)."""
+    params = step.get("params") or {}
+    return step.get("op") == "background" and ("prompt" in params or "terms" in params)
+
+
 def run_edit(
     payload: dict[str, Any],
     images: EditImages,
     *,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    scenes: Callable[[], Any] | None = None,
 ) -> JobResult:
     """Run an edit payload: read the source from ``images``, apply each step (progress
-    ``(step, n_steps)``; cancel checked between steps), store the PNG (metadata: the ops, the
-    steps' parameters, the source hash; no personal data); the stored key and seconds per step.
+    ``(step, n_steps)``; cancel checked between steps and inside a scene's denoising), store
+    the PNG (metadata: the ops, the steps' parameters, the source hash; no personal data); the
+    stored key and seconds per step. ``scenes()`` gives the hero generator a generated
+    background needs (``genservice.edits.scene``); without it such a step fails.
     """
     steps = payload.get("steps") or []
     if not is_edit(payload) or not steps:
@@ -93,6 +102,10 @@ def run_edit(
         op = str(step["op"])
         params = dict(step.get("params") or {})
         t0 = time.perf_counter()
+        if needs_generator(step):
+            if scenes is None:
+                raise GenerationError(f"edit step {i} ({op}): this worker has no scene generator")
+            params.update(generator=scenes(), should_cancel=should_cancel)
         try:
             if op in MASKED_OPS and image.size == src.size:
                 # One cut-out of the source serves every step: the product's edge stays
@@ -125,7 +138,8 @@ def run_edit(
 class EditJobHandler:
     """A ``genservice.worker.JobHandler`` that runs edit jobs itself (:func:`run_edit`) and
     passes every other job to ``inner`` (the hero handler; None: such jobs fail);
-    :meth:`warmup` calls ``warmup`` (the inner handler's, e.g. loading its generator)."""
+    :meth:`warmup` calls ``warmup`` (the inner handler's, e.g. loading its generator);
+    ``scenes()`` gives the hero generator of generated backgrounds (None: those fail)."""
 
     def __init__(
         self,
@@ -133,10 +147,12 @@ class EditJobHandler:
         images: EditImages,
         *,
         warmup: Callable[[], object] | None = None,
+        scenes: Callable[[], Any] | None = None,
     ) -> None:
         self.inner = inner
         self.images = images
         self._warmup = warmup
+        self.scenes = scenes
 
     def warmup(self) -> object:
         """Warm the inner handler (None when there is nothing to warm)."""
@@ -146,7 +162,13 @@ class EditJobHandler:
         self, job: GenerationJob, progress: ProgressFn, should_cancel: CancelFn
     ) -> JobResult | str:
         if is_edit(job.brief):
-            return run_edit(job.brief, self.images, progress=progress, should_cancel=should_cancel)
+            return run_edit(
+                job.brief,
+                self.images,
+                progress=progress,
+                should_cancel=should_cancel,
+                scenes=self.scenes,
+            )
         if self.inner is None:
             raise GenerationError("this worker runs edit jobs only")
         return self.inner(job, progress, should_cancel)

@@ -32,6 +32,7 @@ from genservice.edits.base import (
     resolve_mask,
     split_alpha,
 )
+from genservice.edits.parts import narrow_to_part
 
 #: Shading is smoothed by this share of the mask's bounding-box diagonal.
 SHADE_SIGMA_FRAC = 0.04
@@ -203,15 +204,17 @@ class Material:
         scale: float = 1.0,
         strength: float = 1.0,
         seed: int = 0,
+        part: str = "",
         **params: Any,
     ) -> EditResult:
         """``image`` with ``texture`` inside the mask. ``scale`` (> 0) sizes the tile,
         ``strength`` in [0, 2] is how strongly the product's shading modulates it, ``seed``
-        picks the procedural textures' noise."""
+        picks the procedural textures' noise; ``part`` narrows the mask to a part of the
+        product (``genservice.edits.parts``)."""
         if params:
             raise ValueError(
                 f"material: unknown parameters {sorted(params)}; expected texture, scale, "
-                "strength, seed"
+                "strength, seed, part"
             )
         if isinstance(texture, str) and not texture:
             raise ValueError(f"texture: expected a file or one of {list(TEXTURE_NAMES)}")
@@ -222,6 +225,8 @@ class Material:
         src = check_image(image)
         tex = load_texture(texture, seed=seed)
         alpha, method, t_mask = resolve_mask(src, mask)
+        if part:
+            alpha, method = narrow_to_part(src, alpha, method, part)
         t0 = time.perf_counter()
         rgb, a_chan = split_alpha(src)
         (y0, y1, x0, x1), tile, sigma = layout(alpha, scale)
@@ -241,6 +246,8 @@ class Material:
         if isinstance(texture, (str, Path)) and texture not in TEXTURE_NAMES:
             tname = Path(texture).name  # the file name only, not where it lives
         p = {"texture": str(tname), "scale": scale, "strength": strength, "seed": seed}
+        if part:
+            p["part"] = part
         return EditResult(
             image=join_alpha(out, a_chan),
             mask=alpha,

@@ -40,6 +40,7 @@ from genservice.edits.base import (
     resolve_mask,
     split_alpha,
 )
+from genservice.edits.parts import narrow_to_part
 
 #: Luminance detail is never scaled below this share (clipping takes the rest).
 MIN_DETAIL = 0.8
@@ -155,17 +156,21 @@ class Recolor:
         *,
         mask: np.ndarray | Image.Image | None = None,
         colour: str = "",
+        part: str = "",
         **params: Any,
     ) -> EditResult:
         """``image`` (RGB/RGBA) with the masked product recoloured to ``colour`` (hex or
-        name). Returns an :class:`EditResult` of the same size and mode."""
+        name); ``part`` narrows the mask to a part of the product (``genservice.edits.parts``).
+        Returns an :class:`EditResult` of the same size and mode."""
         if params:
-            raise ValueError(f"recolor: unknown parameters {sorted(params)}; expected colour")
+            raise ValueError(f"recolor: unknown parameters {sorted(params)}; expected colour, part")
         if not colour:
             raise ValueError("colour: expected #rrggbb hex or a colour name, got nothing")
         src = check_image(image)
         target = parse_colour(colour)
         alpha, method, t_mask = resolve_mask(src, mask)
+        if part:
+            alpha, method = narrow_to_part(src, alpha, method, part)
         t0 = time.perf_counter()
         rgb, a_chan = split_alpha(src)
         sup = alpha > 0.0
@@ -195,6 +200,8 @@ class Recolor:
         out = blend_in_mask(rgb, edited, alpha)
         seconds = time.perf_counter() - t0
         p = {"colour": colour, "rgb": "#{:02x}{:02x}{:02x}".format(*target)}
+        if part:
+            p["part"] = part
         return EditResult(
             image=join_alpha(out, a_chan),
             mask=alpha,

@@ -190,3 +190,76 @@ def test_tailorshot_worker_runs_edit_jobs(tmp_path: Path, monkeypatch: Any) -> N
     assert job is not None and job.status == JobStatus.succeeded and job.result_key
     out = np.asarray(Image.open(io.BytesIO(store.get(job.result_key))).convert("RGB"))
     assert out.astype(int).mean() > np.asarray(subject_image()).astype(int).mean()  # brighter
+
+
+def test_background_from_a_prompt_or_a_taste_profile_queues_terms_not_users(env: Env) -> None:
+    """``op: background`` with ``prompt`` or ``user_id``: the job carries the prompt or the
+    user's approved style terms (a profile's unreviewed terms dropped; the segment's when the
+    profile has none), never the user id; refusals are 422."""
+    import json
+
+    from data.models import TasteProfileRecord
+
+    m = env.auth("marketer")
+    pid = add_subject_product(env)
+    post = env.client.post
+    with Session(env.comps.engine) as s:
+        profile = {
+            "user_id": "u2", "embedding": [1.0, 0.0], "interests": [], "reference_ids": [],
+            "style_terms": [["beach", "setting", 2.0], ["red", "colour", 1.2],
+                            ["unreviewed-term", "style", 0.9]],
+            "source": "history", "n_events": 3,
+        }  # fmt: skip
+        s.add(TasteProfileRecord(user_id="u2", profile_hash="h2", data=profile))
+        s.commit()
+    cases = {
+        "u1": ["red", "minimal"],  # unreadable profile: the segment's reviewed terms
+        "u2": ["red"],  # the profile's terms, only those a marketer approved
+    }
+    for user, terms in cases.items():
+        body = {"product_id": pid, "op": "background", "params": {"user_id": user, "seed": 4}}
+        r = post("/v1/edits", json=body, headers=m)
+        assert r.status_code == 202, r.text
+        assert r.json()["params"] == [{"terms": terms, "seed": 4, "shadow": 0.35}]
+        job = env.comps.jobs.get(r.json()["id"])  # type: ignore[union-attr]
+        assert job is not None and user not in json.dumps(job.brief)
+    body = {"product_id": pid, "op": "background", "params": {"prompt": "Beach, golden hour"}}
+    r = post("/v1/edits", json=body, headers=m)
+    assert r.status_code == 202 and r.json()["params"][0]["prompt"] == "Beach, golden hour"
+    for params, msg in (
+        ({"user_id": "u3"}, "no taste profile"),  # no profile, no segment
+        ({"prompt": "beach", "studio": "white"}, "exactly one of"),
+        ({"prompt": " , , "}, "scene words"),
+    ):
+        r = post("/v1/edits", json={"product_id": pid, "op": "background", "params": params},
+                 headers=m)  # fmt: skip
+        assert r.status_code == 422 and msg in r.text, (params, r.text)
+
+
+def test_mask_part_is_checked_and_recolours_only_the_part(tmp_path: Path) -> None:
+    """``mask_part``: a recolour of the highlight (``colour:`` region) changes only it;
+    unknown parts and parts of ops that take none are 422."""
+    for env in build_env(tmp_path, worker=True, personalize=False):
+        m = env.auth("marketer")
+        pid = add_subject_product(env)
+        post = env.client.post
+        params = {"colour": "#1f4fd1", "mask_part": "colour:#e15a5a:12"}
+        r = post("/v1/edits", json={"product_id": pid, "op": "recolor", "params": params},
+                 headers=m)  # fmt: skip
+        assert r.status_code == 202, r.text
+        assert r.json()["params"] == [{"colour": "#1f4fd1", "part": "colour:#e15a5a:12"}]
+        wait_status(env, r.json()["id"], JobStatus.succeeded)
+        got = env.client.get(f"/v1/edits/{r.json()['id']}", headers=m).json()
+        out = np.asarray(Image.open(io.BytesIO(env.client.get(got["image_url"]).content)))
+        src = np.asarray(subject_image())
+        changed = (out[..., :3] != src).any(axis=-1)
+        yy, xx = np.mgrid[:96, :96]
+        highlight = ((xx - 44) / 9.0) ** 2 + ((yy - 38) / 9.0) ** 2 <= 1.0
+        assert changed.any() and not changed[~highlight].any()  # only the highlight
+        for bad in (
+            {"op": "recolor", "params": {"colour": "red", "mask_part": "middle"}},
+            {"op": "adjust", "params": {"brightness": 1.1, "mask_part": "top"}},
+            {"op": "recolor", "params": {"colour": "red", "mask_part": "top:2"}},
+        ):
+            r = post("/v1/edits", json={"product_id": pid, **bad}, headers=m)
+            assert r.status_code == 422, (bad, r.text)

@@ -147,10 +147,13 @@ def test_background_keeps_the_product_and_paints_the_requested_studio() -> None:
     assert g[0, 0].sum() > g[96, 0].sum() > g[191, 0].sum()  # lighter top, darker bottom
 
 
-def test_background_from_a_prompt_is_a_clear_value_error() -> None:
+def test_background_refusals_are_clear_value_errors() -> None:
+    """A scene from a prompt needs a generator (tests/genservice/test_edit_scene.py)."""
     img, alpha = demo_products(1, 64)[0]
-    with pytest.raises(ValueError, match="studio=COLOUR"):
+    with pytest.raises(ValueError, match="needs a generator"):
         apply_edit("background", img, mask=alpha, prompt="a beach")
+    with pytest.raises(ValueError, match="studio=COLOUR"):
+        apply_edit("background", img, mask=alpha)
     with pytest.raises(ValueError, match="studio: expected #rrggbb hex or a colour name"):
         apply_edit("background", img, mask=alpha, studio="chartreuse-ish")
 
@@ -229,8 +232,12 @@ def test_cli_edit_recolor_json_and_refusals(tmp_path: Path) -> None:
     with Image.open(out) as im:
         s = recolor_scores(img, im.convert("RGB"), alpha, (31, 79, 209))
     assert s["outside_changed"] == 0 and s["delta_e"] <= 10
-    r = runner.invoke(app, [*args[:-1], "background", "--prompt", "beach", "--out", str(out)])
+    r = runner.invoke(app, [*args[:-1], "background", "--out", str(out)])
     assert r.exit_code == 2 and "--studio" in r.output
+    r = runner.invoke(
+        app, [*args[:-1], "background", "--prompt", "x", "--user-id", "u", "--out", str(out)]
+    )
+    assert r.exit_code == 2 and "one of --studio, --prompt, --user-id" in r.output
     r = runner.invoke(app, ["edit", "--op", "recolor", "--colour", "red", "--out", str(out)])
     assert r.exit_code == 2 and "exactly one" in r.output
     assert "--texture" in runner.invoke(app, ["edit", "--help"]).output
