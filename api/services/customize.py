@@ -5,7 +5,8 @@
 Allowed options of a product: the product's own attribute values (``colour``,
 ``material``), its variants' options, and the marketer-approved lists stored in the
 product's ``attributes["customization"]`` (``{"colour": [...], "material": [...],
-"background": [...]}``, set with :func:`set_options`).
+"background": [...]}``, set with :func:`set_options`). A background is a studio colour, or
+a marketer-approved scene prompt ("beach, golden hour": a generated scene, seed 0).
 
 Per shopper, each choice is one row: a :class:`~data.models.CreativeVariant` with the
 shopper's ``user_id``, placement ``customized`` and status ``retired`` (so the hero service
@@ -107,19 +108,39 @@ def allowed_options(session: Session, product: Product) -> CustomizationOptions:
     return CustomizationOptions(**out)
 
 
+def is_colour(value: str) -> bool:
+    """Whether ``value`` names a colour (hex or name): a studio backdrop, else a scene."""
+    from genservice.edits.base import parse_colour
+
+    try:
+        parse_colour(value)
+    except ValueError:
+        return False
+    return True
+
+
 def check_values(options: CustomizationOptions) -> None:
-    """:class:`EditRejected` when a colour or backdrop is not a colour, or a material is not
-    a texture that can be rendered."""
+    """:class:`EditRejected` when a colour is not a colour, a backdrop is neither a colour
+    nor a usable scene prompt (``genservice.edits.scene.scene_terms``: words left after
+    sanitising), or a material is not a texture that can be rendered."""
     from genservice.edits.base import parse_colour
     from genservice.edits.material import TEXTURE_NAMES
+    from genservice.edits.scene import scene_terms
 
-    lists = options.model_dump()
-    for field in ("colour", "background"):
-        for value in lists[field]:
-            try:
-                parse_colour(value, field)
-            except ValueError as exc:
-                raise EditRejected(str(exc)) from None
+    for value in options.colour:
+        try:
+            parse_colour(value, "colour")
+        except ValueError as exc:
+            raise EditRejected(str(exc)) from None
+    for value in options.background:
+        if is_colour(value):
+            continue
+        try:
+            scene_terms(value)
+        except ValueError:
+            raise EditRejected(
+                f"background: expected a colour or a scene prompt, got {value!r}"
+            ) from None
     for value in options.material:
         if value not in TEXTURE_NAMES:
             raise EditRejected(f"material: expected one of {list(TEXTURE_NAMES)}, got {value!r}")
@@ -168,7 +189,12 @@ def choice_steps(choices: CustomizeChoices, allowed: CustomizationOptions) -> li
     if "colour" in picked:
         steps.append({"op": "recolor", "params": {"colour": picked["colour"]}})
     if "background" in picked:
-        backdrop = {"studio": picked["background"], "gradient": 0.0, "shadow": 0.35}
+        value = picked["background"]
+        backdrop: dict[str, Any] = (
+            {"studio": value, "gradient": 0.0, "shadow": 0.35}
+            if is_colour(value)
+            else {"prompt": value, "seed": 0, "shadow": 0.35}  # a marketer-approved scene
+        )
         steps.append({"op": "background", "params": backdrop})
     return steps
 

@@ -152,3 +152,24 @@ def test_erasure_removes_customised_images(tmp_path: Path) -> None:
             assert not s.exec(select(Impression).where(Impression.user_id == "u1")).all()
             n_u2 = s.exec(select(CreativeVariant).where(col(CreativeVariant.user_id) == "u2")).all()
             assert len(n_u2) == 1
+
+
+def test_background_scene_from_a_marketer_approved_prompt(env: Env) -> None:
+    """A store may offer scene prompts as backgrounds: the choice becomes a generated-scene
+    step (prompt, seed 0); a prompt nobody approved is 422, as is an unusable one."""
+    pid = add_subject_product(env, sku="pouch", colour="red")
+    opts = _options(env, pid, background=["white", "Beach, golden hour"])
+    assert opts["allowed"]["background"] == ["white", "beach, golden hour"]  # type: ignore[index]
+    sf = env.auth("storefront")
+    body = {"user_id": "u2", "sku": "pouch", "choices": {"background": "beach, golden hour"}}
+    r = env.client.post("/v1/customize", json=body, headers=sf)
+    assert r.status_code == 202, r.text
+    job = env.comps.jobs.get(r.json()["job_id"])  # type: ignore[union-attr]
+    assert job is not None and job.brief["steps"] == [
+        {"op": "background", "params": {"prompt": "beach, golden hour", "seed": 0, "shadow": 0.35}}
+    ]
+    other = {**body, "user_id": "u3", "choices": {"background": "forest, night"}}
+    assert env.client.post("/v1/customize", json=other, headers=sf).status_code == 422
+    bad = env.client.put(f"/v1/products/{pid}/customization", json={"background": [" , "]},
+                         headers=env.auth("marketer"))  # fmt: skip
+    assert bad.status_code == 422
