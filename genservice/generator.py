@@ -54,6 +54,7 @@ from genservice.errors import GenerationError
 from genservice.metadata import hero_metadata
 from genservice.prompts import BuiltPrompt, PromptBuilder, sanitize_text
 from genservice.safety import SafetyChecker, enforce_safe, make_checker
+from genservice.scenes import SceneStore
 from genservice.storage import ImageStore, LocalImageStore, encode_image
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ class HeroGenerator:
         config: GenerationConfig | None = None,
         home: str | Path = "var",
         prompt_builder: PromptBuilder | None = None,
+        scenes: SceneStore | None = None,
         imaging: HeroImaging | None = None,
     ) -> None:
         """``imaging``: the learned delivery path (cut-out, restoration, ghost-free scenes,
@@ -219,6 +221,7 @@ class HeroGenerator:
         self.config = config or GenerationConfig()
         self.home = Path(home)
         self._prompt_builder = prompt_builder
+        self.scenes = scenes  # keeps each generated scene for recomposition (genservice.scenes)
 
     @classmethod
     def from_config(
@@ -253,6 +256,7 @@ class HeroGenerator:
             config=config,
             home=home,
             imaging=HeroImaging.default(),
+            scenes=SceneStore(home / "scenes"),
         )
 
     # ------------------------------------------------------------------ helpers
@@ -394,16 +398,8 @@ class HeroGenerator:
             request.ip_adapter_image_embeds = [self.backend.embeds_by_id(ids)]
             request.ip_adapter_scale = self.config.ip_adapter_scale
         t2 = time.perf_counter()
-        return _Prepared(
-            brief,
-            prompt,
-            layout,
-            placed,
-            headline,
-            request,
-            {"prompt_s": t1 - t0, "prepare_s": t2 - t1},
-            cut=cut,
-        )
+        timings = {"prompt_s": t1 - t0, "prepare_s": t2 - t1}
+        return _Prepared(brief, prompt, layout, placed, headline, request, timings, cut=cut)
 
     def scene_request(self, brief: CreativeBrief, prompt: BuiltPrompt) -> GenerationRequest:
         """The delivery path's product-free scene request: :func:`backdrop_prompt` of
@@ -568,6 +564,9 @@ class HeroGenerator:
                         results[i] = exc
                     continue
                 self.cache.put(h, hero.image_key, hero.metadata)
+                if self.scenes is not None:  # the classic path's scene holds the product
+                    placed = None if self.imaging is not None else prep.placed
+                    self.scenes.keep(h, out.image, prep.brief.placement, placed)
                 hero.timings["total_s"] = time.perf_counter() - t_start
                 for i in pending[h]:
                     results[i] = hero

@@ -21,8 +21,10 @@ from sqlmodel import Session
 from tqdm import tqdm
 
 from api.batch.engine import ExecutorConfig, Row, run_chunks
+from api.batch.recompose import LazyRecomposer
 from api.batch.render import GeneratorSpec, RenderFactory, chunk_items
 from api.batch.writes import Owner, find_variant, open_result_cache, upsert_variant
+from api.services.recompose import Source, apply_plan, compose_plan, plan_coverage
 from data.models import VariantStatus
 from genservice.brief import CreativeBrief
 from genservice.config import GenerationConfig
@@ -70,6 +72,10 @@ class BatchSummary:
     approved: int = 0
     drafts: int = 0
     skipped: int = 0
+    #: Variants recomposed for placements the owner had no approved variant at (no
+    #: diffusion run; ``api.services.recompose``), and the placements still refused, why.
+    recomposed: int = 0
+    refused_placements: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     render_seconds: float = 0.0
     items_per_s: float = 0.0
@@ -123,6 +129,8 @@ def produce(
     if approve is not None:
         summary.quality.checked.append("approved vocabulary (auto-approval policy)")
     cache = open_result_cache(generation, home)
+    spec = GeneratorSpec.of(generation, home, threads=options.threads, delivery=options.delivery)
+    cover = LazyRecomposer(spec) if approve is not None else None
     by_key = {it.key: it for it in items}
     todo: list[PlannedItem] = []
     with Session(engine) as session:
@@ -137,12 +145,12 @@ def produce(
                 summary.done_before += 1
                 if approve is not None and row.status == VariantStatus.draft:
                     # A rerun under a (new) policy approves the drafts that now pass it.
-                    _write(session, it, row.image_key, summary, actor, approve, still_wanted)
+                    _write(session, it, row.image_key, summary, actor, approve, still_wanted, cover)
                 continue
             hit = cache.get(it.brief.brief_hash)
             if hit is not None:
                 summary.from_cache += 1
-                _write(session, it, hit.image_key, summary, actor, approve, still_wanted)
+                _write(session, it, hit.image_key, summary, actor, approve, still_wanted, cover)
             else:
                 todo.append(it)
     work = [{"key": it.key, "brief": it.brief.to_dict()} for it in todo]
@@ -171,11 +179,12 @@ def produce(
                     summary.rendered += 1
                     cpu += float(r["cpu_s"])
                     gpu += float(r["gpu_s"])
-                _write(session, it, str(r["image_key"]), summary, actor, approve, still_wanted)
+                _write(
+                    session, it, str(r["image_key"]), summary, actor, approve, still_wanted, cover
+                )
         bar.update(len(rows))
 
     t1 = time.perf_counter()
-    spec = GeneratorSpec.of(generation, home, threads=options.threads, delivery=options.delivery)
     try:
         run_chunks(chunks, RenderFactory(spec), options.executor, on_rows=on_rows)
     finally:
@@ -195,11 +204,34 @@ def _write(
     actor: str,
     approve: ApproveFn | None,
     still_wanted: Callable[[Session, PlannedItem], bool] | None,
+    cover: LazyRecomposer | None = None,
 ) -> None:
     if still_wanted is not None and not still_wanted(session, it):
         summary.skipped += 1
         return
     reason = approve(it) if approve is not None else "no auto-approval policy"
+    plan = None
+    if reason is None and cover is not None and it.owner.segment_id is not None:
+        # Coverage first (reads, then the slow composition), written in the approval's commit.
+        found = find_variant(session, it.owner, placement=it.brief.placement.name,
+                             brief_hash=it.brief.brief_hash)  # fmt: skip
+        source = Source(
+            found.id if found is not None else None, it.owner.segment_id, it.product_id,
+            it.brief.placement.name, it.brief.brief_hash, it.brief.to_dict(),
+            it.brief.prompt_template,
+        )  # fmt: skip
+        plan = plan_coverage(
+            session, segment_id=it.owner.segment_id, recomposer=cover, approving=source
+        )
+        session.commit()  # end the reads before composing
+        compose_plan(plan, cover)
+        summary.refused_placements.update(plan.refused)
+        summary.recomposed += sum(1 for d in plan.derive if d.image_key)
+
+    def cover_in_commit(vid: int) -> None:
+        if plan is not None:
+            apply_plan(session, plan, actor=actor, source_id=vid)
+
     _vid, created = upsert_variant(
         session,
         it.owner,
@@ -209,6 +241,7 @@ def _write(
         approve=reason is None,
         actor=actor,
         detail={"batch": summary.command},
+        before_commit=cover_in_commit if plan is not None else None,
     )
     summary.rows_created += int(created)
     summary.rows_completed += int(not created)

@@ -9,6 +9,7 @@ from there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from api.services.variants import record_change
+from api.services.audit import record_change
 from data.models import CreativeVariant, VariantStatus, utcnow
 from genservice.brief import CreativeBrief
 from genservice.cache import ResultCache
@@ -70,10 +71,12 @@ def upsert_variant(
     approve: bool,
     actor: str,
     detail: dict[str, Any] | None = None,
+    before_commit: Callable[[int], object] | None = None,
 ) -> tuple[int, bool]:
     """Create or complete the variant of ``owner`` for ``brief`` with ``image_key``;
     ``(variant id, created)``. Commits. An existing row gets its image (when it had none)
-    and is approved when ``approve`` (a retired or approved row keeps its status)."""
+    and is approved when ``approve`` (a retired or approved row keeps its status).
+    ``before_commit(variant id)`` adds its own writes to the same commit (coverage)."""
     placement = brief.placement.name
     found = find_variant(session, owner, placement=placement, brief_hash=brief.brief_hash)
     table = CreativeVariant.__table__  # type: ignore[attr-defined]
@@ -90,7 +93,9 @@ def upsert_variant(
                 record_change(
                     session, variant_id=found.id, actor=actor, action="approve", detail=detail or {}
                 )
-            session.commit()
+        if before_commit is not None:
+            before_commit(found.id)
+        session.commit()
         return found.id, False
     variant = CreativeVariant(
         segment_id=owner.segment_id,
@@ -119,5 +124,7 @@ def upsert_variant(
         record_change(
             session, variant_id=variant.id, actor=actor, action="approve", detail=detail or {}
         )
+    if before_commit is not None:
+        before_commit(variant.id)
     session.commit()
     return variant.id, True

@@ -69,8 +69,11 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    keys = ("planned", "done_before", "from_cache", "rendered", "failed", "approved", "drafts")
+    keys = ("planned", "done_before", "from_cache", "rendered", "failed", "approved", "drafts",
+            "recomposed")  # fmt: skip
     typer.echo(" ".join(f"{k}={summary[k]}" for k in keys if k in summary))
+    for placement, why in sorted((summary.get("refused_placements") or {}).items()):
+        typer.echo(f"still refused at {placement}: {why}")
     for k in ("seconds", "items_per_s", "cpu_s_per_image", "gpu_s_per_image", "cache_hit_rate"):
         if k in summary:
             typer.echo(f"{k}={summary[k]}")

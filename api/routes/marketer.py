@@ -28,6 +28,7 @@ from api.schemas import (
 )
 from api.services import variants
 from api.services.orchestration import OrchestrationError
+from api.services.recompose import recomposer_for
 from api.settings import Settings
 from data.models import CreativeVariant, VariantStatus
 
@@ -169,6 +170,7 @@ def update_variant(
             actor=key.actor,
             terms=terms,
             prompt_template=body.prompt_template,
+            recomposer=recomposer_for(comps.generator),
         )
     except OrchestrationError as exc:
         raise _http_error(exc) from None
@@ -180,7 +182,13 @@ def _transition(
     comps: ComponentsDep, session: SessionDep, actor: str, variant_id: int, to: VariantStatus
 ) -> VariantPublic:
     try:
-        v, changed = variants.transition(session, variant_id=variant_id, actor=actor, to=to)
+        v, changed = variants.transition(
+            session,
+            variant_id=variant_id,
+            actor=actor,
+            to=to,
+            recomposer=recomposer_for(comps.generator),
+        )
     except _ERRORS as exc:
         raise _http_error(exc) from None
     if changed:

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from api.services.erasure import ErasureOutput, erase_everywhere
 from api.settings import Settings
+from genservice.scenes import SceneStore
 
 if TYPE_CHECKING:
     from api.composition import Components
@@ -32,12 +33,24 @@ def open_result_cache(settings: Settings) -> ResultCache | None:
     return ResultCache(path)
 
 
+class _WithScenes:
+    """The result cache and the kept scenes (``genservice.scenes``) of the erased briefs."""
+
+    def __init__(self, cache: ResultCache | None, scenes: SceneStore) -> None:
+        self.cache, self.scenes = cache, scenes
+
+    def delete(self, brief_hash: str) -> bool:
+        gone = self.scenes.delete(brief_hash)
+        return bool(self.cache.delete(brief_hash)) if self.cache is not None else gone
+
+
 def erase_user_everywhere(comps: Components, session: Session, *, user_id: str) -> ErasureOutput:
     """:func:`api.services.erasure.erase_everywhere` with the result cache; raises
     ``ErasureIncomplete`` when something could not be erased yet (retry)."""
     cache = open_result_cache(comps.settings)
     try:
-        return erase_everywhere(comps, session, user_id=user_id, result_cache=cache)
+        forget = _WithScenes(cache, SceneStore(comps.settings.home / "scenes"))
+        return erase_everywhere(comps, session, user_id=user_id, result_cache=forget)
     finally:
         if cache is not None:
             cache.close()

@@ -19,8 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, func, select
 
+from api.services.audit import record_change
 from api.services.hero import sync_variant_images, variant_image_keys
 from api.services.orchestration import OrchestrationError, Orchestrator, terms_of
+from api.services.recompose import (
+    CoveragePlan,
+    RecomposerPort,
+    Source,
+    apply_plan,
+    compose_plan,
+    plan_coverage,
+)
 from data.models import (
     CreativeVariant,
     Segment,
@@ -59,16 +68,6 @@ class VariantConflict(ValueError):
 
 class NothingToChange(ValueError):
     """An edit named neither terms nor a prompt template."""
-
-
-def record_change(
-    session: Session, *, variant_id: int, actor: str, action: str, detail: dict[str, Any]
-) -> VariantChange:
-    """Add one audit row (``action``: create, edit, approve or retire) to ``session``; the
-    caller commits it with the change it records."""
-    row = VariantChange(variant_id=variant_id, actor=actor, action=action, detail=detail)
-    session.add(row)
-    return row
 
 
 def variant_from_brief(
@@ -226,9 +225,12 @@ def edit_variant(
     actor: str,
     terms: list[tuple[str, float]] | None,
     prompt_template: str | None,
+    recomposer: RecomposerPort | None = None,
 ) -> CreativeVariant:
     """Re-render ``variant`` with edited ``terms`` and/or ``prompt_template``: a new brief,
-    a new job; the variant goes back to draft until approved again."""
+    a new job; the variant goes back to draft until approved again (its recompositions are
+    retired with it; a placement left uncovered is recomposed from another approved variant
+    by ``recomposer``, see :func:`transition`)."""
     old_brief = dict(variant.brief or {})
     use_terms = terms if terms is not None else terms_of(variant.terms)
     template = prompt_template if prompt_template is not None else variant.prompt_template
@@ -247,7 +249,14 @@ def edit_variant(
     )
     before = {"terms": variant.terms, "prompt_template": variant.prompt_template,
               "brief_hash": variant.brief_hash, "status": str(variant.status)}  # fmt: skip
+    plan = None
+    if variant.status == VariantStatus.approved:
+        plan = plan_coverage(
+            session, segment_id=variant.segment_id, recomposer=recomposer, removing=variant.id
+        )
     session.commit()  # end the reads: one connection at a time (the queue uses its own)
+    if plan is not None:
+        compose_plan(plan, recomposer)
     job_id = orchestrator.submit(brief)
     variant.brief_hash = brief.brief_hash
     variant.brief = brief.to_dict()
@@ -270,17 +279,36 @@ def edit_variant(
         variant_id=variant.id,
         actor=actor,
         action="edit",
-        detail={"before": before, "after": after},
+        detail={"before": before, "after": after, **(_coverage_detail(plan) if plan else {})},
     )
+    if plan is not None:
+        apply_plan(session, plan, actor=actor)
     session.commit()
     return variant
 
 
+def _coverage_detail(plan: CoveragePlan) -> dict[str, Any]:
+    """The audit detail of a change's coverage: what was recomposed or retired, and which
+    placements stay refused and why (nothing when coverage did not change)."""
+    summary = plan.summary()
+    return {"coverage": summary} if any(summary.values()) else {}
+
+
 def transition(
-    session: Session, *, variant_id: int, actor: str, to: VariantStatus
+    session: Session,
+    *,
+    variant_id: int,
+    actor: str,
+    to: VariantStatus,
+    recomposer: RecomposerPort | None = None,
 ) -> tuple[CreativeVariant, bool]:
     """Approve or retire a variant: ``(variant, changed)``; ``changed`` is False when it was
-    already in state ``to``. Approving needs a ready image and a variant not retired."""
+    already in state ``to``. Approving needs a ready image and a variant not retired.
+
+    Coverage (``api.services.recompose``) is kept in the same commit: the placements of the
+    owner left without an approved variant are recomposed from this one (or another approved
+    one) by ``recomposer`` first, derived variants it supersedes or that derive from a
+    retired source are retired."""
     v = marketer_variant(session, variant_id)
     sync_variant_images(session, [v])
     if to == VariantStatus.approved:
@@ -290,6 +318,15 @@ def transition(
             raise VariantConflict("the variant's image is not ready yet")
     if v.status == to:
         return v, False
+    approving = Source.of(v) if to == VariantStatus.approved and v.derived_from is None else None
+    plan = plan_coverage(
+        session,
+        segment_id=v.segment_id,
+        recomposer=recomposer,
+        approving=approving,
+        removing=v.id if v.status == VariantStatus.approved else None,
+    )
+    compose_plan(plan, recomposer)  # slow, before any write: nothing is locked meanwhile
     before = VariantStatus(v.status)
     v.status = to
     v.updated_at = utcnow()
@@ -300,8 +337,9 @@ def transition(
         variant_id=v.id,
         actor=actor,
         action="approve" if to == VariantStatus.approved else "retire",
-        detail={"from": before.value, "to": to.value},
+        detail={"from": before.value, "to": to.value, **_coverage_detail(plan)},
     )
+    apply_plan(session, plan, actor=actor)
     session.commit()
     return v, True
 
