@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from data import models as _models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from data.variant_schema import migrate_variants
 
 
 def make_engine(
@@ -84,8 +85,9 @@ def checkpoint(engine: Engine) -> None:
 
 
 def init_db(engine: Engine) -> None:
-    """Create every table that does not exist yet (idempotent)."""
+    """Create every table that does not exist yet, then migrate older schemas (idempotent)."""
     SQLModel.metadata.create_all(engine)
+    migrate_variants(engine)
 
 
 def drop_all(engine: Engine) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -175,6 +175,25 @@ class CreativeVariant(SQLModel, table=True):
     created_by: str = Field(default="system", max_length=128)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    #: The approved variant this one was recomposed from for another placement (no diffusion
+    #: run; ``api.services.recompose``), None for a rendered variant.
+    derived_from: int | None = Field(default=None, index=True)
+
+
+_CV = CreativeVariant.__table__.c  # type: ignore[attr-defined]
+#: Exactly once: one live (not retired) variant per owner (segment or user; NULLs folded so
+#: that they compare equal), placement and brief hash. Batch upserts key on the same columns;
+#: ``data.variant_schema`` adds it to databases created before.
+VARIANT_KEY_INDEX = Index(
+    "uq_variant_owner_brief",
+    func.coalesce(_CV.segment_id, 0),
+    func.coalesce(_CV.user_id, ""),
+    _CV.placement,
+    _CV.brief_hash,
+    unique=True,
+    sqlite_where=_CV.status != "retired",
+    postgresql_where=_CV.status != "retired",
+)
 
 
 class VariantChange(SQLModel, table=True):
