@@ -48,6 +48,7 @@ def test_marketer_recolours_sees_before_after_and_saves_a_draft(
     assert page.input_value("#edit-product") == str(pid)
     page.select_option("#edit-op", "recolor")
     assert page.is_visible("#edit-colour") and not page.is_visible("#edit-texture")
+    assert page.is_visible("#edit-part") and not page.is_visible("#edit-prompt")  # whole product
     page.fill("#edit-colour", "#1f4fd1")
     page.click("#edit-submit")
     page.wait_for_selector("#edit-after[src]", timeout=120_000)

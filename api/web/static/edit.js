@@ -10,14 +10,19 @@ const splitList = (text) => text.split(",").map((s) => s.trim()).filter(Boolean)
 
 function showOpFields() {
   const op = $("#edit-op").value;
-  for (const div of $$("#edit-form [data-op]")) div.hidden = div.dataset.op !== op;
+  for (const div of $$("#edit-form [data-op]")) div.hidden = !div.dataset.op.split(" ").includes(op);
 }
 
 function editParams(op) {
   const n = (id) => Number($(id).value);
-  if (op === "recolor") return { colour: $("#edit-colour").value.trim() };
-  if (op === "material") return { texture: $("#edit-texture").value };
-  if (op === "background") return { studio: $("#edit-studio").value.trim() };
+  const part = $("#edit-part").value.trim();
+  const withPart = (p) => (part ? { ...p, mask_part: part } : p);
+  if (op === "recolor") return withPart({ colour: $("#edit-colour").value.trim() });
+  if (op === "material") return withPart({ texture: $("#edit-texture").value });
+  if (op === "background") {
+    const prompt = $("#edit-prompt").value.trim();
+    return prompt ? { prompt } : { studio: $("#edit-studio").value.trim() };
+  }
   if (op === "adjust") return { brightness: n("#edit-brightness"), contrast: n("#edit-contrast"), saturation: n("#edit-saturation") };
   if (op === "restore") return { scale: n("#edit-scale") };
   return {};
