@@ -75,7 +75,7 @@ def edit_cmd(
         None,
         "--mask-part",
         help="recolor / material: only a part of the product: colour:COLOUR[:DE], dominant, "
-        "secondary, top|bottom|left|right[:F], sole, upper (docs/edits.md).",
+        "secondary, top|bottom|left|right[:F], sole, upper (docs/EDITS.md).",
     ),
     colour: str | None = typer.Option(None, "--colour", help='recolor: "#1f4fd1" or a name.'),
     texture: str | None = typer.Option(
