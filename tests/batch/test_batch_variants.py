@@ -20,6 +20,7 @@ from api.batch.engine import ExecutorConfig, shutdown_ray
 from api.batch.runner import RunOptions
 from api.batch.service import run_variants
 from data.models import CreativeVariant, VariantChange, VariantStatus
+from data.variant_schema import has_index
 
 PLACEMENTS = ("banner", "square")
 
@@ -100,6 +101,8 @@ def test_ray_variants_survive_a_killed_worker_and_rerun_exactly_once(
             select(func.count()).select_from(VariantChange).where(VariantChange.action == "create")
         ).one()
     assert len(rows) == 80 and creates == 80
+    # ... with the database's unique key in place (a second row would have failed there).
+    assert has_index(engine, "uq_variant_owner_brief")
     assert len({(r.segment_id, r.placement, r.brief_hash) for r in rows}) == 80
     assert all(r.image_key and r.status == VariantStatus.draft for r in rows)
     assert {r.placement for r in rows} == set(PLACEMENTS)
