@@ -198,3 +198,56 @@ def test_edit_job_runs_a_scene_with_the_workers_generator(
     meta = read_metadata(store.get(res.result_key))
     assert meta["edit_op"] == "background" and meta["model"] == gen.backend.model_id
     assert json.loads(meta["edit_params"]) == [steps[0]["params"]]  # terms, never a user
+
+
+def test_cli_edit_background_from_a_prompt_and_from_a_user(
+    generator: tuple[HeroGenerator, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``tailorshot edit --op background --prompt`` / ``--user-id``: the configured generator
+    (here the tiny one) makes the scene; a user's segment terms become the scene's words and
+    the PNG records the terms, not the user; a user with no terms is refused (exit 2)."""
+    from sqlmodel import Session
+    from typer.testing import CliRunner
+
+    import api.composition
+    from api.cli import app
+    from data.db import init_db, make_engine
+    from data.models import Segment, SegmentMembership, User
+
+    gen, record = generator
+    monkeypatch.setenv("TAILORSHOT_HOME", str(tmp_path))
+    monkeypatch.delenv("TAILORSHOT_DATABASE_URL", raising=False)
+    monkeypatch.setattr(api.composition, "load_generator", lambda settings: gen)
+    engine = make_engine(f"sqlite:///{(tmp_path / 'tailorshot.db').resolve()}")
+    init_db(engine)
+    with Session(engine) as s:
+        s.add(Segment(id=1, label="outdoors", terms=[["forest", 1.4], ["overcast", 0.6]]))
+        s.add(User(id="shopper-7"))
+        s.add(User(id="nobody"))
+        s.flush()
+        s.add(SegmentMembership(user_id="shopper-7", segment_id=1, score=1.0))
+        s.commit()
+    img, alpha = _product(96)
+    src, out = tmp_path / "p.png", tmp_path / "o.png"
+    img.save(src)
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L").save(mask)
+    base = ["edit", "--image", str(src), "--mask", str(mask), "--op", "background", "--json"]
+    runner = CliRunner()
+    r = runner.invoke(app, [*base, "--prompt", "beach", "--seed", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output[r.output.index("{") :])
+    assert info["scene_prompt"] == "on a beach" and info["params"]["seed"] == 2
+    got = np.asarray(Image.open(out).convert("RGB"))
+    core = alpha >= 1.0
+    assert (got[core] == np.asarray(img)[core]).all()
+    r = runner.invoke(app, [*base, "--user-id", "shopper-7", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert record["requests"][-1].prompt == "in a forest, overcast"
+    meta = read_metadata(out.read_bytes())
+    assert json.loads(meta["edit_params"])["terms"] == ["forest", "overcast"]
+    assert "shopper-7" not in out.read_bytes().decode("latin-1")
+    r = runner.invoke(app, [*base, "--user-id", "nobody", "--out", str(out)])
+    assert r.exit_code == 2 and "no taste profile" in r.output
