@@ -87,7 +87,48 @@ def checkpoint(engine: Engine) -> None:
 def init_db(engine: Engine) -> None:
     """Create every table that does not exist yet, then migrate older schemas (idempotent)."""
     SQLModel.metadata.create_all(engine)
+    _drop_event_foreign_keys(engine)
     migrate_variants(engine)
+
+
+#: PostgreSQL advisory lock that orders bulk event imports (held shared by each chunk's
+#: transaction) against erasure (held exclusive while it deletes a user's rows): the ``event``
+#: table has no foreign keys there (``data.models.Event``), so this is what keeps a chunk from
+#: committing events of a user whose erasure did not see them.
+EVENT_IMPORT_LOCK = 0x7461_696C_6576  # any fixed bigint; "tailev"
+
+
+def exclude_event_imports(session: Session) -> None:
+    """Erasure, before deleting a user's events: wait until the bulk event imports' open
+    chunks have committed, and hold new chunks back until this transaction ends (they then
+    find the user gone and refuse its rows). PostgreSQL only; SQLite has one writer at a time
+    and keeps the event table's foreign keys."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_IMPORT_LOCK})
+
+
+def _drop_event_foreign_keys(engine: Engine) -> None:
+    """PostgreSQL: drop the foreign keys of the ``event`` table that databases created before
+    they became SQLite-only still carry (``data.models.Event`` says why). One catalog query
+    when there is nothing to drop."""
+    if engine.dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        names = conn.execute(
+            text(
+                "SELECT conname FROM pg_constraint "
+                "WHERE conrelid = to_regclass('event') AND contype = 'f'"
+            )
+        ).scalars().all()  # fmt: skip
+        for name in names:
+            conn.execute(text(f'ALTER TABLE event DROP CONSTRAINT IF EXISTS "{name}"'))
+        conn.commit()
 
 
 def drop_all(engine: Engine) -> None:

@@ -41,6 +41,7 @@ from sqlmodel import Session, col, select
 
 from api.logging import get_logger
 from api.ports import ImageStorePort, JobQueuePort, UserIndex
+from data.db import exclude_event_imports
 from data.models import (
     CreativeVariant,
     DemoTaste,
@@ -515,6 +516,9 @@ def erase_user(
     if errors:
         # Nothing is deleted from the database: a retry finds the same rows and files.
         raise ErasureIncomplete(user_id, errors)
+    # PostgreSQL: bulk event imports' open chunks commit first, new ones wait (no foreign key
+    # on events there; data.db.exclude_event_imports).
+    exclude_event_imports(session)
     membership = session.get(SegmentMembership, user_id)
     if membership is not None:
         seg = session.get(Segment, membership.segment_id)

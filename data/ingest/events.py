@@ -56,7 +56,7 @@ from data.ingest.event_rows import (
     _TableChunk,
     _validate_chunk,
 )
-from data.ingest.event_writers import _writer_for
+from data.ingest.event_writers import _Columns, _writers_for, _Written
 from data.ingest.importer import (
     BadRow,
     ImportReport,
@@ -301,13 +301,15 @@ def import_events(
     chunk_size: int = 50_000,
     progress: bool = True,
     errors_out: TextIO | None = None,
+    writer_threads: int | None = None,
 ) -> ImportReport:
     """Insert events from ``path``, idempotent by event id; users are created as needed.
 
     Columns: ``event_id, user_id, sku`` (or ``product_sku``; a product's or a variant's),
     ``kind, ts`` and optionally ``session, source``; ``mapping`` is our field <- file column.
     Each chunk of ``chunk_size`` input rows is one transaction. Bad rows are reported with
-    their line number and reason; good rows always load.
+    their line number and reason; good rows always load. ``writer_threads``: PostgreSQL
+    connections writing chunks at once (default ``event_writers.PG_WRITERS``; SQLite: 1).
     """
     _check_file(path)
     fmt = detect_format(path, fmt)
@@ -320,7 +322,30 @@ def import_events(
     sku_ids: dict[str, int | None] = {}
     known_users: set[str] = set()
     bar = _progress(path, fmt, progress, f"events {path.name}")
-    writer = _writer_for(engine)
+    writers = _writers_for(engine, writer_threads)
+
+    def finished(done: list[tuple[_Written, tuple[_Columns, list[str], set[str]]]]) -> None:
+        nonlocal known_users
+        for written, (rows, skus, users) in done:
+            # Known once committed: until then later chunks insert them too (ON CONFLICT DO
+            # NOTHING waits for this chunk), so their check never misses a user in flight.
+            if len(known_users) + len(users) > _CACHE_LIMIT:
+                known_users = set()
+            known_users |= users
+            # A reference deleted meanwhile (PostgreSQL). The user stays in ``known_users``:
+            # later chunks must not create it again, and the check refuses its rows there too.
+            for pos, what in written.refused:
+                line = rows.lines[pos]
+                if what == "product":
+                    sku_ids.pop(skus[pos], None)
+                    add_bad(BadRow(file, line, f"unknown product sku {skus[pos]!r}"))
+                else:
+                    user = rows.cols[1][pos]
+                    add_bad(BadRow(file, line, f"user {user!r} was deleted during the import"))
+            report.users_created += written.created
+            report.written += written.inserted
+            report.unchanged += len(rows) - written.inserted - len(written.refused)
+
     try:
         for chunk in _input_chunks(path, fmt, mapping or {}, bar, chunk_size):
             report.rows_read += (
@@ -357,17 +382,13 @@ def import_events(
                 pids = [p for p in pids if p is not None]
             if not len(valid):
                 continue
+            skus = valid.cols[2]
             valid.cols[2] = pids
             new_users = set(valid.cols[1]).difference(known_users)
-            inserted, created = writer.write(valid, new_users)
-            if len(known_users) + len(new_users) > _CACHE_LIMIT:
-                known_users.clear()
-            known_users |= new_users
-            report.users_created += created
-            report.written += inserted
-            report.unchanged += len(valid) - inserted
+            finished(writers.submit(valid, new_users, (valid, skus, new_users)))
+        finished(writers.drain())
     finally:
-        writer.close()
+        writers.close()
         if bar is not None:
             bar.close()
     return report

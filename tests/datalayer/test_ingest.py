@@ -165,8 +165,9 @@ def test_events_every_format_reports_bad_rows_and_is_idempotent(
     assert (again.written, again.unchanged, again.bad_count) == (0, 21, expected_bad)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 def test_crash_mid_import_leaves_no_half_written_chunk(
-    db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
     import data.ingest.event_writers as writers
 
@@ -177,24 +178,26 @@ def test_crash_mid_import_leaves_no_half_written_chunk(
     path.write_text("\n".join(json.dumps(r) for r in _events_rows()[:20]))
     sqlite = db_engine.dialect.name == "sqlite"
     writer = writers._SqliteEventWriter if sqlite else writers._PostgresEventWriter
-    calls = {"n": 0}
     real = writer._insert
 
-    def crash_on_second_chunk(self, cur, rows, users):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
+    def crash_in_chunk_2(self, cur, rows, users):  # type: ignore[no-untyped-def]
         n = real(self, cur, rows, users)
-        if calls["n"] == 2:
+        if "e8" in rows.cols[0]:  # chunk 2 is e8..e15; chunks may run on two threads
             raise RuntimeError("simulated crash after writing part of chunk 2")
         return n
 
-    monkeypatch.setattr(writer, "_insert", crash_on_second_chunk)
-    with pytest.raises(RuntimeError):
-        import_events(db_engine, path=path, progress=False, chunk_size=8)
+    monkeypatch.setattr(writer, "_insert", crash_in_chunk_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        import_events(db_engine, path=path, progress=False, chunk_size=8, writer_threads=threads)
     monkeypatch.undo()
     with Session(db_engine) as s:
-        assert count_all(s)["events"] == 8  # chunk 1 committed, chunk 2 rolled back whole
+        stored = set(s.exec(select(Event.event_id)).all())
+    # Chunk 2 rolled back whole. One writer stops at the error (chunk 3 never starts); with
+    # two (PostgreSQL), chunk 3 was handed over before chunk 2 failed and commits whole.
+    chunk3 = {f"e{i}" for i in range(16, 20)} if threads == 2 and not sqlite else set()
+    assert stored == {f"e{i}" for i in range(8)} | chunk3
     resumed = import_events(db_engine, path=path, progress=False, chunk_size=8)
-    assert (resumed.written, resumed.unchanged) == (12, 8)
+    assert (resumed.written, resumed.unchanged) == (20 - len(stored), len(stored))
 
 
 def test_fast_event_validation_matches_the_reference_validator() -> None:
