@@ -52,6 +52,7 @@ class RequestContextMiddleware:
         self.app = app
         self.fastapi_app = fastapi_app
         self.max_body = max_body_bytes
+        self._children: dict[tuple[int, str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,9 +116,7 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             comps: Components | None = getattr(self.fastapi_app.state, "components", None)
             if comps is not None:
-                comps.metrics.request_latency.labels(
-                    scope["method"], template, str(status_code)
-                ).observe(elapsed)
+                self._latency(comps, scope["method"], template, status_code).observe(elapsed)
             if template not in ("/healthz", "/metrics") or status_code >= 400:
                 log.info(
                     "request",
@@ -129,6 +128,18 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+    def _latency(self, comps: Components, method: str, route: str, status_code: int) -> Any:
+        """The latency histogram's child for these labels, looked up once per label set
+        (``labels()`` costs more than ``observe()``); per components (tests swap them)."""
+        key = (id(comps.metrics), method, route, status_code)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 10_000:  # label sets are bounded; this is a safety net
+                self._children.clear()
+            metric = comps.metrics.request_latency
+            child = self._children[key] = metric.labels(method, route, str(status_code))
+        return child
 
     async def _anonymous_limited(self, scope: Scope) -> str | None:
         """``Retry-After`` when this address spent its ``anonymous`` rate, else None."""
@@ -345,6 +356,7 @@ def create_app(
     routers = (ops, storefront, events, images, marketer, generations, analyst, privacy)
     for module in (*routers, edits, customize, creations):
         app.include_router(module.router)
+    storefront.install_fast_routes(app)  # GET /v1/hero matched first, without FastAPI's handling
 
     from api.web import mount_ui
 

@@ -7,6 +7,7 @@ digest and an 8-character prefix (to tell keys apart in listings) are stored. Ro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -25,8 +26,10 @@ DEMO_PREFIX = KEY_PREFIX + "demo_"
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (an address or ``localhost``) is a loopback address."""
+    """Whether ``host`` (an address or ``localhost``) is a loopback address (cached: the hot
+    path asks for every request carrying a demo key)."""
     if not host:
         return False
     if host.lower() in _LOOPBACK_NAMES:

@@ -79,22 +79,30 @@ def _too_many(decision: RateDecision, what: str) -> HTTPException:
     )
 
 
-async def get_principal(
-    request: Request,
-    comps: ComponentsDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    header_key: Annotated[str | None, Depends(_api_key)],
-) -> Principal:
-    """The caller from ``Authorization: Bearer`` or ``X-API-Key``; 401 when missing or
-    unknown. Also takes one token from the key's rate-limit bucket (429 when empty).
+def request_key(request: Request) -> str | None:
+    """The key of ``Authorization: Bearer <key>`` (as ``HTTPBearer`` parses it), else of
+    ``X-API-Key``; None when neither carries one."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        credentials = credentials.strip()
+        if credentials and scheme.lower() == "bearer":
+            return credentials
+    return headers.get("x-api-key") or None
+
+
+async def authenticate(request: Request, comps: Components, key: str | None) -> Principal:
+    """The caller of ``key``; 401 when missing or unknown. Also takes one token from the
+    key's rate-limit bucket (429 when empty).
 
     Failed checks (unknown, revoked or misplaced demo keys) take a token from the caller
     address's failure bucket (``api.auth_failure_rate``); once it is empty the caller gets 429
     before any database lookup. Requests without a key are limited per address by the
     ``anonymous`` rate (in the request middleware). Demo keys (derived from a public seed)
-    work only on a loopback server called from a loopback address.
+    work only on a loopback server called from a loopback address. A plain coroutine (no
+    dependency solving): the hero route calls it directly.
     """
-    key = bearer.credentials if bearer is not None else header_key
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -102,9 +110,9 @@ async def get_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     api = comps.settings.api
-    fail_bucket = f"authfail:{client_address(request)}"
     known, principal = comps.keys.peek(key)
     if not known:  # a cache miss reads the database: off the event loop, and only if allowed
+        fail_bucket = f"authfail:{client_address(request)}"
         gate = await _limit(
             comps, fail_bucket, api.auth_failure_rate, api.auth_failure_burst, take=False
         )
@@ -115,6 +123,7 @@ async def get_principal(
     if principal is not None and is_demo_key(key) and not _demo_allowed(request, comps):
         principal = None
     if principal is None:
+        fail_bucket = f"authfail:{client_address(request)}"
         await _limit(comps, fail_bucket, api.auth_failure_rate, api.auth_failure_burst, take=True)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -131,6 +140,37 @@ async def get_principal(
         comps.metrics.rate_limited.labels(principal.role.value).inc()
         raise _too_many(decision, "this API key")
     return principal
+
+
+async def get_principal(
+    request: Request,
+    comps: ComponentsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """The caller from ``Authorization: Bearer`` or ``X-API-Key`` (:func:`authenticate`)."""
+    key = bearer.credentials if bearer is not None else header_key
+    return await authenticate(request, comps, key)
+
+
+def check_role(principal: Principal, allowed: tuple[Role, ...]) -> Principal:
+    """``principal`` when its role is among ``allowed`` (or admin); 403 otherwise."""
+    if not role_allows(principal.role, allowed):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"role {principal.role.value!r} may not call this route; "
+            f"allowed: {[r.value for r in allowed] + ['admin']}",
+        )
+    return principal
+
+
+async def authorize(request: Request, *roles: Role) -> tuple[Components, Principal]:
+    """The components and the caller, admitted for ``roles`` (and admin): what
+    ``Depends(require_role(...))`` does, as plain calls for the hot path (503 while starting,
+    401, 429, 403 in that order)."""
+    comps = await get_components(request)
+    principal = await authenticate(request, comps, request_key(request))
+    return comps, check_role(principal, roles)
 
 
 def _demo_allowed(request: Request, comps: Components) -> bool:
@@ -150,13 +190,7 @@ def require_role(*roles: Role) -> Callable[..., Any]:
     allowed = tuple(roles)
 
     async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not role_allows(principal.role, allowed):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"role {principal.role.value!r} may not call this route; "
-                f"allowed: {[r.value for r in allowed] + ['admin']}",
-            )
-        return principal
+        return check_role(principal, allowed)
 
     dependency.__name__ = f"require_{'_'.join(r.value for r in allowed)}"
     return dependency

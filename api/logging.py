@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import random
 import re
 import sys
 import time
-import uuid
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -25,10 +25,12 @@ _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 def new_request_id(incoming: str | None = None) -> str:
-    """``incoming`` when it is 1–128 safe characters, else a fresh 32-hex id."""
+    """``incoming`` when it is 1–128 safe characters, else a fresh 32-hex id (128 random
+    bits from the process's generator: a request id is a label, not a secret, and this
+    costs no system call per request)."""
     if incoming and _SAFE_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{random.getrandbits(128):032x}"
 
 
 class JsonFormatter(logging.Formatter):

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlmodel import Session
+from starlette.routing import Match, Route, get_route_path
+from starlette.types import Scope
 
 from api.composition import Components
-from api.deps import ComponentsDep, StorefrontKey, image_url
+from api.deps import ComponentsDep, StorefrontKey, authorize, image_url
 from api.schemas import NO_CONTROLS_NONEMPTY, ClickPublic, HeroPublic, PlacementName, UserId
 from api.services.clicks import UnknownImpression, record_click
 from api.services.hero import HeroDecision, HeroService, NoCreative
+from data.models import Role
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
 
@@ -27,15 +34,86 @@ def _decide_sql(comps: Components, user_id: str, placement: str) -> HeroDecision
         return comps.hero.decide(session, user_id=user_id, placement=placement)
 
 
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
+_PLACEMENT: TypeAdapter[str] = TypeAdapter(PlacementName)
+
+
+def _query_schema(adapter: TypeAdapter[Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {**adapter.json_schema(), "description": description, **extra}
+
+
+#: ``GET /v1/hero``'s parameters, security and 422 as FastAPI would document them from a
+#: signature with dependencies: the route takes ``Request`` only (no dependency solving on
+#: the hot path), so the operation is described here.
+HERO_OPENAPI: dict[str, Any] = {
+    "security": [{"HTTPBearer": []}, {"APIKeyHeader": []}],
+    "parameters": [
+        {
+            "name": "user_id",
+            "in": "query",
+            "required": True,
+            "schema": _query_schema(_USER_ID, "The store's user id.", title="User Id"),
+            "description": "The store's user id.",
+        },
+        {
+            "name": "placement",
+            "in": "query",
+            "required": False,
+            "schema": _query_schema(
+                _PLACEMENT, "Where the hero is shown.", default="banner", title="Placement"
+            ),
+            "description": "Where the hero is shown.",
+        },
+    ],
+    "responses": {
+        "422": {
+            "description": "Validation Error",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+            },
+        }
+    },
+}
+
+
+def _query(request: Request, name: str, adapter: TypeAdapter[Any], default: str | None) -> str:
+    """Query parameter ``name`` validated by ``adapter`` (422 as FastAPI words it)."""
+    raw = request.query_params.get(name, default)
+    if raw is None:
+        errors = [{"loc": ("query", name), "msg": "Field required", "type": "missing"}]
+        raise RequestValidationError(errors)
+    try:
+        return str(adapter.validate_python(raw))
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("query", name, *e["loc"])} for e in exc.errors()]
+        ) from None
+
+
+def hero_body(comps: Components, out: HeroDecision) -> bytes:
+    """The :class:`HeroPublic` JSON of ``out``, serialised directly (its fields are built
+    here from typed values: no model validation per request)."""
+    return json.dumps(
+        {
+            "image_url": image_url(comps.settings, out.image_key) or "",
+            "product_id": out.product_id,
+            "variant_id": out.variant_id,
+            "impression_id": out.impression_id,
+            "policy": out.policy,
+            "propensity": out.propensity,
+            "source": out.source,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
 @router.get(
-    "/hero", response_model=HeroPublic, responses={404: {"description": "Nothing servable yet"}}
+    "/hero",
+    response_model=HeroPublic,
+    responses={404: {"description": "Nothing servable yet"}},
+    openapi_extra=HERO_OPENAPI,
 )
-async def get_hero(
-    comps: ComponentsDep,
-    _key: StorefrontKey,
-    user_id: Annotated[UserId, Query(description="The store's user id.")],
-    placement: Annotated[PlacementName, Query(description="Where the hero is shown.")] = "banner",
-) -> HeroPublic:
+async def get_hero(request: Request) -> Response:
     """The hero image for a user and a placement, chosen in milliseconds from ready images.
 
     Candidates: the user's newest personalized image (if one is cached), approved variants of
@@ -45,6 +123,10 @@ async def get_hero(
     background (rate-limited per user, deduplicated by brief hash). Never waits on a diffusion
     run: a busy or broken generator only delays personalization.
     """
+    # Plain calls against memory: key check, rate limit, role (401/429/403 before 422).
+    comps, _key = await authorize(request, Role.storefront)
+    user_id = _query(request, "user_id", _USER_ID, None)
+    placement = _query(request, "placement", _PLACEMENT, "banner")
     hero: HeroService = comps.hero
     try:
         if hero.memory_path and not hero.ready():
@@ -59,15 +141,33 @@ async def get_hero(
             out = await anyio.to_thread.run_sync(_decide_sql, comps, user_id, placement)
     except NoCreative as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    return HeroPublic(
-        image_url=image_url(comps.settings, out.image_key) or "",
-        product_id=out.product_id,
-        variant_id=out.variant_id,
-        impression_id=out.impression_id,
-        policy=out.policy,
-        propensity=out.propensity,
-        source=out.source,  # type: ignore[arg-type]
-    )
+    return Response(hero_body(comps, out), media_type="application/json")
+
+
+class FastGetRoute(Route):
+    """``GET path`` answered by ``endpoint(request) -> Response`` as a plain Starlette route,
+    matched by an exact path comparison. :func:`install_fast_routes` puts it first in the
+    app's routes, so the hot path skips FastAPI's route matching over every router and its
+    request handling (dependency solving, response validation); the exception handlers, the
+    middleware and the documented ``APIRoute`` (OpenAPI; HEAD and other methods, which this
+    route does not match) stay as they are."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        super().__init__(path, endpoint=endpoint, methods=["GET"], include_in_schema=False)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and get_route_path(scope) == self.path
+        ):
+            return Match.FULL, {"endpoint": self.endpoint, "path_params": {}, "route": self}
+        return Match.NONE, {}
+
+
+def install_fast_routes(app: FastAPI) -> None:
+    """Serve ``GET /v1/hero`` by :class:`FastGetRoute` (the same :func:`get_hero`)."""
+    app.router.routes.insert(0, FastGetRoute(router.prefix + "/hero", get_hero))
 
 
 def _click(comps: Components, impression_id: str) -> bool:

@@ -29,14 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from api.logging import get_logger
 from api.metrics import ApiMetrics
-from api.services.erasure import ErasureGuard, rowcount
+from api.services.erasure import ErasureGuard
 from api.services.hero_snapshot import (
     Candidate,
     CandidateSnapshot,
@@ -44,20 +43,22 @@ from api.services.hero_snapshot import (
     load_snapshot,
     state_version,
 )
-from api.services.impressions import ImpressionBuffer
+from api.services.hero_sql import load_candidates, sync_variant_images, variant_image_keys
+from api.services.impressions import ImpressionBuffer, new_impression_id
 from api.services.orchestration import PersonalizeOutput
 from api.services.policy import ArmStats, HeroPolicy, make_hero_policy
 from api.settings import ApiConfig
-from data.models import (
-    CreativeVariant,
-    GenerationJob,
-    Impression,
-    JobStatus,
-    SegmentMembership,
-    VariantStatus,
-    new_id,
-    utcnow,
-)
+from data.models import Impression, new_id, utcnow
+from recsys.policies import hash_uniform
+
+__all__ = [
+    "HeroDecision",
+    "HeroService",
+    "NoCreative",
+    "load_candidates",
+    "sync_variant_images",
+    "variant_image_keys",
+]
 
 _IMPRESSIONS = Impression.__table__  # type: ignore[attr-defined]
 
@@ -70,7 +71,13 @@ FLUSH_S = 0.05
 FLUSH_ROWS = 500
 BUFFER_CAPACITY = 20_000
 
+#: Candidate sets whose arms are kept (cleared when full; rebuilt on the next decision).
+MAX_PLANS = 50_000
+
 log = get_logger("hero")
+
+#: A distribution as logged: ``(variant id, p)`` pairs, and the same as the JSON column's lists.
+_Logged = tuple[list[tuple[str, float]], list[list[Any]]]
 
 
 class Personalizer(Protocol):
@@ -97,124 +104,6 @@ class NoCreative(LookupError):
     """No servable variant exists for this placement yet."""
 
 
-def variant_image_keys(session: Session, variants: list[CreativeVariant]) -> dict[int, str]:
-    """``variant id -> image key`` of ``variants`` that have an image, read only.
-
-    The brief hash is the key to an image: a variant rendered by a job shows the result of
-    the succeeded job of its brief hash; a variant whose image was stored with it (seeded,
-    imported, batch-rendered) shows that. Nothing is written (safe on GET requests)."""
-    out = {v.id: v.image_key for v in variants if v.id is not None and v.image_key}
-    hashes = {v.brief_hash for v in variants if v.id is not None and v.id not in out}
-    if not hashes:
-        return out
-    results = dict(
-        session.exec(
-            select(GenerationJob.brief_hash, GenerationJob.result_key).where(
-                col(GenerationJob.brief_hash).in_(list(hashes)),
-                GenerationJob.status == JobStatus.succeeded,
-            )
-        ).all()
-    )
-    for v in variants:
-        key = results.get(v.brief_hash)
-        if v.id is not None and v.id not in out and key:
-            out[v.id] = key
-    return out
-
-
-def sync_variant_images(session: Session, variants: list[CreativeVariant]) -> int:
-    """Store finished jobs' result keys on variants that lack an image (write paths only:
-    an approval freezes the image a marketer reviewed); returns how many. Reads use
-    :func:`variant_image_keys`.
-
-    Variants learn about their images lazily (here) rather than through worker callbacks,
-    so genservice stays ignorant of variants.
-    """
-    pending = {v.job_id: v for v in variants if v.image_key is None and v.job_id}
-    if not pending:
-        return 0
-    rows = session.exec(
-        select(GenerationJob.id, GenerationJob.result_key).where(
-            col(GenerationJob.id).in_(list(pending)),
-            GenerationJob.status == JobStatus.succeeded,
-        )
-    ).all()
-    n = 0
-    table = CreativeVariant.__table__  # type: ignore[attr-defined]
-    for job_id, key in rows:
-        if key:
-            v = pending[job_id]
-            now = utcnow()
-            # A Core UPDATE of the row if it still exists: a variant erased meanwhile stays
-            # erased (an ORM flush of a deleted row would fail, or re-create nothing useful).
-            n += rowcount(
-                session.execute(
-                    update(table)
-                    .where(table.c.id == v.id, table.c.image_key.is_(None))
-                    .values(image_key=key, updated_at=now)
-                )
-            )
-            v.image_key = key
-            v.updated_at = now
-    session.commit()
-    return n
-
-
-def load_candidates(
-    session: Session, *, user_id: str, placement: str, limit: int
-) -> list[Candidate]:
-    """Servable candidates for ``user_id`` at ``placement`` (see the module docstring)."""
-    out: list[Candidate] = []
-    personal = list(
-        session.exec(
-            select(CreativeVariant)
-            .where(
-                CreativeVariant.user_id == user_id,
-                CreativeVariant.placement == placement,
-                CreativeVariant.status != VariantStatus.retired,
-            )
-            .order_by(col(CreativeVariant.updated_at).desc(), col(CreativeVariant.id).desc())
-            .limit(4)
-        )
-    )
-    ready = variant_image_keys(session, personal)
-    for v in personal:
-        if v.id is not None and v.id in ready:
-            out.append(Candidate(v.id, v.product_id, ready[v.id], "personalized"))
-            break  # the newest personalized image only: older ones are stale taste
-    segment_id = session.exec(
-        select(SegmentMembership.segment_id).where(SegmentMembership.user_id == user_id)
-    ).first()
-    shared = select(CreativeVariant).where(
-        col(CreativeVariant.user_id).is_(None),
-        CreativeVariant.placement == placement,
-        CreativeVariant.status == VariantStatus.approved,
-        col(CreativeVariant.image_key).is_not(None),
-    )
-    if segment_id is not None:
-        # Leave room for one generic candidate, so its click-through keeps being measured.
-        rows = session.exec(
-            shared.where(CreativeVariant.segment_id == segment_id)
-            .order_by(col(CreativeVariant.id))
-            .limit(max(1, limit - len(out) - 1))
-        )
-        out += [
-            Candidate(v.id, v.product_id, v.image_key, "segment")
-            for v in rows
-            if v.id and v.image_key
-        ]
-    room = max(1, limit - len(out))
-    rows = session.exec(
-        shared.where(col(CreativeVariant.segment_id).is_(None))
-        .order_by(col(CreativeVariant.id))
-        .limit(room)
-    )
-    out += [
-        Candidate(v.id, v.product_id, v.image_key, "generic") for v in rows if v.id and v.image_key
-    ]
-    return out[:limit]
-
-
 class HeroService:
     """Decides and logs hero impressions; owns the background personalizer.
 
@@ -238,7 +127,6 @@ class HeroService:
         self.policy = policy or make_hero_policy(cfg)
         self.stats = ClickStats(cfg.stats_ttl_s)
         self._counter = itertools.count()
-        self._counter_lock = threading.Lock()
         self._last_enqueue: dict[str, float] = {}
         self._enqueue_lock = threading.Lock()
         self._pending = 0
@@ -257,13 +145,16 @@ class HeroService:
         self._closed = False
         self._load_pending = False
         self._children: dict[tuple[str, str], Any] = {}
+        # Arms and logged distribution per candidate set (see :meth:`_plan`).
+        self._plans: dict[tuple[int, ...], tuple[list[ArmStats], _Logged | None]] = {}
+        self._plans_stats: object = None
 
     # -- decision ---------------------------------------------------------------------
 
-    def _rng(self) -> np.random.Generator:
-        with self._counter_lock:
-            n = next(self._counter)
-        return np.random.default_rng([self.cfg.seed, n])
+    def _draw(self, user_id: str, placement: str) -> float:
+        """The uniform draw of the next decision (both paths: the same seeded traffic gives
+        the same choices); ``next`` on ``itertools.count`` is atomic under the GIL."""
+        return hash_uniform(self.cfg.seed, next(self._counter), user_id, placement)
 
     def _arms(self, session: Session, candidates: list[Candidate]) -> list[ArmStats]:
         return self._arms_from(self.stats.get(session), candidates)
@@ -295,7 +186,8 @@ class HeroService:
             self.maybe_personalize(user_id=user_id, placement=placement, candidates=candidates)
         if not candidates:
             raise NoCreative(f"no approved creative for placement {placement!r} yet")
-        decision = self.policy.decide(self._arms(session, candidates), self._rng())
+        u = self._draw(user_id, placement)
+        decision = self.policy.decide(self._arms(session, candidates), u)
         chosen = candidates[decision.index]
         dist = [
             (str(c.variant_id), round(float(p), 10))
@@ -358,7 +250,7 @@ class HeroService:
                 return
             buffer = ImpressionBuffer(
                 self.engine,
-                erased=self.guard.erased_among,
+                user_key=self.guard.key,
                 interval_s=FLUSH_S,
                 max_rows=FLUSH_ROWS,
                 capacity=BUFFER_CAPACITY,
@@ -423,16 +315,14 @@ class HeroService:
         # The request that loaded the snapshot counts as the miss (metrics as the old cache).
         first, self._load_pending = self._load_pending, False
         self._counter_of("cache", "miss" if first else "hit").inc()
-        decision = self.policy.decide(
-            self._arms_from(self.stats.current(), candidates), self._rng()
-        )
+        arms, logged = self._plan(candidates)
+        decision = self.policy.decide(arms, self._draw(user_id, placement))
+        if logged is None:
+            logged = self._log_plan(candidates, decision.distribution)
+        dist = logged[0]
         chosen = candidates[decision.index]
-        dist = [
-            (str(c.variant_id), round(float(p), 10))
-            for c, p in zip(candidates, decision.distribution, strict=True)
-        ]
         row: dict[str, object] = {
-            "id": new_id(),
+            "id": new_impression_id(),
             "user_id": None if erased else user_id,
             "placement": placement,
             "variant_id": chosen.variant_id,
@@ -440,7 +330,7 @@ class HeroService:
             "arm": chosen.source,
             "policy": self.policy.name,
             "propensity": decision.propensity,
-            "candidates": [[k, p] for k, p in dist],
+            "candidates": logged[1],  # shared by the rows of these candidates, never mutated
             "position": 0,
             "ts": utcnow(),
         }
@@ -458,6 +348,32 @@ class HeroService:
             candidates=dist,
         )
         return out, overflow
+
+    def _plan(self, candidates: list[Candidate]) -> tuple[list[ArmStats], _Logged | None]:
+        """The arms of ``candidates`` and their logged distribution (None until the first
+        decision on them), kept per candidate set while the click statistics stay the same
+        (they change at a reload), so a decision does no per-arm arithmetic."""
+        stats = self.stats.current()
+        if stats is not self._plans_stats or len(self._plans) >= MAX_PLANS:
+            self._plans, self._plans_stats = {}, stats
+        key = tuple(c.variant_id for c in candidates)  # a variant id fixes its source
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = (self._arms_from(stats, candidates), None)
+        return plan
+
+    def _log_plan(self, candidates: list[Candidate], distribution: Any) -> _Logged:
+        """``(variant id, p)`` pairs of a distribution as logged, kept with the plan."""
+        dist = [
+            (str(c.variant_id), round(float(p), 10))
+            for c, p in zip(candidates, distribution, strict=True)
+        ]
+        logged: _Logged = (dist, [[k, p] for k, p in dist])
+        key = tuple(c.variant_id for c in candidates)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans[key] = (plan[0], logged)
+        return logged
 
     def _counter_of(self, family: str, label: str) -> Any:
         """The labelled metric child, looked up once (``labels()`` costs more than ``inc()``)."""

@@ -13,40 +13,148 @@ kill test in ``bench/bench_hero.py --kill`` measures it). Clicks may reference a
 impression: :meth:`contains` tells the click route to :meth:`flush` first.
 
 Erasure: :meth:`forget_user` unlinks a user's queued rows (``user_id`` None, as erasure does
-to stored impressions); rows being written when the tombstone lands are unlinked right after
-their commit (the same post-check the synchronous path made).
+to stored impressions); rows of users with a tombstone (erased by any process, before or while
+the rows waited) are unlinked right after their commit (the post-check the synchronous path
+made, against every tombstone key, read again only when their count changes).
+
+Cost (SQLite, this 2-core machine): one driver-level ``executemany`` (~17 µs a row, about
+twice a raw ``sqlite3`` insert into the indexed table) and one ``count(*)`` per batch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection, Engine
 
 from api.logging import get_logger
-from data.models import Impression
+from data.models import ErasureRecord, Impression
 
 _IMPRESSIONS = Impression.__table__  # type: ignore[attr-defined]
+_TOMBSTONES = ErasureRecord.__table__  # type: ignore[attr-defined]
 
 log = get_logger("impressions")
 
-#: ``erased_among(user_ids) -> erased ids`` (``ErasureGuard.erased_among``).
-ErasedAmong = Callable[[Iterable[str]], set[str]]
+#: ``user_key(user_id) -> tombstone key`` (``ErasureGuard.key``).
+UserKey = Callable[[str], str]
 
 
-def write_impressions(engine: Engine, rows: list[dict[str, Any]], erased: ErasedAmong) -> int:
-    """Insert ``rows`` in one transaction (one multi-row INSERT), then unlink the rows of users
-    erased meanwhile; returns the number of rows written."""
+class _FastInsert:
+    """``INSERT INTO impression`` as one driver-level ``executemany``: the statement is
+    compiled once per dialect, and each row's values go through the column types' own bind
+    processors (JSON text, SQLite's datetime strings: exactly what a Core insert stores),
+    without the per-row statement machinery of a Core ``executemany`` (half its cost)."""
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect
+        compiled = _IMPRESSIONS.insert().compile(
+            dialect=dialect, column_keys=[c.key for c in _IMPRESSIONS.columns]
+        )
+        self.sql = str(compiled)
+        self.positional = bool(dialect.positional)
+        # Parameter names in statement order (``positiontup``) or by name.
+        names = list(compiled.positiontup or []) if self.positional else list(compiled.params)
+        keys = {bind.key: bind for bind in compiled.binds.values()}
+        self.names = names
+        self.columns = [keys[n].key for n in names]
+        self.processors = [keys[n].type._cached_bind_processor(dialect) for n in names]
+
+    def params(self, rows: list[dict[str, Any]]) -> list[Any]:
+        cols = list(zip(self.columns, self.processors, strict=True))
+        out: list[Any] = []
+        for row in rows:
+            values = [
+                (proc(row.get(col)) if proc is not None else row.get(col)) for col, proc in cols
+            ]
+            named = tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+            out.append(named)
+        return out
+
+
+_FAST: dict[int, _FastInsert] = {}
+
+
+class _IdSource:
+    """Impression ids: 32 hex characters, BLAKE2b-128 of a counter keyed by 16 bytes from
+    ``os.urandom`` (new in a forked child). As unpredictable and unique as ``uuid4().hex``
+    (a keyed PRF over distinct inputs) without a system call per id."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._key = os.urandom(16)
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        n = next(self._counter).to_bytes(8, "little")  # atomic under the GIL
+        return hashlib.blake2b(n, key=self._key, digest_size=16).hexdigest()
+
+
+#: ``new_impression_id() -> str`` (the hero's hot path).
+new_impression_id = _IdSource()
+
+_TOMBSTONE_COUNT = sa_select(func.count()).select_from(_TOMBSTONES)
+_TOMBSTONE_KEYS = sa_select(_TOMBSTONES.c.user_key)
+
+
+class TombstoneKeys:
+    """Every erasure tombstone's key, read again only when their count changed (tombstones
+    are permanent, so an unchanged count is an unchanged set): a written batch is checked
+    against erasures with one ``count(*)`` instead of a lookup per batch. Thread-safe."""
+
+    def __init__(self) -> None:
+        self.count = -1
+        self.keys: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def current(self, conn: Connection) -> frozenset[str]:
+        """The keys as of now (``conn``: after the batch committed)."""
+        count = int(conn.execute(_TOMBSTONE_COUNT).scalar_one())
+        with self._lock:
+            if count == self.count:
+                return self.keys
+        keys = frozenset(str(k) for (k,) in conn.execute(_TOMBSTONE_KEYS))
+        with self._lock:
+            self.count, self.keys = count, keys
+        return keys
+
+
+def write_impressions(
+    engine: Engine,
+    rows: list[dict[str, Any]],
+    user_key: UserKey,
+    tombstones: TombstoneKeys | None = None,
+) -> int:
+    """Insert ``rows`` in one transaction (one driver-level ``executemany``), then unlink the
+    rows of users erased meanwhile (``user_key``: a user id's tombstone key); returns the
+    number of rows written.
+
+    The erasure check reads the tombstones after the commit: a tombstone committed later
+    belongs to an erasure whose unlinking step runs later still, and finds these rows."""
     if not rows:
         return 0
-    with engine.begin() as conn:
-        conn.execute(_IMPRESSIONS.insert(), rows)
-    users = {r["user_id"] for r in rows if r.get("user_id")}
-    gone = erased(users) if users else set()
+    fast = _FAST.get(id(engine.dialect))
+    if fast is None:
+        fast = _FAST[id(engine.dialect)] = _FastInsert(engine)
+    params = fast.params(rows)
+    tombstones = tombstones if tombstones is not None else TombstoneKeys()
+    with engine.connect() as conn:
+        with conn.begin():
+            conn.exec_driver_sql(fast.sql, params)
+        keys = tombstones.current(conn)
+        conn.rollback()  # the read's implicit transaction
+    users = {str(r["user_id"]) for r in rows if r.get("user_id")} if keys else set()
+    gone = {u for u in users if user_key(u) in keys}
     if gone:
         # Erased while the rows waited or were written: keep the aggregate, not the user.
         ids = [r["id"] for r in rows if r.get("user_id") in gone]
@@ -66,7 +174,7 @@ class ImpressionBuffer:
         self,
         engine: Engine,
         *,
-        erased: ErasedAmong,
+        user_key: UserKey,
         interval_s: float = 0.05,
         max_rows: int = 500,
         capacity: int = 20_000,
@@ -80,7 +188,8 @@ class ImpressionBuffer:
         self.interval_s = float(interval_s)
         self.max_rows = int(max_rows)
         self.capacity = int(capacity)
-        self._erased = erased
+        self._user_key = user_key
+        self._tombstones = TombstoneKeys()
         self._on_flush = on_flush
         self._rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()  # queued and in-flight ids (clicks look here)
@@ -127,7 +236,7 @@ class ImpressionBuffer:
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         """Write ``rows`` now (the full-buffer path); returns how many."""
-        return write_impressions(self.engine, rows, self._erased)
+        return write_impressions(self.engine, rows, self._user_key, self._tombstones)
 
     def flush(self) -> int:
         """Write every queued row (batches of ``max_rows``); returns how many. Also waits for
