@@ -12,6 +12,7 @@ from api.cli.app import app
 from api.cli import core, ingest, generate, keys, worker, evaluate, recsys  # noqa: F401
 from api.cli import train_gen, clip, imaging, safety  # noqa: F401
 from api.cli import heroes, edit, batch, create, loras  # noqa: F401
+from api.cli import train_cutout  # noqa: F401
 
 # isort: on
 

@@ -13,6 +13,13 @@ Pipeline for an opaque photo or render:
    saliency into a soft alpha that follows the photo's edges, and the soft pixels' colours are
    re-estimated without the old background (``estimate_foreground``).
 
+The network is, by default, U^2-Net-p followed by the product refiner trained here
+(``data/models/cutout-u2netp-products``, see its README and
+``genservice.training.cutout_train``): one ONNX graph with U^2-Net-p's input and the refined
+saliency as output, so everything below is unchanged. The environment setting
+``TAILORSHOT_CUTOUT_MODEL`` chooses: ``products`` (default; the original when the refined file
+is missing, with a warning), ``original`` (U^2-Net-p alone), or a path to an ``.onnx`` file.
+
 Which method cuts is decided by a stated rule (``choose_method``) and logged, never silently:
 an image with real transparency uses its alpha; otherwise U^2-Net-p when its confidence is at
 least ``MIN_U2NETP_CONFIDENCE``; otherwise a border-colour flood fill when the background is
@@ -24,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -56,6 +64,17 @@ FLOOD_MIN_HOLE_FRAC = 0.002
 MAX_HOLE_SALIENCY = 0.15
 #: Max channel difference (0-255) from the border colour that counts as background (flood).
 FLOOD_TOLERANCE = 32.0
+
+#: The refined network trained here (U^2-Net-p + product refiner, one ONNX graph).
+PRODUCTS_MODEL_PATH = (
+    Path(__file__).resolve().parents[2]
+    / "data"
+    / "models"
+    / "cutout-u2netp-products"
+    / "model.onnx"
+)
+#: Environment setting choosing the network: ``products`` | ``original`` | a path.
+MODEL_ENV = "TAILORSHOT_CUTOUT_MODEL"
 
 _INPUT = 320
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -93,6 +112,27 @@ def bundled_u2netp_path() -> Path:
     )
 
 
+def cutout_model_path(choice: str | None = None) -> Path:
+    """The network file for ``choice`` (default: the ``TAILORSHOT_CUTOUT_MODEL`` environment
+    setting, else ``products``): ``products`` -> the refined model trained here (the original
+    U^2-Net-p, with a warning, when it is missing), ``original`` -> U^2-Net-p from the wheel,
+    anything else -> that path (FileNotFoundError when it is not a file)."""
+    choice = (choice if choice is not None else os.environ.get(MODEL_ENV, "")).strip()
+    if choice in ("", "products"):
+        if PRODUCTS_MODEL_PATH.is_file():
+            return PRODUCTS_MODEL_PATH
+        log.warning("cut-out: %s missing, using the original U^2-Net-p", PRODUCTS_MODEL_PATH)
+        return bundled_u2netp_path()
+    if choice == "original":
+        return bundled_u2netp_path()
+    path = Path(choice).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{MODEL_ENV}: expected 'products', 'original' or an .onnx file, got {choice!r}"
+        )
+    return path
+
+
 def image_digest(image: Image.Image) -> str:
     """SHA-256 hex digest of an image's RGB pixels and size (the saliency cache key)."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
@@ -104,7 +144,9 @@ def image_digest(image: Image.Image) -> str:
 class SalientObjectModel:
     """U^2-Net-p salient-object segmentation via onnxruntime; the session is built once, on
     first use, and shared by threads (``InferenceSession.run`` is thread-safe). Saliency maps
-    are cached by image content hash (LRU, ``cache_size`` entries of 320 x 320 float32)."""
+    are cached by image content hash (LRU, ``cache_size`` entries of 320 x 320 float32).
+    ``model_path``: an ``.onnx`` file whose first output is the saliency; default
+    ``cutout_model_path()`` (the refined network unless the setting says otherwise)."""
 
     def __init__(
         self, model_path: Path | str | None = None, *, cache_size: int = 128, threads: int = 2
@@ -113,7 +155,7 @@ class SalientObjectModel:
             raise ValueError(f"cache_size: expected >= 0, got {cache_size}")
         if threads < 1:
             raise ValueError(f"threads: expected >= 1, got {threads}")
-        self.model_path = Path(model_path) if model_path is not None else bundled_u2netp_path()
+        self.model_path = Path(model_path) if model_path is not None else cutout_model_path()
         if not self.model_path.is_file():
             raise FileNotFoundError(f"model_path: expected an .onnx file, got {self.model_path}")
         self.cache_size = cache_size
@@ -173,13 +215,26 @@ _default_lock = threading.Lock()
 _default: SalientObjectModel | None = None
 
 
+_original: SalientObjectModel | None = None
+
+
 def default_model() -> SalientObjectModel:
-    """The process-wide U^2-Net-p model, built lazily on first call."""
+    """The process-wide cut-out network (``cutout_model_path()``), built lazily."""
     global _default
     with _default_lock:
         if _default is None:
             _default = SalientObjectModel()
         return _default
+
+
+def original_model() -> SalientObjectModel:
+    """The process-wide original U^2-Net-p (for measures that must not depend on the refiner
+    trained here, such as finding ghost products in scenes), built lazily."""
+    global _original
+    with _default_lock:
+        if _original is None:
+            _original = SalientObjectModel(bundled_u2netp_path())
+        return _original
 
 
 def _resize_float(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -149,6 +150,45 @@ def cutout_report(
             "methods": methods,
         }
     return out
+
+
+def mask_overlay(image: Image.Image, pred: np.ndarray, true: np.ndarray) -> Image.Image:
+    """RGB picture of a cut-out against its known mask: outside ``pred`` darkened to a third,
+    ``true``'s boundary green, ``pred``'s red (both bool (H, W) at the image's size)."""
+    from scipy import ndimage
+
+    arr = np.asarray(image.convert("RGB")).astype(np.float32)
+    arr[~pred] *= 0.33
+    grow = np.ones((3, 3), bool)
+    arr[ndimage.binary_dilation(_boundary(true), grow)] = (40, 220, 60)
+    arr[_boundary(pred)] = (235, 40, 40)
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
+
+
+def write_overlays(
+    cases: list[MaskCase], results: list[CutoutResult], folder: Path, *, k: int = 8
+) -> list[str]:
+    """Two PNG sheets in ``folder``: the ``k`` photo composites with the lowest IoU
+    (``cutout_worst.png``) and the first ``k`` of each kind (``cutout_first.png``); captions
+    give name and IoU. Returns the paths."""
+    from data.demo.render import contact_sheet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scored = []
+    for case, res in zip(cases, results, strict=True):
+        pred = np.asarray(res.alpha) > 0.5
+        scored.append((iou(pred, case.mask), case, pred))
+    photo = sorted((s for s in scored if s[1].kind == "photo"), key=lambda s: s[0])[:k]
+    first = [s for s in scored if s[1].kind == "studio"][: k // 2]
+    first += [s for s in scored if s[1].kind == "photo"][: k - len(first)]
+    paths = []
+    for name, chosen in (("cutout_worst.png", photo), ("cutout_first.png", first)):
+        tiles = [mask_overlay(c.image, pred, c.mask) for _, c, pred in chosen]
+        caps = [f"{c.name} IoU {v:.3f}" for v, c, _ in chosen]
+        path = folder / name
+        contact_sheet(tiles, caps, cols=4, cell=256, caption_lines=1).save(path)
+        paths.append(str(path))
+    return paths
 
 
 def laplacian_variance(image: Image.Image) -> float:
