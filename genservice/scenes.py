@@ -103,7 +103,10 @@ class SceneStore:
         return bool(_HASH.match(brief_hash)) and self.path(brief_hash).is_file()
 
     def delete(self, brief_hash: str) -> bool:
-        """Delete the scene of ``brief_hash``; True when there was one."""
+        """Delete the scene of ``brief_hash``; True when there was one (never one for a
+        key that is not a brief hash)."""
+        if not _HASH.match(brief_hash):
+            return False
         try:
             self.path(brief_hash).unlink()
             return True

@@ -265,6 +265,7 @@ def edit_variant(
     variant.job_id = job_id
     variant.image_key = None
     variant.status = VariantStatus.draft
+    variant.derived_from = None  # re-rendered: its own creative now, no longer a recomposition
     variant.updated_at = utcnow()
     session.add(variant)
     assert variant.id is not None
