@@ -126,6 +126,9 @@ def train_controlnet_cmd(
     seed: int = typer.Option(0, help="Seed."),
     work: Path | None = typer.Option(None, help="Work folder (default HOME/training)."),
     threads: int = typer.Option(1, help="torch CPU threads (0 = default)."),
+    init_from: Path | None = typer.Option(
+        None, "--init-from", help="Continue from this ControlNet folder (e.g. the shipped one)."
+    ),
 ) -> None:
     """Train a small ControlNet (edge sketches of demo renders -> renders) for sd-tiny."""
     from genservice.training.controlnet import train_controlnet
@@ -133,6 +136,8 @@ def train_controlnet_cmd(
     _threads(threads)
     if not (model / "model_index.json").is_file():
         fail(f"--model: expected a diffusers folder with model_index.json, got {model}")
+    if init_from is not None and not (init_from / "config.json").is_file():
+        fail(f"--init-from: expected a ControlNet folder with config.json, got {init_from}")
     root = work if work is not None else Path(load_settings().home) / "training"
     res = train_controlnet(
         model=model,
@@ -144,6 +149,7 @@ def train_controlnet_cmd(
         lr=lr,
         seed=seed,
         time_budget_s=budget_s or None,
+        init_from=init_from,
     )
     print_json(res.__dict__)
 
@@ -157,6 +163,9 @@ def evaluate_creations_cmd(
     controlnet: str = typer.Option("auto", "--controlnet", help="As for create."),
     sheet: Path | None = typer.Option(None, "--sheet", help="Also write a contact sheet PNG."),
     work: Path | None = typer.Option(None, "--work", help="Data cache + judge (HOME/training)."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Do not reuse or keep diffusion outputs (WORK/creations_cache)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
 ) -> None:
@@ -195,6 +204,7 @@ def evaluate_creations_cmd(
         seed=seed,
         sheet_path=sheet,
         progress=not as_json,
+        cache_dir=None if no_cache else root / "creations_cache",
     )
     d = out.to_json()
     if as_json:

@@ -191,6 +191,7 @@ class Creator:
         guidance: float = 5.0,
         controlnet_scale: float = 1.0,
         img2img_strength: float = sk.IMG2IMG_STRENGTH,
+        controlnet_ref: str | None = None,
     ) -> None:
         self._load = load_pipeline
         self.safety = safety
@@ -202,6 +203,8 @@ class Creator:
         self.guidance = guidance
         self.controlnet_scale = controlnet_scale
         self.img2img_strength = img2img_strength
+        #: Where the ControlNet came from (folder, file or hub id; evaluation cache keys).
+        self.controlnet_ref = controlnet_ref
         self._derived: dict[str, Any] = {}
 
     @classmethod
@@ -241,6 +244,7 @@ class Creator:
             model_id=config.model,
             store=store,
             controlnet=loader,
+            controlnet_ref=ref,
             steps=config.num_inference_steps,
             guidance=config.guidance_scale,
         )
@@ -341,8 +345,13 @@ class Creator:
             )
         else:
             pipe, source = self.pipeline("img2img"), "sketch-img2img"
+            prompts_i = [prompt] * len(seeds) if isinstance(prompt, str) else list(prompt)
             kwargs.update(
-                image=[sk.init_image(x, side) for x in sketches], strength=self.img2img_strength
+                image=[
+                    sk.init_image(x, side, colour=sk.prompt_colour(p))
+                    for x, p in zip(sketches, prompts_i, strict=False)
+                ],
+                strength=self.img2img_strength,
             )
             steps_run = max(1, int(steps * self.img2img_strength))
             total = total if total is not None else steps_run

@@ -9,6 +9,7 @@ renders, so a drawn outline and a render's outline look alike to it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,31 @@ def _dark_strokes(image: Image.Image, side: int) -> np.ndarray:
     return np.asarray(_luma(image, side) < 0.5)
 
 
-def init_image(image: Image.Image, side: int) -> Image.Image:
+def prompt_colour(prompt: str) -> tuple[int, int, int] | None:
+    """sRGB of the first named colour (the bundled vocabulary's) the prompt has as a word, or
+    None (``"a red leather handbag"`` -> red's sRGB)."""
+    from genservice import vocab
+
+    named = vocab.colours()
+    words = re.findall(r"[a-z]+", str(prompt).lower())
+    for w in words:
+        if w in named:
+            return named[w]
+    return None
+
+
+def init_image(
+    image: Image.Image, side: int, colour: tuple[int, int, int] | None = None
+) -> Image.Image:
     """The img2img fallback's start: the sketch's filled outline on a light studio backdrop,
-    keeping the sketch's own colours inside it (grey where it is uncoloured)."""
+    keeping the sketch's own colours inside it; where it is uncoloured, ``colour`` (the
+    description's named colour, :func:`prompt_colour`) or grey. A start already in the asked
+    colour lets a lower strength keep the outline without the colour staying grey."""
     mask = filled_outline(image, side)
     rgb = np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BOX), np.float32)
     sat = rgb.max(-1) - rgb.min(-1)
-    fill = np.where((sat > 40)[..., None], rgb, float(_FILL))
+    plain = np.array(colour if colour is not None else (_FILL,) * 3, np.float32)
+    fill = np.where((sat > 40)[..., None], rgb, plain)
     out = np.where(mask[..., None], fill, float(_BACKDROP))
     return Image.fromarray(out.clip(0, 255).astype(np.uint8), "RGB")
 

@@ -115,11 +115,14 @@ def train_controlnet(
     seed: int = 0,
     progress: bool = True,
     time_budget_s: float | None = None,
+    init_from: str | Path | None = None,
 ) -> ControlNetTrainOutput:
     """Train and write ``out/`` (diffusers folder: ``config.json`` +
     ``diffusion_pytorch_model.safetensors``), ``out/controlnet.safetensors`` (the same weights
     as one file) and ``out/training.json``. ``time_budget_s`` stops early (the run is
-    recorded with the steps it made)."""
+    recorded with the steps it made). ``init_from``: a ControlNet folder to continue from
+    (its ``training.json``, if any, is carried into the new one as ``previous``) instead of a
+    fresh copy of the UNet's encoder."""
     from diffusers import ControlNetModel, DDPMScheduler, StableDiffusionPipeline
     from PIL import Image
 
@@ -155,7 +158,14 @@ def train_controlnet(
             for p in pairs
         ]
     )
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=COND_CHANNELS)
+    previous: dict[str, Any] | None = None
+    if init_from is not None:
+        net = ControlNetModel.from_pretrained(str(init_from))
+        prev = Path(init_from) / "training.json"
+        if prev.is_file():
+            previous = json.loads(prev.read_text())
+    else:
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=COND_CHANNELS)
     net.train()
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     deadline = None if time_budget_s is None else time.perf_counter() + time_budget_s
@@ -227,6 +237,10 @@ def train_controlnet(
         "seed": seed,
         "planned_steps": steps,
         "base_model": str(model),
+        "init_from": None if init_from is None else str(init_from),
+        "total_steps": loop.steps
+        + (int(previous.get("total_steps", previous["steps"])) if previous else 0),
+        "previous": previous,
         "losses_every_10": [float(v) for v in loop.losses[::10]],
     }
     (out_dir / "training.json").write_text(json.dumps(summary, indent=1))

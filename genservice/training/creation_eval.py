@@ -15,6 +15,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from data.files import atomic_write_bytes
 from genservice.creation import sketch as sk
 from genservice.creation.pipeline import PRODUCT_FILL, Creator
 from genservice.creation.request import parse_background
@@ -72,6 +76,40 @@ def _framed(image: Image.Image) -> Image.Image:
     return canvas
 
 
+def _diffuse_cached(
+    creator: Creator,
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    sketches: list[Image.Image] | None,
+    mode: str,
+    cache_dir: Path | None,
+) -> list[Image.Image]:
+    """``creator.diffuse`` of one chunk, kept as ``<cache_dir>/<sha256>.npz`` keyed by
+    everything the pixels depend on (model, controlnet, steps, guidance, strength, scale,
+    mode, prompts, seeds, sketch pixels), so a rerun only redoes what changed."""
+    if cache_dir is None:
+        imgs, _ = creator.diffuse(prompts, seeds, sketch=sketches, mode=mode)
+        return imgs
+    h = hashlib.sha256()
+    cn_id = creator.controlnet_ref if creator.has_controlnet else None
+    parts = [creator.model_id, str(cn_id), creator.steps, creator.guidance,
+             creator.img2img_strength, creator.controlnet_scale, mode, prompts, seeds]  # fmt: skip
+    h.update(json.dumps(parts).encode())
+    for x in sketches or []:
+        h.update(np.asarray(x.convert("RGB")).tobytes())
+    f = cache_dir / f"{h.hexdigest()[:32]}.npz"
+    if f.is_file():
+        with np.load(f) as z:
+            return [Image.fromarray(a) for a in z["images"]]
+    imgs, _ = creator.diffuse(prompts, seeds, sketch=sketches, mode=mode)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, images=np.stack([np.asarray(i) for i in imgs]))
+    atomic_write_bytes(f, buf.getvalue())
+    return imgs
+
+
 def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -87,12 +125,15 @@ def evaluate_creations(
     batch: int = 25,
     sheet_path: str | Path | None = None,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> CreationEvalOutput:
     """``captions``: (caption, colour, category) held out from training. ``creator`` must have
-    a ControlNet for the ControlNet figure (else it is None)."""
+    a ControlNet for the ControlNet figure (else it is None). ``cache_dir``: where diffusion
+    outputs are kept between runs (None: nothing is kept)."""
     from tqdm import tqdm
 
     bg = parse_background("white")
+    cdir = None if cache_dir is None else Path(cache_dir)
     n = len(captions)
     finals: list[Image.Image] = []
     natives: list[Image.Image] = []
@@ -101,7 +142,9 @@ def evaluate_creations(
     bar = tqdm(total=n, desc="text creations", disable=not progress)
     for r in _chunks(n, batch):
         prompts = [captions[i][0] for i in r]
-        imgs, _ = creator.diffuse(prompts, [seed + i for i in r])
+        imgs = _diffuse_cached(
+            creator, prompts, [seed + i for i in r], sketches=None, mode="auto", cache_dir=cdir
+        )
         for im in imgs:
             final, _alpha, up, method = creator.finish(im, size=size, background=bg)
             finals.append(final)
@@ -165,7 +208,9 @@ def evaluate_creations(
                 prompts = [pairs[i].caption for i in r]
                 seeds = [seed + 1000 + i for i in r]
                 batch_sketches = None if mode == "text" else [sk_imgs[i] for i in r]
-                imgs, _ = creator.diffuse(prompts, seeds, sketch=batch_sketches, mode=mode)
+                imgs = _diffuse_cached(
+                    creator, prompts, seeds, sketches=batch_sketches, mode=mode, cache_dir=cdir
+                )
                 made.extend(imgs)
             for made_im, o in zip(made, outlines, strict=True):
                 try:

@@ -91,6 +91,12 @@ def test_derived_sketch_of_a_product_outlines_it() -> None:
     assert ctrl.shape == (64, 64, 3) and ctrl[32, 32].max() == 0 and ctrl.max() == 255
     init = np.asarray(sk.init_image(sketch, 64))
     assert init[32, 32].tolist() == [128, 128, 128] and init[2, 2].tolist() == [236] * 3
+    # With the description's colour, the uncoloured inside starts in that colour.
+    red = sk.prompt_colour("a Red leather handbag, in a photo studio")
+    assert red == (204, 32, 38) and sk.prompt_colour("a leather handbag") is None
+    assert sk.prompt_colour("a reddish bag") is None  # whole words only
+    tinted = np.asarray(sk.init_image(sketch, 64, colour=red))
+    assert tinted[32, 32].tolist() == [204, 32, 38] and tinted[2, 2].tolist() == [236] * 3
 
 
 # ----------------------------------------------------------------------------- ControlNet
@@ -265,3 +271,28 @@ def test_handler_runs_creations_and_passes_other_jobs_on() -> None:
     hero = SimpleNamespace(id="h", brief={"product": {}})
     assert handler(hero, lambda s, t: None, lambda: False) == "hero-key"  # type: ignore[arg-type]
     assert seen == ["h"] and built == [1]
+
+
+def test_evaluation_reuses_cached_diffusion_only_for_the_same_inputs(tiny_pipe, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from genservice.training.creation_eval import _diffuse_cached
+
+    creator = _creator(tiny_pipe)
+    calls: list[list[int]] = []
+    real = creator.diffuse
+
+    def counting(prompts, seeds, **kw):  # type: ignore[no-untyped-def]
+        calls.append(list(seeds))
+        return real(prompts, seeds, **kw)
+
+    creator.diffuse = counting  # type: ignore[method-assign]
+    args = {"sketches": None, "mode": "auto", "cache_dir": tmp_path}
+    first = _diffuse_cached(creator, ["a red mug", "a blue mug"], [1, 2], **args)
+    again = _diffuse_cached(creator, ["a red mug", "a blue mug"], [1, 2], **args)
+    assert calls == [[1, 2]]  # the second run read the cache
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again, strict=True)
+    )
+    _diffuse_cached(creator, ["a red mug", "a blue mug"], [1, 3], **args)
+    creator.img2img_strength = 0.5
+    _diffuse_cached(creator, ["a red mug"], [1], **{**args, "sketches": [square_sketch()]})
+    assert calls == [[1, 2], [1, 3], [1]]  # another seed or a sketch is computed anew
