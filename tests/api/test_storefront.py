@@ -435,3 +435,37 @@ def test_candidate_cache_hits_and_invalidation(tmp_path: Path) -> None:
         # Retiring the only generic variant shows at once (the cache is invalidated).
         env.client.post(f"/v1/variants/{env.world.generic_variant_id}/retire", headers=m)
         assert env.client.get("/v1/hero", params={"user_id": "u3"}, headers=s).status_code == 404
+
+
+def test_hero_route_is_documented_and_checks_auth_before_parameters(env: Env) -> None:
+    """GET /v1/hero takes ``Request`` only (served by a plain route placed first): its
+    OpenAPI operation still documents the parameters, security and 422; 401/403 come before
+    422; other methods fall through to the documented route (405)."""
+    op = env.client.get("/openapi.json").json()["paths"]["/v1/hero"]["get"]
+    params = {p["name"]: p for p in op["parameters"]}
+    assert params["user_id"]["required"] is True and params["user_id"]["in"] == "query"
+    assert params["user_id"]["schema"]["maxLength"] == 128
+    assert params["placement"]["schema"]["enum"] == ["banner", "square", "story"]
+    assert op["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+    assert {"200", "404", "422"} <= set(op["responses"])
+    assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/HeroPublic"
+    }
+    assert env.client.get("/v1/hero").status_code == 401
+    assert env.client.get("/v1/hero", headers=env.auth("marketer")).status_code == 403
+    s_key = env.auth("storefront")
+    r = env.client.get("/v1/hero", headers=s_key)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "user_id"]
+    assert set(r.json()) == {"detail", "request_id"}
+    r = env.client.get("/v1/hero", params={"user_id": "u1", "placement": "wall"}, headers=s_key)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "placement"]
+    r = env.client.get("/v1/hero", params={"user_id": "x" * 129}, headers=s_key)
+    assert r.status_code == 422
+    assert env.client.head("/v1/hero", params={"user_id": "u1"}, headers=s_key).status_code == 405
+    r = env.client.get("/v1/hero", params={"user_id": "u1"}, headers={"X-API-Key": s_key[
+        "Authorization"].split(" ", 1)[1]})  # fmt: skip
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert set(body) == {"image_url", "product_id", "variant_id", "impression_id", "policy",
+                         "propensity", "source"}  # fmt: skip
+    assert 0 < body["propensity"] <= 1 and body["image_url"].startswith("/v1/images/")
