@@ -11,15 +11,15 @@ brief's cache entry deletes its scene too (``api.services.privacy``).
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from data.files import atomic_write_bytes
 from genservice.brief import Placement
 from genservice.compose import PlacedProduct, remove_ghosts
 
@@ -59,17 +59,9 @@ class SceneStore:
 
     def put(self, brief_hash: str, scene: Image.Image) -> Path:
         """Write ``scene`` (RGB PNG) for ``brief_hash``; returns its path."""
-        path = self.path(brief_hash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".scene-", suffix=".png")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                scene.convert("RGB").save(fh, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        buf = io.BytesIO()
+        scene.convert("RGB").save(buf, format="PNG")
+        return atomic_write_bytes(self.path(brief_hash), buf.getvalue())
 
     def keep(
         self,
