@@ -5,6 +5,13 @@ A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second;
 takes one. An empty bucket answers 429 with ``Retry-After`` (whole seconds until a token is
 back). The in-memory limiter is per process; the Redis limiter shares buckets between
 replicas (one atomic Lua script per request).
+
+Several worker processes (``tailorshot serve --workers N``) with the memory backend: each
+process keeps its own buckets and the kernel spreads connections over the processes, so a
+key (or an address) may get up to N times its configured rate and burst. Set
+``api.rate_limit_backend = "redis"`` (``TAILORSHOT_API__RATE_LIMIT_BACKEND=redis``) for limits
+that hold across workers and replicas; it costs a Redis round trip per request, off the
+event loop.
 """
 
 from __future__ import annotations

@@ -209,7 +209,8 @@ class ImpressionBuffer:
                 return False
             self._rows.append(row)
             self._ids.add(row["id"])
-            if len(self._rows) >= self.max_rows:
+            n = len(self._rows)
+            if n == 1 or n >= self.max_rows:  # a batch starts (its clock runs) or is full
                 self._cond.notify()
         return True
 
@@ -285,8 +286,16 @@ class ImpressionBuffer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._stop and len(self._rows) < self.max_rows:
-                    self._cond.wait(self.interval_s)
+                while not self._stop and not self._rows:
+                    self._cond.wait()  # idle: no wake-ups until a row arrives
+                # The batch collects rows for interval_s, or until it is full (other
+                # notifications, e.g. a new batch after a click's flush, do not cut it short).
+                deadline = time.monotonic() + self.interval_s
+                while not self._stop and len(self._rows) < self.max_rows:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 stop = self._stop
             try:
                 self.flush()
