@@ -122,13 +122,13 @@ class Event(SQLModel, table=True):
     """One browse or purchase event. ``event_id`` is the store's id (idempotency key).
 
     The references to ``user`` and ``product`` are foreign keys on SQLite only. On PostgreSQL
-    a foreign key costs a trigger and a locking query per inserted row (60 % of the server's
-    time in a bulk import), so this append-only log checks its references per chunk instead:
-    the bulk writer locks the referenced users and anti-joins users and products
-    (``data/ingest/event_writers.py``), the API checks products and creates users before it
-    inserts, and erasure locks the user row before deleting the events
-    (``api/services/erasure.py``). ``data.db.init_db`` drops the two constraints from
-    databases created before.
+    a foreign key costs a trigger and a locking query per inserted row (server CPU per million
+    imported events: 34.4 s with them, 20.6 s without), so this append-only log is checked per
+    chunk instead: the bulk writer anti-joins each chunk against users and products and
+    refuses rows whose reference is gone (``data/ingest/event_writers.py``), an advisory lock
+    orders its chunks against erasure (``data.db.exclude_event_imports``), and the API checks
+    products and creates users before it inserts. ``data.db.init_db`` drops the two
+    constraints from databases created before.
     """
 
     __table_args__ = (

@@ -26,13 +26,19 @@ Per chunk of ``chunk_size`` input rows, one transaction:
   file, and a re-import restores them). Foreign keys stay checked.
 - PostgreSQL: the chunk is written as CSV by pyarrow and sent with one ``COPY`` into a
   temporary staging table (rows vanish at commit), then one ``INSERT ... SELECT ... ON CONFLICT
-  DO NOTHING`` for users and one for events. The transaction commits with
-  ``synchronous_commit=off``: a server crash may lose the last chunks committed in the
-  previous ~0.6 s (never a half chunk, never corruption; a re-import restores them).
+  DO NOTHING`` for users, one anti-join that refuses staged rows whose user or product is gone
+  (the event table has no foreign keys there: per-row trigger checks were 40 % of the
+  server's CPU; see ``data.models.Event``), and one ``INSERT ... ON CONFLICT DO NOTHING`` for
+  events. Two connections write chunks at once (``writer_threads``), so the server's work
+  (~80 % of the import's CPU) uses both cores of a small machine; chunks may then commit out
+  of order. The transaction commits with ``synchronous_commit=off``: a server crash may lose
+  the last chunks committed in the previous ~0.6 s (never a half chunk, never corruption; a
+  re-import restores them).
 
-Memory is bounded by a chunk and a byte block (8 MB), the sku -> product id cache (at most the
-catalog), the user ids known to exist (both capped) and 8 bytes per event id (a 64-bit hash in
-a sorted numpy block, to report duplicates inside the file): 8 MB per million events.
+Memory is bounded by three chunks (one being read, two being written) and a byte block
+(8 MB), the sku -> product id cache (at most the catalog), the user ids known to exist (both
+capped) and 8 bytes per event id (a 64-bit hash in a sorted numpy block, to report duplicates
+inside the file): 8 MB per million events.
 """
 
 from __future__ import annotations
