@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -11,6 +12,8 @@ from genservice.brandkit import BrandKit
 
 #: The default model folder: the trained embedded model lands here (embedded-models issue).
 DEFAULT_MODEL = "data/models/sd-tiny"
+#: The embedded scene model (product-free backdrops; ``genservice.training.scene_model``).
+DEFAULT_SCENE_MODEL = "data/models/sd-tiny-scenes"
 
 
 class GenerationConfig(BaseModel):
@@ -96,12 +99,29 @@ class GenerationConfig(BaseModel):
     #: composition; None: ``brand_kit_file`` (default ``<home>/brand_kit.json``) if it exists.
     brand_kit: BrandKit | None = None
     brand_kit_file: str | None = None
+    #: The model that draws a hero's product-free scene (issue 15): "auto" = the embedded
+    #: scene model (``data/models/sd-tiny-scenes``: sd-tiny fine-tuned on backdrops by
+    #: ``genservice.training.scene_model``) when ``model`` is the embedded default and that
+    #: folder exists, else ``model``; "" = ``model``; else a folder or hub id.
+    scene_model: str = "auto"
+
+    @property
+    def scene_model_resolved(self) -> str:
+        """The model that draws scenes (see ``scene_model``)."""
+        if self.scene_model == "auto":
+            root = Path(__file__).resolve().parents[1]
+            ok = self.model == DEFAULT_MODEL and (root / DEFAULT_SCENE_MODEL).is_dir()
+            return DEFAULT_SCENE_MODEL if ok else self.model
+        return self.scene_model or self.model
 
     @property
     def model_identity(self) -> str:
-        """``model`` plus the adapters in use (``model+lora:name@scale``, sorted), the model id
-        a brief names: switching adapters changes the brief hash, so no stale cached hero."""
+        """``model`` plus the adapters in use (``model+lora:name@scale``, sorted) and the scene
+        model when it is another one (``+scenes:folder``), the model id a brief names:
+        switching adapters or scene model changes the brief hash, so no stale cached hero."""
         parts = [self.model, *(f"lora:{n}@{s:g}" for n, s in sorted(self.loras.items()))]
+        if self.scene_model_resolved != self.model:
+            parts.append(f"scenes:{self.scene_model_resolved}")
         return "+".join(parts)
 
     @field_validator("loras")

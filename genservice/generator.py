@@ -18,7 +18,6 @@ import numpy as np
 from PIL import Image
 
 from data.files import under_home
-from genservice import vocab
 from genservice.backends.base import (
     Backend,
     CancelFn,
@@ -54,6 +53,7 @@ from genservice.errors import GenerationError
 from genservice.metadata import hero_metadata
 from genservice.prompts import BuiltPrompt, PromptBuilder, sanitize_text
 from genservice.safety import SafetyChecker, enforce_safe, make_checker
+from genservice.scene_prompt import backdrop_prompt, known_words_only
 from genservice.scenes import SceneStore
 from genservice.storage import ImageStore, LocalImageStore, encode_image
 
@@ -209,10 +209,14 @@ class HeroGenerator:
         prompt_builder: PromptBuilder | None = None,
         scenes: SceneStore | None = None,
         imaging: HeroImaging | None = None,
+        scene_backend: Backend | None = None,
     ) -> None:
         """``imaging``: the learned delivery path (cut-out, restoration, ghost-free scenes,
         light match, contact shadow; :meth:`from_config` wires it). Without it the classic
-        path runs: colour-key cut-out, inpainting around the product, bicubic scene."""
+        path runs: colour-key cut-out, inpainting around the product, bicubic scene.
+        ``scene_backend``: the model that draws product-free scenes (``generation.scene_model``,
+        :meth:`scene_request`); None = ``backend``."""
+        self.scene_backend = scene_backend or backend
         self.imaging = imaging
         self.backend = backend
         self.store = store
@@ -239,6 +243,13 @@ class HeroGenerator:
 
         home = Path(home)
         backend = DiffusersBackend(config, home=home, build_fallback=build_fallback)
+        scene_backend = None
+        if config.scene_model_resolved != config.model:
+            # Same settings (adapters, scheduler, device), another folder: product-free scenes.
+            scene_config = config.model_copy(
+                update={"model": config.scene_model_resolved, "scene_model": ""}
+            )
+            scene_backend = DiffusersBackend(scene_config, home=home)
         store = LocalImageStore(Path(config.image_store_dir or home / "images"))
         cache = ResultCache(
             Path(config.result_cache_file or home / "cache" / "results.sqlite"), store=store
@@ -256,6 +267,7 @@ class HeroGenerator:
             config=config,
             home=home,
             imaging=HeroImaging.default(),
+            scene_backend=scene_backend,
             scenes=SceneStore(home / "scenes"),
         )
 
@@ -374,7 +386,9 @@ class HeroGenerator:
                 mask_image=mask,
             )
         use_refs = bool(brief.references or brief.reference_embedding_ids)
-        if use_refs and not self.backend.supports_ip_adapter:
+        # The delivery path's request goes to the scene model.
+        drawer = self.scene_backend if self.imaging is not None else self.backend
+        if use_refs and not drawer.supports_ip_adapter:
             if self.config.require_ip_adapter:
                 raise GenerationError(
                     "brief.references: this model has no IP-Adapter and "
@@ -382,7 +396,7 @@ class HeroGenerator:
                 )
             log.warning(
                 "model %s has no IP-Adapter: ignoring %d reference(s) of brief %s",
-                self.backend.model_id,
+                drawer.model_id,
                 len(brief.references) + len(brief.reference_embedding_ids),
                 brief.brief_hash[:12],
             )
@@ -395,7 +409,7 @@ class HeroGenerator:
             request.ip_adapter_scale = self.config.ip_adapter_scale
         elif use_refs and brief.reference_embedding_ids:
             ids = list(brief.reference_embedding_ids)
-            request.ip_adapter_image_embeds = [self.backend.embeds_by_id(ids)]
+            request.ip_adapter_image_embeds = [drawer.embeds_by_id(ids)]
             request.ip_adapter_scale = self.config.ip_adapter_scale
         t2 = time.perf_counter()
         timings = {"prompt_s": t1 - t0, "prepare_s": t2 - t1}
@@ -404,13 +418,13 @@ class HeroGenerator:
     def scene_request(self, brief: CreativeBrief, prompt: BuiltPrompt) -> GenerationRequest:
         """The delivery path's product-free scene request: :func:`backdrop_prompt` of
         ``prompt`` on a canvas at the model's native scale (:func:`scene_canvas` of the
-        brief's placement), the brief's seed. Edits' generated backgrounds use it too."""
-        canvas = scene_canvas(
-            brief.placement, native=self.backend.native_size, multiple=self.backend.size_multiple
-        )
+        brief's placement), the brief's seed. Edits' generated backgrounds use it too. Run it
+        on :attr:`scene_backend` (the scene model)."""
+        be = self.scene_backend
+        canvas = scene_canvas(brief.placement, native=be.native_size, multiple=be.size_multiple)
         return GenerationRequest(
             prompt=backdrop_prompt(prompt),
-            negative_prompt=prompt.negative_prompt,
+            negative_prompt=known_words_only(prompt.negative_prompt, be.count_tokens),
             width=canvas[0],
             height=canvas[1],
             num_inference_steps=self.config.num_inference_steps,
@@ -550,7 +564,8 @@ class HeroGenerator:
                 for i in idx:
                     results[i] = exc
         if prepared:
-            outs = self.backend.generate_batch(
+            drawer = self.scene_backend if self.imaging is not None else self.backend
+            outs = drawer.generate_batch(
                 [p.request for p in prepared], progress=progress, should_cancel=should_cancel
             )
             for prep, out in zip(prepared, outs, strict=True):
@@ -575,23 +590,3 @@ class HeroGenerator:
     def cached(self, brief_hash: str) -> CachedResult | None:
         """The cached result for a brief hash, if any (never generates)."""
         return self.cache.get(brief_hash)
-
-
-#: At most this many style terms describe a scene (setting and lighting first).
-BACKDROP_MAX_TERMS = 6
-
-
-def backdrop_prompt(prompt: BuiltPrompt) -> str:
-    """A product-free prompt for the scene: the brief's clean style terms only (setting,
-    light, mood), settings spelled as the model's captions spell them ("on a beach"); the
-    product comes from the catalog photo, never from the model. Falls back to the full prompt.
-
-    The scene has no product title to fit beside it, so terms the product prompt dropped for
-    its token budget are eligible again; setting and lighting terms go first so that a short
-    text encoder (sd-tiny: 32 tokens) keeps them."""
-    phrases = vocab.setting_phrases()
-    scene_words = set(vocab.settings()) | set(vocab.lighting())
-    terms = list(dict.fromkeys([*prompt.terms_used, *prompt.terms_dropped]))
-    terms.sort(key=lambda t: t not in scene_words)  # stable: weight order within each group
-    words = [phrases.get(t, t) for t in terms[:BACKDROP_MAX_TERMS]]
-    return ", ".join(words) if words else prompt.prompt

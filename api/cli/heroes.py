@@ -53,15 +53,13 @@ def run_hero_evaluation(
     from PIL import Image
     from tqdm import tqdm
 
-    from data.demo.attributes import LIGHTING, SETTINGS, caption_for
-    from data.demo.build import DELIVERY_IMAGE_SIZE, product_image_path, render_seed
-    from data.demo.render import contact_sheet, on_studio_background, render_product
-    from data.demo.world import build_world, category_title
+    from data.demo.attributes import LIGHTING, SETTINGS
+    from data.demo.render import contact_sheet
     from genservice.backends.base import GenerationRequest
     from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
     from genservice.cache import ResultCache
     from genservice.compose import crop_to_aspect, plan_scene_layout, scene_canvas
-    from genservice.generator import HeroGenerator, backdrop_prompt
+    from genservice.generator import HeroGenerator
     from genservice.imaging.cutout import cut_out_product, default_model
     from genservice.judges import SettingJudge, judge_input
     from genservice.storage import LocalImageStore
@@ -69,7 +67,6 @@ def run_hero_evaluation(
         cutout_report,
         ghost_found,
         mask_cases,
-        sharpness_ratio,
     )
 
     config = settings.generation
@@ -94,7 +91,7 @@ def run_hero_evaluation(
     gen.store = LocalImageStore(work / "images")
     gen.cache = ResultCache(":memory:")
     assert gen.imaging is not None
-    backend = gen.backend
+    backend = gen.scene_backend  # the scene model, as the hero path uses it
     placement = PLACEMENTS["banner"]
     canvas = scene_canvas(
         placement,
@@ -105,32 +102,22 @@ def run_hero_evaluation(
         (SETTINGS[i % len(SETTINGS)], LIGHTING[(i // len(SETTINGS)) % len(LIGHTING)])
         for i in range(n)
     ]
-    prompts = []
-    for s_name, l_name in asks:
+    requests: list[GenerationRequest] = []
+    for q, (s_name, l_name) in enumerate(asks):
         brief = CreativeBrief(
             product=ProductRef(id="0", title="product", image="-", category="mug"),
             placement=placement,
             style_terms=(StyleTerm(s_name, 2.0), StyleTerm(l_name, 1.5)),
-            seed=seed,
+            seed=seed + q,
             model_id=config.model_identity,
         )
-        prompts.append(backdrop_prompt(gen.prompt_builder.build(brief)))
+        # Exactly what the hero path asks for (negative prompt included).
+        requests.append(gen.scene_request(brief, gen.prompt_builder.build(brief)))
     batch = max(1, int(config.max_batch))
     natives: list[Image.Image] = []
     t_scenes = time.perf_counter()
     for i in tqdm(range(0, n, batch), desc="scenes", disable=not progress):
-        reqs = [
-            GenerationRequest(
-                prompt=prompts[k],
-                width=canvas[0],
-                height=canvas[1],
-                num_inference_steps=config.num_inference_steps,
-                guidance_scale=config.guidance_scale,
-                seed=seed + k,
-            )
-            for k in range(i, min(n, i + batch))
-        ]
-        natives += [o.image for o in backend.generate_batch(reqs)]
+        natives += [o.image for o in backend.generate_batch(requests[i : i + batch])]
     scenes_s = time.perf_counter() - t_scenes
     from genservice.compose import find_ground, remove_ghosts
 
@@ -168,6 +155,9 @@ def run_hero_evaluation(
     report["scenes"] = {
         "n": n,
         "canvas": f"{canvas[0]}x{canvas[1]}",
+        "scene_model": config.scene_model_resolved,
+        "example_prompt": requests[0].prompt,
+        "negative_prompt": requests[0].negative_prompt,
         "setting_accuracy": _acc(ps, want_s),
         "setting_accuracy_before_ghost_removal": _acc(ps_raw, want_s),
         "lighting_accuracy": _acc(pl, want_l),
@@ -177,72 +167,37 @@ def run_hero_evaluation(
         "seconds_per_scene": round(scenes_s / n, 3),
     }
 
-    # 3. Full heroes of demo products (the demo catalog's renders, at delivery size).
-    world = build_world(seed=0, n_users=1)
-    (work / "catalog").mkdir(parents=True, exist_ok=True)
-    heroes, captions = [], []
-    rows: list[dict[str, Any]] = []
-    from_home = 0
-    names = ["banner", "square", "story"]
-    for i in tqdm(range(n_heroes), desc="heroes", disable=not progress):
-        j = (i * 37) % len(world.products)
-        p = world.products[j]
-        # The demo home's own catalog photo when there is one (``make demo``), else the same
-        # render made here.
-        path = Path(settings.home) / product_image_path(p.sku)
-        if path.is_file():
-            from_home += 1
-        else:
-            path = work / "catalog" / f"{p.sku}.png"
-            rgba = render_product(
-                p.attributes, category=p.category, size=DELIVERY_IMAGE_SIZE, seed=render_seed(0, j)
-            )
-            on_studio_background(rgba).save(path)
-        s_name, l_name = SETTINGS[(i * 3) % len(SETTINGS)], LIGHTING[(i * 5) % len(LIGHTING)]
-        brief = CreativeBrief(
-            product=ProductRef(
-                id=p.sku,
-                title=caption_for(p.attributes, p.category),
-                image=str(path.resolve()),
-                category=category_title(p.category),
-            ),
-            placement=PLACEMENTS[names[i % 3]],
-            style_terms=(StyleTerm(s_name, 2.0), StyleTerm(l_name, 1.5)),
-            seed=seed + i,
-            model_id=config.model_identity,
-        )
-        t0 = time.perf_counter()
-        prep = gen._prepare(brief)
-        out = backend.generate_batch([prep.request])[0]
-        res = gen._finish(prep, out)
-        hero_s = time.perf_counter() - t0
-        assert prep.placed is not None and prep.scene is not None and prep.cut is not None
-        hero = Image.open(gen.store.path(res.image_key)).convert("RGB")  # type: ignore[attr-defined]
-        _x, _y, w, h = prep.placed.box
-        rows.append(
-            {
-                "sku": p.sku,
-                "placement": brief.placement.name,
-                "setting": s_name,
-                "lighting": l_name,
-                "setting_judged": (
-                    judge.predict(judge_input(prep.scene.native)[None])[0][0] if judge else None
-                ),
-                "product_upscale": round(prep.placed.upscale, 4),
-                "product_source_ratio": round(max(w / prep.cut.size[0], h / prep.cut.size[1]), 4),
-                "sharpness_vs_bicubic": round(
-                    sharpness_ratio(prep.scene.delivered, prep.scene.native), 3
-                ),
-                "ghost": ghost_found(model.saliency(hero), prep.placed.box),
-                "gain": prep.placed.gain_str,
-                "seconds": round(hero_s, 2),
-            }
-        )
-        heroes.append(hero)
-        captions.append(f"{p.sku} {brief.placement.name}: {s_name}, {l_name}")
+    # 3. Full heroes of demo products as served (cached under <home>/cache/heroeval).
+    rows, heroes, captions = hero_rows(
+        settings, gen, n_heroes=n_heroes, seed=seed, judge=judge, model=model, progress=progress
+    )
     if rows:
+        judged = [r for r in rows if r["setting_judged"] is not None]
         report["heroes"] = {
             "n": len(rows),
+            "setting_accuracy": _acc(
+                [r["setting_judged"] for r in judged], [r["setting"] for r in judged]
+            )
+            if judged
+            else None,
+            "setting_accuracy_scene_only": _acc(
+                [r["setting_judged_scene"] for r in judged], [r["setting"] for r in judged]
+            )
+            if judged
+            else None,
+            "lighting_accuracy": _acc(
+                [r["lighting_judged"] for r in judged], [r["lighting"] for r in judged]
+            )
+            if judged
+            else None,
+            "setting_accuracy_per_setting": {
+                s: round(
+                    float(np.mean([r["setting_judged"] == s for r in judged if r["setting"] == s])),
+                    3,
+                )
+                for s in SETTINGS
+                if any(r["setting"] == s for r in judged)
+            },
             "ghost_rate": round(float(np.mean([r["ghost"] for r in rows])), 4),
             "max_product_upscale": max(r["product_upscale"] for r in rows),
             "max_product_source_ratio": max(r["product_source_ratio"] for r in rows),
@@ -251,12 +206,14 @@ def run_hero_evaluation(
                 float(np.mean([r["sharpness_vs_bicubic"] for r in rows])), 3
             ),
             "seconds_per_hero": round(float(np.mean([r["seconds"] for r in rows])), 2),
-            "product_photos_from_home": from_home,
+            "from_cache": sum(r["cached"] for r in rows),
+            "product_photos_from_home": sum(r["photo_from_home"] for r in rows),
             "rows": rows,
         }
         if sheet is not None:
             sheet.parent.mkdir(parents=True, exist_ok=True)
-            contact_sheet(heroes, captions, cols=3, cell=400, caption_lines=2).save(sheet)
+            k = min(len(heroes), SHEET_HEROES)
+            contact_sheet(heroes[:k], captions[:k], cols=3, cell=400, caption_lines=2).save(sheet)
             report["contact_sheet"] = str(sheet)
     summary = {
         "cutout_iou": cut["all"]["cutout_iou"],  # type: ignore[index]
@@ -265,7 +222,10 @@ def run_hero_evaluation(
         "ghost_rate": report["heroes"]["ghost_rate"]
         if rows
         else report["scenes"]["ghost_rate_native"],
-        "setting_accuracy": report["scenes"]["setting_accuracy"],
+        # On full heroes as served when there are any (the goal), else on bare scenes.
+        "setting_accuracy": report["heroes"]["setting_accuracy"]
+        if rows
+        else report["scenes"]["setting_accuracy"],
     }
     if rows:
         summary["max_product_upscale"] = report["heroes"]["max_product_upscale"]
@@ -281,6 +241,185 @@ def run_hero_evaluation(
     return report
 
 
+#: Bump when what a cached hero row holds changes (the code and weights are hashed too).
+HERO_EVAL_VERSION = 1
+#: Heroes on the contact sheet (``--sheet``).
+SHEET_HEROES = 12
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fingerprint(config: Any) -> str:
+    """Hash of what makes a hero: the hero path's code, the scene model's and the judges'
+    weights (a changed file invalidates every cached row)."""
+    import hashlib
+
+    h = hashlib.sha256(str(HERO_EVAL_VERSION).encode())
+    scene_dir = Path(config.scene_model_resolved)
+    scene_dir = scene_dir if scene_dir.is_absolute() else _ROOT / scene_dir
+    files = [
+        *sorted((_ROOT / "genservice").glob("generator.py")),
+        *sorted((_ROOT / "genservice").glob("compose.py")),
+        *sorted((_ROOT / "genservice" / "imaging").glob("*.py")),
+        *sorted((_ROOT / "data" / "models" / "hero-judges").glob("*.pt")),
+        *sorted(scene_dir.glob("unet/*.safetensors")),
+        *sorted(scene_dir.glob("text_encoder/*.safetensors")),
+    ]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def hero_rows(
+    settings: Any,
+    gen: Any,
+    *,
+    n_heroes: int,
+    seed: int,
+    judge: Any,
+    model: Any,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], list[Any], list[str]]:
+    """``n_heroes`` full heroes of demo products as the hero path serves them (the demo
+    home's catalog photo, a setting, a lighting and the product's style; banner, square and
+    story in turn), each measured: the judge's setting and lighting on the whole hero (and on
+    the scene alone), product enlargement, sharpness against bicubic, ghosts (U^2-Net-p on
+    the hero outside the product box). Rows and 400-px thumbnails are cached under
+    ``<home>/cache/heroeval`` by brief, request, code and weights: a rerun only reads them.
+    Returns (rows, thumbnails, captions)."""
+    import hashlib
+    import json
+    import time
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from data.demo.attributes import LIGHTING, SETTINGS, caption_for
+    from data.demo.build import DELIVERY_IMAGE_SIZE, product_image_path, render_seed
+    from data.demo.render import on_studio_background, render_product
+    from data.demo.world import build_world, category_title
+    from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
+    from genservice.judges import judge_input
+    from genservice.training.heroeval import ghost_found, sharpness_ratio
+
+    config = gen.config
+    cache = Path(settings.home) / "cache" / "heroeval"
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(gen.home) / "catalog"
+    work.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(config) if n_heroes else ""
+    world = build_world(seed=0, n_users=1)
+    names = ["banner", "square", "story"]
+    rows: list[dict[str, Any]] = []
+    thumbs: list[Any] = []
+    captions: list[str] = []
+    for i in tqdm(range(n_heroes), desc="heroes", disable=not progress):
+        j = (i * 37) % len(world.products)
+        p = world.products[j]
+        # The demo home's own catalog photo when there is one (``make demo``), else the same
+        # render made here.
+        path = Path(settings.home) / product_image_path(p.sku)
+        from_home = path.is_file()
+        if not from_home:
+            path = work / f"{p.sku}.png"
+            if not path.is_file():
+                rgba = render_product(
+                    p.attributes,
+                    category=p.category,
+                    size=DELIVERY_IMAGE_SIZE,
+                    seed=render_seed(0, j),
+                )
+                on_studio_background(rgba).save(path)
+        s_name, l_name = SETTINGS[(i * 3) % len(SETTINGS)], LIGHTING[(i * 5) % len(LIGHTING)]
+        terms = [StyleTerm(s_name, 2.0), StyleTerm(l_name, 1.5)]
+        if p.attributes.get("style"):
+            terms.append(StyleTerm(str(p.attributes["style"]), 1.0))
+        brief = CreativeBrief(
+            product=ProductRef(
+                id=p.sku,
+                title=caption_for(p.attributes, p.category),
+                image=str(path.resolve()),
+                category=category_title(p.category),
+            ),
+            placement=PLACEMENTS[names[i % 3]],
+            style_terms=tuple(terms),
+            seed=seed + i,
+            model_id=config.model_identity,
+        )
+        request = gen.scene_request(brief, gen.prompt_builder.build(brief))
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    fp,
+                    brief.brief_hash,
+                    request.prompt,
+                    request.negative_prompt,
+                    request.num_inference_steps,
+                    request.guidance_scale,
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                ]
+            ).encode()
+        ).hexdigest()[:32]
+        row_file, thumb_file = cache / f"{key}.json", cache / f"{key}.jpg"
+        caption = f"{p.sku} {brief.placement.name}: {s_name}, {l_name}"
+        if row_file.is_file() and thumb_file.is_file():
+            row = json.loads(row_file.read_text())
+            row["cached"] = True
+            rows.append(row)
+            if len(thumbs) < SHEET_HEROES:
+                thumbs.append(Image.open(thumb_file).convert("RGB"))
+                captions.append(caption)
+            continue
+        t0 = time.perf_counter()
+        prep = gen._prepare(brief)
+        out = gen.scene_backend.generate_batch([prep.request])[0]
+        res = gen._finish(prep, out)
+        hero_s = time.perf_counter() - t0
+        assert prep.placed is not None and prep.scene is not None and prep.cut is not None
+        stored = Path(gen.store.path(res.image_key))
+        hero = Image.open(stored).convert("RGB")
+        stored.unlink()  # measured below; 200 heroes would fill the temporary store
+        _x, _y, w, h = prep.placed.box
+        if judge is not None:
+            (s_hero, l_hero), s_scene = (
+                judge.predict(judge_input(hero)[None]),
+                judge.predict(judge_input(prep.scene.native)[None])[0],
+            )
+            judged = (s_hero[0], l_hero[0], s_scene[0])
+        else:
+            judged = (None, None, None)
+        row = {
+            "sku": p.sku,
+            "placement": brief.placement.name,
+            "prompt": request.prompt,
+            "setting": s_name,
+            "lighting": l_name,
+            "setting_judged": judged[0],
+            "lighting_judged": judged[1],
+            "setting_judged_scene": judged[2],
+            "product_upscale": round(prep.placed.upscale, 4),
+            "product_source_ratio": round(max(w / prep.cut.size[0], h / prep.cut.size[1]), 4),
+            "sharpness_vs_bicubic": round(
+                sharpness_ratio(prep.scene.delivered, prep.scene.native), 3
+            ),
+            "ghost": ghost_found(model.saliency(hero), prep.placed.box),
+            "ghost_frac_native": round(prep.scene.ghost_frac, 4),
+            "gain": prep.placed.gain_str,
+            "seconds": round(hero_s, 2),
+            "photo_from_home": from_home,
+        }
+        row_file.write_text(json.dumps(row))
+        thumb = hero.copy()
+        thumb.thumbnail((400, 400), Image.Resampling.LANCZOS)
+        thumb.save(thumb_file, quality=90)
+        row["cached"] = False
+        rows.append(row)
+        if len(thumbs) < SHEET_HEROES:
+            thumbs.append(thumb)
+            captions.append(caption)
+    return rows, thumbs, captions
+
+
 @evaluate_app.command("heroes")
 def heroes(
     n: int = typer.Option(200, "--n", help="Scenes generated for setting and ghost figures."),
@@ -288,7 +427,9 @@ def heroes(
         20, "--n-cutout", help="Cut-out cases of each kind (studio, photo composite)."
     ),
     n_heroes: int = typer.Option(
-        6, "--n-heroes", help="Full heroes (restored, composed) for the delivery figures."
+        200,
+        "--n-heroes",
+        help="Full heroes as served (restored, composed; cached under HOME/cache/heroeval).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the cases, scenes and heroes."),
     steps: int | None = typer.Option(None, "--steps", help="Override denoising steps."),
@@ -315,7 +456,7 @@ def heroes(
             seed=seed,
             steps=steps,
             sheet=sheet,
-            progress=not as_json,
+            progress=True,  # bars on stderr; the JSON goes to stdout
         )
     except FileNotFoundError as exc:
         fail(str(exc))
