@@ -1,4 +1,4 @@
-"""``tailorshot batch embed | variants | personalize``: catalog-scale production on Ray Data
+"""``tailorshot batch embed | variants | personalize | cover``: catalog-scale production on Ray Data
 (``--executor ray``, the default: a local Ray on this machine, or a cluster with
 ``--address`` / ``RAY_ADDRESS``) or in this process (``--executor local``). Each command is
 resumable (a rerun skips what is done, keyed by brief or content hash), shows progress and
@@ -134,6 +134,23 @@ def variants(
     finally:
         _shutdown(executor)
     _report(out.as_dict(), as_json)
+
+
+@batch_app.command("cover")
+def cover(as_json: bool = _JSON) -> None:
+    """Recompose, from kept scenes and without a diffusion run, every placement a segment (or
+    the generic pool) has no approved variant at, from its newest approved variant."""
+    from api.batch.cover import run_cover
+
+    settings = load_settings()
+    out = run_cover(settings, open_engine(settings)).as_dict()
+    if as_json:
+        print_json(out)
+        return
+    typer.echo(" ".join(f"{k}={out[k]}" for k in ("owners", "recomposed", "retired", "seconds")))
+    for owner, refused in sorted(out["refused"].items()):
+        for placement, why in sorted(refused.items()):
+            typer.echo(f"still refused: {owner} at {placement}: {why}")
 
 
 @batch_app.command("personalize")
