@@ -37,6 +37,7 @@ from api.logging import get_logger
 from api.metrics import ApiMetrics
 from api.services.erasure import ErasureGuard
 from api.services.hero_snapshot import (
+    MEMBERS_STAMP_LEN,
     Candidate,
     CandidateSnapshot,
     ClickStats,
@@ -65,6 +66,9 @@ _IMPRESSIONS = Impression.__table__  # type: ignore[attr-defined]
 #: Seconds between polls of the state stamp (changes by any process are served within this
 #: plus one reload).
 POLL_S = 0.5
+#: Seconds between reads of the membership part of the stamp (a full scan; rebuilds and
+#: erasures also change the cheap part, so they show within ``POLL_S``).
+MEMBERSHIP_POLL_S = 5.0
 #: The impression buffer: flushed every ``FLUSH_S`` seconds or at ``FLUSH_ROWS`` rows; beyond
 #: ``BUFFER_CAPACITY`` queued rows requests write their impression synchronously.
 FLUSH_S = 0.05
@@ -279,13 +283,19 @@ class HeroService:
     def _refresh_loop(self) -> None:
         """Every ``POLL_S``: reload the snapshot when the state stamp changed (or it is older
         than ``candidates_ttl_s``), and the click statistics every ``stats_ttl_s``."""
+        members_at = time.monotonic()  # the snapshot's load read the membership stamp
         while not self._stop.wait(POLL_S):
             try:
+                snap = self._snapshot
+                now = time.monotonic()
+                full = snap is None or now - members_at >= MEMBERSHIP_POLL_S
+                cached = None if full else snap.version[-MEMBERS_STAMP_LEN:]  # type: ignore[union-attr]
                 with self.engine.connect() as conn:
-                    version = state_version(conn)
+                    version = state_version(conn, cached)
                     if self.stats.due():
                         self.stats.reload(conn)
-                snap = self._snapshot
+                if full:
+                    members_at = now
                 age = time.monotonic() - self._loaded_at
                 if snap is None or snap.version != version or age > self.cfg.candidates_ttl_s:
                     self._reload()

@@ -203,3 +203,35 @@ def test_buffered_rows_are_stored_as_a_core_insert_stores_them(tmp_path: Path) -
             fast = s.get(Impression, "fast")
             assert fast is not None and fast.candidates == [["3", 0.85], ["9", 0.15]]
             assert fast.ts.replace(tzinfo=None) == now.replace(tzinfo=None)
+
+
+def test_a_rebuild_or_an_erasure_is_seen_without_the_membership_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresher reads the membership stamp (a full scan) rarely; a segment rebuild
+    (memberships replaced, segments' ``updated_at`` stamped) changes the cheap part of the
+    stamp, so the new membership is served within a poll or two."""
+    import time
+
+    from sqlalchemy import update
+
+    from api.services.hero_snapshot import membership_stamp, state_version
+    from data.models import Segment, SegmentMembership, utcnow
+
+    monkeypatch.setattr(hero_module, "MEMBERSHIP_POLL_S", 3600.0)
+    for env in build_env(tmp_path, personalize=False, **MEMORY):
+        hero, engine = env.comps.hero, env.comps.engine
+        hero.start()
+        snap = hero._snapshot
+        assert snap is not None and "u3" not in snap.segment_of
+        with engine.connect() as conn:
+            assert state_version(conn, membership_stamp(conn)) == state_version(conn)
+        seg_id = snap.segment_of["u1"]
+        with Session(engine) as s:  # what a rebuild writes, from "another process"
+            s.add(SegmentMembership(user_id="u3", segment_id=seg_id, score=0.5))
+            s.execute(update(Segment).where(Segment.id == seg_id).values(updated_at=utcnow()))  # type: ignore[arg-type]
+            s.commit()
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and "u3" not in hero._snapshot.segment_of:  # type: ignore[union-attr]
+            time.sleep(0.05)
+        assert hero._snapshot.segment_of.get("u3") == seg_id  # type: ignore[union-attr]
