@@ -196,6 +196,8 @@ class VariantPublic(_Out):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    #: The variant this one was recomposed from for its placement (no diffusion run), or None.
+    derived_from: int | None = None
 
 
 class VariantsPublic(BaseModel):

@@ -192,6 +192,9 @@ def test_approving_a_banner_covers_square_and_story_without_diffusion(app: dict[
         assert create.detail["source"] == "recomposed"
         assert create.detail["source_variant_id"] == banner
         assert approve.action == "approve" and approve.detail["source_variant_id"] == banner
+    listed = env["client"].get("/v1/variants", params={"status": "approved"},
+                               headers=env["auth"]("marketer")).json()["data"]  # fmt: skip
+    assert {v["placement"] for v in listed if v["derived_from"] == banner} == {"square", "story"}
     audit = _changes(env, banner)[-1]
     assert audit.action == "approve" and set(audit.detail["coverage"]["derived"]) == {
         "square",
