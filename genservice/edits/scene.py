@@ -45,6 +45,9 @@ MAX_SCENE_TERMS = 8
 MAX_TERM_CHARS = 48
 #: Default contact shadow darkness (``compose.contact_shadow``'s).
 SCENE_SHADOW = 0.45
+#: Most a scene's part above or below its ground line is stretched or squeezed to bring the
+#: ground under the product (:func:`stand_on`).
+MAX_STRETCH = 1.5
 
 
 def scene_terms(prompt: str | None = None, terms: Sequence[str] | None = None) -> list[str]:
@@ -80,13 +83,25 @@ def product_base(alpha: np.ndarray) -> int:
     return int(rows[-1]) + 1
 
 
-def stand_on(scene: np.ndarray, ground: float, base: float) -> np.ndarray:
+def stand_on(
+    scene: np.ndarray, ground: float, base: float, *, max_stretch: float = MAX_STRETCH
+) -> np.ndarray:
     """``scene`` ``(H, W, 3)`` uint8 with its rows remapped piecewise-linearly so that its
     ground line (unit y ``ground``) lands on unit y ``base`` (the product's base): rows above
     the ground are stretched or squeezed into ``[0, base]``, the floor below into
-    ``[base, 1]``; the top and bottom edges stay. Linear interpolation between rows."""
+    ``[base, 1]``; the top and bottom edges stay. Neither part is stretched or squeezed by
+    more than ``max_stretch`` (a floor stretched 3x turns into vertical streaks): beyond it
+    the scene row under the base is the one nearest to ``ground`` within that bound. Linear
+    interpolation between rows."""
     if not (0.0 < ground < 1.0 and 0.0 < base <= 1.0):
         raise ValueError(f"ground, base: expected unit y in (0, 1), got {ground}, {base}")
+    if max_stretch < 1.0:
+        raise ValueError(f"max_stretch: expected >= 1, got {max_stretch}")
+    lo, hi = base / max_stretch, min(base * max_stretch, 1.0)
+    if base < 1.0:
+        lo = max(lo, 1.0 - (1.0 - base) * max_stretch)
+        hi = min(hi, 1.0 - (1.0 - base) / max_stretch)
+    ground = float(np.clip(ground, lo, hi))
     h = scene.shape[0]
     t = (np.arange(h, dtype=np.float64) + 0.5) / h
     if base >= 1.0:

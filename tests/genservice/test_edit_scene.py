@@ -97,12 +97,16 @@ def test_stand_on_moves_the_ground_row_and_keeps_the_ends() -> None:
     row 75; the image's top and bottom edges stay (within half a row); rows stay monotone."""
     ramp = np.repeat(np.arange(100, dtype=np.uint8)[:, None, None], 3, axis=2)
     ramp = np.repeat(ramp, 4, axis=1)
-    out = stand_on(ramp, ground=0.505, base=0.755)  # pixel centres of rows 50 and 75
+    out = stand_on(ramp, ground=0.505, base=0.755, max_stretch=2.5)  # rows 50 and 75
     col = out[:, 0, 0].astype(int)
     assert col[75] == 50 and col[0] == 0 and col[99] >= 98
     assert (np.diff(col) >= 0).all()
     assert col[37] == 25  # upper part stretched by 50/75 (pixel centres)
     assert (stand_on(ramp, 0.5, 0.5) == ramp).all()  # ground already under the base
+    # Bounded: the floor 0.9-1 would be stretched 3x into 0.7-1; at most 1.5x, so the scene
+    # row under the base is 1 - 0.3 / 1.5 = 0.8 (row 80 lands on row 70).
+    bounded = stand_on(ramp, ground=0.905, base=0.705)[:, 0, 0].astype(int)
+    assert bounded[70] == 80 and bounded[0] == 0 and bounded[99] >= 98
     with pytest.raises(ValueError, match="ground, base"):
         stand_on(ramp, 0.0, 0.5)
 
