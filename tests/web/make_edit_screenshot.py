@@ -3,7 +3,8 @@ home (a copy: the run writes an edit job, a draft variant and customisation opti
 served by uvicorn with the in-process worker running the edit job, driven in headless
 Chromium: recolour a demo product, before and after side by side, save a draft.
 
-Run: ``.venv/bin/python tests/web/make_edit_screenshot.py HOME MARKETER_KEY [SKU] [COLOUR]``
+Run: ``.venv/bin/python tests/web/make_edit_screenshot.py HOME MARKETER_KEY [SKU] [COLOUR]
+[PART]`` (PART: a ``--mask-part``, e.g. ``dominant``; default the whole product)
 (HOME: e.g. a ``cp -a`` of ``/work/homes/demo0``; the key from ``tailorshot keys create
 --role marketer``).
 """
@@ -27,6 +28,7 @@ def main(argv: list[str]) -> int:
     home, key = Path(argv[0]), argv[1]
     sku = argv[2] if len(argv) > 2 else "demo-00000"
     colour = argv[3] if len(argv) > 3 else "teal"
+    part = argv[4] if len(argv) > 4 else ""
     port = free_port()
     proc = spawn_uvicorn(port=port, env=live_env(home), cwd=ROOT, app="live_app:create")
     base = f"http://127.0.0.1:{port}"
@@ -45,6 +47,7 @@ def main(argv: list[str]) -> int:
             )
             page.select_option("#edit-op", "recolor")
             page.fill("#edit-colour", colour)
+            page.fill("#edit-part", part)
             page.click("#edit-submit")
             page.wait_for_selector("#edit-after[src]", timeout=300_000)
             page.wait_for_function(
@@ -54,7 +57,7 @@ def main(argv: list[str]) -> int:
             page.wait_for_selector("#edit-save-status[data-variant-id]")
             page.fill("#options-colour", f"{colour}, navy, #1f4fd1")
             page.fill("#options-material", "denim, leather")
-            page.fill("#options-background", "white, #f2efe9")
+            page.fill("#options-background", "white, #f2efe9, beach")
             page.click("#options-form button[type=submit]")
             page.wait_for_function(
                 "() => document.querySelector('#options-status').textContent.includes('navy')"
