@@ -7,7 +7,9 @@ An edit is not held to the hero's bit-exact product rule; its own rule is that p
 the mask never change (bit-exact) and the soft edge stays where it was.
 
 Ops (:data:`EDITS`): ``recolor``, ``material``, ``background``, ``restore``, ``adjust``,
-``remove-background``.
+``remove-background``. ``recolor`` and ``material`` take ``part=`` (a part of the product:
+``genservice.edits.parts``); ``background`` is a studio colour, or with ``prompt=`` /
+``terms=`` and ``generator=`` a scene generated the hero's way (``genservice.edits.scene``).
 """
 
 from __future__ import annotations
