@@ -8,8 +8,8 @@ Timing: one 1024 x 1024 demo render on the studio backdrop; the product mask is 
 (``cutout_s``, U^2-Net-p + matting, cache cleared) and then given to each op, so each op's
 figure is the edit alone; ``restore`` enlarges a 256-px copy x4 to 1024 px. Median of
 ``--repeats``. ``background-prompt`` is a generated scene (``genservice.edits.scene``) from
-"beach, golden hour" by the configured generator (``generation.model``, default the shipped
-sd-tiny; loaded and warmed once before timing, its per-stage seconds reported too). Quality: each product is recoloured to a target cycling through every named
+"beach, golden hour" by the configured generator's scene model (``generation.scene_model``,
+else ``generation.model``; loaded and warmed once before timing; per-stage seconds too). Quality: each product is recoloured to a target cycling through every named
 colour and ``#1f4fd1`` (measures in ``genservice.edits.metrics``) and given a material
 cycling through the named textures. The machine's load average is printed (it may be shared).
 """
@@ -78,7 +78,7 @@ def _timing(repeats: int) -> dict[str, Any]:
     out["background-prompt_stages_s"] = {
         k: round(statistics.median(t[k] for t in stages), 3) for k in stages[0] if k != "mask"
     }
-    out["scene_model"] = f"{gen.backend.model_id} ({gen.config.num_inference_steps} steps)"
+    out["scene_model"] = f"{gen.scene_backend.model_id} ({gen.config.num_inference_steps} steps)"
     return out
 
 
@@ -93,6 +93,7 @@ def _generator() -> Any:
     home = tempfile.mkdtemp(prefix="bench-edits-")
     gen = HeroGenerator.from_config(Settings().generation, home=home)
     gen.backend.load()
+    gen.scene_backend.load()
     return gen
 
 

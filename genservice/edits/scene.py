@@ -181,7 +181,8 @@ def generated_background(
     built = generator.prompt_builder.build(brief)
     request = generator.scene_request(brief, built)
     t1 = time.perf_counter()
-    out = generator.backend.generate(request, progress=progress, should_cancel=should_cancel)
+    drawer = generator.scene_backend  # the scene model (the hero's model when none is set)
+    out = drawer.generate(request, progress=progress, should_cancel=should_cancel)
     t2 = time.perf_counter()
     info, _ghosts = generator.deliver_scene(out.image, placement)
     base = product_base(alpha)
@@ -211,6 +212,6 @@ def generated_background(
             "edit": round(t4 - t0, 4),
         },
         metadata=edit_metadata(
-            "background", params, src, model=generator.backend.model_id, mask_method=method
+            "background", params, src, model=drawer.model_id, mask_method=method
         ),
     )

@@ -127,13 +127,13 @@ def test_generated_background_keeps_the_product_and_uses_the_hero_scene(
     # the model's native size, brought to the image's size by the scene restorer.
     req = record["requests"][-1]
     assert req.prompt == "on a beach, golden hour" and req.seed == 3
-    native = gen.backend.native_size
+    native = gen.scene_backend.native_size
     assert (req.width, req.height) == (native, native)
     assert ((native, native), img.size) in record["sr"]
     outside = alpha == 0
     assert np.abs(out[outside].astype(int) - src[outside]).mean() > 20  # a new backdrop
     meta = res.metadata
-    assert meta["edit_op"] == "background" and meta["model"] == gen.backend.model_id
+    assert meta["edit_op"] == "background" and meta["model"] == gen.scene_backend.model_id
     params = json.loads(meta["edit_params"])
     assert params["prompt"] == "beach, golden hour" and params["seed"] == 3
     assert params["scene_prompt"] == "on a beach, golden hour"
@@ -200,7 +200,7 @@ def test_edit_job_runs_a_scene_with_the_workers_generator(
         run_edit(payload, store)
     res = run_edit(payload, store, scenes=lambda: gen)
     meta = read_metadata(store.get(res.result_key))
-    assert meta["edit_op"] == "background" and meta["model"] == gen.backend.model_id
+    assert meta["edit_op"] == "background" and meta["model"] == gen.scene_backend.model_id
     assert json.loads(meta["edit_params"]) == [steps[0]["params"]]  # terms, never a user
 
 
