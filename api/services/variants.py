@@ -311,7 +311,8 @@ def transition(
     one) by ``recomposer`` first, derived variants it supersedes or that derive from a
     retired source are retired."""
     v = marketer_variant(session, variant_id)
-    sync_variant_images(session, [v])
+    if sync_variant_images(session, [v]):
+        session.commit()  # the image is the variant's either way; no write lock while composing
     if to == VariantStatus.approved:
         if v.status == VariantStatus.retired:
             raise VariantConflict("a retired variant cannot be approved")
