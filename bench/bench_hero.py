@@ -314,15 +314,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wrk", action="store_true", help="hero vs bare FastAPI with wrk (#16)")
     ap.add_argument("--kill", action="store_true", help="measure the hard-kill loss window")
+    ap.add_argument(
+        "--inprocess",
+        action="store_true",
+        help="CPU per request of hero vs bare, ASGI calls in-process (--requests each)",
+    )
     ap.add_argument("--home", type=Path, default=None, help="demo-built home to copy (--wrk)")
     ap.add_argument("--workers", default="1,2", help="worker counts (--wrk)")
     ap.add_argument("--connections", default="16,64", help="connection counts (--wrk)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     args = ap.parse_args()
-    if args.wrk or args.kill:
-        from bench.hero_wrk import run_kill, run_wrk
+    if args.wrk or args.kill or args.inprocess:
+        from bench.hero_wrk import run_inprocess, run_kill, run_wrk
 
-        print(json.dumps(run_wrk(args) if args.wrk else run_kill(args), indent=2))
+        run = run_wrk if args.wrk else (run_kill if args.kill else run_inprocess)
+        print(json.dumps(run(args), indent=2))
         return
     with tempfile.TemporaryDirectory(prefix="bench-hero-") as tmp:
         home = Path(tmp) / "home"

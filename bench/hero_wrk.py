@@ -319,3 +319,64 @@ def run_kill(args: argparse.Namespace) -> dict[str, Any]:
         "lost_as_ms_of_traffic": round(1000 * len(lost) / rate, 1) if rate else None,
         "requests_per_s": round(rate, 1),
     }
+
+
+def run_inprocess(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per request of both apps called in-process (one ASGI call after another on one
+    event loop, no network, no load generator): ``--requests`` requests each, after 200
+    warm-up ones. Process CPU time (every thread: the impression flusher included) is
+    steady on a loaded machine where req/s is not."""
+    for name, value in _server_env(Path(".")).items():
+        if name.startswith("TAILORSHOT_API__"):
+            os.environ[name] = value
+    result: dict[str, Any] = {"loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    with tempfile.TemporaryDirectory(prefix="bench-hero-asgi-") as tmp:
+        home = Path(tmp) / "home"
+        if args.home is not None:
+            key, users = _state_from_home(args.home, home, args.users)
+        else:
+            key, users, _ = build_state(home, n_users=args.users, seed=args.seed)
+        os.environ["TAILORSHOT_HOME"] = str(home)
+        from api.cli.core import serve_app
+
+        for name, app in (("hero", serve_app()), ("bare", bare_app())):
+            result[name] = asyncio.run(_asgi_loop(app, key, users, args.requests))
+    hero, bare = result["hero"], result["bare"]
+    result["cpu_ratio"] = round(bare["cpu_us_per_req"] / hero["cpu_us_per_req"], 3)
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+async def _asgi_loop(app: Any, key: str, users: list[str], n: int) -> dict[str, Any]:
+    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {key}".encode())]
+    statuses: dict[int, int] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+    async def call(i: int) -> None:
+        query = f"user_id={users[i % len(users)]}".encode()
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "GET", "scheme": "http", "path": "/v1/hero", "raw_path": b"/v1/hero",
+                 "query_string": query, "root_path": "", "headers": headers,
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {}}  # fmt: skip
+        await app(scope, receive, send)
+
+    async with app.router.lifespan_context(app):
+        for i in range(200):
+            await call(i)
+        statuses.clear()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for i in range(n):
+            await call(i)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "requests": n,
+        "statuses": statuses,
+        "cpu_us_per_req": round(1e6 * cpu / n, 1),
+        "wall_us_per_req": round(1e6 * wall / n, 1),
+    }
