@@ -23,8 +23,13 @@ req/s, p50/p99 and the hero/bare ratio, with the load average next to them. ``--
 a demo-built home (default: the synthetic state above). ``--kill``: the hard-kill loss window
 (SIGKILL under load, then count the acknowledged impressions missing from the database).
 
+``--inprocess``: the CPU per request of both apps called in-process (ASGI calls in a loop, no
+network): steady where req/s moves with the machine's load. The wrk runs print the servers'
+CPU per request too (``cpu_ratio``). Code: ``bench/hero_wrk.py``.
+
     .venv/bin/python bench/bench_hero.py --wrk --home /work/homes/demo0
     .venv/bin/python bench/bench_hero.py --kill
+    .venv/bin/python bench/bench_hero.py --inprocess --requests 5000 --home /work/homes/demo0
 """
 
 from __future__ import annotations
