@@ -3,8 +3,12 @@ latency (p50/p99, one FAISS thread) per size, data set and index configuration.
 
 Run: ``.venv/bin/python bench/bench_index.py [--sizes 10000,100000,1000000]
 [--data clustered,uniform] [--factories "auto;HNSW32"] [--nprobe 16,32,64]
-[--ef-search 64,128,256]``;
+[--ef-search 64,128,256] [--k-factor 2,4,8]``;
 prints one JSON line per measurement, then one JSON object with all of them.
+
+Two query sets per data set: ``--validation-queries`` tune (each setting's recall on them is
+reported as ``val_recall_at_10``; the cheapest setting reaching ``--target-recall`` there is
+marked ``chosen_on_validation``), and ``--queries`` separate draws measure recall and latency.
 
 Data sets (seeded, L2-normalised, ``--dim`` defaults to the catalog's embedding dimension):
 
@@ -15,8 +19,9 @@ Data sets (seeded, L2-normalised, ``--dim`` defaults to the catalog's embedding 
 - ``uniform``: uniform random directions (normalised Gaussians), the hard case for any
   partitioning index; queries likewise.
 
-``auto`` is :func:`recsys.index.factory.plan_index` for that size (Flat below 50k, IVF above);
-IVF indexes are measured at each ``--nprobe`` and HNSW at each ``--ef-search`` without
+``auto`` is :func:`recsys.index.factory.plan_index` for that size (Flat below 50k, IVF-PQ
+fast-scan with exact re-ranking above); IVF indexes are measured at each ``--nprobe`` (times
+each ``--k-factor`` for ``,RFlat`` factories) and HNSW at each ``--ef-search`` without
 rebuilding. ``--hnsw-max`` caps the HNSW sizes (graph building is the slow part on a shared
 CPU); a skipped size is reported as such, never guessed.
 """
@@ -135,7 +140,7 @@ def peak_rss_mb() -> float:
 
 def measure(
     args: argparse.Namespace, data: str, n: int, factory: str, vectors: np.ndarray,
-    queries: np.ndarray, truth: np.ndarray,
+    queries: np.ndarray, truth: np.ndarray, val: tuple[np.ndarray, np.ndarray],
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Build one index and measure it at each search setting -> one row per setting."""
     dim = vectors.shape[1]
@@ -150,29 +155,44 @@ def measure(
     )
     if extra:
         base.update(extra)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     index.upsert(np.arange(n, dtype=np.int64), vectors)
     base["build_s"] = round(time.perf_counter() - t0, 2)
-    if "IVF" in name:
-        knob, values = "nprobe", sorted({*args.nprobe, index.nprobe})
-    elif "HNSW" in name:
-        knob, values = "ef_search", sorted({*args.ef_search, index.ef_search})
-    else:
-        knob, values = "", [0]
+    base["build_cpu_s"] = round(time.process_time() - c0, 2)
+    settings = search_settings(args, name, index)
+    default = {knob: getattr(index, knob) for knob in settings[0]}
     rows = []
-    default = getattr(index, knob, None) if knob else None
-    for v in values:
-        row = dict(base)
-        if knob:
+    for setting in settings:
+        row = {**base, **setting, "default_setting": setting == default}
+        for knob, v in setting.items():
             setattr(index, knob, v)
-            row[knob] = v
-            row["default_setting"] = v == default
+        row[f"val_recall_at_{args.k}"] = recall(index, val[0], val[1], args.k)
         row[f"recall_at_{args.k}"] = recall(index, queries, truth, args.k)
         row.update(latency(index, queries, args.k))
         row["peak_rss_mb"] = peak_rss_mb()
+        row["loadavg_1m"] = round(os.getloadavg()[0], 2)
         print(json.dumps(row), flush=True)
         rows.append(row)
+    # The first setting in grid order (fewest lists probed, fewest candidates) reaching the
+    # target on the validation queries; the measured queries play no part in the choice.
+    ok = [r for r in rows if r[f"val_recall_at_{args.k}"] >= args.target_recall]
+    if ok:
+        ok[0]["chosen_on_validation"] = True
     return rows
+
+
+def search_settings(args: argparse.Namespace, name: str, index: Any) -> list[dict[str, int]]:
+    """The grid of search-time knobs for one index, cheapest first (the index's own setting
+    included)."""
+    if "IVF" in name:
+        nprobes = sorted({*args.nprobe, index.nprobe})
+        if name.endswith(",RFlat"):
+            factors = sorted({*args.k_factor, index.k_factor})
+            return [{"nprobe": p, "k_factor": f} for p in nprobes for f in factors]
+        return [{"nprobe": p} for p in nprobes]
+    if "HNSW" in name:
+        return [{"ef_search": v} for v in sorted({*args.ef_search, index.ef_search})]
+    return [{}]
 
 
 def main() -> None:
@@ -184,6 +204,9 @@ def main() -> None:
     )
     parser.add_argument("--nprobe", default="16,32,64", help="IVF settings to measure")
     parser.add_argument("--ef-search", default="64,128,256", help="HNSW settings to measure")
+    parser.add_argument("--k-factor", default="2,4,8", help="re-ranking factors (,RFlat)")
+    parser.add_argument("--validation-queries", type=int, default=300, help="tuning set")
+    parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--dim", type=int, default=None, help="default: the catalog's dim")
     parser.add_argument("--catalog", type=Path, default=None, help="a built products.index")
     parser.add_argument("--gmm-components", type=int, default=16)
@@ -196,6 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     args.nprobe = [int(v) for v in args.nprobe.split(",") if v]
     args.ef_search = [int(v) for v in args.ef_search.split(",") if v]
+    args.k_factor = [int(v) for v in args.k_factor.split(",") if v]
     from recsys.index.faiss_index import set_num_threads
 
     set_num_threads(args.threads)
@@ -206,7 +230,8 @@ def main() -> None:
     if mixture and dim != mixture.dim:
         raise SystemExit(f"error: --dim {dim} differs from the catalog's dim {mixture.dim}")
     out: dict[str, Any] = {
-        "dim": dim, "k": args.k, "faiss_threads": args.threads,
+        "dim": dim, "k": args.k, "faiss_threads": args.threads, "queries": args.queries,
+        "validation_queries": args.validation_queries,
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "catalog": str(catalog),
         "gmm": {"components": mixture.k, "fitted_on_items": mixture.n_items} if mixture else None,
         "results": [],
@@ -216,13 +241,16 @@ def main() -> None:
             raise SystemExit(f"error: --data must name clustered and/or uniform, got {data!r}")
         for n in [int(s) for s in args.sizes.split(",")]:
             rng = np.random.default_rng([args.seed, n, datasets.index(data)])
+            nq = args.queries + args.validation_queries
             if mixture and data == "clustered":
-                vectors, queries = mixture.sample(rng, n), mixture.sample(rng, args.queries)
+                vectors, both = mixture.sample(rng, n), mixture.sample(rng, nq)
             else:
-                vectors, queries = uniform(rng, n, dim), uniform(rng, args.queries, dim)
+                vectors, both = uniform(rng, n, dim), uniform(rng, nq, dim)
+            queries, val_q = both[: args.queries], both[args.queries :]
             truth = exact_top_k(vectors, queries, args.k)
+            val = (val_q, exact_top_k(vectors, val_q, args.k))
             for factory in [f.strip() for f in args.factories.split(";") if f.strip()]:
-                out["results"].extend(measure(args, data, n, factory, vectors, queries, truth))
+                out["results"].extend(measure(args, data, n, factory, vectors, queries, truth, val))
             del vectors
     out["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     out["peak_rss_mb"] = peak_rss_mb()

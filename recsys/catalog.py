@@ -117,9 +117,11 @@ def _resolve_embedder(embedder: EmbedderSource, config: RecsysConfig) -> Embedde
     return embedder()
 
 
-def make_product_index(config: RecsysConfig, dim: int) -> VectorIndex:
-    """An empty index of the configured kind (``index_factory``, Flat when empty)."""
-    return factory.make_index(config.index_factory or "Flat", dim)
+def make_product_index(config: RecsysConfig, dim: int, *, n: int) -> VectorIndex:
+    """An empty index of the configured kind for ``n`` vectors (``index_factory``; "auto",
+    the default, picks by ``n``: exact Flat below 50k, IVF-PQ fast-scan with exact re-ranking
+    above, see :func:`recsys.index.factory.plan_index`)."""
+    return factory.make_index(config.index_factory or "auto", dim, n=n)
 
 
 def load_product_index(home: Path) -> VectorIndex:
@@ -238,7 +240,7 @@ def build_index(
                     new_vecs[keys[i]] = v
     vectors = np.stack([new_vecs[k] if k in new_vecs else old[k] for k in keys]).astype(np.float32)
     _save_npz(store, ids=ids, vectors=vectors, keys=np.array(keys), model_id=np.array(model_id))
-    index = make_product_index(config, vectors.shape[1])
+    index = make_product_index(config, vectors.shape[1], n=int(vectors.shape[0]))
     if not index.is_trained:
         # IVF / PQ indexes need training before vectors can be added
         index.train(vectors)

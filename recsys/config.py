@@ -30,7 +30,9 @@ class RecsysConfig(BaseModel):
         default=None, description="Embedding cache folder (default: <home>/cache/embeddings)."
     )
     index_factory: str = Field(
-        default="Flat", min_length=1, description="'numpy' or a FAISS factory string."
+        default="auto",
+        min_length=1,
+        description="'auto' (by catalog size: Flat below 50k), 'numpy' or a FAISS factory string.",
     )
     index_hnsw_ef_search: int = Field(default=512, ge=1)
     index_hnsw_ef_construction: int = Field(default=200, ge=1)

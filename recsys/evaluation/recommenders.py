@@ -149,7 +149,7 @@ def evaluate_recommenders(
     builder = ProfileBuilder.from_config(config, scorer=scorer, catalog_vectors=items.vectors)
     histories = load_histories(engine)
     cutoff, target = last_purchase_cutoffs(engine, histories)
-    index = make_product_index(config, items.dim)
+    index = make_product_index(config, items.dim, n=len(items.ids))
     index.upsert(items.ids, items.vectors)
     bar = progress_bar(progress)
     out: dict[str, Any] = {"model_id": model_id, "k": k, "seed": seed}
@@ -250,7 +250,7 @@ def evaluate_recsys(
     cutoff, target = last_purchase_cutoffs(engine, histories)
     train = load_histories(engine, before=cutoff)
     popularity = popularity_of(train)
-    index = make_product_index(config, items.dim)
+    index = make_product_index(config, items.dim, n=len(items.ids))
     index.upsert(items.ids, items.vectors)
     recommender = InterestRecommender.from_config(config, index=index, popularity=popularity)
     baseline = PopularityRecommender(popularity=popularity)

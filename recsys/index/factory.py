@@ -1,7 +1,8 @@
 """Build a :class:`~recsys.index.base.VectorIndex` from a factory string, or load a saved one.
 
 ``"numpy"`` gives the brute-force reference; ``"auto"`` picks a FAISS index by collection size
-(:func:`plan_index`); anything else is a FAISS factory string (``"Flat"``, ``"HNSW32"``,
+(:func:`plan_index`: exact Flat below 50k vectors, IVF-PQ fast-scan with exact re-ranking
+above); anything else is a FAISS factory string (``"Flat"``, ``"HNSW32"``,
 ``"IVF4096,Flat"``, ...). ``faiss`` is imported only when needed.
 """
 
@@ -19,18 +20,29 @@ from recsys.index.base import VectorIndex
 #: tuning: at 50k x 128 float32 one query scans 25 MB (0.12 ms p50 measured at 10k, one thread).
 FLAT_MAX = 50_000
 
-#: IVF lists per vector: ``nlist`` is the power of two nearest ``4 * sqrt(n)`` (FAISS's rule of
-#: thumb, 4096 at 1M), capped so every list gets at least this many training points.
+#: Above ``FLAT_MAX`` (``family="ivf"``): ``"IVF{nlist},PQ{dim}x4fs,RFlat"``. ``nlist`` is the
+#: power of two nearest ``sqrt(n)`` (1024 at 1M), capped so every list gets at least
+#: ``MIN_POINTS_PER_LIST`` training points. Each vector is kept as a 4-bit code per dimension,
+#: scanned with FAISS's SIMD fast-scan, and the ``k * k_factor`` best candidates are re-ranked
+#: by exact inner product with the float32 vectors (kept beside the codes).
 MIN_POINTS_PER_LIST = 39
 
-#: Share of the IVF lists probed per query: 3/64 (192 of 4096 at 1M). On the clustered
-#: CLIP-like 1M set of ``bench/bench_index.py`` recall@10 was 0.922 / 0.971 / 0.992 at 128 / 192 /
-#: 256 lists (2.4 ms CPU per query at 192 on the loaded build machine).
-NPROBE_FRACTION = 3 / 64
+#: Share of the lists probed per query (64 of 1024 at 1M) and the re-ranking factor, tuned on
+#: validation queries of the clustered CLIP-like 1M set of ``bench/bench_index.py`` (128-d,
+#: 1 thread, load average ~21): nprobe 48 / 64 / 96 with k_factor 16 gave recall@10 0.951 /
+#: 0.978 / 0.991 at p50 0.81 / 0.95 / 1.37 ms CPU per query; k_factor 8 at nprobe 64: 0.959.
+NPROBE_FRACTION = 1 / 16
 MIN_NPROBE = 16
+K_FACTOR = 16
+
+#: The previous plan, kept as ``family="ivf-flat"``: lists of float32 vectors, ~4 * sqrt(n)
+#: of them (4096 at 1M), 3/64 probed: recall@10 0.971 at p50 2.4 ms CPU on the same 1M set.
+IVF_FLAT_NPROBE_FRACTION = 3 / 64
 
 #: HNSW search beam when the HNSW family is asked for (recall@10 0.996 at 60k clustered).
 HNSW_EF_SEARCH = 128
+
+_FAMILIES = ("ivf", "ivf-flat", "hnsw")
 
 
 @dataclass(frozen=True)
@@ -41,34 +53,49 @@ class IndexPlan:
     params: dict[str, int] = field(default_factory=dict)
 
 
+def _nlist(n: int, per_sqrt: float) -> int:
+    """Power of two nearest ``per_sqrt * sqrt(n)``, halved until each list gets at least
+    ``MIN_POINTS_PER_LIST`` of the ``n`` vectors."""
+    nlist = 2 ** round(math.log2(max(1.0, per_sqrt * math.sqrt(n))))
+    while nlist > 1 and nlist * MIN_POINTS_PER_LIST > n:
+        nlist //= 2
+    return nlist
+
+
 def plan_index(n: int, dim: int, *, flat_max: int = FLAT_MAX, family: str = "ivf") -> IndexPlan:
     """The index for ``n`` vectors of ``dim`` dimensions.
 
-    ``n < flat_max``: ``"Flat"`` (exact). Above: ``family="ivf"`` gives ``"IVF{nlist},Flat"``
-    with ``nprobe = max(16, 3 * nlist / 64)`` (native add/remove, quick to build: k-means on a
-    sample, then one assignment per vector); ``family="hnsw"`` gives ``"HNSW32"`` with
-    ``ef_search`` 128 (removal by tombstones; building takes minutes per million vectors).
+    ``n < flat_max``: ``"Flat"`` (exact). Above, ``family``:
+
+    - ``"ivf"`` (default): ``"IVF{nlist},PQ{dim}x4fs,RFlat"`` with ``nprobe = max(16,
+      nlist / 16)`` and ``k_factor`` 16: 4-bit fast-scan codes, exact re-ranking; add and
+      remove without a rebuild (removal by tombstones, compacted past ``compact_fraction``);
+    - ``"ivf-flat"``: ``"IVF{nlist},Flat"`` (``nlist`` ~ ``4 * sqrt(n)``), ``nprobe`` 3/64 of
+      the lists; native removal;
+    - ``"hnsw"``: ``"HNSW32"`` with ``ef_search`` 128 (building takes minutes per million).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be an int >= 1, got {dim!r}")
-    if family not in ("ivf", "hnsw"):
-        raise ValueError(f"family must be 'ivf' or 'hnsw', got {family!r}")
+    if family not in _FAMILIES:
+        raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
     if n < flat_max:
         return IndexPlan("Flat")
     if family == "hnsw":
         return IndexPlan("HNSW32", {"ef_search": HNSW_EF_SEARCH, "ef_construction": 200})
-    nlist = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
-    while nlist > 1 and nlist * MIN_POINTS_PER_LIST > n:
-        nlist //= 2
+    if family == "ivf-flat":
+        nlist = _nlist(n, 4.0)
+        nprobe = min(nlist, max(MIN_NPROBE, round(nlist * IVF_FLAT_NPROBE_FRACTION)))
+        return IndexPlan(f"IVF{nlist},Flat", {"nprobe": nprobe})
+    nlist = _nlist(n, 1.0)
     nprobe = min(nlist, max(MIN_NPROBE, round(nlist * NPROBE_FRACTION)))
-    return IndexPlan(f"IVF{nlist},Flat", {"nprobe": nprobe})
+    return IndexPlan(f"IVF{nlist},PQ{dim}x4fs,RFlat", {"nprobe": nprobe, "k_factor": K_FACTOR})
 
 
 def make_index(factory: str, dim: int, *, n: int | None = None, **params: Any) -> VectorIndex:
     """A new empty index. ``params`` go to the implementation (for FAISS: ``ef_search``,
-    ``ef_construction``, ``nprobe``, ``compact_fraction``, ``normalize``).
+    ``ef_construction``, ``nprobe``, ``k_factor``, ``compact_fraction``, ``normalize``).
 
     ``factory="auto"`` needs ``n``, the expected number of vectors, and builds
     :func:`plan_index` ``(n, dim)``; explicit ``params`` override the plan's.

@@ -10,11 +10,17 @@ family built from the factory string:
   (``add_with_ids``); removal is native; a hashtable direct map gives ``reconstruct``. The
   quantizer is trained on the first upsert (or an explicit :meth:`FaissIndex.train`), which
   therefore needs enough vectors (see :meth:`FaissIndex.min_train_size`).
-- **HNSW** (``"HNSW32"``, ...), which cannot delete: a removed or replaced vector is
-  *tombstoned* (its slot's id becomes -1) and excluded during search with an ``IDSelector``,
-  so results stay exact with respect to the graph; when tombstones exceed
-  ``compact_fraction`` of the slots the graph is rebuilt from the live vectors
-  (``reconstruct``: exact for ``HNSW*``/``HNSW*,Flat``, lossy for ``HNSW*,PQ``/``SQ``).
+- **HNSW** (``"HNSW32"``, ...), which cannot delete, and **IVF fast-scan**
+  (``"IVF4096,PQ32x4fs"``, whose block lists cannot delete by id): a removed or replaced
+  vector is *tombstoned* (its slot's id becomes -1) and excluded during search with an
+  ``IDSelector``; when tombstones exceed ``compact_fraction`` of the slots the index is
+  rebuilt from the live vectors (an IVF keeps its trained quantizers).
+
+A trailing ``",RFlat"`` (FAISS's refine-by-exact-distance suffix) keeps the float32 vectors
+too: the base index proposes ``k * k_factor`` candidates, which are re-ranked by their exact
+inner product (and ``reconstruct`` is lossless). It implies tombstone mode (slots index the
+exact vectors). ``"IVF4096,PQ32x4fs,RFlat"`` is what :func:`~recsys.index.factory.plan_index`
+picks at catalog scale.
 """
 
 from __future__ import annotations
@@ -61,7 +67,17 @@ def _make_inner(dim: int, factory: str) -> Any:
         raise ValueError(f"factory {factory!r} is not a valid FAISS factory string: {e}") from e
 
 
-def _mode_of(inner: Any) -> str:
+def _split_refine(factory: str) -> tuple[str, bool]:
+    """``"IVF…,PQ…,RFlat"`` -> ``("IVF…,PQ…", True)``; other strings unchanged, False."""
+    head, _, last = factory.rpartition(",")
+    if head and last.strip() == "RFlat":
+        return head.strip(), True
+    return factory, False
+
+
+def _mode_of(inner: Any, rerank: bool) -> str:
+    if rerank or isinstance(faiss.downcast_index(inner), faiss.IndexIVFFastScan):
+        return "tombstone"
     if faiss.try_extract_index_ivf(inner) is not None:
         return "ivf"
     if isinstance(inner, faiss.IndexFlatCodes):
@@ -82,7 +98,8 @@ class FaissIndex:
 
     ``factory``: FAISS factory string, e.g. ``"Flat"``, ``"HNSW32"``, ``"IVF256,PQ16"``.
     ``ef_search`` / ``ef_construction``: HNSW beam widths; ``nprobe``: IVF lists probed;
-    ``compact_fraction``: tombstone share that triggers an HNSW rebuild, in (0, 1].
+    ``compact_fraction``: tombstone share that triggers a rebuild, in (0, 1].
+    ``k_factor``: candidates per result re-ranked exactly (``",RFlat"`` factories only).
     ``normalize``: L2-normalise vectors and queries (scores are cosines).
     Thread-safe: one lock guards every call.
     """
@@ -99,13 +116,14 @@ class FaissIndex:
         ef_construction: int = 200,
         nprobe: int = 16,
         compact_fraction: float = 0.25,
+        k_factor: int = 4,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be an int >= 1, got {dim!r}")
         if not isinstance(factory, str) or not factory.strip():
             raise ValueError(f"factory must be a non-empty FAISS factory string, got {factory!r}")
         for name, value in (("ef_search", ef_search), ("ef_construction", ef_construction),
-                            ("nprobe", nprobe)):  # fmt: skip
+                            ("nprobe", nprobe), ("k_factor", k_factor)):  # fmt: skip
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0.0 < compact_fraction <= 1.0:
@@ -117,12 +135,14 @@ class FaissIndex:
         self.ef_construction = ef_construction
         self.nprobe = nprobe
         self.compact_fraction = compact_fraction
+        self.k_factor = k_factor
+        self._base_factory, self._rerank = _split_refine(self.factory)
         self._lock = threading.RLock()
         self._init_empty()
 
     def _init_empty(self) -> None:
-        inner = _make_inner(self._dim, self.factory)
-        self._mode = _mode_of(inner)
+        inner = _make_inner(self._dim, self._base_factory)
+        self._mode = _mode_of(inner, self._rerank)
         if self._mode == "idmap":
             self._index = faiss.IndexIDMap2(inner)
             self._inner = inner  # keep a Python reference: IndexIDMap2 does not own it
@@ -134,6 +154,11 @@ class FaissIndex:
         # tombstone mode: slot -> id, -1 for dead slots
         self._labels = np.zeros(0, dtype=np.int64)
         self._dead = 0
+        # ",RFlat": slot -> the vector as added, float32 (rows past len(_labels) are spare)
+        self._exact = np.zeros((0, self._dim), dtype=np.float32)
+        # search parameters of the last (nprobe, ef_search), valid while no slot is dead
+        self._params_key: tuple[int, int] | None = None
+        self._params: Any = None
 
     def _configure(self) -> None:
         ivf = faiss.try_extract_index_ivf(self._index)
@@ -143,8 +168,11 @@ class FaissIndex:
             # is 256): at 1M vectors and 4096 lists a 262k sample instead of all 1M, so the
             # training takes about a quarter of the time. Recall was not compared with 256.
             ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
-            if ivf.direct_map.type != faiss.DirectMap.Hashtable:
-                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            # id -> list position for ``reconstruct``: tombstone mode adds slots 0, 1, ...
+            # in order, so a plain array serves; ids in "ivf" mode are anyone's.
+            kind = faiss.DirectMap.Array if self._mode == "tombstone" else faiss.DirectMap.Hashtable
+            if ivf.direct_map.type != kind:
+                ivf.set_direct_map_type(kind)
         hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
         if hnsw is not None:
             hnsw.efConstruction = self.ef_construction
@@ -201,7 +229,15 @@ class FaissIndex:
                     f"factory {self.factory!r} needs at least {need} training vectors, "
                     f"got {vec.shape[0]}"
                 )
-            self._index.train(normalise(vec) if self.normalize else vec)
+            vec = normalise(vec) if self.normalize else vec
+            ivf = faiss.try_extract_index_ivf(self._index)
+            most = max(need, TRAIN_POINTS_PER_LIST * int(ivf.nlist)) if ivf is not None else 0
+            if most and vec.shape[0] > most:
+                # k-means samples this many anyway; the encoder (PQ/SQ) needs far fewer, and
+                # training on all of a million vectors assigned each one to every list.
+                rows = np.random.default_rng(0).choice(vec.shape[0], most, replace=False)
+                vec = vec[np.sort(rows)]
+            self._index.train(vec)
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` (n, dim) under ``ids`` (n,); an existing id's vector is replaced."""
@@ -219,6 +255,8 @@ class FaissIndex:
                 self._kill(existing)
                 start = int(self._index.ntotal)
                 self._index.add(vec)
+                if self._rerank:
+                    self._keep_exact(start, vec)
                 self._labels = np.concatenate([self._labels, ids_arr])
                 for j, i in enumerate(ids_arr.tolist()):
                     self._slot[i] = start + j
@@ -265,13 +303,47 @@ class FaissIndex:
                     np.full((q.shape[0], k), -1, np.int64),
                 )
             params = self._search_params()
+            kk = k * self.k_factor if self._rerank else k
             if params is None:
-                scores, found = self._index.search(q, k)
+                scores, found = self._index.search(q, kk)
             else:
-                scores, found = self._index.search(q, k, params=params)
+                scores, found = self._index.search(q, kk, params=params)
+            if self._rerank:
+                scores, found = self._rerank_exact(q, found, k)
             if self._mode == "tombstone":
                 found = np.where(found >= 0, self._labels[np.maximum(found, 0)], -1)
         return pad_results(scores, found)
+
+    # ------------------------------------------------------------------ exact re-ranking
+    def _keep_exact(self, start: int, vec: np.ndarray) -> None:
+        """Store ``vec`` at slots ``start…``; capacity doubles, so n adds copy O(n) rows."""
+        end = start + vec.shape[0]
+        if end > self._exact.shape[0]:
+            grown = np.zeros((max(end, 2 * self._exact.shape[0]), self._dim), np.float32)
+            grown[:start] = self._exact[:start]
+            self._exact = grown
+        self._exact[start:end] = vec
+
+    def _rerank_exact(
+        self, q: np.ndarray, cand: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate slots ``cand (nq, k')`` -> the ``k`` best by exact inner product with
+        ``q (nq, dim)``: ``(scores (nq, k), slots (nq, k))``, -inf / -1 where fewer. One
+        query at a time: a gather of k' rows and a matrix-vector product (~160 x 128 at 1M),
+        cheaper than the batched fancy indexing for the usual single query."""
+        scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        slots = np.full((q.shape[0], k), -1, dtype=np.int64)
+        for i in range(q.shape[0]):
+            c = cand[i]
+            c = c[c >= 0]
+            if not c.size:
+                continue
+            exact = self._exact[c] @ q[i]
+            m = min(k, c.size)
+            top = np.argsort(-exact, kind="stable")[:m]
+            scores[i, :m] = exact[top]
+            slots[i, :m] = c[top]
+        return scores, slots
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of ``ids`` as float32 ``(n, dim)`` (lossy for PQ/SQ codes);
@@ -281,6 +353,8 @@ class FaissIndex:
             missing = [i for i in ids_arr.tolist() if i not in self._slot]
             if missing:
                 raise KeyError(f"ids not in index: {missing[:10]}")
+            if self._rerank:
+                return self._exact[[self._slot[i] for i in ids_arr.tolist()]].copy()
             out = np.zeros((ids_arr.size, self._dim), dtype=np.float32)
             for row, i in enumerate(ids_arr.tolist()):
                 key = self._slot[i] if self._mode == "tombstone" else i
@@ -295,6 +369,17 @@ class FaissIndex:
             self._dead += 1
 
     def _search_params(self) -> Any:
+        """FAISS search parameters; without tombstones they are built once per setting (a
+        fresh object and the type probes took ~40 us of a ~1 ms query)."""
+        key = (self.nprobe, self.ef_search)
+        if not self._dead and self._params_key == key:
+            return self._params
+        params = self._build_search_params()
+        if not self._dead:
+            self._params_key, self._params = key, params
+        return params
+
+    def _build_search_params(self) -> Any:
         hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
         sel = None
         if self._mode == "tombstone" and self._dead:
@@ -320,20 +405,30 @@ class FaissIndex:
             self.compact()
 
     def compact(self) -> None:
-        """Rebuild a tombstoned index from its live vectors (no-op in other modes)."""
+        """Rebuild a tombstoned index from its live vectors (no-op in other modes). An IVF
+        keeps its trained quantizers; with ``",RFlat"`` the exact vectors are re-added."""
         with self._lock:
             if self._mode != "tombstone" or self._dead == 0:
                 return
             live_slots = np.flatnonzero(self._labels >= 0)
-            vectors = (
-                self._index.reconstruct_batch(live_slots.astype(np.int64))
-                if live_slots.size
-                else np.zeros((0, self._dim), np.float32)
-            )
+            if self._rerank:
+                vectors = self._exact[live_slots]
+            elif live_slots.size:
+                vectors = self._index.reconstruct_batch(live_slots.astype(np.int64))
+            else:
+                vectors = np.zeros((0, self._dim), np.float32)
             labels = self._labels[live_slots]
-            self._init_empty()
+            if faiss.try_extract_index_ivf(self._index) is not None:
+                self._index.reset()  # empties the lists, keeps the training
+                self._labels, self._dead = np.zeros(0, dtype=np.int64), 0
+                self._exact = np.zeros((0, self._dim), dtype=np.float32)
+            else:
+                self._init_empty()
             if labels.size:
-                self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                self._index.add(vectors)
+                if self._rerank:
+                    self._keep_exact(0, vectors)
             self._labels = labels.copy()
             self._slot = {int(i): s for s, i in enumerate(labels.tolist())}
 
@@ -348,6 +443,7 @@ class FaissIndex:
             "ef_construction": self.ef_construction,
             "nprobe": self.nprobe,
             "compact_fraction": self.compact_fraction,
+            "k_factor": self.k_factor,
             "mode": self._mode,
             "dead": self._dead,
         }
@@ -358,8 +454,11 @@ class FaissIndex:
         with self._lock:
             blob = faiss.serialize_index(self._index)
             ids = self.ids() if self._mode != "tombstone" else self._labels.copy()
+            arrays = {"faiss": blob, "ids": ids}
+            if self._rerank:
+                arrays["exact"] = self._exact[: ids.size].copy()
             meta = self._meta()
-        atomic_save_arrays(Path(path), meta, {"faiss": blob, "ids": ids})
+        atomic_save_arrays(Path(path), meta, arrays)
 
     @classmethod
     def load(cls, path: Path) -> FaissIndex:
@@ -377,14 +476,21 @@ class FaissIndex:
             ef_construction=int(meta["ef_construction"]),
             nprobe=int(meta["nprobe"]),
             compact_fraction=float(meta["compact_fraction"]),
+            k_factor=int(meta.get("k_factor", 4)),  # files written before re-ranking existed
         )
         index._index = faiss.deserialize_index(np.ascontiguousarray(arrays["faiss"]))
+        index._params_key = None
         index._inner = None
         index._mode = str(meta["mode"])
         if index._mode not in _MODES:
             raise ValueError(f"index file has unknown mode {index._mode!r}")
         index._configure()
         ids = arrays["ids"].astype(np.int64)
+        if index._rerank:
+            exact = arrays.get("exact")
+            if exact is None or exact.shape != (ids.size, index._dim):
+                raise ValueError("index file is inconsistent: exact vectors missing or mis-sized")
+            index._exact = np.ascontiguousarray(exact, dtype=np.float32)
         if index._mode == "tombstone":
             index._labels = ids
             index._slot = {int(i): s for s, i in enumerate(ids.tolist()) if i >= 0}

@@ -13,7 +13,7 @@ from recsys.index.factory import load_index, make_index
 from recsys.index.numpy_index import NumpyIndex
 
 DIM = 32
-FACTORIES = ["numpy", "Flat", "HNSW32", "IVF8,Flat", "SQ8"]
+FACTORIES = ["numpy", "Flat", "HNSW32", "IVF8,Flat", "SQ8", "IVF8,PQ8x4fs,RFlat"]
 #: Factories whose search is exact (the rest are approximate).
 EXACT = {"numpy", "Flat"}
 

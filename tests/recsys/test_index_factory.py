@@ -34,9 +34,10 @@ def recall_at_10(index: object, exact: NumpyIndex, queries: np.ndarray) -> float
     [
         (0, IndexPlan("Flat")),
         (FLAT_MAX - 1, IndexPlan("Flat")),
-        (FLAT_MAX, IndexPlan("IVF1024,Flat", {"nprobe": 48})),  # 4*sqrt(50k)=894 -> 1024
-        (1_000_000, IndexPlan("IVF4096,Flat", {"nprobe": 192})),
-        (10_000_000, IndexPlan("IVF16384,Flat", {"nprobe": 768})),
+        # sqrt(50k) = 224 -> 256 lists, 1/16 probed but at least 16; 16 candidates per result
+        (FLAT_MAX, IndexPlan("IVF256,PQ128x4fs,RFlat", {"nprobe": 16, "k_factor": 16})),
+        (1_000_000, IndexPlan("IVF1024,PQ128x4fs,RFlat", {"nprobe": 64, "k_factor": 16})),
+        (10_000_000, IndexPlan("IVF4096,PQ128x4fs,RFlat", {"nprobe": 256, "k_factor": 16})),
     ],
 )
 def test_plan_by_size(n: int, expected: IndexPlan) -> None:
@@ -44,8 +45,16 @@ def test_plan_by_size(n: int, expected: IndexPlan) -> None:
 
 
 def test_plan_lowered_threshold_and_families() -> None:
-    # 4*sqrt(2000)=179 -> 256 lists, halved until each gets >= 39 training points: 32.
-    assert plan_index(2000, DIM, flat_max=1000) == IndexPlan("IVF32,Flat", {"nprobe": 16})
+    # sqrt(2000) = 45 -> 32 lists (each gets >= 39 training points), all 16 probes
+    assert plan_index(2000, DIM, flat_max=1000) == IndexPlan(
+        "IVF32,PQ32x4fs,RFlat", {"nprobe": 16, "k_factor": 16}
+    )
+    # ivf-flat: 4*sqrt(2000)=179 -> 256 lists, halved until each gets >= 39 points: 32.
+    flat = plan_index(2000, DIM, flat_max=1000, family="ivf-flat")
+    assert flat == IndexPlan("IVF32,Flat", {"nprobe": 16})
+    assert plan_index(1_000_000, 128, family="ivf-flat") == IndexPlan(
+        "IVF4096,Flat", {"nprobe": 192}
+    )
     assert plan_index(999, DIM, flat_max=1000).factory == "Flat"
     hnsw = plan_index(2000, DIM, flat_max=1000, family="hnsw")
     assert hnsw.factory == "HNSW32" and hnsw.params["ef_search"] == 128
@@ -58,7 +67,8 @@ def test_plan_lowered_threshold_and_families() -> None:
 def test_make_index_auto() -> None:
     index = make_index("auto", 128, n=1_000_000)
     assert isinstance(index, FaissIndex)
-    assert (index.factory, index.nprobe, index.mode) == ("IVF4096,Flat", 192, "ivf")
+    assert (index.factory, index.nprobe, index.k_factor, index.mode) == (
+        "IVF1024,PQ128x4fs,RFlat", 64, 16, "tombstone")  # fmt: skip
     assert make_index("auto", 128, n=1_000_000, nprobe=64).nprobe == 64  # explicit wins
     small = make_index("AUTO", DIM, n=10)
     assert isinstance(small, FaissIndex) and small.factory == "Flat"
@@ -66,7 +76,7 @@ def test_make_index_auto() -> None:
         make_index("auto", DIM)
 
 
-@pytest.mark.parametrize("family", ["ivf", "hnsw"])
+@pytest.mark.parametrize("family", ["ivf", "ivf-flat", "hnsw"])
 def test_add_and_remove_without_rebuild(family: str) -> None:
     rng = np.random.default_rng(3)
     vectors = clustered(rng, 2100)
@@ -77,7 +87,7 @@ def test_add_and_remove_without_rebuild(family: str) -> None:
     assert index.is_trained and len(index) == 2000
 
     index.upsert(np.arange(2000, 2100), vectors[2000:])  # add: no retraining
-    assert index.remove(np.arange(0, 300)) == 300  # below HNSW's compaction share (0.25)
+    assert index.remove(np.arange(0, 300)) == 300  # below the tombstones' compaction share
     moved = clustered(np.random.default_rng(4), 1)
     index.upsert(np.array([500]), moved)  # replace one vector in place
     assert index._index is inner and len(index) == 1800
@@ -88,6 +98,13 @@ def test_add_and_remove_without_rebuild(family: str) -> None:
     assert np.mean(found[:, 0] == np.arange(2000, 2100)) >= 0.95  # added ids are found
     _, found = index.search(moved, 1)
     assert found[0, 0] == 500
+    if index.mode == "tombstone":  # past the share of dead slots: compacted, still trained
+        assert index.remove(np.arange(300, 1000)) == 700
+        assert index.n_tombstones == 0 and len(index) == 1100
+        _, found = index.search(vectors[1000:1100], 1)
+        assert np.mean(found[:, 0] == np.arange(1000, 1100)) >= 0.95
+        _, found = index.search(vectors[300:1000], 10)
+        assert not np.isin(found, np.arange(1000)).any()
 
 
 def test_recall_on_clustered_set_matches_exact_search() -> None:
@@ -96,10 +113,19 @@ def test_recall_on_clustered_set_matches_exact_search() -> None:
     exact = NumpyIndex(DIM)
     exact.upsert(np.arange(8000), vectors)
     plan = plan_index(8000, DIM, flat_max=1000)
-    assert plan == IndexPlan("IVF128,Flat", {"nprobe": 16})
+    assert plan == IndexPlan("IVF64,PQ32x4fs,RFlat", {"nprobe": 16, "k_factor": 16})
     index = FaissIndex(DIM, plan.factory, **plan.params)
     index.upsert(np.arange(8000), vectors)
     assert recall_at_10(index, exact, queries) >= 0.95
+    scores, found = index.search(queries, 10)  # re-ranked: the exact inner products
+    np.testing.assert_allclose(
+        scores, np.einsum("qkd,qd->qk", vectors[found], queries), rtol=0, atol=1e-5
+    )
+    flat_plan = plan_index(8000, DIM, flat_max=1000, family="ivf-flat")
+    assert flat_plan == IndexPlan("IVF128,Flat", {"nprobe": 16})
+    flat = FaissIndex(DIM, flat_plan.factory, **flat_plan.params)
+    flat.upsert(np.arange(8000), vectors)
+    assert recall_at_10(flat, exact, queries) >= 0.95
     # Probing every list is exhaustive: the same top 10 as exact search.
-    index.nprobe = 128
-    assert recall_at_10(index, exact, queries) == 1.0
+    flat.nprobe = 128
+    assert recall_at_10(flat, exact, queries) == 1.0
