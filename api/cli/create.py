@@ -156,7 +156,7 @@ def train_controlnet_cmd(
 
 @evaluate_app.command("creations")
 def evaluate_creations_cmd(
-    n: int = typer.Option(200, "--n", help="Held-out demo captions to create from."),
+    n: int = typer.Option(200, "--n", help="Held-out demo captions to create from (0: none)."),
     sketches: int = typer.Option(100, "--sketches", help="Held-out demo products to sketch."),
     size: int = typer.Option(1080, "--size", help="Requested output side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first creation."),
@@ -165,6 +165,11 @@ def evaluate_creations_cmd(
     work: Path | None = typer.Option(None, "--work", help="Data cache + judge (HOME/training)."),
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Do not reuse or keep diffusion outputs (WORK/creations_cache)."
+    ),
+    sketch_modes: str = typer.Option(
+        "img2img,text,controlnet",
+        "--sketch-modes",
+        help="Comma list of sketch conditionings to measure (text = no sketch, the floor).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
@@ -178,9 +183,14 @@ def evaluate_creations_cmd(
     from genservice.training.recipes import DataSpec, load_data
 
     _threads(threads)
+    modes = [m.strip() for m in sketch_modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"img2img", "text", "controlnet"}:
+        fail(
+            f"--sketch-modes: expected img2img, text, controlnet (comma list), got {sketch_modes!r}"
+        )
     root = work if work is not None else Path(load_settings().home) / "training"
     ds = load_data(DataSpec(), root)
-    if n > len(ds.held_out):
+    if n < 0 or n > len(ds.held_out):
         fail(f"--n: expected at most {len(ds.held_out)} held-out captions, got {n}")
     tr = ds.train
     judge = fit_judge(
@@ -205,6 +215,7 @@ def evaluate_creations_cmd(
         sheet_path=sheet,
         progress=not as_json,
         cache_dir=None if no_cache else root / "creations_cache",
+        sketch_modes=modes,
     )
     d = out.to_json()
     if as_json:

@@ -190,7 +190,7 @@ def test_img2img_fallback_without_controlnet_states_its_strength(tiny_pipe) -> N
         sketch=square_sketch(),
         progress=lambda s, t: steps.append((s, t)),
     )
-    assert out.source == "sketch-img2img" and sk.IMG2IMG_STRENGTH == 0.7
+    assert out.source == "sketch-img2img" and creator.img2img_strength == sk.IMG2IMG_STRENGTH == 0.4
     assert steps[-1][0] == steps[-1][1]  # progress ends at its total
 
 
