@@ -2,7 +2,8 @@
 on 50 seeded demo products.
 
 Run: ``.venv/bin/python bench/bench_edits.py [--repeats 2] [--products 50] [--size 256]
-[--mask cutout|render] [--skip-timing] [--skip-quality]``; prints one JSON object.
+[--mask cutout|render] [--scenes 10] [--skip-timing] [--skip-quality]``; prints one JSON
+object.
 
 Timing: one 1024 x 1024 demo render on the studio backdrop; the product mask is cut out once
 (``cutout_s``, U^2-Net-p + matting, cache cleared) and then given to each op, so each op's
@@ -11,7 +12,9 @@ figure is the edit alone; ``restore`` enlarges a 256-px copy x4 to 1024 px. Medi
 "beach, golden hour" by the configured generator's scene model (``generation.scene_model``,
 else ``generation.model``; loaded and warmed once before timing; per-stage seconds too). Quality: each product is recoloured to a target cycling through every named
 colour and ``#1f4fd1`` (measures in ``genservice.edits.metrics``) and given a material
-cycling through the named textures. The machine's load average is printed (it may be shared).
+cycling through the named textures, and given a studio backdrop (product core changed?
+studio colour exact in the top corners?); the first ``--scenes`` also get a generated scene
+(core changed? the core as the hero places a cut-out). The machine's load average is printed (it may be shared).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 TEXTURES = ("brick", "denim", "wood", "marble", "leather", "grass", "gravel")
+SCENES = ("beach, golden hour", "living room, soft light", "city street, night", "forest")
 
 
 def _timing(repeats: int) -> dict[str, Any]:
@@ -97,18 +101,21 @@ def _generator() -> Any:
     return gen
 
 
-def _quality(n: int, size: int, mask_from: str) -> dict[str, Any]:
+def _quality(n: int, size: int, mask_from: str, scenes: int) -> dict[str, Any]:
     from data.demo.attributes import COLOUR_NAMES
     from data.demo.samples import mixed_products
     from genservice.edits import apply_edit
     from genservice.edits.base import parse_colour
     from genservice.edits.material import laid_texture, layout, load_texture
     from genservice.edits.metrics import material_scores, recolor_scores
+    from genservice.edits.scene import place_in_situ
     from genservice.imaging.cutout import cut_out_product
 
     targets = (*COLOUR_NAMES, "#1f4fd1")
     rec: list[dict[str, Any]] = []
     mat: list[dict[str, Any]] = []
+    back: list[dict[str, Any]] = []
+    gen = _generator() if scenes > 0 else None
     for i, prod in enumerate(mixed_products(n, size=size)):
         cat, attrs, img = prod.category, prod.attributes, prod.studio
         alpha = prod.alpha if mask_from == "render" else cut_out_product(img).alpha
@@ -118,6 +125,28 @@ def _quality(n: int, size: int, mask_from: str) -> dict[str, Any]:
             {"i": i, "category": cat, **attrs, "target": target}
             | recolor_scores(img, r.image, alpha, parse_colour(target))
         )
+        # Background: the product's core (alpha 1) bit-exact, the studio colour exact in the
+        # top corners (away from the contact shadow); the first `scenes` products also on a
+        # generated scene (its core: the hero's, ``compose.place_cutout``'s soft-edge rule).
+        studio = targets[(i + 5) % len(targets)]
+        b = np.asarray(apply_edit("background", img, mask=alpha, studio=studio).image)
+        src, core = np.asarray(img.convert("RGB")), alpha >= 1.0
+        corners = np.concatenate([b[:8, :8].reshape(-1, 3), b[:8, -8:].reshape(-1, 3)])
+        row: dict[str, Any] = {
+            "i": i,
+            "core_changed": int((b[core] != src[core]).any(axis=-1).sum()),
+            "corner_is_colour": bool((corners == parse_colour(studio)).all()),
+        }
+        if gen is not None and i < scenes:
+            sc = apply_edit("background", img, mask=alpha, prompt=SCENES[i % len(SCENES)],
+                            generator=gen, seed=i)  # fmt: skip
+            placed = place_in_situ(img, alpha)  # the core the scene edit keeps
+            x, y, w, h = placed.box
+            hero_core = np.zeros(alpha.shape, bool)
+            hero_core[y : y + h, x : x + w] = placed.mask
+            got = np.asarray(sc.image)
+            row["scene_core_changed"] = int((got[hero_core] != src[hero_core]).any(-1).sum())
+        back.append(row)
         tex = TEXTURES[i % len(TEXTURES)]
         m = apply_edit("material", img, mask=alpha, texture=tex)
         laid = laid_texture(load_texture(tex), alpha, 1.0)
@@ -127,10 +156,17 @@ def _quality(n: int, size: int, mask_from: str) -> dict[str, Any]:
         )
     de = [r["delta_e"] for r in rec]
     ss = [r["ssim"] for r in rec]
+    with_scene = [r for r in back if "scene_core_changed" in r]
     return {
         "products": n,
         "size": size,
         "mask": mask_from,
+        "background": {
+            "core_pixels_changed": sum(r["core_changed"] for r in back),
+            "studio_colour_exact": sum(r["corner_is_colour"] for r in back),
+            "scenes": len(with_scene),
+            "scene_core_pixels_changed": sum(r["scene_core_changed"] for r in with_scene),
+        },
         "recolor": {
             "delta_e_mean": round(float(np.mean(de)), 3),
             "delta_e_max": round(float(np.max(de)), 3),
@@ -169,12 +205,13 @@ def main() -> None:
     ap.add_argument("--mask", choices=("cutout", "render"), default="cutout")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--scenes", type=int, default=10, help="products also on a generated scene")
     args = ap.parse_args()
     report: dict[str, Any] = {"load_average": [round(x, 2) for x in os.getloadavg()]}
     if not args.skip_timing:
         report["seconds_1024px"] = _timing(args.repeats)
     if not args.skip_quality:
-        report["quality"] = _quality(args.products, args.size, args.mask)
+        report["quality"] = _quality(args.products, args.size, args.mask, args.scenes)
     print(json.dumps(report, indent=2))
 
 

@@ -13,9 +13,10 @@ One step is the edit's own: the hero moves the product onto the scene's ground, 
 keeps the product where it is (its edge stays where it was), so the scene's rows are
 remapped instead (:func:`stand_on`) to put its ground line under the product's base.
 
-Product rule (the hero's): every pixel of the cut-out's core (alpha >= ``compose.CORE_ALPHA``,
-250/255) is the source pixel, bit-exact (checked by ``compose.check_fidelity``); the thin edge
-takes the nearest core pixel's colour and blends with the scene (``compose.place_cutout``).
+Product rule (the hero's): every pixel of the cut-out's core (``compose.place_cutout`` with
+soft edges: alpha rescaled ``(a - 0.1) / 0.9`` at least ``compose.CORE_ALPHA``, i.e. a >= 0.982)
+is the source pixel, bit-exact (checked by ``compose.check_fidelity``); the thin edge takes
+the nearest core pixel's colour and blends with the scene.
 """
 
 from __future__ import annotations
