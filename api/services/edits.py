@@ -169,9 +169,8 @@ def _background(p: EditParams, scene_terms: list[str] | None) -> dict[str, Any]:
     if p.user_id and scene_terms is None:
         raise EditRejected("user_id: the taste profile was not resolved")
     try:
-        if p.prompt:
-            clean_terms(p.prompt)  # something usable must be left after sanitising
-            scene: dict[str, Any] = {"prompt": p.prompt}
+        if p.prompt:  # stored as used: sanitised words (422 when none is left)
+            scene: dict[str, Any] = {"prompt": ", ".join(clean_terms(p.prompt))}
         else:
             scene = {"terms": clean_terms(terms=scene_terms)}
     except ValueError as exc:

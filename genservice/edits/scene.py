@@ -197,7 +197,8 @@ def generated_background(
     check_fidelity(result, placed)
     enforce_safe(generator.safety, [result])  # a flagged scene is never returned
     t4 = time.perf_counter()
-    given: dict[str, Any] = {"prompt": prompt} if prompt is not None else {"terms": words}
+    # What was used: the sanitised words (a blocked phrase never reaches the metadata).
+    given: dict[str, Any] = {"prompt": ", ".join(words)} if prompt is not None else {"terms": words}
     params = {**given, "seed": seed, "shadow": shadow, "scene_prompt": request.prompt}
     return EditResult(
         image=result,

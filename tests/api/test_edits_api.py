@@ -225,7 +225,7 @@ def test_background_from_a_prompt_or_a_taste_profile_queues_terms_not_users(env:
         assert job is not None and user not in json.dumps(job.brief)
     body = {"product_id": pid, "op": "background", "params": {"prompt": "Beach, golden hour"}}
     r = post("/v1/edits", json=body, headers=m)
-    assert r.status_code == 202 and r.json()["params"][0]["prompt"] == "Beach, golden hour"
+    assert r.status_code == 202 and r.json()["params"][0]["prompt"] == "beach, golden hour"
     for params, msg in (
         ({"user_id": "u3"}, "no taste profile"),  # no profile, no segment
         ({"prompt": "beach", "studio": "white"}, "exactly one of"),

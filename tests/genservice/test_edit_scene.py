@@ -84,6 +84,7 @@ def test_scene_terms_split_sanitise_and_refuse() -> None:
     assert scene_terms("Beach,  golden hour , beach") == ["beach", "golden hour"]
     assert scene_terms(terms=["minimalist", "studio"]) == ["minimalist", "studio"]
     assert scene_terms("beach, (spotlight:1.5)") == ["beach", "spotlight"]  # weight syntax gone
+    assert scene_terms("beach, naked model") == ["beach"]  # a blocked phrase is dropped whole
     with pytest.raises(ValueError, match="exactly one of prompt"):
         scene_terms("beach", ["beach"])
     with pytest.raises(ValueError, match="exactly one of prompt"):
