@@ -74,11 +74,17 @@ def serve(
 def demo(
     serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve after building."),
     seed: int = typer.Option(0, help="Seed of the demo world."),
+    cover: bool = typer.Option(
+        True,
+        "--cover/--no-cover",
+        help="Recompose square and story from the approved banners' kept scenes "
+        "(`batch cover`; ~15-45 CPU s each on a CPU).",
+    ),
 ) -> None:
     """Build the demo world into the state folder (idempotent), then serve."""
     from api.cli.demo import build_demo
 
     settings = load_settings()
-    build_demo(settings, seed=seed)
+    build_demo(settings, seed=seed, cover=cover)
     if serve_after:
         serve(host=None, port=None, workers=1)

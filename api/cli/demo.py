@@ -1,9 +1,11 @@
 """``tailorshot demo``: build the demo world and everything served from it (idempotent).
 
 Stages, each skipping work already done: the world (catalog, shoppers, events), recsys
-(index, profiles, segments), approved hero variants per segment, personalized heroes for a
-few shoppers, simulated storefront traffic (impressions chosen by the exploration policy,
-clicks drawn from the demo click model, so the analyst page has real logs), API keys.
+(index, profiles, segments), approved banner variants per segment, their square and story
+recomposed from the banners' kept scenes (``tailorshot batch cover``; ``--no-cover``
+skips it), personalized heroes for a few shoppers, simulated storefront traffic (impressions
+chosen by the exploration policy, clicks drawn from the demo click model, so the analyst page
+has real logs), API keys.
 """
 
 from __future__ import annotations
@@ -24,16 +26,25 @@ from data.models import Click, CreativeVariant, Impression, Product, User, Varia
 
 @dataclass
 class DemoOutput:
-    """What the build did, with each stage's wall seconds."""
+    """What the build did, with each stage's wall and CPU seconds (CPU: this process, all
+    its threads)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    cpu_mark: float = field(default_factory=time.process_time)
     counts: dict[str, Any] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
 
 
 def _stage(out: DemoOutput, name: str, t0: float) -> None:
     out.seconds[name] = round(time.perf_counter() - t0, 2)
-    typer.echo(f"[demo] {name}: {out.seconds[name]:.1f} s", err=True)
+    cpu = time.process_time()  # the stages run back to back: CPU since the previous one
+    out.cpu_seconds[name] = round(cpu - out.cpu_mark, 2)
+    out.cpu_mark = cpu
+    typer.echo(
+        f"[demo] {name}: {out.seconds[name]:.1f} s wall, {out.cpu_seconds[name]:.1f} s CPU",
+        err=True,
+    )
 
 
 def personalize_some(
@@ -129,10 +140,13 @@ def build_demo(
     personalized_users: int = 12,
     traffic: int = 3000,
     base_url: str | None = None,
+    cover: bool = True,
 ) -> DemoOutput:
-    """Build the demo world into ``settings.home``; print keys and example calls."""
+    """Build the demo world into ``settings.home``; print keys and example calls.
+    ``cover=False`` leaves square and story uncovered (saves ~15-45 CPU s per recomposition;
+    ``tailorshot batch cover`` covers them later)."""
     from api.cli.common import open_engine
-    from api.cli.demo_variants import curl_examples, demo_keys, seed_demo_variants
+    from api.cli.demo_variants import approve_and_cover, curl_examples, demo_keys
     from api.services.profile_refresh import refresh_recsys
     from data.demo.build import build_demo_world, output_as_dict
 
@@ -147,9 +161,18 @@ def build_demo(
     _stage(out, "recsys", t0)
 
     t0 = time.perf_counter()
-    made = seed_demo_variants(settings, engine, seed=seed, per_segment=2, generic=2)
+    made, covered = approve_and_cover(
+        settings, engine, seed=seed, per_segment=2, generic=2, cover=cover
+    )
     out.counts["segment_variants_created"] = len(made.created)
-    _stage(out, "segment variants", t0)
+    if covered is not None:
+        out.counts["coverage"] = covered.as_dict()
+        typer.echo(
+            f"[demo] coverage: {covered.recomposed} recomposed, {covered.retired} retired "
+            f"in {covered.seconds:.1f} s; still refused: {covered.refused or 'nothing'}",
+            err=True,
+        )
+    _stage(out, "segment variants and coverage", t0)
 
     t0 = time.perf_counter()
     out.counts["personalized_variants"] = personalize_some(
@@ -170,8 +193,25 @@ def build_demo(
                 .where(CreativeVariant.status == VariantStatus.approved)
             ).one()
         )
+        served = sorted(
+            set(
+                session.exec(
+                    select(CreativeVariant.placement).where(
+                        CreativeVariant.status == VariantStatus.approved,
+                        col(CreativeVariant.user_id).is_(None),
+                    )
+                ).all()
+            )
+        )
     out.counts["approved_variants"] = approved
     url = base_url or f"http://{settings.api.host}:{settings.api.port}"
+    if covered is None:
+        how = "coverage skipped (--no-cover): run `tailorshot batch cover`"
+    else:
+        how = f"{covered.recomposed} recomposed from kept scenes in this run"
+        refused = sorted({p for r in covered.refused.values() for p in r})
+        if refused:
+            how += f"; still refused somewhere: {', '.join(refused)} (`tailorshot batch cover`)"
     typer.echo(
         f"""
 tailorshot demo is built in {settings.home.resolve()} ({sum(out.seconds.values()):.0f} s).
@@ -179,6 +219,7 @@ tailorshot demo is built in {settings.home.resolve()} ({sum(out.seconds.values()
   API docs      {url}/docs
   Pages         {url}/ui/   (log in with the marketer or analyst key below)
   Health        {url}/healthz   {url}/readyz   {url}/metrics
+  Placements    {", ".join(served) or "none"} served to segments ({how})
 
 Demo API keys (derived from the demo seed: for this demo only):
 """

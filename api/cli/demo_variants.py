@@ -1,5 +1,7 @@
 """What ``tailorshot demo`` adds for the API: a first set of approved variants per segment
-(rendered by the generator), one demo key per role, and example ``curl`` calls."""
+(rendered by the generator), the other placements recomposed from their kept scenes
+(``tailorshot batch cover``'s own code path), one demo key per role, and example ``curl``
+calls."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from sqlmodel import Session, col, func, select
 from tqdm import tqdm
 
 from api.auth import create_key, generate_key
+from api.batch.cover import CoverSummary, run_cover
 from api.services.variants import record_change
 from api.settings import Settings
 from data.models import (
@@ -184,6 +187,38 @@ def seed_demo_variants(
     return DemoVariantsOutput(created, skipped, time.perf_counter() - t0)
 
 
+def approve_and_cover(
+    settings: Settings,
+    engine: Engine,
+    *,
+    seed: int,
+    per_segment: int = 2,
+    generic: int = 2,
+    cover: bool = True,
+    generator: HeroRenderer | None = None,
+    delivery: bool = True,
+    progress: bool = True,
+) -> tuple[DemoVariantsOutput, CoverSummary | None]:
+    """:func:`seed_demo_variants` (banners), then, when ``cover``, what ``tailorshot batch
+    cover`` runs (:func:`api.batch.cover.run_cover`): every segment and the generic pool
+    gets its square and story recomposed from an approved banner's kept scene, with no
+    diffusion run (~15-45 CPU s each on a CPU with the delivery path). Idempotent: a rerun
+    renders and recomposes nothing. ``delivery=False``: the classic compose path (tiny test
+    models). Returns the seeding and the coverage summaries (``None`` without ``cover``)."""
+    made = seed_demo_variants(
+        settings,
+        engine,
+        seed=seed,
+        per_segment=per_segment,
+        generic=generic,
+        generator=generator,
+        progress=progress,
+    )
+    if not cover:
+        return made, None
+    return made, run_cover(settings, engine, delivery=delivery, progress=progress)
+
+
 def demo_keys(engine: Engine, *, seed: int = 0) -> dict[str, str]:
     """One API key per role, derived from ``seed`` (so the demo can print them again) and
     stored hashed; idempotent. Demo keys are guessable from the seed: never use in production."""
@@ -209,6 +244,7 @@ def curl_examples(keys: dict[str, str], base_url: str = "http://127.0.0.1:8000")
     ct = "-H 'Content-Type: application/json'"
     return f"""# storefront: a hero for a shopper (then follow image_url), a click, events
 curl -s -H 'Authorization: Bearer {s}' '{b}/v1/hero?user_id=u00001&placement=banner'
+curl -s -H 'Authorization: Bearer {s}' '{b}/v1/hero?user_id=u00001&placement=story'
 curl -s -X POST -H 'Authorization: Bearer {s}' '{b}/v1/impressions/IMPRESSION_ID/click'
 curl -s -X POST -H 'Authorization: Bearer {s}' {ct} \\
   -d '{event}' '{b}/v1/events'

@@ -58,5 +58,6 @@ def test_demo_keys_deterministic_hashed_and_curl(tmp_path: Path) -> None:
         assert all(stored[hash_key(k)] == role for role, k in keys.items())
         assert not any(k in stored for k in keys.values())
     text = curl_examples(keys, "http://127.0.0.1:8000/")
-    assert text.count("curl ") == 14 and all(k in text for k in keys.values())
+    assert text.count("curl ") == 15 and all(k in text for k in keys.values())
     assert "http://127.0.0.1:8000/v1/hero?user_id=" in text
+    assert "placement=banner" in text and "placement=story" in text  # the demo covers story
