@@ -2,8 +2,9 @@
 restoration quality (PSNR against the original) that chose the default model.
 
 Run: ``.venv/bin/python bench/bench_imaging.py [--repeats 3] [--models compact,x4plus]
-[--quality]``; prints one JSON object. Cut-out: 1024-px photo / studio render / scene, the
-saliency cache off, split into the U^2-Net-p run and the matting. Restoration: a 256 x 256 input
+[--quality] [--cutout-models products,original] [--skip-restore]``; prints one JSON object.
+Cut-out: 1024-px photo / studio render / scene, the saliency cache off, per network (the
+refined one trained here and U^2-Net-p alone): whole cut-out and network-only seconds. Restoration: a 256 x 256 input
 enlarged x4 to 1024 x 1024 (tiles of 256). ``--quality``: 256-px crops of four scikit-image
 photos reduced 4x (bicubic), enlarged back by bicubic and by each model with and without
 back-projection. ``--cutout-quality``: IoU / boundary F1 / extra islands of the cut-out on 9 demo
@@ -37,7 +38,9 @@ def _cutout_inputs() -> dict[str, Image.Image]:
 
     attrs = {"colour": "red", "pattern": "solid", "material": "ceramic", "style": "minimalist"}
     coffee = _photo("coffee")
-    coffee = coffee.resize((1024, round(1024 * coffee.height / coffee.width)), Image.LANCZOS)
+    coffee = coffee.resize(
+        (1024, round(1024 * coffee.height / coffee.width)), Image.Resampling.LANCZOS
+    )
     mug = render_product(attrs, category="mug", size=1024, seed=0)
     scene = compose_scene(
         render_product(attrs, category="mug", size=512, seed=0),
@@ -53,35 +56,43 @@ def _cutout_inputs() -> dict[str, Image.Image]:
     }
 
 
-def bench_cutout(repeats: int) -> dict[str, object]:
-    from genservice.imaging.cutout import SalientObjectModel, cut_out_product
+def bench_cutout(repeats: int, choices: list[str]) -> dict[str, object]:
+    """Per cut-out network (``products``: U^2-Net-p + the refiner trained here, one ONNX graph;
+    ``original``: U^2-Net-p alone) and image: median wall seconds of the whole cut-out and of
+    the network alone, and the CPU seconds of the whole cut-out (load-independent)."""
+    from genservice.imaging.cutout import SalientObjectModel, cut_out_product, cutout_model_path
 
-    model = SalientObjectModel(cache_size=0)  # every call runs the network
     images = _cutout_inputs()
-    cut_out_product(images["scene"].resize((256, 256)), model=model)  # session warm-up
     out: dict[str, object] = {}
-    for name, img in images.items():
-        net, total = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model.raw_saliency(img)
-            net.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            r = cut_out_product(img, model=model)
-            total.append(time.perf_counter() - t0)
-        out[name] = {
-            "size": list(img.size),
-            "method": r.method,
-            "seconds": round(statistics.median(total), 3),
-            "u2netp_seconds": round(statistics.median(net), 3),
-        }
+    for choice in choices:
+        model = SalientObjectModel(cutout_model_path(choice), cache_size=0)  # no cache hits
+        cut_out_product(images["scene"].resize((256, 256)), model=model)  # session warm-up
+        rows: dict[str, object] = {"model": model.model_path.name}
+        for name, img in images.items():
+            net, total, cpu = [], [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model.raw_saliency(img)
+                net.append(time.perf_counter() - t0)
+                t0, c0 = time.perf_counter(), time.process_time()
+                r = cut_out_product(img, model=model)
+                total.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            rows[name] = {
+                "size": list(img.size),
+                "method": r.method,
+                "seconds": round(statistics.median(total), 3),
+                "cpu_seconds": round(statistics.median(cpu), 3),
+                "network_seconds": round(statistics.median(net), 3),
+            }
+        out[choice] = rows
     return out
 
 
 def bench_restore(models: list[str], repeats: int, cache_dir: str) -> dict[str, object]:
     from genservice.imaging.restore import Restorer, restore
 
-    src = _photo("coffee").crop((150, 0, 550, 400)).resize((256, 256), Image.LANCZOS)
+    src = _photo("coffee").crop((150, 0, 550, 400)).resize((256, 256), Image.Resampling.LANCZOS)
     out: dict[str, object] = {}
     for alias in models:
         r = Restorer(ALIASES[alias], cache_dir=cache_dir, tile=256)
@@ -111,9 +122,11 @@ def bench_quality(models: list[str], cache_dir: str) -> dict[str, object]:
     for name, (x, y) in CROPS.items():
         hr = _photo(name).crop((x, y, x + 256, y + 256))
         truth = np.asarray(hr)
-        lr = hr.resize((64, 64), Image.BICUBIC)
+        lr = hr.resize((64, 64), Image.Resampling.BICUBIC)
         row: dict[str, float] = {
-            "bicubic": round(psnr(np.asarray(lr.resize(hr.size, Image.BICUBIC)), truth), 2)
+            "bicubic": round(
+                psnr(np.asarray(lr.resize(hr.size, Image.Resampling.BICUBIC)), truth), 2
+            )
         }
         for alias, r in restorers.items():
             t0 = time.perf_counter()
@@ -167,7 +180,7 @@ def bench_cutout_quality(seed: int = 0) -> dict[str, object]:
         prod = render_product({**attrs, "material": mat}, category=cat, size=320, seed=i)
         for name, bg in backgrounds.items():
             if bg is None:
-                big = prod.resize((512, 512), Image.LANCZOS)
+                big = prod.resize((512, 512), Image.Resampling.LANCZOS)
                 img, truth = on_studio_background(big), np.asarray(big)[..., 3] >= 128
             else:
                 x, y = int(rng.integers(60, 130)), int(rng.integers(60, 130))
@@ -195,6 +208,10 @@ def main() -> None:
     parser.add_argument("--models", default="compact", help="comma list: compact, x4plus")
     parser.add_argument("--quality", action="store_true", help="also the PSNR table")
     parser.add_argument("--skip-cutout", action="store_true")
+    parser.add_argument("--skip-restore", action="store_true")
+    parser.add_argument(
+        "--cutout-models", default="products,original", help="comma list: products, original"
+    )
     parser.add_argument(
         "--cutout-quality", action="store_true", help="also cut-out IoU on 9 demo products"
     )
@@ -215,12 +232,15 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as cache_dir:
         if not args.skip_cutout:
-            report["cutout_1024"] = bench_cutout(args.repeats)
-        report["restore_256_to_1024"] = bench_restore(models, args.repeats, cache_dir)
+            choices = [c.strip() for c in args.cutout_models.split(",") if c.strip()]
+            report["cutout_1024"] = bench_cutout(args.repeats, choices)
+        if not args.skip_restore:
+            report["restore_256_to_1024"] = bench_restore(models, args.repeats, cache_dir)
         if args.quality:
             report["psnr_x4_db"] = bench_quality(models, cache_dir)
         if args.cutout_quality:
             report["cutout_quality"] = bench_cutout_quality()
+    report["load_average_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
 
 

@@ -104,7 +104,7 @@ def evaluate_cutout_cmd(
     n: int = typer.Option(100, "--n", help="Cases of each kind (studio, photo composite)."),
     seed: int = typer.Option(0, help="Seed of the cases (evaluate heroes uses 0)."),
     model: str = typer.Option(
-        "products", help="products (trained here), original (U^2-Net-p) or an .onnx path."
+        "original", help="original (U^2-Net-p), products (`train cutout`'s) or an .onnx path."
     ),
     overlays: Path | None = typer.Option(
         None, help="Write PNG overlays of the worst photo composites to this folder."

@@ -13,12 +13,12 @@ Pipeline for an opaque photo or render:
    saliency into a soft alpha that follows the photo's edges, and the soft pixels' colours are
    re-estimated without the old background (``estimate_foreground``).
 
-The network is, by default, U^2-Net-p followed by the product refiner trained here
-(``data/models/cutout-u2netp-products``, see its README and
-``genservice.training.cutout_train``): one ONNX graph with U^2-Net-p's input and the refined
-saliency as output, so everything below is unchanged. The environment setting
-``TAILORSHOT_CUTOUT_MODEL`` chooses: ``products`` (default; the original when the refined file
-is missing, with a warning), ``original`` (U^2-Net-p alone), or a path to an ``.onnx`` file.
+The network is U^2-Net-p unless the environment setting ``TAILORSHOT_CUTOUT_MODEL`` says
+otherwise: ``original`` (default), ``products`` (U^2-Net-p followed by the product refiner of
+``genservice.training.cutout_train``, one ONNX graph at ``data/models/cutout-u2netp-products``,
+made by ``tailorshot train cutout``; not shipped: the run made here did not beat U^2-Net-p on
+held-out pictures), or a path to an ``.onnx`` file whose first output is the saliency. Either
+way everything below is unchanged.
 
 Which method cuts is decided by a stated rule (``choose_method``) and logged, never silently:
 an image with real transparency uses its alpha; otherwise U^2-Net-p when its confidence is at
@@ -65,7 +65,7 @@ MAX_HOLE_SALIENCY = 0.15
 #: Max channel difference (0-255) from the border colour that counts as background (flood).
 FLOOD_TOLERANCE = 32.0
 
-#: The refined network trained here (U^2-Net-p + product refiner, one ONNX graph).
+#: Where ``tailorshot train cutout`` writes U^2-Net-p + product refiner (one ONNX graph).
 PRODUCTS_MODEL_PATH = (
     Path(__file__).resolve().parents[2]
     / "data"
@@ -73,7 +73,7 @@ PRODUCTS_MODEL_PATH = (
     / "cutout-u2netp-products"
     / "model.onnx"
 )
-#: Environment setting choosing the network: ``products`` | ``original`` | a path.
+#: Environment setting choosing the network: ``original`` | ``products`` | a path.
 MODEL_ENV = "TAILORSHOT_CUTOUT_MODEL"
 
 _INPUT = 320
@@ -114,21 +114,17 @@ def bundled_u2netp_path() -> Path:
 
 def cutout_model_path(choice: str | None = None) -> Path:
     """The network file for ``choice`` (default: the ``TAILORSHOT_CUTOUT_MODEL`` environment
-    setting, else ``products``): ``products`` -> the refined model trained here (the original
-    U^2-Net-p, with a warning, when it is missing), ``original`` -> U^2-Net-p from the wheel,
-    anything else -> that path (FileNotFoundError when it is not a file)."""
+    setting, else ``original``): ``original`` -> U^2-Net-p from the wheel, ``products`` -> the
+    refined model (``PRODUCTS_MODEL_PATH``), anything else -> that path. FileNotFoundError
+    naming the setting when the file is missing."""
     choice = (choice if choice is not None else os.environ.get(MODEL_ENV, "")).strip()
-    if choice in ("", "products"):
-        if PRODUCTS_MODEL_PATH.is_file():
-            return PRODUCTS_MODEL_PATH
-        log.warning("cut-out: %s missing, using the original U^2-Net-p", PRODUCTS_MODEL_PATH)
+    if choice in ("", "original"):
         return bundled_u2netp_path()
-    if choice == "original":
-        return bundled_u2netp_path()
-    path = Path(choice).expanduser()
+    path = PRODUCTS_MODEL_PATH if choice == "products" else Path(choice).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"{MODEL_ENV}: expected 'products', 'original' or an .onnx file, got {choice!r}"
+            f"{MODEL_ENV}: expected 'original', 'products' (made by `tailorshot train cutout`) "
+            f"or an .onnx file, got {choice!r} ({path} is missing)"
         )
     return path
 
@@ -146,7 +142,7 @@ class SalientObjectModel:
     first use, and shared by threads (``InferenceSession.run`` is thread-safe). Saliency maps
     are cached by image content hash (LRU, ``cache_size`` entries of 320 x 320 float32).
     ``model_path``: an ``.onnx`` file whose first output is the saliency; default
-    ``cutout_model_path()`` (the refined network unless the setting says otherwise)."""
+    ``cutout_model_path()`` (U^2-Net-p unless the setting says otherwise)."""
 
     def __init__(
         self, model_path: Path | str | None = None, *, cache_size: int = 128, threads: int = 2

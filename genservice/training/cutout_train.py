@@ -6,7 +6,8 @@ about 6 CPU-seconds here, so an hour buys a few hundred pictures):
 
 * U^2-Net-p runs unchanged (original weights, first output ``s``, 320 x 320);
 * the refiner sees the network input ``x`` (3 channels, ImageNet-normalised), ``s`` and
-  ``logit(s)``, all average-pooled to 160 x 160, and predicts a correction ``c`` there;
+  ``logit(s)``, all average-pooled 4x (to 80 x 80: the CPU budget), and predicts a
+  correction ``c`` there;
 * the refined logit is ``a * logit(s) + up(c)`` (``a`` learned, starts at 1; ``c``'s last
   layer starts at zero so the untrained refiner is the original model) and its sigmoid the
   refined saliency. Edges come from ``s`` at 320 px; the correction only says which salient
@@ -61,9 +62,10 @@ class CutoutRefiner(nn.Module):
     """Correction of U^2-Net-p's saliency. ``forward(x (B, 3, 320, 320), s (B, 1, 320, 320)
     in [0, 1])`` -> refined logits ``(B, 1, 320, 320)``; ``probabilities`` is their sigmoid."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, pool: int = 4) -> None:
         super().__init__()
         w = width
+        self.pool = pool
         self.e1 = _block(5, w)
         self.e2 = _block(w, 2 * w)
         self.e3 = _block(2 * w, 3 * w)
@@ -83,7 +85,7 @@ class CutoutRefiner(nn.Module):
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         s = s.clamp(1e-4, 1.0 - 1e-4)
         logit = torch.log(s) - torch.log1p(-s)
-        h = F.avg_pool2d(torch.cat([x, s, logit / 8.0], dim=1), 2)
+        h = F.avg_pool2d(torch.cat([x, s, logit / 8.0], dim=1), self.pool)
         e1 = self.e1(h)
         e2 = self.e2(F.max_pool2d(e1, 2))
         e3 = self.e3(F.max_pool2d(e2, 2))
@@ -181,6 +183,7 @@ def train_refiner(
     every_s: float = 180.0,
     log: Callable[[str], None] = print,
     refresh: Callable[[], dict[str, np.ndarray]] | None = None,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> tuple[CutoutRefiner, dict[str, Any]]:
     """Adam with a cosine learning-rate schedule over a wall-clock budget of ``minutes``
     (the schedule is on elapsed time so the budget is kept on a loaded machine); random
@@ -191,6 +194,8 @@ def train_refiner(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = CutoutRefiner()
+    if init is not None:  # continue from a checkpoint (a state dict)
+        model.load_state_dict(init)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(train["images"])
     budget = minutes * 60.0

@@ -184,7 +184,7 @@ def write_overlays(
     paths = []
     for name, chosen in (("cutout_worst.png", photo), ("cutout_first.png", first)):
         tiles = [mask_overlay(c.image, pred, c.mask) for _, c, pred in chosen]
-        caps = [f"{c.name} IoU {v:.3f}" for v, c, _ in chosen]
+        caps = [f"IoU {v:.2f} {c.name}" for v, c, _ in chosen]
         path = folder / name
         contact_sheet(tiles, caps, cols=4, cell=256, caption_lines=1).save(path)
         paths.append(str(path))

@@ -146,10 +146,17 @@ def test_export_merges_u2netp_and_an_untrained_refiner_into_the_original(tmp_pat
 
 def test_model_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert cutout_model_path("original") == bundled_u2netp_path()
-    want = PRODUCTS_MODEL_PATH if PRODUCTS_MODEL_PATH.is_file() else bundled_u2netp_path()
-    assert cutout_model_path("products") == want
-    monkeypatch.setenv(MODEL_ENV, "original")
+    monkeypatch.delenv(MODEL_ENV, raising=False)
     assert cutout_model_path() == bundled_u2netp_path()
+    if PRODUCTS_MODEL_PATH.is_file():
+        assert cutout_model_path("products") == PRODUCTS_MODEL_PATH
+    else:
+        with pytest.raises(FileNotFoundError, match="train cutout"):
+            cutout_model_path("products")
+    made = tmp_path / "made.onnx"
+    made.write_bytes(b"x")
+    monkeypatch.setenv(MODEL_ENV, str(made))
+    assert cutout_model_path() == made
     monkeypatch.setenv(MODEL_ENV, str(tmp_path / "missing.onnx"))
     with pytest.raises(FileNotFoundError, match=MODEL_ENV):
         cutout_model_path()
