@@ -30,6 +30,7 @@ CPU per request too (``cpu_ratio``). Code: ``bench/hero_wrk.py``.
     .venv/bin/python bench/bench_hero.py --wrk --home /work/homes/demo0
     .venv/bin/python bench/bench_hero.py --kill
     .venv/bin/python bench/bench_hero.py --inprocess --requests 5000 --home /work/homes/demo0
+    .venv/bin/python bench/bench_hero.py --stamp-cost
 """
 
 from __future__ import annotations
@@ -320,6 +321,9 @@ def main() -> None:
     ap.add_argument("--wrk", action="store_true", help="hero vs bare FastAPI with wrk (#16)")
     ap.add_argument("--kill", action="store_true", help="measure the hard-kill loss window")
     ap.add_argument(
+        "--stamp-cost", action="store_true", help="state stamp poll CPU at 10k-1M memberships"
+    )
+    ap.add_argument(
         "--inprocess",
         action="store_true",
         help="CPU per request of hero vs bare, ASGI calls in-process (--requests each)",
@@ -329,10 +333,11 @@ def main() -> None:
     ap.add_argument("--connections", default="16,64", help="connection counts (--wrk)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     args = ap.parse_args()
-    if args.wrk or args.kill or args.inprocess:
-        from bench.hero_wrk import run_inprocess, run_kill, run_wrk
+    if args.wrk or args.kill or args.inprocess or args.stamp_cost:
+        from bench.hero_wrk import run_inprocess, run_kill, run_stamp, run_wrk
 
         run = run_wrk if args.wrk else (run_kill if args.kill else run_inprocess)
+        run = run_stamp if args.stamp_cost else run
         print(json.dumps(run(args), indent=2))
         return
     with tempfile.TemporaryDirectory(prefix="bench-hero-") as tmp:

@@ -380,3 +380,50 @@ async def _asgi_loop(app: Any, key: str, users: list[str], n: int) -> dict[str, 
         "cpu_us_per_req": round(1e6 * cpu / n, 1),
         "wall_us_per_req": round(1e6 * wall / n, 1),
     }
+
+
+def run_stamp(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per poll of the hero's state stamp on SQLite with 10k, 100k and 1M memberships:
+    the cheap part (every ``POLL_S``) and the membership scan (every ``MEMBERSHIP_POLL_S``)."""
+    from sqlalchemy import text
+
+    from api.services.hero_snapshot import membership_stamp, state_version
+    from data.db import init_db, make_engine
+
+    out: dict[str, Any] = {"loadavg_start": [round(x, 2) for x in os.getloadavg()], "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-hero-stamp-") as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'stamp.db'}")
+        init_db(engine)
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO segment (id, label, size, version, terms, example_product_ids, "
+                "created_at, updated_at) VALUES (1, 's', 0, 1, '[]', '[]', '2026-01-01', "
+                "'2026-01-01')"
+            ))  # fmt: skip
+        done = 0
+        for size in (10_000, 100_000, 1_000_000):
+            with engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                raw.execute("PRAGMA foreign_keys=OFF")  # memberships of users never created
+                raw.executemany(
+                    "INSERT INTO segmentmembership (user_id, segment_id, score) VALUES (?, 1, 1)",
+                    ((f"u{i:07d}",) for i in range(done, size)),
+                )
+            done = size
+            with engine.connect() as conn:
+                cached = membership_stamp(conn)
+
+                def cpu_ms(f: Any, conn: Any = conn, reps: int = 5) -> float:
+                    f(conn)
+                    c0 = time.process_time()
+                    for _ in range(reps):
+                        f(conn)
+                    return round(1000 * (time.process_time() - c0) / reps, 2)
+
+                out["runs"][str(size)] = {
+                    "cheap_poll_ms_cpu": cpu_ms(lambda c, m=cached: state_version(c, m)),
+                    "membership_scan_ms_cpu": cpu_ms(membership_stamp),
+                }
+        engine.dispose()
+    out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return out
