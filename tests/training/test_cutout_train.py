@@ -160,3 +160,19 @@ def test_model_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(MODEL_ENV, str(tmp_path / "missing.onnx"))
     with pytest.raises(FileNotFoundError, match=MODEL_ENV):
         cutout_model_path()
+
+
+def test_cli_refuses_bad_arguments_clearly(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["train", "cutout", "--shards", "1", "--val-shards", "1", "--data", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "--val-shards" in res.output
+    res = runner.invoke(app, ["evaluate", "cutout", "--model", str(tmp_path / "none.onnx")])
+    assert res.exit_code == 2 and MODEL_ENV in res.output
+    res = runner.invoke(app, ["evaluate", "cutout", "--n", "0"])
+    assert res.exit_code == 2 and "--n" in res.output
