@@ -69,6 +69,10 @@ POLL_S = 0.5
 #: Seconds between reads of the membership part of the stamp (a full scan; rebuilds and
 #: erasures also change the cheap part, so they show within ``POLL_S``).
 MEMBERSHIP_POLL_S = 5.0
+#: A snapshot is reloaded at least this often even when the stamp did not change (a safety
+#: net; ``api.candidates_ttl_s`` when larger). A reload reads every membership and personal
+#: variant, so it is not repeated every few seconds: changes show through the stamp.
+SNAPSHOT_MAX_AGE_S = 60.0
 #: The impression buffer: flushed every ``FLUSH_S`` seconds or at ``FLUSH_ROWS`` rows; beyond
 #: ``BUFFER_CAPACITY`` queued rows requests write their impression synchronously.
 FLUSH_S = 0.05
@@ -282,7 +286,7 @@ class HeroService:
 
     def _refresh_loop(self) -> None:
         """Every ``POLL_S``: reload the snapshot when the state stamp changed (or it is older
-        than ``candidates_ttl_s``), and the click statistics every ``stats_ttl_s``."""
+        than ``SNAPSHOT_MAX_AGE_S``), and the click statistics every ``stats_ttl_s``."""
         members_at = time.monotonic()  # the snapshot's load read the membership stamp
         while not self._stop.wait(POLL_S):
             try:
@@ -297,7 +301,8 @@ class HeroService:
                 if full:
                     members_at = now
                 age = time.monotonic() - self._loaded_at
-                if snap is None or snap.version != version or age > self.cfg.candidates_ttl_s:
+                max_age = max(self.cfg.candidates_ttl_s, SNAPSHOT_MAX_AGE_S)
+                if snap is None or snap.version != version or age > max_age:
                     self._reload()
                     self.metrics.hero_cache.labels("reload").inc()
             except Exception:  # the database may be restarting: serve what we have
