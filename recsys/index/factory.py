@@ -27,11 +27,12 @@ FLAT_MAX = 50_000
 #: by exact inner product with the float32 vectors (kept beside the codes).
 MIN_POINTS_PER_LIST = 39
 
-#: Share of the lists probed per query (64 of 1024 at 1M) and the re-ranking factor, tuned on
-#: validation queries of the clustered CLIP-like 1M set of ``bench/bench_index.py`` (128-d,
-#: 1 thread, load average ~21): nprobe 48 / 64 / 96 with k_factor 16 gave recall@10 0.951 /
-#: 0.978 / 0.991 at p50 0.81 / 0.95 / 1.37 ms CPU per query; k_factor 8 at nprobe 64: 0.959.
-NPROBE_FRACTION = 1 / 16
+#: Share of the lists probed per query (56 of 1024 at 1M) and the re-ranking factor: the
+#: cheapest setting reaching recall@10 0.95 on 300 validation queries of the clustered CLIP-like
+#: 1M set of ``bench/bench_index.py`` (128-d, 1 thread, load average ~13). On 300 other
+#: queries: nprobe 48 / 56 / 64 with k_factor 16 gave recall@10 0.941 / 0.964 / 0.972 at p50
+#: 0.92 / 1.07 / 1.21 ms CPU per query; k_factor 8 at nprobe 56: 0.948.
+NPROBE_FRACTION = 7 / 128
 MIN_NPROBE = 16
 K_FACTOR = 16
 
@@ -68,7 +69,7 @@ def plan_index(n: int, dim: int, *, flat_max: int = FLAT_MAX, family: str = "ivf
     ``n < flat_max``: ``"Flat"`` (exact). Above, ``family``:
 
     - ``"ivf"`` (default): ``"IVF{nlist},PQ{dim}x4fs,RFlat"`` with ``nprobe = max(16,
-      nlist / 16)`` and ``k_factor`` 16: 4-bit fast-scan codes, exact re-ranking; add and
+      7 * nlist / 128)`` and ``k_factor`` 16: 4-bit fast-scan codes, exact re-ranking; add and
       remove without a rebuild (removal by tombstones, compacted past ``compact_fraction``);
     - ``"ivf-flat"``: ``"IVF{nlist},Flat"`` (``nlist`` ~ ``4 * sqrt(n)``), ``nprobe`` 3/64 of
       the lists; native removal;
