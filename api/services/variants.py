@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from api.services.audit import record_change
@@ -207,8 +208,25 @@ def create_previews(
             job_id=job_id,
             created_by=actor,
         )
-        session.add(v)
-        session.flush()
+        try:
+            # A concurrent identical request may insert the same live variant between our
+            # read and this write; the unique key refuses it and we answer with that row.
+            with session.begin_nested():
+                session.add(v)
+        except IntegrityError:
+            raced = session.exec(
+                select(CreativeVariant).where(
+                    CreativeVariant.segment_id == segment_id,
+                    CreativeVariant.brief_hash == brief.brief_hash,
+                    col(CreativeVariant.user_id).is_(None),
+                    CreativeVariant.placement == placement,
+                    CreativeVariant.status != VariantStatus.retired,
+                )
+            ).first()
+            if raced is None:
+                raise
+            out.append(raced)
+            continue
         assert v.id is not None
         detail = {"brief_hash": brief.brief_hash, "job_id": job_id, "seed": s_i}
         record_change(session, variant_id=v.id, actor=actor, action="create", detail=detail)
