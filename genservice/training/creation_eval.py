@@ -2,10 +2,14 @@
 
 * **Text**: one creation per held-out demo caption (the captions ``evaluate generator``
   holds out; never trained on), at the requested size: cut out, restored, on white. The
-  independent colour/category judge (a small CNN trained on demo renders) sees the finished
-  detail-page image box-reduced to 64 px; the raw diffusion output is judged too (what
-  ``evaluate generator`` measures). ``max_product_upscale``: the largest plain enlargement of
-  product pixels after restoration.
+  independent colour/category judge (a small CNN trained on demo renders) sees each finished
+  detail-page image re-framed like its renders (:func:`framed`: same pixels, the product
+  moved to where renders put it, then box-reduced to 64 px) because its category head
+  learned where products stand; the as-is figure, the raw diffusion output's and a ceiling
+  (true renders cut out by their true masks, same geometry) are reported beside it.
+  ``max_product_upscale``: the largest plain enlargement of product pixels after
+  restoration. Diffusion outputs are cached (``cache_dir``), so a rerun only redoes what
+  changed.
 * **Sketches**: held-out demo products (never in the ControlNet's training) rendered in the
   studio; their sketch = the product's edges as black strokes on white
   (``derive_sketch``). Adherence = IoU of the created image's cut-out silhouette (native
