@@ -165,6 +165,9 @@ def build_demo(
         settings, engine, seed=seed, per_segment=2, generic=2, cover=cover
     )
     out.counts["segment_variants_created"] = len(made.created)
+    if made.failed:
+        out.counts["segment_variants_failed"] = made.failed
+        typer.echo(f"[demo] renders that failed (a rerun retries them): {made.failed}", err=True)
     if covered is not None:
         out.counts["coverage"] = covered.as_dict()
         typer.echo(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -33,11 +33,13 @@ DEMO_ACTOR = "system:demo"
 
 @dataclass(frozen=True)
 class DemoVariantsOutput:
-    """Variants created (ids), segments skipped because they had enough, wall seconds."""
+    """Variants created (ids), segments skipped because they had enough, wall seconds, and
+    the renders that failed (``"segment 3"`` / ``"generic"`` -> the error, last one wins)."""
 
     created: list[int]
     skipped_segments: list[int]
     seconds: float
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 Render = Callable[[Sequence[CreativeBrief]], list[Any]]
@@ -145,6 +147,7 @@ def seed_demo_variants(
             for _, pid, terms, s in todo
         ]
     created: list[int] = []
+    failed: dict[str, str] = {}
     if not briefs:
         return DemoVariantsOutput(created, skipped, time.perf_counter() - t0)
     render = _render_one_by_one(generator) if generator is not None else _batch_render(settings)
@@ -159,7 +162,10 @@ def seed_demo_variants(
     with Session(engine) as session:
         for (segment_id, pid, _terms, s), brief, out in zip(todo, briefs, outputs, strict=True):
             if isinstance(out, BaseException) or out is None:
-                continue  # a failed render (e.g. the safety checker): the others still count
+                # A failed render (e.g. the safety checker): the others still count.
+                owner = "generic" if segment_id is None else f"segment {segment_id}"
+                failed[owner] = repr(out)[:200]
+                continue
             v = CreativeVariant(
                 segment_id=segment_id,
                 product_id=pid,
@@ -184,7 +190,7 @@ def seed_demo_variants(
             )
             created.append(v.id)
         session.commit()
-    return DemoVariantsOutput(created, skipped, time.perf_counter() - t0)
+    return DemoVariantsOutput(created, skipped, time.perf_counter() - t0, failed)
 
 
 def approve_and_cover(
