@@ -168,9 +168,11 @@ def run_hero_evaluation(
     }
 
     # 3. Full heroes of demo products as served (cached under <home>/cache/heroeval).
-    rows, heroes, captions = hero_rows(
+    every, heroes, captions = hero_rows(
         settings, gen, n_heroes=n_heroes, seed=seed, judge=judge, model=model, progress=progress
     )
+    rows = [r for r in every if "refused" not in r]
+    report["heroes_refused"] = [r for r in every if "refused" in r]
     if rows:
         judged = [r for r in rows if r["setting_judged"] is not None]
         report["heroes"] = {
@@ -299,6 +301,7 @@ def hero_rows(
     from data.demo.render import on_studio_background, render_product
     from data.demo.world import build_world, category_title
     from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
+    from genservice.errors import FidelityError, SafetyViolation
     from genservice.judges import judge_input
     from genservice.training.heroeval import ghost_found, sharpness_ratio
 
@@ -373,7 +376,13 @@ def hero_rows(
         t0 = time.perf_counter()
         prep = gen._prepare(brief)
         out = gen.scene_backend.generate_batch([prep.request])[0]
-        res = gen._finish(prep, out)
+        try:
+            res = gen._finish(prep, out)
+        except (SafetyViolation, FidelityError) as exc:
+            # A hero the path refuses is never served: counted, not measured.
+            refused = {"sku": p.sku, "placement": brief.placement.name, "refused": str(exc)}
+            rows.append({**refused, "cached": False})
+            continue
         hero_s = time.perf_counter() - t0
         assert prep.placed is not None and prep.scene is not None and prep.cut is not None
         stored = Path(gen.store.path(res.image_key))
