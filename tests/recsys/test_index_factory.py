@@ -36,8 +36,8 @@ def recall_at_10(index: object, exact: NumpyIndex, queries: np.ndarray) -> float
         (FLAT_MAX - 1, IndexPlan("Flat")),
         # sqrt(50k) = 224 -> 256 lists, 7/128 probed but at least 16; 16 candidates per result
         (FLAT_MAX, IndexPlan("IVF256,PQ128x4fs,RFlat", {"nprobe": 16, "k_factor": 16})),
-        (1_000_000, IndexPlan("IVF1024,PQ128x4fs,RFlat", {"nprobe": 56, "k_factor": 16})),
-        (10_000_000, IndexPlan("IVF4096,PQ128x4fs,RFlat", {"nprobe": 224, "k_factor": 16})),
+        (1_000_000, IndexPlan("IVF1024,PQ128x4fs,RFlat", {"nprobe": 52, "k_factor": 16})),
+        (10_000_000, IndexPlan("IVF4096,PQ128x4fs,RFlat", {"nprobe": 208, "k_factor": 16})),
     ],
 )
 def test_plan_by_size(n: int, expected: IndexPlan) -> None:
@@ -68,7 +68,7 @@ def test_make_index_auto() -> None:
     index = make_index("auto", 128, n=1_000_000)
     assert isinstance(index, FaissIndex)
     assert (index.factory, index.nprobe, index.k_factor, index.mode) == (
-        "IVF1024,PQ128x4fs,RFlat", 56, 16, "tombstone")  # fmt: skip
+        "IVF1024,PQ128x4fs,RFlat", 52, 16, "tombstone")  # fmt: skip
     assert make_index("auto", 128, n=1_000_000, nprobe=64).nprobe == 64  # explicit wins
     small = make_index("AUTO", DIM, n=10)
     assert isinstance(small, FaissIndex) and small.factory == "Flat"
