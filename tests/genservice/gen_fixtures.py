@@ -7,10 +7,15 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from genservice.generator import HeroImaging
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -55,3 +60,37 @@ def reference_image(colour: tuple[int, int, int], size: int = 48) -> Image.Image
     arr[:] = colour
     arr[size // 3 : size // 2] = 255 - np.array(colour, dtype=np.uint8)
     return Image.fromarray(arr, "RGB")
+
+
+def stub_imaging(
+    record: dict[str, Any] | None = None,
+    saliency: Callable[[Image.Image], np.ndarray] | None = None,
+) -> HeroImaging:
+    """Fast stand-ins for the learned image parts: colour-key cut-out, nearest-neighbour
+    'restoration' (its (source, target) sizes appended to ``record["sr"]``), and ``saliency``
+    ((H, W) float32 map of painted products; none by default)."""
+    from genservice.compose import cut_out as colour_key
+    from genservice.generator import HeroImaging
+
+    class _Found:
+        def __init__(self, image: Image.Image) -> None:
+            self.cutout = colour_key(image)
+            self.alpha = np.ones(image.size[::-1], np.float32)
+            self.method = "flood"
+            self.confidence = 1.0
+
+    def sr(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+        if record is not None:
+            record.setdefault("sr", []).append((image.size, size))
+        return image.resize(size, Image.Resampling.NEAREST)
+
+    def no_ghosts(image: Image.Image) -> np.ndarray:
+        return np.zeros(image.size[::-1], np.float32)
+
+    return HeroImaging(
+        cut_out=_Found,
+        upscale_product=sr,
+        upscale_scene=sr,
+        saliency=saliency or no_ghosts,
+        shadow=True,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gen_fixtures import product_image, tiny_model_dir
+from gen_fixtures import product_image, stub_imaging, tiny_model_dir
 from PIL import Image
 
 from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
@@ -178,19 +178,6 @@ def test_contact_shadow_darkens_under_the_product_only() -> None:
 
 
 def _fake_imaging(record: dict[str, Any]) -> HeroImaging:
-    from genservice.compose import cut_out as colour_key
-
-    class _Found:
-        def __init__(self, image: Image.Image) -> None:
-            self.cutout = colour_key(image)
-            self.alpha = np.ones(image.size[::-1], np.float32)
-            self.method = "flood"
-            self.confidence = 1.0
-
-    def sr(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-        record.setdefault("sr", []).append((image.size, size))
-        return image.resize(size, Image.Resampling.NEAREST)
-
     def ghosts(image: Image.Image) -> np.ndarray:
         record["native"] = image.copy()
         sal = np.zeros(image.size[::-1], np.float32)
@@ -198,9 +185,7 @@ def _fake_imaging(record: dict[str, Any]) -> HeroImaging:
         sal[h // 4 : h - h // 10, w // 3 : w // 2] = 1.0  # one painted product
         return sal
 
-    return HeroImaging(
-        cut_out=_Found, upscale_product=sr, upscale_scene=sr, saliency=ghosts, shadow=True
-    )
+    return stub_imaging(record, saliency=ghosts)
 
 
 def test_generator_delivery_path_end_to_end(tmp_path: Path) -> None:

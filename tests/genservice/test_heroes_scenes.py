@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gen_fixtures import product_image, tiny_model_dir
+from gen_fixtures import product_image, stub_imaging, tiny_model_dir
 from PIL import Image
 
 from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
@@ -38,24 +38,7 @@ def test_scene_model_resolution_and_identity() -> None:
 
 def _imaging() -> HeroImaging:
     """Fast stand-ins: colour-key cut-out, nearest-neighbour 'restoration', no ghosts."""
-    from genservice.compose import cut_out as colour_key
-
-    class _Found:
-        def __init__(self, image: Image.Image) -> None:
-            self.cutout = colour_key(image)
-            self.alpha = np.ones(image.size[::-1], np.float32)
-            self.method = "flood"
-            self.confidence = 1.0
-
-    def sr(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-        return image.resize(size, Image.Resampling.NEAREST)
-
-    def no_ghosts(image: Image.Image) -> np.ndarray:
-        return np.zeros(image.size[::-1], np.float32)
-
-    return HeroImaging(
-        cut_out=_Found, upscale_product=sr, upscale_scene=sr, saliency=no_ghosts, shadow=True
-    )
+    return stub_imaging()
 
 
 def _generator(tmp_path: Path, *, imaging: bool) -> tuple[Any, list[str], list[str]]:
