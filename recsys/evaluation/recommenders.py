@@ -41,6 +41,7 @@ __all__ = [
     "evaluate_recommenders",
     "evaluate_recsys",
     "last_purchase_cutoffs",
+    "target_seen_before",
 ]
 
 
@@ -122,6 +123,16 @@ def last_purchase_cutoffs(
     return cutoff, target
 
 
+def target_seen_before(split: ProtocolSplit, users: Sequence[str]) -> np.ndarray:
+    """bool ``(len(users),)``: whether some relevant product of each test shopper is one they
+    had an event on in their training history (a revisit rather than a discovery)."""
+    out = np.zeros(len(users), dtype=bool)
+    for n, u in enumerate(users):
+        had = {e.product_id for e in split.train.get(u, [])}
+        out[n] = bool(split.relevant.get(u, frozenset()) & had)
+    return out
+
+
 def evaluate_recommenders(
     engine: Engine,
     *,
@@ -138,7 +149,9 @@ def evaluate_recommenders(
     leave-last-out, global time split and new-product protocols
     (:mod:`recsys.evaluation.protocols`); per protocol its summary (recall / NDCG at ``k``
     with bootstrap 95% intervals, the hybrid's lift over the best baseline), the cold-start
-    shoppers' (<= 2 training events) summary and what each fold tuned."""
+    shoppers' (<= 2 training events) summary, the summaries of shoppers whose relevant
+    product they had an event on before (``target_seen``) or not (``target_unseen``), and what
+    each fold tuned."""
     known = {"leave_last_out", "time_split", "new_products"}
     if set(protocols) - known:
         raise ValueError(f"protocols: expected some of {sorted(known)}, got {list(protocols)}")
@@ -174,10 +187,12 @@ def evaluate_recommenders(
     llo = split_before(histories, cutoff, target)
     for name in protocols:
         if name == "leave_last_out":
-            res = run(llo)
+            split = llo
+            res = run(split)
             mask = None
         elif name == "time_split":
-            res = run(global_time_split(histories))
+            split = global_time_split(histories)
+            res = run(split)
             mask = None
         else:
             split, new = drop_products(llo, items.ids.tolist(), seed=seed)
@@ -185,9 +200,19 @@ def evaluate_recommenders(
             mask = np.array(
                 [bool(res_rel & new) for res_rel in (split.relevant[u] for u in res.users)]
             )
+        everyone = np.ones(len(res.users), bool) if mask is None else mask
         summary = res.summary(n_bootstrap=n_bootstrap, seed=seed, mask=mask)
         summary["cold_start"] = res.summary(
-            n_bootstrap=n_bootstrap, seed=seed, mask=res.cold if mask is None else res.cold & mask
+            n_bootstrap=n_bootstrap, seed=seed, mask=res.cold & everyone
+        )
+        # error analysis: shoppers with a relevant product they had an event on before
+        # (a revisit) and shoppers whose relevant products are all new to them
+        seen = target_seen_before(split, res.users)
+        summary["target_seen"] = res.summary(
+            n_bootstrap=n_bootstrap, seed=seed, mask=seen & everyone
+        )
+        summary["target_unseen"] = res.summary(
+            n_bootstrap=n_bootstrap, seed=seed, mask=~seen & everyone
         )
         summary["tuned"] = res.tuned
         out[name] = summary
