@@ -31,6 +31,7 @@ from api.composition import (
     stop_components,
 )
 from api.logging import configure_logging, get_logger, new_request_id, request_id_var
+from api.services.hero import freeze_heap
 from api.settings import Settings
 
 log = get_logger("http")
@@ -301,6 +302,8 @@ def create_app(
             components if components is not None else await anyio.to_thread.run_sync(build)
         )
         await anyio.to_thread.run_sync(start_components, comps)
+        # What start-up loaded is never traversed by the collector again (see freeze_heap).
+        freeze_heap()
         app.state.settings = settings
         app.state.engine = comps.engine
         app.state.components = comps

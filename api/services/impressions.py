@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import func, update
 from sqlalchemy import select as sa_select
+from sqlalchemy import types as sa_types
 from sqlalchemy.engine import Connection, Engine
 
 from api.logging import get_logger
@@ -47,11 +50,27 @@ log = get_logger("impressions")
 UserKey = Callable[[str], str]
 
 
+#: Most bound variables one SQLite statement may hold (SQLite >= 3.32; 999 before).
+SQLITE_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
 class _FastInsert:
-    """``INSERT INTO impression`` as one driver-level ``executemany``: the statement is
-    compiled once per dialect, and each row's values go through the column types' own bind
-    processors (JSON text, SQLite's datetime strings: exactly what a Core insert stores),
-    without the per-row statement machinery of a Core ``executemany`` (half its cost)."""
+    """``INSERT INTO impression`` without SQLAlchemy's per-row statement machinery: the
+    statement is compiled once per dialect, and each row's values go through the column
+    types' own bind processors (JSON text, SQLite's datetime strings: exactly what a Core
+    insert stores).
+
+    SQLite: one multi-row ``INSERT … VALUES (…), (…), …`` per batch (up to
+    ``SQLITE_MAX_VARIABLES`` values), so the whole batch is one ``sqlite3_step``, run with the
+    GIL released. A driver-level ``executemany`` steps once per row and re-takes the GIL after
+    each: while the event loop is busy, each re-take waits for the interpreter's switch
+    interval (5 ms), so a 200-row batch took up to ~0.5 s of wall time, its rows stayed
+    alive (and GC-tracked) that long, and the loop was interrupted 200 times. Other dialects:
+    one ``executemany``.
+
+    A JSON column's value may be given already encoded, as the ``str`` that
+    :meth:`json_text` returned (the hero path encodes a candidate set's distribution once, and
+    a row of atomic values is never tracked by the garbage collector)."""
 
     def __init__(self, engine: Engine) -> None:
         dialect = engine.dialect
@@ -65,21 +84,96 @@ class _FastInsert:
         keys = {bind.key: bind for bind in compiled.binds.values()}
         self.names = names
         self.columns = [keys[n].key for n in names]
-        self.processors = [keys[n].type._cached_bind_processor(dialect) for n in names]
+        json_cols = {c.key for c in _IMPRESSIONS.columns if isinstance(c.type, sa_types.JSON)}
+        # SQLite's JSON processor returns the serializer's text: encoded text passes as is.
+        self._text_is_param = dialect.name == "sqlite"
+        self._json_procs: dict[str, Any] = {}
+        procs = []
+        for n in names:
+            proc = keys[n].type._cached_bind_processor(dialect)
+            if keys[n].key in json_cols:
+                self._json_procs[keys[n].key] = proc
+                proc = self._json_param(proc)
+            procs.append(proc)
+        self.processors = procs
+        self.cols = list(zip(self.columns, self.processors, strict=True))
+        self.multirow = dialect.name == "sqlite" and self.positional
+        head, sep, row_sql = self.sql.rpartition(" VALUES ")
+        self._head, self._row_sql = head + sep, row_sql.strip()
+        self.chunk = max(1, SQLITE_MAX_VARIABLES // max(1, len(names)))
+        self._statements: dict[int, str] = {}
+
+    def _json_param(self, proc: Any) -> Any:
+        def process(value: Any) -> Any:
+            if type(value) is str:  # encoded by json_text
+                return value if self._text_is_param else proc(json.loads(value))
+            return proc(value) if proc is not None else value
+
+        return process
+
+    def json_text(self, column: str, value: Any) -> str:
+        """``value`` encoded for JSON ``column`` as the insert would store it (SQLite: the
+        column processor's own text; elsewhere JSON text the insert decodes and processes)."""
+        proc = self._json_procs[column]
+        if self._text_is_param and proc is not None:
+            return str(proc(value))
+        return json.dumps(value)
+
+    def statement(self, n: int) -> str:
+        """The ``n``-row ``INSERT … VALUES`` (multi-row dialects)."""
+        sql = self._statements.get(n)
+        if sql is None:
+            sql = self._head + ", ".join([self._row_sql] * n)
+            if len(self._statements) < 1024:
+                self._statements[n] = sql
+        return sql
+
+    def flat(self, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+        """Every row's values, one after another, in statement order (multi-row insert)."""
+        out: list[Any] = []
+        append = out.append
+        cols = self.cols
+        for row in rows:
+            get = row.get
+            for col, proc in cols:
+                append(proc(get(col)) if proc is not None else get(col))
+        return tuple(out)
 
     def params(self, rows: list[dict[str, Any]]) -> list[Any]:
-        cols = list(zip(self.columns, self.processors, strict=True))
+        """One parameter set per row (``executemany``)."""
         out: list[Any] = []
         for row in rows:
-            values = [
-                (proc(row.get(col)) if proc is not None else row.get(col)) for col, proc in cols
-            ]
+            get = row.get
+            values = [(proc(get(col)) if proc is not None else get(col)) for col, proc in self.cols]
             named = tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
             out.append(named)
         return out
 
+    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` on ``conn`` (inside the caller's transaction)."""
+        if not self.multirow:
+            conn.exec_driver_sql(self.sql, self.params(rows))
+            return
+        for start in range(0, len(rows), self.chunk):
+            part = rows[start : start + self.chunk]
+            conn.exec_driver_sql(self.statement(len(part)), self.flat(part))
+
 
 _FAST: dict[int, _FastInsert] = {}
+
+
+def _fast_insert(engine: Engine) -> _FastInsert:
+    fast = _FAST.get(id(engine.dialect))
+    if fast is None:
+        fast = _FAST[id(engine.dialect)] = _FastInsert(engine)
+    return fast
+
+
+def candidates_json(engine: Engine, value: list[list[Any]]) -> str:
+    """``value`` encoded for the ``candidates`` column of ``engine``'s impression table, for a
+    buffered row (a row holding only atomic values is not tracked by the garbage collector:
+    rows waiting in the buffer then add no collector work)."""
+    return _fast_insert(engine).json_text("candidates", value)
 
 
 class _IdSource:
@@ -143,14 +237,11 @@ def write_impressions(
     belongs to an erasure whose unlinking step runs later still, and finds these rows."""
     if not rows:
         return 0
-    fast = _FAST.get(id(engine.dialect))
-    if fast is None:
-        fast = _FAST[id(engine.dialect)] = _FastInsert(engine)
-    params = fast.params(rows)
+    fast = _fast_insert(engine)
     tombstones = tombstones if tombstones is not None else TombstoneKeys()
     with engine.connect() as conn:
         with conn.begin():
-            conn.exec_driver_sql(fast.sql, params)
+            fast.execute(conn, rows)
         keys = tombstones.current(conn)
         conn.rollback()  # the read's implicit transaction
     users = {str(r["user_id"]) for r in rows if r.get("user_id")} if keys else set()

@@ -178,31 +178,78 @@ def test_rows_of_a_user_erased_by_another_process_are_unlinked_after_their_write
                          again: "u3"}  # fmt: skip
 
 
-def test_buffered_rows_are_stored_as_a_core_insert_stores_them(tmp_path: Path) -> None:
-    """The driver-level insert goes through the column types' bind processors: the stored
-    values (JSON text, datetime strings) are byte-identical to a Core insert's."""
+def test_buffered_rows_are_stored_as_a_core_insert_stores_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver-level multi-row insert goes through the column types' bind processors: the
+    stored values (JSON text, datetime strings, NULLs) are byte-identical to a Core insert's,
+    whether the candidates come as a list or as the text ``candidates_json`` encoded, and
+    whatever the chunking of a batch into statements."""
     from sqlalchemy import text
 
-    from api.services.impressions import write_impressions
+    import api.services.impressions as imp
     from data.models import utcnow
 
     table = Impression.__table__  # type: ignore[attr-defined]
     for env in build_env(tmp_path, personalize=False, **MEMORY):
         engine = env.comps.engine
         now = utcnow()
+        cands = [["3", 0.85], ["9", 0.15]]
         base = {"placement": "banner", "variant_id": 3, "product_id": 4, "arm": "segment",
                 "policy": "epsilon_greedy", "propensity": 0.85, "position": 0, "ts": now,
-                "candidates": [["3", 0.85], ["9", 0.15]], "user_id": "u1"}  # fmt: skip
+                "candidates": cands, "user_id": "u1"}  # fmt: skip
+        core = [
+            {**base, "id": f"core{i}", "user_id": None if i == 2 else f"u{i}"} for i in range(5)
+        ]
         with engine.begin() as conn:
-            conn.execute(table.insert(), [{**base, "id": "core"}])
-        assert write_impressions(engine, [{**base, "id": "fast"}], env.comps.guard.key) == 1
+            conn.execute(table.insert(), core)
+        fast = imp._fast_insert(engine)
+        assert fast.multirow  # SQLite: one INSERT ... VALUES (...), (...) per chunk
+        monkeypatch.setattr(fast, "chunk", 2)  # 5 rows -> statements of 2, 2 and 1 rows
+        encoded = imp.candidates_json(engine, cands)
+        assert isinstance(encoded, str)
+        rows = [
+            {**r, "id": r["id"].replace("core", "fast"), "candidates": encoded if i % 2 else cands}
+            for i, r in enumerate(core)
+        ]
+        assert imp.write_impressions(engine, rows, env.comps.guard.key) == 5
         with engine.connect() as conn:
             raw = {r[0]: tuple(r[1:]) for r in conn.execute(text("SELECT * FROM impression"))}
-        assert set(raw) == {"core", "fast"} and raw["core"] == raw["fast"]
+        assert len(raw) == 10
+        for i in range(5):
+            assert raw[f"fast{i}"] == raw[f"core{i}"]
+        assert raw["fast2"][0] is None and raw["fast1"][0] == "u1"
         with Session(engine) as s:
-            fast = s.get(Impression, "fast")
-            assert fast is not None and fast.candidates == [["3", 0.85], ["9", 0.15]]
-            assert fast.ts.replace(tzinfo=None) == now.replace(tzinfo=None)
+            got = s.get(Impression, "fast1")
+            assert got is not None and got.candidates == cands
+            assert got.ts.replace(tzinfo=None) == now.replace(tzinfo=None)
+
+
+def test_buffered_rows_are_not_tracked_by_the_garbage_collector(
+    tmp_path: Path, slow_flush: None
+) -> None:
+    """A buffered row holds only atomic values (the candidates as encoded JSON text), so the
+    collector never visits rows waiting in the buffer; the snapshot load froze the heap
+    (``gc.freeze``) and shutdown unfreezes it."""
+    import gc
+
+    for env in build_env(tmp_path, personalize=False, **MEMORY):
+        for u in ("u1", "u2", "u1"):
+            r = env.client.get("/v1/hero", params={"user_id": u}, headers=env.auth("storefront"))
+            assert r.status_code == 200
+        buffer = env.comps.hero.impressions
+        assert buffer is not None and buffer.pending == 3
+        rows = list(buffer._rows)
+        assert [r["user_id"] for r in rows] == ["u1", "u2", "u1"]
+        assert not any(gc.is_tracked(r) for r in rows)
+        assert all(isinstance(r["candidates"], str) for r in rows)
+        assert rows[0]["candidates"] is rows[2]["candidates"]  # encoded once per candidate set
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    with Session(engine := env.comps.engine) as s:
+        stored = s.exec(select(Impression)).all()
+    assert len(stored) == 3 and all(isinstance(i.candidates, list) for i in stored)
+    assert count(engine, Impression) == 3
 
 
 def test_a_rebuild_or_an_erasure_is_seen_without_the_membership_scan(
