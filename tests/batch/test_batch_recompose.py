@@ -1,7 +1,9 @@
 """``tailorshot batch variants --placements banner --auto-approve``: the approved banner
 covers square and story at once, recomposed by the driver from the banner's kept scene on
 the delivery path (cut-out, scene restoration, light match), with no diffusion run beyond
-the banner's; the storefront's in-memory snapshot serves them."""
+the banner's; the storefront's in-memory snapshot serves them. The learned image parts are
+the fast stand-ins of ``gen_fixtures.stub_imaging`` (they have their own tests; here the
+coverage mechanics are under test)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from api.cli import app
 from api.services.hero_snapshot import load_snapshot
 from data.models import CreativeVariant, SegmentMembership, VariantChange, VariantStatus
 from genservice.backends.diffusers_backend import DiffusersBackend
+from genservice.generator import HeroImaging
 from genservice.metadata import parse_box, read_metadata
+from tests.genservice.gen_fixtures import stub_imaging
 
 SIZES = {"banner": (1200, 628), "square": (1080, 1080), "story": (1080, 1920)}
 
@@ -41,6 +45,7 @@ def test_batch_auto_approved_banner_covers_square_and_story(
         return real(self, requests, **kw)
 
     monkeypatch.setattr(DiffusersBackend, "generate_batch", counted)
+    monkeypatch.setattr(HeroImaging, "default", classmethod(lambda cls: stub_imaging()))
     monkeypatch.setenv("TAILORSHOT_HOME", str(settings.home))
     vocab = ",".join(t for t, _ in SEGMENT_TERMS[0])
     args = ["batch", "variants", "--segments", "1", "--placements", "banner", "--products", "1",

@@ -1,5 +1,5 @@
-"""``batch variants`` on Ray (local, 2 CPUs) and in-process: 20 products x 2 segments x 2
-placements = 80 images; a Ray worker killed mid-run, then a rerun: exactly 80 rows and 80
+"""``batch variants`` on Ray (local, 2 CPUs) and in-process: 8 products x 2 segments x 2
+placements = 32 images in 8 chunks; a Ray worker killed mid-run, then a rerun: exactly 32 rows and 32
 files, none twice; the Ray and the in-process path give identical images for the same seeds."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from data.models import CreativeVariant, VariantChange, VariantStatus
 from data.variant_schema import has_index
 
 PLACEMENTS = ("banner", "square")
+N_PRODUCTS = 8  # x 2 segments x 2 placements = 32 images in 8 chunks of 4: a kill lands mid-run
+N_IMAGES = N_PRODUCTS * 2 * len(PLACEMENTS)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def _files(home: Path) -> list[Path]:
 def test_ray_variants_survive_a_killed_worker_and_rerun_exactly_once(
     tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, engine = build_world(tmp_path / "home")
+    settings, engine = build_world(tmp_path / "home", n_products=N_PRODUCTS)
     real = runner_mod.run_chunks
     killed: list[int] = []
 
@@ -72,7 +74,7 @@ def test_ray_variants_survive_a_killed_worker_and_rerun_exactly_once(
             engine,
             segment_ids=None,
             placements=PLACEMENTS,
-            products=20,
+            products=N_PRODUCTS,
             options=_options("ray"),
         )
     except Exception as exc:  # Ray may give up on the dead actor's task: the rerun finishes
@@ -86,28 +88,31 @@ def test_ray_variants_survive_a_killed_worker_and_rerun_exactly_once(
         engine,
         segment_ids=None,
         placements=PLACEMENTS,
-        products=20,
+        products=N_PRODUCTS,
         options=_options("ray"),
     )
-    assert second.planned == 80 and second.failed == 0
+    assert second.planned == N_IMAGES and second.failed == 0
     # The rerun skipped everything the first run had written.
     done_first = 0 if first is None else first.rows_created
     assert second.done_before >= done_first
-    assert second.done_before + second.from_cache + second.rendered == 80, (first_error, second)
+    assert second.done_before + second.from_cache + second.rendered == N_IMAGES, (
+        first_error,
+        second,
+    )
 
     with Session(engine) as s:
         rows = list(s.exec(select(CreativeVariant)))
         creates = s.exec(
             select(func.count()).select_from(VariantChange).where(VariantChange.action == "create")
         ).one()
-    assert len(rows) == 80 and creates == 80
+    assert len(rows) == N_IMAGES and creates == N_IMAGES
     # ... with the database's unique key in place (a second row would have failed there).
     assert has_index(engine, "uq_variant_owner_brief")
-    assert len({(r.segment_id, r.placement, r.brief_hash) for r in rows}) == 80
+    assert len({(r.segment_id, r.placement, r.brief_hash) for r in rows}) == N_IMAGES
     assert all(r.image_key and r.status == VariantStatus.draft for r in rows)
     assert {r.placement for r in rows} == set(PLACEMENTS)
     files = _files(settings.home)
-    assert len(files) == 80
+    assert len(files) == N_IMAGES
     assert {f.name for f in files} == {r.image_key for r in rows}
 
     # A third run has nothing to do.
@@ -116,10 +121,10 @@ def test_ray_variants_survive_a_killed_worker_and_rerun_exactly_once(
         engine,
         segment_ids=None,
         placements=PLACEMENTS,
-        products=20,
+        products=N_PRODUCTS,
         options=_options("ray"),
     )
-    assert (third.done_before, third.rendered, third.rows_created) == (80, 0, 0)
+    assert (third.done_before, third.rendered, third.rows_created) == (N_IMAGES, 0, 0)
 
 
 def test_ray_and_in_process_paths_give_identical_images(tmp_path: Path, ray_local: None) -> None:
