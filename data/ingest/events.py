@@ -23,17 +23,22 @@ Per chunk of ``chunk_size`` input rows, one transaction:
   memory and a WAL checkpoint every 64 MB instead of 4 MB (fewer rewrites of the same index
   pages). Durability is the database's own: WAL with ``synchronous=NORMAL`` (a committed chunk
   survives a crash of the process; a power cut may lose the last chunks, never corrupts the
-  file, and a re-import restores them). Foreign keys stay checked.
-- PostgreSQL: the chunk is written as CSV by pyarrow and sent with one ``COPY`` into a
-  temporary staging table (rows vanish at commit), then one ``INSERT ... SELECT ... ON CONFLICT
-  DO NOTHING`` for users, one anti-join that refuses staged rows whose user or product is gone
-  (the event table has no foreign keys there: per-row trigger checks were 40 % of the
-  server's CPU; see ``data.models.Event``), and one ``INSERT ... ON CONFLICT DO NOTHING`` for
-  events. Two connections write chunks at once (``writer_threads``), so the server's work
-  (~80 % of the import's CPU) uses both cores of a small machine; chunks may then commit out
-  of order. The transaction commits with ``synchronous_commit=off``: a server crash may lose
-  the last chunks committed in the previous ~0.6 s (never a half chunk, never corruption; a
-  re-import restores them).
+  file, and a re-import restores them). Foreign keys stay checked. *Initial load*: when the
+  event table is empty, the whole import is one transaction that drops the table's indexes,
+  appends the rows and builds the indexes again before its commit (other writers wait for it;
+  an error rolls all of it back; see ``event_writers._SqliteEventWriter``).
+- PostgreSQL: one query probes, by index, the chunk's products, users and event ids; the rows
+  whose references exist and whose ids are new go with one ``COPY`` (CSV written by pyarrow)
+  straight into the event table. Should another transaction store one of these ids between
+  the probe and the ``COPY``, the chunk starts over the staged way: ``COPY`` into a temporary
+  staging table, one anti-join that refuses staged rows whose user or product is gone, and one
+  ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. New users are inserted first
+  (``ON CONFLICT DO NOTHING``); the event table has no foreign keys there (per-row trigger
+  checks were 40 % of the server's CPU; see ``data.models.Event``). Two connections write
+  chunks at once (``writer_threads``), so the server's work (~80 % of the import's CPU) uses
+  both cores of a small machine; chunks may then commit out of order. The transaction commits
+  with ``synchronous_commit=off``: a server crash may lose the last chunks committed in the
+  previous ~0.6 s (never a half chunk, never corruption; a re-import restores them).
 
 Memory is bounded by three chunks (one being read, two being written) and a byte block
 (8 MB), the sku -> product id cache (at most the catalog), the user ids known to exist (both
@@ -393,6 +398,7 @@ def import_events(
             new_users = set(valid.cols[1]).difference(known_users)
             finished(writers.submit(valid, new_users, (valid, skus, new_users)))
         finished(writers.drain())
+        writers.finish()
     finally:
         writers.close()
         if bar is not None:

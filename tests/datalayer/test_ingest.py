@@ -187,6 +187,8 @@ def test_crash_mid_import_leaves_no_half_written_chunk(
         return n
 
     monkeypatch.setattr(writer, "_insert", crash_in_chunk_2)
+    # One transaction per chunk (SQLite's initial load is one for all: test_events_import_paths).
+    monkeypatch.setattr(writers._SqliteEventWriter, "initial_load", False)
     with pytest.raises(RuntimeError, match="simulated crash"):
         import_events(db_engine, path=path, progress=False, chunk_size=8, writer_threads=threads)
     monkeypatch.undo()
