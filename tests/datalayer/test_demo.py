@@ -434,12 +434,12 @@ def _count(engine: Engine, table: type) -> int:
 
 def test_build_is_complete_and_idempotent(db_engine: Engine, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    out = build_demo_world(db_engine, home=home, seed=1, n_products=24, n_users=30, progress=False)
+    out = build_demo_world(db_engine, home=home, seed=1, n_products=12, n_users=30, progress=False)
     assert not out.skipped
-    assert (out.products, out.users) == (24, 30)
+    assert (out.products, out.users) == (12, 30)
     assert out.events >= 300 and out.events_inserted == out.events
     counts = {t.__name__: _count(db_engine, t) for t in (Product, User, Event, DemoTaste)}
-    assert counts == {"Product": 24, "User": 30, "Event": out.events, "DemoTaste": 30}
+    assert counts == {"Product": 12, "User": 30, "Event": out.events, "DemoTaste": 30}
     with Session(db_engine) as s:
         products = s.execute(select(Product)).scalars().all()
         for p in products:
@@ -458,7 +458,7 @@ def test_build_is_complete_and_idempotent(db_engine: Engine, tmp_path: Path) -> 
     assert manifest["seed"] == 1 and manifest["counts"]["events"] == out.events
 
     again = build_demo_world(
-        db_engine, home=home, seed=1, n_products=24, n_users=30, progress=False
+        db_engine, home=home, seed=1, n_products=12, n_users=30, progress=False
     )
     assert again.skipped and again.digest == out.digest
     assert {t.__name__: _count(db_engine, t) for t in (Product, User, Event, DemoTaste)} == counts
@@ -466,20 +466,20 @@ def test_build_is_complete_and_idempotent(db_engine: Engine, tmp_path: Path) -> 
     # Without the manifest (say, a crash after the commit) the rebuild inserts nothing new.
     (home / MANIFEST_NAME).unlink()
     third = build_demo_world(
-        db_engine, home=home, seed=1, n_products=24, n_users=30, progress=False
+        db_engine, home=home, seed=1, n_products=12, n_users=30, progress=False
     )
     assert not third.skipped and third.images_rendered == 0
     assert (third.products_inserted, third.events_inserted, third.tastes_inserted) == (0, 0, 0)
     assert {t.__name__: _count(db_engine, t) for t in (Product, User, Event, DemoTaste)} == counts
 
     with pytest.raises(ValueError, match="seed"):
-        build_demo_world(db_engine, home=home, seed=2, n_products=24, n_users=30, progress=False)
+        build_demo_world(db_engine, home=home, seed=2, n_products=12, n_users=30, progress=False)
     # A fresh home on a database that holds another seed's world is refused, not mixed.
     with pytest.raises(ValueError, match="another demo world"):
         build_demo_world(
-            db_engine, home=tmp_path / "other", seed=2, n_products=24, n_users=30, progress=False
+            db_engine, home=tmp_path / "other", seed=2, n_products=12, n_users=30, progress=False
         )
-    assert _count(db_engine, Product) == 24
+    assert _count(db_engine, Product) == 12
 
 
 def test_rebuild_with_another_seed_into_an_emptied_database(tmp_path: Path) -> None:
