@@ -244,8 +244,8 @@ def test_data_lives_on_the_device_and_draws_can_too(
 def test_parallel_rendering_gives_the_same_demo_data() -> None:
     from genservice.training.data import build_dataset
 
-    one = build_dataset(n=64, size=16, seed=2, n_held_out=4, workers=1)
-    two = build_dataset(n=64, size=16, seed=2, n_held_out=4, workers=2)
+    one = build_dataset(n=24, size=16, seed=2, n_held_out=4, workers=1)
+    two = build_dataset(n=24, size=16, seed=2, n_held_out=4, workers=2)
     assert np.array_equal(one.train.images, two.train.images)
     assert np.array_equal(one.train.refs, two.train.refs)
     assert one.train.captions == two.train.captions
