@@ -32,11 +32,13 @@ format: $(STAMP)  ## Apply ruff fixes and formatting.
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: $(STAMP) lint  ## Lint, then the whole test suite (offline; PostgreSQL tests skip if it is absent).
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest
+TEST_WORKERS ?= 2
+
+test: $(STAMP) lint  ## Lint, then the whole test suite on $(TEST_WORKERS) processes (offline; PostgreSQL tests skip if it is absent).
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)  ## The test suite without lint and without browser tests.
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -m "not browser"
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile -m "not browser"
 
 bench: $(STAMP)  ## Run the CPU benchmarks (minutes; prints JSON figures).
 	@command -v wrk >/dev/null 2>&1 || (apt-get install -y -qq wrk >/dev/null 2>&1) \

@@ -13,6 +13,11 @@ from sqlalchemy.engine import Engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two worker processes on the 2 cores: one math thread each (and in what
+    # they spawn), else each worker's torch/BLAS pool would fight the other's for the cores.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 from data.db import drop_all, init_db, make_engine
 
