@@ -36,8 +36,18 @@ def _skus(engine: Any) -> dict[int, str]:
 
 
 def _echo_protocol(name: str, summary: dict[str, Any]) -> None:
-    """One table per protocol: recall@10 and NDCG@10 with their 95% intervals."""
-    for label, part in ((name, summary), (f"{name} / cold start", summary.get("cold_start", {}))):
+    """One table per protocol: recall@10 and NDCG@10 with their 95% intervals, then the same
+    for cold-start shoppers and for held-out products the shopper had / had not seen before."""
+    parts = [(name, summary)] + [
+        (f"{name} / {label}", summary[key])
+        for key, label in (
+            ("cold_start", "cold start"),
+            ("target_seen", "target seen before"),
+            ("target_unseen", "target new to the shopper"),
+        )
+        if key in summary
+    ]
+    for label, part in parts:
         typer.echo(f"\n{label}: {part.get('n_users', 0)} shoppers")
         recs = sorted(
             k[len("recall_at_10_") :]
