@@ -46,7 +46,10 @@ def create_cmd(
     ),
     sketch: Path | None = typer.Option(None, "--sketch", help="A line drawing or colour sketch."),
     sketch_mode: str = typer.Option(
-        "auto", "--sketch-mode", help="auto (ControlNet when configured) | controlnet | img2img."
+        "auto",
+        "--sketch-mode",
+        help="auto (the measured best when a ControlNet is configured, else img2img) | "
+        "controlnet (ControlNet from the outline at a stated strength) | img2img.",
     ),
     controlnet: str = typer.Option(
         "auto",
@@ -171,6 +174,13 @@ def evaluate_creations_cmd(
         "--sketch-modes",
         help="Comma list of sketch conditionings to measure (text = no sketch, the floor).",
     ),
+    judge_kind: str = typer.Option(
+        "page",
+        "--judge",
+        help="page: a judge also trained on true renders shown as detail pages (any place and "
+        "scale, plain ground) sees each page as it is; scene: evaluate generator's judge sees "
+        "each page re-framed like its renders (both are reported with page).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
 ) -> None:
@@ -178,11 +188,13 @@ def evaluate_creations_cmd(
     largest product upscale after restoration, and sketch adherence (silhouette IoU)."""
     import numpy as np
 
-    from genservice.training.creation_eval import evaluate_creations
+    from genservice.training.creation_eval import evaluate_creations, fit_page_judge
     from genservice.training.evaluate import fit_judge
     from genservice.training.recipes import DataSpec, load_data
 
     _threads(threads)
+    if judge_kind not in ("page", "scene"):
+        fail(f"--judge: expected page or scene, got {judge_kind!r}")
     modes = [m.strip() for m in sketch_modes.split(",") if m.strip()]
     if not modes or set(modes) - {"img2img", "text", "controlnet"}:
         fail(
@@ -203,6 +215,11 @@ def evaluate_creations_cmd(
         seed=0,
         progress=not as_json,
     )
+    page_judge, page_acc = None, None
+    if judge_kind == "page" and n > 0:
+        page_judge, page_acc = fit_page_judge(
+            work_dir=root / "eval", dataset=ds, progress=not as_json
+        )
     creator = _creator(None if controlnet.lower() == "none" else controlnet)
     caps = [(h.caption, h.colour, h.category) for h in ds.held_out[:n]]
     out = evaluate_creations(
@@ -216,6 +233,8 @@ def evaluate_creations_cmd(
         progress=not as_json,
         cache_dir=None if no_cache else root / "creations_cache",
         sketch_modes=modes,
+        page_judge=page_judge,
+        page_judge_accuracy=page_acc,
     )
     d = out.to_json()
     if as_json:

@@ -189,9 +189,11 @@ class Creator:
         controlnet: Any = None,
         steps: int = 20,
         guidance: float = 5.0,
-        controlnet_scale: float = 1.0,
+        controlnet_scale: float = sk.CONTROLNET_SCALE,
         img2img_strength: float = sk.IMG2IMG_STRENGTH,
+        controlnet_strength: float | None = sk.CONTROLNET_STRENGTH,
         controlnet_ref: str | None = None,
+        auto_sketch_mode: str = sk.AUTO_SKETCH_MODE,
     ) -> None:
         self._load = load_pipeline
         self.safety = safety
@@ -203,6 +205,17 @@ class Creator:
         self.guidance = guidance
         self.controlnet_scale = controlnet_scale
         self.img2img_strength = img2img_strength
+        #: ControlNet path: share of the noise schedule redone from the sketch's filled
+        #: outline (the img2img fallback's start), conditioned on the sketch's edges all along;
+        #: None: from pure noise (the ControlNet alone).
+        self.controlnet_strength = controlnet_strength
+        #: What ``sketch_mode="auto"`` picks when a ControlNet is configured (the path that
+        #: measured best, ``sketch.AUTO_SKETCH_MODE``).
+        if auto_sketch_mode not in ("controlnet", "img2img"):
+            raise ValueError(
+                f"auto_sketch_mode: expected controlnet or img2img, got {auto_sketch_mode!r}"
+            )
+        self.auto_sketch_mode = auto_sketch_mode
         #: Where the ControlNet came from (folder, file or hub id; evaluation cache keys).
         self.controlnet_ref = controlnet_ref
         self._derived: dict[str, Any] = {}
@@ -261,13 +274,15 @@ class Creator:
         return self._controlnet
 
     def pipeline(self, mode: str) -> Any:
-        """The pipeline of ``mode``: ``txt2img`` | ``controlnet`` | ``img2img`` (sharing the
+        """The pipeline of ``mode``: ``txt2img`` | ``controlnet`` (from noise) |
+        ``controlnet-img2img`` (from a start image) | ``img2img`` (all sharing the
         text-to-image pipeline's components)."""
         base = self._load()
         if mode == "txt2img":
             return base
         if mode not in self._derived:
             from diffusers import (
+                StableDiffusionControlNetImg2ImgPipeline,
                 StableDiffusionControlNetPipeline,
                 StableDiffusionImg2ImgPipeline,
             )
@@ -276,10 +291,17 @@ class Creator:
                 pipe = StableDiffusionControlNetPipeline.from_pipe(
                     base, controlnet=self._get_controlnet()
                 )
+            elif mode == "controlnet-img2img":
+                pipe = StableDiffusionControlNetImg2ImgPipeline.from_pipe(
+                    base, controlnet=self._get_controlnet()
+                )
             elif mode == "img2img":
                 pipe = StableDiffusionImg2ImgPipeline.from_pipe(base)
             else:
-                raise ValueError(f"mode: expected txt2img, controlnet or img2img, got {mode!r}")
+                raise ValueError(
+                    "mode: expected txt2img, controlnet, controlnet-img2img or img2img, "
+                    f"got {mode!r}"
+                )
             pipe.set_progress_bar_config(disable=True)
             self._derived[mode] = pipe
         return self._derived[mode]
@@ -289,12 +311,23 @@ class Creator:
         return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
     def sketch_mode(self, requested: str) -> str:
-        """The conditioning a sketch gets: ``controlnet`` or ``img2img``."""
+        """The conditioning a sketch gets: ``controlnet`` or ``img2img``. ``auto``: the img2img
+        fallback without a ControlNet, else ``auto_sketch_mode`` (the path that measured
+        best)."""
         if requested == "controlnet" and not self.has_controlnet:
             raise CreationRejected("sketch_mode: controlnet requested but none is configured")
         if requested == "img2img" or not self.has_controlnet:
             return "img2img"
+        if requested == "auto":
+            return self.auto_sketch_mode
         return "controlnet"
+
+    def sketch_steps(self, mode: str) -> int:
+        """Denoising steps a sketch in ``mode`` (``controlnet`` | ``img2img``) runs."""
+        strength = self.img2img_strength if mode == "img2img" else self.controlnet_strength
+        if strength is None:
+            return self.steps
+        return max(1, int(self.steps * strength))
 
     # ------------------------------------------------------------------ diffusion
 
@@ -334,27 +367,29 @@ class Creator:
             pipe, source = self.pipeline("txt2img"), "text"
             kwargs.update(height=side, width=side)
         elif self.sketch_mode(mode) == "controlnet":
-            pipe, source = self.pipeline("controlnet"), "sketch-controlnet"
-            kwargs.update(
-                image=[sk.control_image(x, side) for x in sketches],
-                height=side,
-                width=side,
-                controlnet_conditioning_scale=float(
-                    self.controlnet_scale if controlnet_scale is None else controlnet_scale
-                ),
-            )
+            source = "sketch-controlnet"
+            controls = [sk.control_image(x, side) for x in sketches]
+            scale = float(self.controlnet_scale if controlnet_scale is None else controlnet_scale)
+            kwargs.update(controlnet_conditioning_scale=scale)
+            if self.controlnet_strength is None:
+                pipe = self.pipeline("controlnet")
+                kwargs.update(image=controls, height=side, width=side)
+            else:
+                # Start from the fallback's start (the filled outline in the description's
+                # colour) at a stated strength, conditioned on the sketch's edges throughout.
+                pipe = self.pipeline("controlnet-img2img")
+                kwargs.update(
+                    image=self._init_images(prompt, sketches, side),
+                    control_image=controls,
+                    strength=self.controlnet_strength,
+                )
+                total = total if total is not None else self.sketch_steps("controlnet")
         else:
             pipe, source = self.pipeline("img2img"), "sketch-img2img"
-            prompts_i = [prompt] * len(seeds) if isinstance(prompt, str) else list(prompt)
             kwargs.update(
-                image=[
-                    sk.init_image(x, side, colour=sk.prompt_colour(p))
-                    for x, p in zip(sketches, prompts_i, strict=False)
-                ],
-                strength=self.img2img_strength,
+                image=self._init_images(prompt, sketches, side), strength=self.img2img_strength
             )
-            steps_run = max(1, int(steps * self.img2img_strength))
-            total = total if total is not None else steps_run
+            total = total if total is not None else self.sketch_steps("img2img")
         grand = total if total is not None else steps
 
         def on_step(_pipe: Any, i: int, _t: Any, cb: dict[str, Any]) -> dict[str, Any]:
@@ -377,6 +412,16 @@ class Creator:
             **kwargs,
         )
         return [im.convert("RGB") for im in res.images], source
+
+    @staticmethod
+    def _init_images(
+        prompt: str | Sequence[str], sketches: Sequence[Image.Image], side: int
+    ) -> list[Image.Image]:
+        prompts = [prompt] * len(sketches) if isinstance(prompt, str) else list(prompt)
+        return [
+            sk.init_image(x, side, colour=sk.prompt_colour(p))
+            for x, p in zip(sketches, prompts, strict=False)
+        ]
 
     # ------------------------------------------------------------------ the whole path
 
@@ -417,8 +462,8 @@ class Creator:
         bg = parse_background(request.background)
         seeds = [request.seed + i for i in range(request.n)]
         steps_run = self.steps
-        if sketch is not None and self.sketch_mode(request.sketch_mode) == "img2img":
-            steps_run = max(1, int(self.steps * self.img2img_strength))
+        if sketch is not None:
+            steps_run = self.sketch_steps(self.sketch_mode(request.sketch_mode))
         total = steps_run + request.n
         natives, source = self.diffuse(
             prompt,

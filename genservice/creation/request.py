@@ -72,8 +72,9 @@ def creation_prompt(text: str, category: str | None = None, *, max_chars: int = 
 class CreationRequest:
     """One creation: ``n`` candidates (seeds ``seed .. seed + n - 1``) of ``size`` x ``size``
     pixels on ``background``. ``sketch_key``: the sketch's key in the image store (API jobs;
-    the CLI passes the image itself). ``sketch_mode``: ``auto`` (ControlNet when configured,
-    else img2img), ``controlnet`` or ``img2img``."""
+    the CLI passes the image itself). ``sketch_mode``: ``auto`` (the path that measured best,
+    ``sketch.AUTO_SKETCH_MODE``, when a ControlNet is configured, else img2img),
+    ``controlnet`` or ``img2img``."""
 
     text: str
     category: str | None = None

@@ -138,6 +138,8 @@ def cache_key(
             # The weights' sizes and times: retrained weights in the same folder are new.
             stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
             parts += [str(ref), stamp, creator.controlnet_scale]
+            if creator.controlnet_strength is not None:  # keys of from-noise runs unchanged
+                parts += [creator.controlnet_strength]
     h = hashlib.sha256(json.dumps(parts).encode())
     for x in sketches or []:
         h.update(np.asarray(x.convert("RGB")).tobytes())
@@ -175,6 +177,45 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 
+def sketch_adherence(
+    creator: Creator,
+    pairs: Sequence[Any],
+    *,
+    mode: str,
+    seed: int,
+    batch: int = 25,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> tuple[list[float], list[Image.Image]]:
+    """Per pair (``render_pairs``' ``SketchPair``: ``.sketch``, ``.caption``): the IoU of the
+    created image's cut-out silhouette (native side, alpha > 0.5) with the sketch's filled
+    outline, and the created images. ``mode``: ``controlnet`` | ``img2img`` | ``text`` (no
+    sketch: the floor); image i from seed ``seed + i``."""
+    from tqdm import tqdm
+
+    side = creator.native_side()
+    sk_imgs = [Image.fromarray(p.sketch) for p in pairs]
+    outlines = [sk.filled_outline(s, side) for s in sk_imgs]
+    made: list[Image.Image] = []
+    for r in tqdm(_chunks(len(pairs), batch), desc=f"sketch {mode}", disable=not progress):
+        prompts = [pairs[i].caption for i in r]
+        seeds = [seed + i for i in r]
+        batch_sketches = None if mode == "text" else [sk_imgs[i] for i in r]
+        made.extend(
+            _diffuse_cached(
+                creator, prompts, seeds, sketches=batch_sketches, mode=mode, cache_dir=cache_dir
+            )
+        )
+    ious = []
+    for made_im, o in zip(made, outlines, strict=True):
+        try:
+            alpha = creator.imaging.cut_out(made_im).alpha
+        except ValueError:
+            alpha = np.zeros(o.shape, np.float32)
+        ious.append(float(mask_iou(alpha, o)))
+    return ious, made
+
+
 def evaluate_creations(
     *,
     creator: Creator,
@@ -188,11 +229,17 @@ def evaluate_creations(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     sketch_modes: Sequence[str] = ("img2img", "text", "controlnet"),
+    page_judge: ColourCategoryJudge | None = None,
+    page_judge_accuracy: dict[str, Any] | None = None,
 ) -> CreationEvalOutput:
     """``captions``: (caption, colour, category) held out from training. ``creator`` must have
     a ControlNet for the ControlNet figure (else it is None). ``cache_dir``: where diffusion
     outputs are kept between runs (None: nothing is kept). ``sketch_modes``: which of
-    ``img2img``, ``text`` (the floor) and ``controlnet`` the sketches are created with."""
+    ``img2img``, ``text`` (the floor) and ``controlnet`` the sketches are created with.
+    ``page_judge`` (:func:`fit_page_judge`): when given, ``colour_match``/``category_match``
+    are its verdicts on the finished pages as they are (box-reduced to 64 px, no re-framing)
+    and the scene judge's (``judge``) figures move to ``extra["scene_judge"]``;
+    ``page_judge_accuracy``: its own held-out accuracy, reported beside them."""
     from tqdm import tqdm
 
     bg = parse_background("white")
@@ -239,13 +286,40 @@ def evaluate_creations(
     def acc(a: list[str], b: list[str]) -> float:
         return float(np.mean([x == y for x, y in zip(a, b, strict=True)])) if a else 0.0
 
+    scene = {
+        "colour_framed": acc(col, colours),
+        "category_framed": acc(cat, cats),
+        "colour_as_is": acc(acol, colours),
+        "category_as_is": acc(acat, cats),
+        "colour_raw": acc(rcol, colours),
+        "category_raw": acc(rcat, cats),
+    }
+    main_col, main_cat = scene["colour_framed"], scene["category_framed"]
+    raw_col, raw_cat = scene["colour_raw"], scene["category_raw"]
+    page: dict[str, Any] = {}
+    if page_judge is not None and finals:
+        pc, pk = page_judge.predict(_judge_side(finals))
+        qc, qk = page_judge.predict(_judge_side(natives))
+        main_col, main_cat = acc(pc, colours), acc(pk, cats)
+        raw_col, raw_cat = acc(qc, colours), acc(qk, cats)
+        tc, tk = page_judge.predict(_judge_side(tpages))
+        page = {
+            "judge": "page judge (fit_page_judge): evaluate generator's judge recipe on the "
+            "same demo scenes plus true renders shown as detail pages (any place, scale, plain "
+            "ground); sees each finished page as it is",
+            "held_out_accuracy": page_judge_accuracy,
+            "ceiling_true_cutouts": {
+                "colour": acc(tc, [p.colour for p in true]),
+                "category": acc(tk, [p.category for p in true]),
+            },
+        }
     out = CreationEvalOutput(
         n=n,
         size=size,
-        colour_match=acc(col, colours),
-        category_match=acc(cat, cats),
-        colour_match_raw=acc(rcol, colours),
-        category_match_raw=acc(rcat, cats),
+        colour_match=main_col,
+        category_match=main_cat,
+        colour_match_raw=raw_col,
+        category_match_raw=raw_cat,
         max_product_upscale=round(max(ups), 4) if ups else 0.0,
         cutout_none=float(np.mean([m == "none" for m in methods])) if methods else 0.0,
         sketches=sketches,
@@ -259,10 +333,14 @@ def evaluate_creations(
             "guidance": creator.guidance,
             "img2img_strength": creator.img2img_strength,
             "controlnet_scale": creator.controlnet_scale,
+            "controlnet_strength": creator.controlnet_strength,
+            "auto_sketch_mode": creator.auto_sketch_mode,
             "cutout_methods": {m: methods.count(m) for m in sorted(set(methods))},
             "judge": "small CNN trained on demo renders (evaluate generator's), 64 px; it sees "
             "each detail page re-framed like its renders (render_frame)",
             "render_frame": asdict(frame),
+            "scene_judge": scene,
+            "page_judge": page or None,
             "colour_match_as_is": acc(acol, colours),
             "category_match_as_is": acc(acat, cats),
             "ceiling_true_cutouts": {
@@ -292,21 +370,15 @@ def evaluate_creations(
         modes = [m for m in sketch_modes if m != "controlnet" or creator.has_controlnet]
         per_mode: dict[str, list[Image.Image]] = {}
         for mode in modes:
-            ious, made = [], []
-            for r in tqdm(_chunks(len(pairs), batch), desc=f"sketch {mode}", disable=not progress):
-                prompts = [pairs[i].caption for i in r]
-                seeds = [seed + 1000 + i for i in r]
-                batch_sketches = None if mode == "text" else [sk_imgs[i] for i in r]
-                imgs = _diffuse_cached(
-                    creator, prompts, seeds, sketches=batch_sketches, mode=mode, cache_dir=cdir
-                )
-                made.extend(imgs)
-            for made_im, o in zip(made, outlines, strict=True):
-                try:
-                    alpha = creator.imaging.cut_out(made_im).alpha
-                except ValueError:
-                    alpha = np.zeros(o.shape, np.float32)
-                ious.append(mask_iou(alpha, o))
+            ious, made = sketch_adherence(
+                creator,
+                pairs,
+                mode=mode,
+                seed=seed + 1000,
+                batch=batch,
+                cache_dir=cdir,
+                progress=progress,
+            )
             val = float(np.mean(ious))
             out.extra[f"sketch_iou_{mode}_ge_0.7"] = float(np.mean([v >= 0.7 for v in ious]))
             if mode == "controlnet":
@@ -328,3 +400,131 @@ def evaluate_creations(
             np.stack([a for a, _ in sheet_rows]), [c for _, c in sheet_rows], sheet_path, scale=1
         )
     return out
+
+
+# ----------------------------------------------------------------------------- page judge
+
+#: Where ``fit_page_judge`` keeps its judge (under the evaluation's work folder).
+PAGE_JUDGE_FILE = "page_judge.pt"
+
+
+def page_judge_samples(
+    n: int, *, seed: int, side: int = 64, held_out: bool = False, world_seed: int = 0
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """``n`` true demo renders shown as detail pages (never generated images): a product's
+    RGBA cut-out (``render_product``; training products, or the held-out ones, world index a
+    multiple of 10) scaled so its longer side spans 0.35-0.95 of ``side``, placed anywhere it
+    fits, brightness jittered, a soft contact shadow under it a third of the time, on white
+    (half), a light grey or a random studio colour. Returns uint8 ``(n, side, side, 3)``,
+    colours and categories."""
+    from data.demo.render import render_product
+    from data.demo.world import build_world
+    from genservice.training.controlnet import held_out_product
+
+    products = list(build_world(seed=world_seed).products)
+    pool = [k for k in range(len(products)) if held_out_product(k) == held_out]
+    rng = np.random.default_rng(seed)
+    cuts: dict[int, Image.Image] = {}
+    images, colours, cats = [], [], []
+    for _ in range(n):
+        k = int(pool[int(rng.integers(len(pool)))])
+        p = products[k]
+        if k not in cuts:
+            im = render_product(p.attributes, category=p.category, size=2 * side, seed=k)
+            bbox = im.getchannel("A").getbbox()
+            cuts[k] = im.crop(bbox) if bbox else im
+        cut = cuts[k]
+        span = float(rng.uniform(0.35, 0.95)) * side
+        f = span / max(cut.size)
+        w, h = max(1, round(cut.width * f)), max(1, round(cut.height * f))
+        small = cut.resize((w, h), Image.Resampling.LANCZOS)
+        arr = np.asarray(small, np.float32)
+        arr[..., :3] *= float(rng.uniform(0.75, 1.15))
+        small = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGBA")
+        r = float(rng.random())
+        if r < 0.5:
+            bg: tuple[int, ...] = (255, 255, 255)
+        elif r < 0.75:
+            g = int(rng.integers(170, 256))
+            bg = (g, g, g)
+        else:
+            bg = tuple(int(v) for v in rng.integers(110, 256, 3))
+        canvas = Image.new("RGBA", (side, side), (*bg, 255))
+        x = int(rng.integers(0, side - w + 1))
+        y = int(rng.integers(0, side - h + 1))
+        if rng.random() < 1 / 3:
+            shadow = np.zeros((side, side), np.float32)
+            yy, xx = np.mgrid[0:side, 0:side]
+            cx, cy = x + w / 2, min(side - 1, y + h)
+            shadow = np.exp(-(((xx - cx) / (0.5 * w + 1)) ** 2 + ((yy - cy) / (0.08 * h + 1)) ** 2))
+            base = np.asarray(canvas, np.float32)
+            base[..., :3] *= 1 - 0.5 * shadow[..., None]
+            canvas = Image.fromarray(base.clip(0, 255).astype(np.uint8), "RGBA")
+        canvas.alpha_composite(small, (x, y))
+        images.append(np.asarray(canvas.convert("RGB")))
+        colours.append(p.attributes["colour"])
+        cats.append(p.category)
+    return np.stack(images), colours, cats
+
+
+def fit_page_judge(
+    *,
+    work_dir: Path,
+    dataset: Any,
+    n_pages: int = 6000,
+    steps: int = 900,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[ColourCategoryJudge, dict[str, Any]]:
+    """The detail-page judge (kept at ``work_dir/page_judge.pt``): ``evaluate generator``'s
+    judge architecture and recipe trained on the same demo scenes (``dataset.train`` images
+    and refs) *plus* ``n_pages`` true renders shown as detail pages
+    (:func:`page_judge_samples`, training products only), so it names a product's colour
+    and category wherever it stands, at any scale, on a plain ground. Never trained on
+    generated images. Also returns its held-out accuracy: detail pages of the held-out
+    products (world index a multiple of 10, never in its pages) and those products' true
+    cut-outs centred as ``Creator.finish`` places them."""
+    from genservice.training.controlnet import render_pairs
+
+    path = work_dir / PAGE_JUDGE_FILE
+    tr = dataset.train
+    if path.exists():
+        judge = ColourCategoryJudge.load(path)
+    else:
+        pages, pcol, pcat = page_judge_samples(n_pages, seed=seed + 21)
+        judge = ColourCategoryJudge(colours=list(dataset.palette), categories=dataset.categories)
+        judge.fit(
+            np.concatenate([tr.images, tr.refs, pages]),
+            [*tr.colours, *tr.colours, *pcol],
+            [*tr.categories, *tr.categories, *pcat],
+            steps=steps,
+            seed=seed,
+            work_dir=work_dir / "page_judge_run",
+            progress=progress,
+        )
+        work_dir.mkdir(parents=True, exist_ok=True)
+        judge.save(path)
+    hp, hcol, hcat = page_judge_samples(400, seed=seed + 23, held_out=True)
+    true = render_pairs(n=120, held_out=True, seed=seed + 11)
+    tpages = [_true_cutout_page(p.render, p.mask, 256) for p in true]
+    c1, k1 = judge.predict(hp)
+    c2, k2 = judge.predict(_judge_side(tpages))
+    c3, k3 = judge.predict(np.stack([p.render for p in true]))
+
+    def acc(a: list[str], b: list[str]) -> float:
+        return round(float(np.mean([x == y for x, y in zip(a, b, strict=True)])), 4)
+
+    held = {
+        "held_out_pages": {"n": len(hcol), "colour": acc(c1, hcol), "category": acc(k1, hcat)},
+        "held_out_true_cutouts_centred": {
+            "n": len(true),
+            "colour": acc(c2, [p.colour for p in true]),
+            "category": acc(k2, [p.category for p in true]),
+        },
+        "held_out_studio_renders": {
+            "n": len(true),
+            "colour": acc(c3, [p.colour for p in true]),
+            "category": acc(k3, [p.category for p in true]),
+        },
+    }
+    return judge, held

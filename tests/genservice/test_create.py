@@ -146,21 +146,55 @@ def _creator(pipe, controlnet=None, **kw):  # type: ignore[no-untyped-def]
     )
 
 
-def test_controlnet_at_scale_zero_equals_no_controlnet(tiny_pipe) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("strength", [None, 0.6])
+def test_controlnet_at_scale_zero_equals_no_controlnet(tiny_pipe, strength) -> None:  # type: ignore[no-untyped-def]
+    """From noise (strength None) the reference is text alone; from the filled outline
+    (strength 0.6) it is the img2img fallback at the same strength: same seed, same pixels."""
     net = _random_controlnet(tiny_pipe.unet)
-    plain = _creator(tiny_pipe)
-    with_cn = _creator(tiny_pipe, controlnet=net)
-    ref, src = plain.diffuse("a red mug, in a photo studio", [7])
-    zero, src0 = with_cn.diffuse(
-        "a red mug, in a photo studio", [7], sketch=square_sketch(), controlnet_scale=0.0
-    )
-    one, _ = with_cn.diffuse(
-        "a red mug, in a photo studio", [7], sketch=square_sketch(), controlnet_scale=1.0
-    )
-    assert (src, src0) == ("text", "sketch-controlnet")
+    plain = _creator(tiny_pipe, img2img_strength=strength or sk.IMG2IMG_STRENGTH)
+    with_cn = _creator(tiny_pipe, controlnet=net, controlnet_strength=strength)
+    plain.steps = with_cn.steps = 3 if strength is None else 6  # 3 denoising steps either way
+    prompt = "a red mug, in a photo studio"
+    if strength is None:
+        ref, src = plain.diffuse(prompt, [7])
+    else:
+        ref, src = plain.diffuse(prompt, [7], sketch=square_sketch())
+    zero, src0 = with_cn.diffuse(prompt, [7], sketch=square_sketch(), controlnet_scale=0.0)
+    one, _ = with_cn.diffuse(prompt, [7], sketch=square_sketch(), controlnet_scale=1.0)
+    assert (src, src0) == ("text" if strength is None else "sketch-img2img", "sketch-controlnet")
     a, b, c = (np.asarray(x[0], np.int16) for x in (ref, zero, one))
     assert np.abs(a - b).max() <= 1  # identical up to float rounding of the extra adds
     assert np.abs(a - c).mean() > 2.0  # the control does change the image at scale 1
+
+
+def test_controlnet_path_starts_from_the_outline_and_auto_picks_the_measured_best(
+    tiny_pipe,
+) -> None:  # type: ignore[no-untyped-def]
+    net = _random_controlnet(tiny_pipe.unet)
+    creator = _creator(tiny_pipe, controlnet=net, controlnet_strength=0.5)
+    assert creator.sketch_mode("controlnet") == "controlnet"
+    assert creator.sketch_mode("img2img") == "img2img"
+    assert creator.sketch_mode("auto") == sk.AUTO_SKETCH_MODE
+    assert (
+        _creator(tiny_pipe, controlnet=net, auto_sketch_mode="img2img").sketch_mode("auto")
+        == "img2img"
+    )
+    with pytest.raises(ValueError):
+        _creator(tiny_pipe, controlnet=net, auto_sketch_mode="text")
+    assert creator.sketch_steps("controlnet") == 1  # 3 steps x 0.5, as diffusers runs them
+    steps: list[tuple[int, int]] = []
+    out = creator.create(
+        CreationRequest(text="a red mug", n=1, size=96, sketch_mode="controlnet"),
+        sketch=square_sketch(),
+        progress=lambda s, t: steps.append((s, t)),
+    )
+    assert out.source == "sketch-controlnet"
+    assert steps[-1] == (2, 2)  # one denoising step + one finished candidate
+    # Strength 0.5 keeps much of the start (the outline in red on the light backdrop): the
+    # square's inside is reddish, its outside light.
+    native = np.asarray(out.candidates[0].native, np.float32)
+    inside, outside = native[24:40, 24:40].mean((0, 1)), native[:8, :8].mean((0, 1))
+    assert inside[0] > inside[2] + 20 and outside.mean() > inside.mean()
 
 
 def test_single_file_controlnet_round_trips(tiny_pipe, tmp_path) -> None:  # type: ignore[no-untyped-def]
