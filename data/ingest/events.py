@@ -19,26 +19,27 @@ Reading and checking (the CPU-bound part) is vectorised where the input allows i
 Per chunk of ``chunk_size`` input rows, one transaction:
 
 - SQLite: ``INSERT OR IGNORE`` with 100 rows per prepared statement through the DB-API
-  ``executemany``; for the import the connection gets a 256 MB page cache, temp tables in
-  memory and a WAL checkpoint every 64 MB instead of 4 MB (fewer rewrites of the same index
-  pages). Durability is the database's own: WAL with ``synchronous=NORMAL`` (a committed chunk
+  ``executemany``; for the import the connection gets a 256 MB page cache and a WAL
+  checkpoint every 64 MB instead of 4 MB (fewer rewrites of the same index pages).
+  Durability is the database's own: WAL with ``synchronous=NORMAL`` (a committed chunk
   survives a crash of the process; a power cut may lose the last chunks, never corrupts the
   file, and a re-import restores them). Foreign keys stay checked. *Initial load*: when the
   event table is empty, the whole import is one transaction that drops the table's indexes,
-  appends the rows and builds the indexes again before its commit (other writers wait for it;
-  an error rolls all of it back; see ``event_writers._SqliteEventWriter``).
-- PostgreSQL: one query probes, by index, the chunk's products, users and event ids; the rows
-  whose references exist and whose ids are new go with one ``COPY`` (CSV written by pyarrow)
-  straight into the event table. Should another transaction store one of these ids between
-  the probe and the ``COPY``, the chunk starts over the staged way: ``COPY`` into a temporary
-  staging table, one anti-join that refuses staged rows whose user or product is gone, and one
-  ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. New users are inserted first
-  (``ON CONFLICT DO NOTHING``); the event table has no foreign keys there (per-row trigger
-  checks were 40 % of the server's CPU; see ``data.models.Event``). Two connections write
-  chunks at once (``writer_threads``), so the server's work (~80 % of the import's CPU) uses
-  both cores of a small machine; chunks may then commit out of order. The transaction commits
-  with ``synchronous_commit=off``: a server crash may lose the last chunks committed in the
-  previous ~0.6 s (never a half chunk, never corruption; a re-import restores them).
+  appends the rows and builds the indexes again before its commit (other writers wait for
+  it; an error rolls all of it back; see ``event_writers._SqliteEventWriter``).
+- PostgreSQL: one query probes, by index, the chunk's products and users; the rows whose
+  references exist go with one ``COPY`` (CSV written by pyarrow) straight into the event
+  table. Should ``COPY`` meet a stored event id (a re-import, an overlapping export, another
+  writer), the chunk starts over the staged way, and later chunks probe their ids first:
+  ``COPY`` into a temporary staging table, one anti-join that refuses staged rows whose user
+  or product is gone, and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. New users
+  are inserted first (``ON CONFLICT DO NOTHING``); the event table has no foreign keys there
+  (per-row trigger checks were 40 % of the server's CPU; see ``data.models.Event``). Two
+  connections write chunks at once (``writer_threads``), so the server's work (~80 % of the
+  import's CPU) uses both cores of a small machine; chunks may then commit out of order. The
+  transaction commits with ``synchronous_commit=off``: a server crash may lose the last
+  chunks committed in the previous ~0.6 s (never a half chunk, never corruption; a
+  re-import restores them).
 
 Memory is bounded by three chunks (one being read, two being written) and a byte block
 (8 MB), the sku -> product id cache (at most the catalog), the user ids known to exist (both

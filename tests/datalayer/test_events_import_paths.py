@@ -1,7 +1,7 @@
 """The event writers' fast paths store exactly what the plain ones store: SQLite's initial load
 (one transaction, indexes rebuilt at the end) against one transaction per chunk, PostgreSQL's
 direct ``COPY`` against the staging table; an error in an initial load leaves the table as it
-was (indexes included); a conflict after the probe falls back to the staged path."""
+was (indexes included); a stored event id met by ``COPY`` sends the chunk the staged way."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_sqlite_non_empty_table_commits_each_chunk(
     assert ids == {"old"} | {_eid(i) for i in range(30) if i % 9 != 8 and i % 13 != 12}
 
 
-def test_postgres_conflict_after_the_probe_goes_staged(
+def test_postgres_stored_id_sends_the_chunk_staged(
     db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if db_engine.dialect.name != "postgresql":
@@ -178,7 +178,7 @@ def test_postgres_conflict_after_the_probe_goes_staged(
     made: list[Any] = []
 
     def insert_e3_meanwhile(cur: Any, sql: str, table: Any) -> None:
-        if sql.startswith('COPY "event"') and not made:  # after the probe, before COPY
+        if sql.startswith('COPY "event"') and not made:  # after the reference probe
             with db_engine.begin() as conn:  # another writer, committed meanwhile
                 pid = conn.execute(text("SELECT id FROM product WHERE sku = 'S3'")).scalar_one()
                 conn.execute(text("INSERT INTO \"user\" (id, created_at) VALUES ('other', now())"))
@@ -210,6 +210,12 @@ def test_postgres_conflict_after_the_probe_goes_staged(
     stored = _stored(db_engine)
     assert [r[0] for r in stored[:-1]] == sorted(f"e{i}" for i in range(50))
     assert next(r for r in stored if r[0] == "e3")[1] == "other"  # the first writer's row
+    # A re-import: chunk 1's COPY meets stored ids and goes staged; chunks 2 and 3 probe.
+    made_writers.clear()
+    again = import_events(db_engine, path=path, progress=False, chunk_size=20, writer_threads=1)
+    assert [(w.fallbacks, w.probe_ids) for w in made_writers] == [(1, True)]
+    assert (again.written, again.unchanged) == (0, 50)
+    assert _stored(db_engine) == stored
 
 
 def test_text_array_literal_round_trips(db_engine: Engine) -> None:
