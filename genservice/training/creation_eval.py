@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -408,6 +409,13 @@ def evaluate_creations(
 PAGE_JUDGE_FILE = "page_judge.pt"
 
 
+@functools.lru_cache(maxsize=2)
+def _world_products(world_seed: int) -> tuple[Any, ...]:
+    from data.demo.world import build_world
+
+    return tuple(build_world(seed=world_seed).products)
+
+
 def page_judge_samples(
     n: int, *, seed: int, side: int = 64, held_out: bool = False, world_seed: int = 0
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -418,10 +426,9 @@ def page_judge_samples(
     (half), a light grey or a random studio colour. Returns uint8 ``(n, side, side, 3)``,
     colours and categories."""
     from data.demo.render import render_product
-    from data.demo.world import build_world
     from genservice.training.controlnet import held_out_product
 
-    products = list(build_world(seed=world_seed).products)
+    products = _world_products(world_seed)
     pool = [k for k in range(len(products)) if held_out_product(k) == held_out]
     rng = np.random.default_rng(seed)
     cuts: dict[int, Image.Image] = {}

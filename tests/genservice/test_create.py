@@ -330,3 +330,31 @@ def test_evaluation_reuses_cached_diffusion_only_for_the_same_inputs(tiny_pipe, 
     creator.img2img_strength = 0.5
     _diffuse_cached(creator, ["a red mug"], [1], **{**args, "sketches": [square_sketch()]})
     assert calls == [[1, 2], [1, 3], [1]]  # another seed or a sketch is computed anew
+
+
+def test_page_judge_samples_are_true_renders_on_plain_grounds_at_any_place() -> None:
+    from data.demo import attributes as vocab
+    from genservice.training.creation_eval import page_judge_samples
+
+    x, cols, cats = page_judge_samples(24, seed=0)
+    again, cols2, _ = page_judge_samples(24, seed=0)
+    assert x.shape == (24, 64, 64, 3) and x.dtype == np.uint8
+    assert np.array_equal(x, again) and cols == cols2  # seeded
+    assert set(cols) <= set(vocab.COLOURS) and set(cats) <= set(vocab.CATEGORIES)
+    # Plain grounds: the most common pixel of each image is its ground; white about half.
+    grounds = []
+    for im in x:
+        px, counts = np.unique(im.reshape(-1, 3), axis=0, return_counts=True)
+        grounds.append(tuple(px[counts.argmax()]))
+        assert counts.max() > 0.1 * 64 * 64
+    n_white = sum(g == (255, 255, 255) for g in grounds)
+    assert 6 <= n_white <= 18
+    # Products stand anywhere and at many scales: their boxes' centres and spans vary.
+    spans, centres = [], []
+    for im, g in zip(x, grounds, strict=True):
+        ys, xs = np.nonzero(np.abs(im.astype(int) - np.array(g)).sum(-1) > 60)
+        spans.append(max(np.ptp(ys), np.ptp(xs)) + 1)
+        centres.append((xs.min() + xs.max()) / 2)
+    assert max(spans) - min(spans) > 20 and np.std(centres) > 3
+    held, _, _ = page_judge_samples(4, seed=0, held_out=True)
+    assert not np.array_equal(held, x[:4])
