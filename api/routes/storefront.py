@@ -90,21 +90,43 @@ def _query(request: Request, name: str, adapter: TypeAdapter[Any], default: str 
         ) from None
 
 
-def hero_body(comps: Components, out: HeroDecision) -> bytes:
-    """The :class:`HeroPublic` JSON of ``out``, serialised directly (its fields are built
-    here from typed values: no model validation per request)."""
+def _hero_json(comps: Components, out: HeroDecision, impression_id: str) -> str:
     return json.dumps(
         {
             "image_url": image_url(comps.settings, out.image_key) or "",
             "product_id": out.product_id,
             "variant_id": out.variant_id,
-            "impression_id": out.impression_id,
+            "impression_id": impression_id,
             "policy": out.policy,
             "propensity": out.propensity,
             "source": out.source,
         },
         separators=(",", ":"),
-    ).encode()
+    )
+
+
+#: Cached bodies (around the impression id) per HeroService; cleared past this many.
+MAX_BODY_PARTS = 10_000
+_MARK = "\x00impression\x00"
+
+
+def hero_body(comps: Components, out: HeroDecision) -> bytes:
+    """The :class:`HeroPublic` JSON of ``out``, serialised directly (its fields are built
+    here from typed values: no model validation per request). Only the impression id differs
+    between the decisions of one candidate, chosen with one propensity: the bytes around it
+    are encoded once (per :class:`HeroService`, whose settings give the image URL) and kept."""
+    iid = out.impression_id
+    if not iid.isalnum() or not iid.isascii():  # not a plain id: encode it all
+        return _hero_json(comps, out, iid).encode()
+    cache: dict[tuple[Any, ...], tuple[bytes, bytes]] = comps.hero.body_parts
+    key = (out.image_key, out.product_id, out.variant_id, out.policy, out.propensity, out.source)
+    parts = cache.get(key)
+    if parts is None:
+        head, _, tail = _hero_json(comps, out, _MARK).partition(json.dumps(_MARK))
+        if len(cache) >= MAX_BODY_PARTS:
+            cache.clear()
+        parts = cache[key] = (head.encode() + b'"', b'"' + tail.encode())
+    return b"".join((parts[0], iid.encode(), parts[1]))
 
 
 @router.get(

@@ -175,6 +175,8 @@ class HeroService:
         # Arms and logged distribution per candidate set (see :meth:`_plan`).
         self._plans: dict[tuple[int, ...], tuple[list[ArmStats], _Logged | None]] = {}
         self._plans_stats: object = None
+        # The hero route's response bytes around the impression id (``storefront.hero_body``).
+        self.body_parts: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 
     # -- decision ---------------------------------------------------------------------
 

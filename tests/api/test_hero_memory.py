@@ -300,3 +300,29 @@ def test_impression_ids_are_unique_hex_and_ordered_by_time() -> None:
     stamps = [int(i[:12], 16) for i in ids]
     assert stamps == sorted(stamps) and before <= stamps[0] <= stamps[-1] <= after
     assert len({i[12:] for i in ids}) == 2000  # the hashed part alone is unique too
+
+
+def test_hero_body_bytes_are_the_compact_json_of_the_decision(tmp_path: Path) -> None:
+    """The route keeps the response bytes around the impression id per candidate: each body
+    is still exactly the compact JSON of its own decision, in the schema's field order."""
+    import json
+
+    from api.routes.storefront import hero_body
+    from api.services.hero import HeroDecision
+
+    for env in build_env(tmp_path, personalize=False, **MEMORY):
+        key = env.auth("storefront")
+        bodies = [
+            env.client.get("/v1/hero", params={"user_id": "u1"}, headers=key) for _ in range(3)
+        ]
+        docs = [r.json() for r in bodies]
+        for r, doc in zip(bodies, docs, strict=True):
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+            assert r.content == json.dumps(doc, separators=(",", ":")).encode()
+            assert list(doc) == ["image_url", "product_id", "variant_id", "impression_id",
+                                 "policy", "propensity", "source"]  # fmt: skip
+        assert len({d["impression_id"] for d in docs}) == 3
+        assert env.comps.hero.body_parts  # kept
+        # An id that is not plain alphanumerics is JSON-escaped, not pasted.
+        odd = HeroDecision('a"b', 1, 2, "k.png", "generic", "uniform", 0.5, [])
+        assert json.loads(hero_body(env.comps, odd))["impression_id"] == 'a"b'
