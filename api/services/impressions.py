@@ -37,6 +37,7 @@ from sqlalchemy import func, update
 from sqlalchemy import select as sa_select
 from sqlalchemy import types as sa_types
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from api.logging import get_logger
 from data.models import ErasureRecord, Impression
@@ -156,7 +157,11 @@ class _FastInsert:
             return
         for start in range(0, len(rows), self.chunk):
             part = rows[start : start + self.chunk]
-            conn.exec_driver_sql(self.statement(len(part)), self.flat(part))
+            try:
+                conn.exec_driver_sql(self.statement(len(part)), self.flat(part))
+            except DBAPIError as exc:  # logged by the flusher: not ~50 characters per row
+                exc.statement = f"{self._head}{self._row_sql}, ... ({len(part)} rows)"
+                raise
 
 
 _FAST: dict[int, _FastInsert] = {}

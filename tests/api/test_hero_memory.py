@@ -326,3 +326,20 @@ def test_hero_body_bytes_are_the_compact_json_of_the_decision(tmp_path: Path) ->
         # An id that is not plain alphanumerics is JSON-escaped, not pasted.
         odd = HeroDecision('a"b', 1, 2, "k.png", "generic", "uniform", 0.5, [])
         assert json.loads(hero_body(env.comps, odd))["impression_id"] == 'a"b'
+
+
+def test_a_failed_multi_row_insert_reports_a_short_statement(tmp_path: Path) -> None:
+    """A refused batch (here: rows missing NOT NULL columns) raises the driver's error with
+    the statement shortened to one row's placeholders and the row count (the flusher logs it
+    on every retry)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from api.services.impressions import write_impressions
+
+    for env in build_env(tmp_path, personalize=False, **MEMORY):
+        rows = [{"id": f"r{i}", "user_id": "u1"} for i in range(300)]
+        with pytest.raises(IntegrityError) as err:
+            write_impressions(env.comps.engine, rows, env.comps.guard.key)
+        assert err.value.statement is not None
+        assert err.value.statement.endswith("... (300 rows)") and len(err.value.statement) < 300
+        assert count(env.comps.engine, Impression) == 0  # the transaction rolled back
