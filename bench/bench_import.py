@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_import.py [--events 1000000] [--format csv|jsonl]
 [--backends sqlite,postgresql] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+[--preload N]
 
 Prints one JSON object with, per backend: rows/s (wall clock), the importing process's CPU
 seconds and peak RSS (MB), for PostgreSQL the server backends' CPU seconds (read from /proc
@@ -9,6 +10,9 @@ when the server runs on this machine), rows per CPU-second of client + server (w
 import costs whatever else loads the machine), and a re-import of the same file (must write
 0). Each import runs in its own process into a fresh database: SQLite in a temporary folder,
 PostgreSQL in a database created for the run on the ``--pg-url`` server and dropped after.
+An empty event table is SQLite's initial load (one transaction, indexes built at the end);
+``--preload N`` first imports N other events, so the measured import adds to a non-empty
+table (one transaction per chunk, every index updated row by row).
 """
 
 from __future__ import annotations
@@ -28,15 +32,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def write_files(folder: Path, *, n_events: int, fmt: str, seed: int = 0) -> tuple[Path, Path]:
-    """A 1,000-product catalog and ``n_events`` events in ``fmt`` (50,000 users, 6 weeks)."""
+def write_files(
+    folder: Path, *, n_events: int, fmt: str, seed: int = 0, prefix: str = "ev"
+) -> tuple[Path, Path]:
+    """A 1,000-product catalog and ``n_events`` events in ``fmt`` (50,000 users, 6 weeks);
+    event ids are ``prefix`` and a number."""
     rng = random.Random(seed)
     catalog = folder / "catalog.csv"
     with catalog.open("w") as f:
         f.write("sku,title,category,price\n")
         for i in range(1000):
             f.write(f"P{i:05d},Product {i},cat{i % 8},{5 + i % 50}\n")
-    events = folder / f"events.{fmt}"
+    events = folder / f"{prefix}_events.{fmt}"
     kinds = ["view"] * 100 + ["click"] * 30 + ["add_to_cart"] * 8 + ["purchase"] * 3
     t0 = 1_767_225_600  # 2026-01-01
     with events.open("w") as f:
@@ -45,7 +52,7 @@ def write_files(folder: Path, *, n_events: int, fmt: str, seed: int = 0) -> tupl
         for i in range(n_events):
             uid = f"u{rng.randrange(50_000)}"
             row = (
-                f"ev{i:09d}",
+                f"{prefix}{i:09d}",
                 uid,
                 f"P{rng.randrange(1000):05d}",
                 rng.choice(kinds),
@@ -88,15 +95,19 @@ def _server_cpu_delta(before: dict[int, float | None], after: dict[int, float | 
     return sum(v - (before.get(p) or 0.0) for p, v in after.items() if v is not None)
 
 
-def child(database_url: str, catalog: str, events: str) -> None:
+def child(database_url: str, catalog: str, events: str, preload: str = "") -> None:
     """Runs in a subprocess so its peak RSS is the import's alone. Imports the file twice:
-    the second pass must write nothing (idempotent) and shows the re-import rate."""
+    the second pass must write nothing (idempotent) and shows the re-import rate. With
+    ``preload``, that file is imported first (not measured): the measured import then adds
+    to a table holding events already (no initial load)."""
     from data.db import init_db, make_engine
     from data.ingest import import_catalog, import_events
 
     engine = make_engine(database_url)
     init_db(engine)
     import_catalog(engine, path=Path(catalog), progress=False)
+    if preload:
+        import_events(engine, path=Path(preload), progress=False)
     server_before = _server_cpu(engine)
     start, cpu = time.perf_counter(), time.process_time()
     report = import_events(engine, path=Path(events), progress=True)
@@ -148,7 +159,7 @@ def _fresh_pg_database(pg_url: str) -> tuple[str, Any]:
 
 
 def run_backend(
-    backend: str, args: argparse.Namespace, folder: Path, files: tuple[Path, Path]
+    backend: str, args: argparse.Namespace, folder: Path, files: tuple[Path, Path], preload: str
 ) -> Any:
     drop = None
     if backend == "sqlite":
@@ -162,7 +173,7 @@ def run_backend(
         raise SystemExit(f"error: --backends: expected sqlite and/or postgresql, got {backend!r}")
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", url, str(files[0]), str(files[1])],
+            [sys.executable, __file__, "--child", url, str(files[0]), str(files[1]), preload],
             check=False, capture_output=True, text=True,
         )  # fmt: skip
         if out.returncode != 0:
@@ -182,7 +193,12 @@ def main() -> None:
         "--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL server where this user may create a database",
     )  # fmt: skip
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--preload", type=int, default=0,
+        help="import this many other events first (not measured): the measured import then "
+        "adds to a non-empty event table",
+    )  # fmt: skip
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -191,8 +207,13 @@ def main() -> None:
         folder = Path(tmp)
         t = time.perf_counter()
         files = write_files(folder, n_events=args.events, fmt=args.format)
+        preload = ""
+        if args.preload:
+            preload = str(write_files(folder, n_events=args.preload, fmt=args.format,
+                                      seed=1, prefix="old")[1])  # fmt: skip
         result: dict[str, Any] = {
             "events": args.events,
+            "preloaded_events": args.preload,
             "format": args.format,
             "file_mb": round(files[1].stat().st_size / 1e6, 1),
             "file_generation_s": round(time.perf_counter() - t, 1),
@@ -200,7 +221,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
         }
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            result[backend] = run_backend(backend, args, folder, files)
+            result[backend] = run_backend(backend, args, folder, files, preload)
         result["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
         print(json.dumps(result, indent=2))
 
