@@ -174,6 +174,12 @@ def evaluate_creations_cmd(
         "--sketch-modes",
         help="Comma list of sketch conditionings to measure (text = no sketch, the floor).",
     ),
+    spread: bool = typer.Option(
+        False,
+        "--spread",
+        help="Take the N captions evenly over the held-out list (every len/N-th) instead of the "
+        "first N (the list is sorted by caption: its first ones are all black products).",
+    ),
     judge_kind: str = typer.Option(
         "page",
         "--judge",
@@ -188,7 +194,11 @@ def evaluate_creations_cmd(
     largest product upscale after restoration, and sketch adherence (silhouette IoU)."""
     import numpy as np
 
-    from genservice.training.creation_eval import evaluate_creations, fit_page_judge
+    from genservice.training.creation_eval import (
+        evaluate_creations,
+        fit_page_judge,
+        pick_captions,
+    )
     from genservice.training.evaluate import fit_judge
     from genservice.training.recipes import DataSpec, load_data
 
@@ -221,7 +231,7 @@ def evaluate_creations_cmd(
             work_dir=root / "eval", dataset=ds, progress=not as_json
         )
     creator = _creator(None if controlnet.lower() == "none" else controlnet)
-    caps = [(h.caption, h.colour, h.category) for h in ds.held_out[:n]]
+    caps = [(h.caption, h.colour, h.category) for h in pick_captions(ds.held_out, n, spread)]
     out = evaluate_creations(
         creator=creator,
         captions=caps,

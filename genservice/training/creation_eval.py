@@ -174,6 +174,15 @@ def _diffuse_cached(
     return imgs
 
 
+def pick_captions(held_out: Sequence[Any], n: int, spread: bool = False) -> list[Any]:
+    """The ``n`` held-out captions an evaluation uses: the first ``n``, or with ``spread``
+    every ``len // n``-th (the list is sorted by caption, so its first ones share a colour)."""
+    items = list(held_out)
+    if n <= 0:
+        return []
+    return items[:: max(1, len(items) // n)][:n] if spread else items[:n]
+
+
 def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 

@@ -358,3 +358,13 @@ def test_page_judge_samples_are_true_renders_on_plain_grounds_at_any_place() -> 
     assert max(spans) - min(spans) > 20 and np.std(centres) > 3
     held, _, _ = page_judge_samples(4, seed=0, held_out=True)
     assert not np.array_equal(held, x[:4])
+
+
+def test_pick_captions_first_or_spread() -> None:
+    from genservice.training.creation_eval import pick_captions
+
+    held = [f"c{i:03d}" for i in range(200)]
+    assert pick_captions(held, 3) == ["c000", "c001", "c002"]
+    spread = pick_captions(held, 50, spread=True)
+    assert len(spread) == 50 and spread[:3] == ["c000", "c004", "c008"] and spread[-1] == "c196"
+    assert pick_captions(held, 0, spread=True) == [] and len(pick_captions(held, 200, True)) == 200
