@@ -169,8 +169,8 @@ class _RowsChunk:
 
 @dataclass
 class _TableChunk:
-    """Input rows as text columns (one per ``_FIELDS`` entry, None when the file lacks it);
-    row ``i`` is file line ``lines[i]``."""
+    """Input rows as text columns (one per ``_FIELDS`` entry, None when the file lacks it; the
+    time may be an integer column); row ``i`` is file line ``lines[i]``."""
 
     columns: list[pa.Array | None]
     lines: np.ndarray
@@ -218,8 +218,12 @@ def _clean_rows(chunk: _TableChunk) -> tuple[np.ndarray, _Columns]:
     ok = pc.is_in(kind, value_set=_KIND_KEYS)
     for col in (event_id, user_id, sku):
         ok = pc.and_(ok, pc.match_substring_regex(col, _ID_RE))
-    digits = pc.match_substring_regex(ts, r"^[0-9]{1,15}$")
-    num = pc.cast(pc.if_else(digits, ts, "0"), pa.int64())
+    if pa.types.is_integer(ts.type):  # JSON numbers: the row validator's ``int`` path
+        digits = pc.and_(pc.greater_equal(ts, 0), pc.less(ts, 10**15))
+        num = pc.cast(pc.if_else(digits, ts, 0), pa.int64())
+    else:
+        digits = pc.match_substring_regex(ts, r"^[0-9]{1,15}$")
+        num = pc.cast(pc.if_else(digits, ts, "0"), pa.int64())
     is_ms = pc.greater(num, 100_000_000_000)
     in_s = pc.and_(pc.greater_equal(num, _EPOCH_MIN_S), pc.less(num, _EPOCH_END_S))
     in_ms = pc.and_(pc.greater_equal(num, _EPOCH_MIN_S * 1000), pc.less(num, _EPOCH_END_S * 1000))
@@ -230,7 +234,7 @@ def _clean_rows(chunk: _TableChunk) -> tuple[np.ndarray, _Columns]:
             optional.append(None)
             continue
         empty = pc.fill_null(pc.equal(pc.utf8_length(col), 0), True)  # null: absent
-        ok = pc.and_(ok, pc.or_(empty, pc.match_substring_regex(col, _ID_RE)))
+        ok = pc.and_(ok, pc.or_kleene(empty, pc.match_substring_regex(col, _ID_RE)))
         optional.append((col, empty))
     # A null id, kind or time (Parquet) fails here; the row validator names what is missing.
     mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)

@@ -8,8 +8,13 @@ Reading and checking (the CPU-bound part) is vectorised where the input allows i
   ``i`` is line ``first + i``. A block pyarrow rejects (wrong column count, invalid UTF-8) is
   read again by the row reader, which names each bad line; from the first block holding a
   quote on, the row reader reads the rest of the file (a quoted field may span lines).
-- Parquet batches whose columns are text go the same columnar way; JSONL, and the rest, row
-  by row (``validate_event_values``).
+- JSONL (without a column mapping): the file is cut into byte blocks at line ends; a block
+  with no CR, no blank line, no escaped surrogate and valid UTF-8 is parsed by pyarrow with
+  our fields as columns (text; the time as a JSON integer, else as text) and row ``i`` is
+  line ``first + i``; a block pyarrow refuses (another JSON type, a duplicate key, a line
+  that is not an object, a row count differing from its line count) goes to the row reader.
+- Parquet batches whose columns are text go the same columnar way; the rest row by row
+  (``validate_event_values``).
 - A row is *clean* when its ids are printable ASCII without surrounding blanks (at most 128
   characters), its kind is one we know as written and its time is epoch seconds or
   milliseconds in range: checked with pyarrow compute over the whole chunk. Clean rows are
@@ -245,16 +250,95 @@ def _parquet_chunks(
 def _jsonl_chunks(
     path: Path, mapping: Mapping[str, str], bar: tqdm | None, chunk_size: int
 ) -> Iterator[_RowsChunk | _TableChunk]:
+    """JSON Lines as chunks: plain blocks parsed by pyarrow (without a ``mapping``), the rest
+    by ``read_jsonl``."""
     keys = [(mapping.get(f), f) for f in _FIELDS]
 
     def pick(rec: Mapping[str, Any]) -> list[Any]:
         return [rec[t] if t is not None and t in rec else rec.get(f) for t, f in keys]
 
-    with path.open("rb") as raw:
-        items = read_jsonl(raw, on_read=bar.update if bar is not None else None)
-        picked = ((ln, it if isinstance(it, str) else pick(it)) for ln, it in items)
+    def row_chunks(raw: BinaryIO, offset: int, on_read: Any) -> Iterator[_RowsChunk]:
+        items = read_jsonl(raw, on_read=on_read)
+        picked = ((ln + offset, it if isinstance(it, str) else pick(it)) for ln, it in items)
         for chunk in _chunked(picked, chunk_size):
             yield _RowsChunk(cast(list[tuple[int, Sequence[Any] | str]], chunk))
+
+    with path.open("rb") as raw:
+        if not _COLUMNAR or mapping:
+            yield from row_chunks(raw, 0, bar.update if bar is not None else None)
+            return
+        line = 1
+        carry = b""
+        while True:
+            data = raw.read(_BLOCK_BYTES)
+            if bar is not None:
+                bar.update(len(data))
+            block = carry + data
+            if len(data) == _BLOCK_BYTES:  # not the end of the file: cut at a line end
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = block
+                    continue
+                block, carry = block[:cut], block[cut:]
+            else:
+                carry = b""
+            if not block:
+                return
+            n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            table = _jsonl_table(block) if _plain_json_lines(block) else None
+            if table is not None and table.num_rows == n_lines:
+                cols = [table.column(f).combine_chunks() for f in _FIELDS]
+                for s in range(0, table.num_rows, chunk_size):
+                    m = min(chunk_size, table.num_rows - s)
+                    yield _TableChunk(
+                        [c.slice(s, m) for c in cols],
+                        np.arange(line + s, line + s + m, dtype=np.int64),
+                    )
+            else:  # the row reader names each bad line of the block (lines are records)
+                yield from row_chunks(io.BytesIO(block), line - 1, None)
+            line += n_lines
+
+
+def _plain_json_lines(block: bytes) -> bool:
+    """True when pyarrow may parse ``block``: no ``\\r`` (the row reader splits lines there
+    too), no blank line, no escaped surrogate (``\\ud800``: Python keeps a lone one), valid
+    UTF-8. A blank line of spaces only is caught by the row count afterwards."""
+    if b"\r" in block or block.startswith(b"\n") or b"\n\n" in block:
+        return False
+    if b"\\ud" in block or b"\\uD" in block:
+        return False
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+#: Our fields as JSON Lines columns: text, the time as an integer or (second try) as text.
+_JSON_SCHEMAS = [
+    pa.schema([(f, pa.int64() if f == "ts" and ts_int else pa.string()) for f in _FIELDS])
+    for ts_int in (True, False)
+]
+
+
+def _jsonl_table(block: bytes) -> pa.Table | None:
+    """``block`` parsed by pyarrow with our fields as columns (other keys ignored), or None
+    when it refuses (a value of another JSON type, a duplicate key, a line not an object...)."""
+    import pyarrow.json as pa_json
+
+    read_opts = pa_json.ReadOptions(use_threads=False, block_size=len(block) + 1)
+    for schema in _JSON_SCHEMAS:
+        parse_opts = pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False
+        )
+        try:
+            return pa_json.read_json(
+                io.BytesIO(block), read_options=read_opts, parse_options=parse_opts
+            )
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            continue
+    return None
 
 
 def _input_chunks(

@@ -4,6 +4,7 @@ a re-import writes nothing. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -171,3 +172,66 @@ def test_multi_row_inserts_count_exactly(db_engine: Engine, tmp_path: Path) -> N
     assert (report.written, report.unchanged, report.users_created) == (220, 30, 0)
     with db_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM event")).scalar_one() == 250
+
+
+def _jsonl_bytes(n: int) -> bytes:
+    """``n`` events as JSON Lines (times as JSON numbers in every other run of 20 rows, as text
+    elsewhere), plus every kind of line pyarrow must leave to the row reader."""
+    names = ["event_id", "user_id", "sku", "kind", "ts", "session"]
+    lines = []
+    for i in range(n):
+        rec: dict[str, object] = dict(zip(names, _row(i), strict=True))
+        if (i // 20) % 2 == 0 and str(rec["ts"]).isdigit():
+            rec["ts"] = int(str(rec["ts"]))
+        if i % 17 == 0:
+            rec["extra"] = {"nested": [1, 2]}  # a key we do not read
+        if i % 23 == 0:
+            rec["session"] = None
+        lines.append(json.dumps(rec).encode())
+        odd = {
+            30: b"",  # blank line
+            50: b"   ",  # spaces only
+            70: b'{"event_id": "e-trunc", "user_id": "u1"',  # truncated
+            90: b"[1, 2]",  # not an object
+            110: b'{"event_id": "e-bad", "user_id": "u\xff", "sku": "S1", "kind": "view", "ts": 1}',
+            130: b'{"event_id": "e-cr", "user_id": "u1", "sku": "S1", "kind": "view", "ts": '
+            + str(T0).encode()
+            + b"}\r",  # a CR line end (then \n: a blank line too)
+            150: b'{"event_id": "e-sur\\ud83d\\ude00", "user_id": "u1", "sku": "S1", "kind": "view", '
+            b'"ts": ' + str(T0).encode() + b"}",
+            170: b'{"event_id": "e-dup", "event_id": "e-dup2", "user_id": "u1", "sku": "S1", '
+            b'"kind": "view", "ts": ' + str(T0).encode() + b"}",
+            190: b'{"event_id": 1234, "user_id": "u1", "sku": "S1", "kind": "view", "ts": '
+            + str(T0).encode()
+            + b"}",
+            210: b'{"event_id": "e-nest", "user_id": "u1", "sku": "S1", "kind": "view", '
+            b'"session": {"a": 1}, "ts": ' + str(T0).encode() + b"}",
+            230: b'{"event_id": "e-flt", "user_id": "u1", "sku": "S1", "kind": "view", "ts": '
+            + str(T0).encode()
+            + b".5}",
+        }
+        if i in odd:
+            lines.append(odd[i])
+    return b"\n".join(lines) + b"\n"
+
+
+def test_jsonl_columnar_equals_row_by_row(
+    db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "_BLOCK_BYTES", 900)  # many blocks, some refused by pyarrow
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(_jsonl_bytes(260))
+    seen = []
+    real = events._jsonl_table
+    monkeypatch.setattr(events, "_jsonl_table", lambda b: seen.append(real(b)) or seen[-1])
+    stored = _import_both_ways(db_engine, tmp_path, path, monkeypatch)
+    parsed = [t for t in seen if t is not None]
+    assert parsed and len(parsed) < len(seen)  # both paths taken
+    by_id = {r[0]: r for r in stored}
+    # Known answer: the clean cases load, and the odd lines that are valid records: the CR
+    # one, the escaped surrogate pair, the duplicate key (the last wins), the float time.
+    clean = {_row(i)[0].strip() for i in range(260) if i % 14 in (0, 1, 2, 3, 4, 7, 9, 13)}
+    assert clean <= set(by_id)
+    assert {"e-cr", "e-sur\U0001f600", "e-dup2", "e-flt"} <= set(by_id)
+    assert "e-trunc" not in by_id and "e-nest" not in by_id and "1234" in by_id
+    assert str(by_id["e1"][4]).startswith("2026-03-01 10:00:01.123")
