@@ -153,7 +153,20 @@ def read_jsonl(
         if not isinstance(obj, dict):
             yield row_no, f"expected a JSON object, got {type(obj).__name__}"
             continue
+        if ("\\ud" in stripped or "\\uD" in stripped) and not _encodes(obj):
+            yield row_no, "invalid JSON string: a lone surrogate escape (\\ud800-\\udfff)"
+            continue
         yield row_no, obj
+
+
+def _encodes(obj: Any) -> bool:
+    """False when a string in ``obj`` holds a lone surrogate (from a ``\\udXXX`` escape):
+    no database can store it as UTF-8."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_parquet(

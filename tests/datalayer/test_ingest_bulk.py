@@ -210,6 +210,10 @@ def _jsonl_bytes(n: int) -> bytes:
             + str(T0).encode()
             + b".5}",
         }
+        odd[250] = (  # a lone surrogate: reported, not stored (no database encodes it)
+            b'{"event_id": "e-lone\\ud800", "user_id": "u1", "sku": "S1", "kind": "view", '
+            b'"ts": ' + str(T0).encode() + b"}"
+        )
         if i in odd:
             lines.append(odd[i])
     return b"\n".join(lines) + b"\n"
@@ -235,3 +239,4 @@ def test_jsonl_columnar_equals_row_by_row(
     assert {"e-cr", "e-sur\U0001f600", "e-dup2", "e-flt"} <= set(by_id)
     assert "e-trunc" not in by_id and "e-nest" not in by_id and "1234" in by_id
     assert str(by_id["e1"][4]).startswith("2026-03-01 10:00:01.123")
+    assert not any(k.startswith("e-lone") for k in by_id)
