@@ -26,7 +26,7 @@ IMG2IMG_STRENGTH = 0.4
 #: The ControlNet path (a ControlNet configured): start from the same filled outline as the
 #: fallback, redo this share of the noise schedule, and condition every step on the sketch's
 #: edges at ``CONTROLNET_SCALE`` (None: from pure noise, the ControlNet alone). Tuned on 48
-#: validation sketches of training products (``genservice.training.controlnet_tune``; never
+#: validation sketches of training products (``bench/controlnet_tune.py``; never
 #: the evaluation's held-out ones; the ControlNet saw these products in training, so its
 #: figures there flatter it): silhouette IoU from noise 0.443; from the outline at scale 1.0
 #: 0.769 (0.4), 0.711 (0.5), 0.682 (0.6), 0.627 (0.7), 0.583 (0.8); at scale 1.5 0.712

@@ -8,7 +8,7 @@ strength was chosen. Caveat: the ControlNet was trained on sketches of these pro
 placements and lighting), so its figures here are optimistic; the held-out evaluation is the
 figure that counts.
 
-Run: ``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m genservice.training.controlnet_tune
+Run: ``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/controlnet_tune.py
 --n 24 --grid "img2img:0.4 cn:0.4:1.0 cn:0.5:1.0 ..."`` (``cn:STRENGTH:SCALE``; strength
 ``none`` = from noise). Prints one JSON line per setting.
 """
