@@ -70,6 +70,10 @@ def _run(
                 **extra,
             )
         else:
+            from api.services.erasure import guard_from_settings
+
+            # An erased shopper's events are refused, never stored again (tombstones).
+            guard = guard_from_settings(settings, engine)
             report = import_events(
                 engine,
                 path=file,
@@ -78,6 +82,7 @@ def _run(
                 chunk_size=chunk_size,
                 progress=not as_json,
                 errors_out=errors_out,
+                refused_users=guard.erased_in_batches,
             )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))

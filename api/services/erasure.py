@@ -150,6 +150,20 @@ class ErasureGuard:
                 found |= {by_key[k] for k in hits}
         return found
 
+    def erased_in_batches(self, user_ids: set[str], *, batch: int = 5_000) -> set[str]:
+        """:meth:`erased_among` for a bulk import's users: nothing to hash or look up while no
+        tombstone exists (one ``EXISTS`` query), else lookups of ``batch`` keys at a time."""
+        if not user_ids:
+            return set()
+        with Session(self.engine) as s:
+            if s.exec(select(ErasureRecord.user_key).limit(1)).first() is None:
+                return set()
+            ids = sorted(user_ids)
+            found: set[str] = set()
+            for i in range(0, len(ids), batch):
+                found |= self.erased_among(ids[i : i + batch], session=s)
+        return found
+
     def known_erased(self, user_id: str) -> bool:
         """Whether ``user_id`` is known here to be erased (memory only, no database)."""
         if not self._erased:  # none known: skip the HMAC (the hero path asks every request)

@@ -55,7 +55,7 @@ inside the file): 8 MB per million events.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO, cast
@@ -87,6 +87,8 @@ from data.repos.catalog import product_ids_by_sku
 
 #: Caches are cleared when they reach this many entries (memory stays bounded).
 _CACHE_LIMIT = 2_000_000
+#: The report's reason for a row of an erased shopper (the id is not repeated).
+ERASED_USER_REASON = "user was erased: events of an erased shopper are never stored"
 #: Bytes per CSV block handed to pyarrow (cut at a line end).
 _BLOCK_BYTES = 8 << 20
 #: Columnar checks on (tests switch this off to compare with the row-by-row path).
@@ -398,6 +400,7 @@ def import_events(
     progress: bool = True,
     errors_out: TextIO | None = None,
     writer_threads: int | None = None,
+    refused_users: Callable[[set[str]], set[str]] | None = None,
 ) -> ImportReport:
     """Insert events from ``path``, idempotent by event id; users are created as needed.
 
@@ -406,6 +409,9 @@ def import_events(
     Each chunk of ``chunk_size`` input rows is one transaction. Bad rows are reported with
     their line number and reason; good rows always load. ``writer_threads``: PostgreSQL
     connections writing chunks at once (default ``event_writers.PG_WRITERS``; SQLite: 1).
+    ``refused_users``: given user ids not yet stored by this import, those whose events must
+    never be stored (erased shoppers: the api layer passes its tombstone check); their rows are
+    reported as bad, without the id.
     """
     _check_file(path)
     fmt = detect_format(path, fmt)
@@ -478,6 +484,17 @@ def import_events(
                 pids = [p for p in pids if p is not None]
             if not len(valid):
                 continue
+            if refused_users is not None:
+                erased = refused_users(set(valid.cols[1]).difference(known_users))
+                if erased:
+                    keep = [u not in erased for u in valid.cols[1]]
+                    for line, ok in zip(valid.lines, keep, strict=True):
+                        if not ok:
+                            add_bad(BadRow(file, line, ERASED_USER_REASON))
+                    valid = valid.keep(keep)
+                    pids = [p for p, ok in zip(pids, keep, strict=True) if ok]
+                    if not len(valid):
+                        continue
             skus = valid.cols[2]
             valid.cols[2] = pids
             new_users = set(valid.cols[1]).difference(known_users)

@@ -174,3 +174,48 @@ def test_a_live_job_keeps_its_row_until_it_stops(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["jobs"] == 1 and r.json()["images"] == 1
         assert not images.exists(key) and rows_mentioning(engine, "u2") == []
+
+
+def test_import_refuses_events_of_an_erased_shopper(tmp_path: Path) -> None:
+    """``tailorshot import events`` after an erasure: the erased shopper's rows are reported as
+    bad (without the id) and neither the user nor an event comes back; others load."""
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from api.cli import app
+    from data.ingest.events import ERASED_USER_REASON
+    from data.models import Event, Product, User
+
+    for env in build_env(tmp_path, personalize=False):
+        assert env.client.delete("/v1/users/u2", headers=env.auth("admin")).status_code == 200
+        with Session(env.comps.engine) as s:
+            sku = s.exec(select(Product.sku)).first()
+            u1_before = len(s.exec(select(Event).where(Event.user_id == "u1")).all())
+        export = tmp_path / "events.csv"
+        export.write_text(
+            "event_id,user_id,sku,kind,ts\n"
+            f"late-1,u2,{sku},view,2026-03-01T10:00:00Z\n"
+            f"late-2,u1,{sku},view,2026-03-01T10:01:00Z\n"
+            f"late-3,u2,{sku},purchase,2026-03-01T10:02:00Z\n"
+        )
+        env.comps.settings.api.user_hash_secret = None
+        os.environ["TAILORSHOT_HOME"] = str(env.home)
+        try:
+            out = CliRunner().invoke(app, ["import", "events", str(export), "--json"])
+        finally:
+            del os.environ["TAILORSHOT_HOME"]
+        assert out.exit_code == 0, out.output
+        report = json.loads(out.stdout[out.stdout.index("{") :])
+        assert report["written"] == 1 and report["bad"] == 2, report
+        assert [(b["row"], b["reason"]) for b in report["bad_rows"]] == [
+            (2, ERASED_USER_REASON),
+            (4, ERASED_USER_REASON),
+        ]
+        assert "u2" not in out.stdout
+        assert rows_mentioning(env.comps.engine, "u2") == []
+        with Session(env.comps.engine) as s:
+            assert s.get(User, "u2") is None
+            u1_after = len(s.exec(select(Event).where(Event.user_id == "u1")).all())
+        assert u1_after == u1_before + 1
