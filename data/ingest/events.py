@@ -156,24 +156,9 @@ def _csv_chunks(
             column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
         )
         line = 2  # the first data line
-        carry = b""
         use_arrow = _COLUMNAR and b'"' not in head
-        while True:
-            data = raw.read(_BLOCK_BYTES)
-            if bar is not None:
-                bar.update(len(data))
-            block = carry + data
-            if data:
-                cut = block.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = block
-                    continue
-                block, carry = block[:cut], block[cut:]
-            else:
-                carry = b""
-            if not block:
-                return
-            n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        blocks = _LineBlocks(raw, bar)
+        for block, n_lines in blocks:
             if use_arrow and _plain_lines(block):
                 try:
                     table = pa_csv.read_csv(
@@ -185,12 +170,7 @@ def _csv_chunks(
                 if table is not None and table.num_rows == n_lines:
                     cols = [table.column(i).combine_chunks() if i is not None else None
                             for i in plan]  # fmt: skip
-                    for s in range(0, table.num_rows, chunk_size):
-                        m = min(chunk_size, table.num_rows - s)
-                        yield _TableChunk(
-                            [c.slice(s, m) if c is not None else None for c in cols],
-                            np.arange(line + s, line + s + m, dtype=np.int64),
-                        )
+                    yield from _table_chunks(cols, line, n_lines, chunk_size)
                     line += n_lines
                     continue
                 # pyarrow refused the block: the row reader names each bad line in it (a
@@ -200,9 +180,50 @@ def _csv_chunks(
                 line += n_lines
                 continue
             # A quote (or an odd line end): from here on the row reader reads the stream.
-            _, rows = csv_rows(cast(BinaryIO, _Chain(head + block + carry, raw, bar)))
+            _, rows = csv_rows(cast(BinaryIO, _Chain(head + block + blocks.carry, raw, bar)))
             yield from _row_chunks(rows, plan, width, chunk_size, line - 2)
             return
+
+
+class _LineBlocks:
+    """Iterating gives ``(block, n_lines)``: whole lines of ``raw`` about ``_BLOCK_BYTES`` at a
+    time (the file's last line may lack its newline); ``carry`` holds the partial line read
+    past the last block handed out. Reads are reported to ``bar`` (bytes)."""
+
+    def __init__(self, raw: BinaryIO, bar: tqdm | None) -> None:
+        self.raw, self.bar, self.carry = raw, bar, b""
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        while True:
+            data = self.raw.read(_BLOCK_BYTES)
+            if self.bar is not None:
+                self.bar.update(len(data))
+            block = self.carry + data
+            # A short read is the end of the file (a buffered file reads ``n`` bytes until then).
+            if len(data) == _BLOCK_BYTES:  # not yet the end: hand out whole lines only
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:
+                    self.carry = block
+                    continue
+                block, self.carry = block[:cut], block[cut:]
+            else:
+                self.carry = b""
+            if not block:
+                return
+            yield block, block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+
+
+def _table_chunks(
+    cols: Sequence[pa.Array | None], line: int, n_rows: int, chunk_size: int
+) -> Iterator[_TableChunk]:
+    """A parsed block's columns (None = a field the file lacks) as chunks of ``chunk_size``
+    rows, numbered from file line ``line``."""
+    for s in range(0, n_rows, chunk_size):
+        m = min(chunk_size, n_rows - s)
+        yield _TableChunk(
+            [c.slice(s, m) if c is not None else None for c in cols],
+            np.arange(line + s, line + s + m, dtype=np.int64),
+        )
 
 
 class _Chain(io.RawIOBase):
@@ -270,32 +291,11 @@ def _jsonl_chunks(
             yield from row_chunks(raw, 0, bar.update if bar is not None else None)
             return
         line = 1
-        carry = b""
-        while True:
-            data = raw.read(_BLOCK_BYTES)
-            if bar is not None:
-                bar.update(len(data))
-            block = carry + data
-            if len(data) == _BLOCK_BYTES:  # not the end of the file: cut at a line end
-                cut = block.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = block
-                    continue
-                block, carry = block[:cut], block[cut:]
-            else:
-                carry = b""
-            if not block:
-                return
-            n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        for block, n_lines in _LineBlocks(raw, bar):
             table = _jsonl_table(block) if _plain_json_lines(block) else None
             if table is not None and table.num_rows == n_lines:
                 cols = [table.column(f).combine_chunks() for f in _FIELDS]
-                for s in range(0, table.num_rows, chunk_size):
-                    m = min(chunk_size, table.num_rows - s)
-                    yield _TableChunk(
-                        [c.slice(s, m) for c in cols],
-                        np.arange(line + s, line + s + m, dtype=np.int64),
-                    )
+                yield from _table_chunks(cols, line, n_lines, chunk_size)
             else:  # the row reader names each bad line of the block (lines are records)
                 yield from row_chunks(io.BytesIO(block), line - 1, None)
             line += n_lines

@@ -4,9 +4,7 @@ process sees the change through the state stamp it polls, not through a TTL."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -15,15 +13,14 @@ from apitest_helpers import build_env, png_bytes
 from sqlmodel import Session, func, select
 
 from data.models import CreativeVariant, Impression, VariantStatus
-from tests.support.liveserver import spawn_uvicorn, wait_healthy
+from tests.support.liveserver import (
+    free_port,
+    spawn_uvicorn,
+    storefront_server_env,
+    wait_healthy,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_variant_approved_on_one_process_is_served_by_another_within_1s(
@@ -43,16 +40,8 @@ def test_variant_approved_on_one_process_is_served_by_another_within_1s(
             s.add(draft)
             s.commit()
             variant_id = int(draft.id)  # type: ignore[arg-type]
-        port = _free_port()
-        server_env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TAILORSHOT_HOME": str(env.home),
-            "TAILORSHOT_API__LOAD_GENERATOR": "false",
-            "TAILORSHOT_API__RUN_WORKER": "false",
-            "TAILORSHOT_API__PERSONALIZE": "false",
-            "TAILORSHOT_API__CANDIDATES_TTL_S": "60",
-        }
+        port = free_port()
+        server_env = storefront_server_env(env.home)
         proc = spawn_uvicorn(port=port, env=server_env, cwd=ROOT)
         base = f"http://127.0.0.1:{port}"
         try:

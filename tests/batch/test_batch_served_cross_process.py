@@ -5,9 +5,7 @@ polls, not through a TTL. (The API path: ``tests/api/test_hero_cross_process.py`
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -24,15 +22,14 @@ from api.cli import app
 from data.models import SegmentMembership, VariantChange
 from genservice.generator import HeroImaging
 from tests.genservice.gen_fixtures import stub_imaging
-from tests.support.liveserver import spawn_uvicorn, wait_healthy
+from tests.support.liveserver import (
+    free_port,
+    spawn_uvicorn,
+    storefront_server_env,
+    wait_healthy,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_variant_approved_by_the_cli_is_served_by_another_process_within_1s(
@@ -44,16 +41,8 @@ def test_variant_approved_by_the_cli_is_served_by_another_process_within_1s(
         s.commit()
         key = create_key(s, role="storefront", name="test").key
         s.commit()
-    port = _free_port()
-    server_env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TAILORSHOT_HOME": str(settings.home),
-        "TAILORSHOT_API__LOAD_GENERATOR": "false",
-        "TAILORSHOT_API__RUN_WORKER": "false",
-        "TAILORSHOT_API__PERSONALIZE": "false",
-        "TAILORSHOT_API__CANDIDATES_TTL_S": "60",
-    }
+    port = free_port()
+    server_env = storefront_server_env(settings.home)
     proc = spawn_uvicorn(port=port, env=server_env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     served: list[tuple[datetime, int]] = []  # (wall time, variant id) of the first 200

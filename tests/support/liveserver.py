@@ -3,6 +3,7 @@ smoke checks). Binds 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -45,3 +46,26 @@ def wait_healthy(proc: subprocess.Popen[bytes], base: str, *, timeout_s: float) 
             text = out.decode(errors="replace") if out else ""
             raise RuntimeError(f"uvicorn did not start (rc={proc.returncode}):\n{text[-4000:]}")
         time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def storefront_server_env(home: Path) -> dict[str, str]:
+    """The environment of a storefront-only server on ``home``: no generator, no worker, no
+    personalization, a 60 s candidates TTL (so only the state stamp can make it see a change)."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TAILORSHOT_HOME": str(home),
+        "TAILORSHOT_API__LOAD_GENERATOR": "false",
+        "TAILORSHOT_API__RUN_WORKER": "false",
+        "TAILORSHOT_API__PERSONALIZE": "false",
+        "TAILORSHOT_API__CANDIDATES_TTL_S": "60",
+    }
