@@ -26,6 +26,7 @@ from data.models import (
     VariantStatus,
 )
 from genservice.brief import CreativeBrief
+from genservice.errors import SafetyViolation
 from genservice.handler import HeroRenderer
 
 DEMO_ACTOR = "system:demo"
@@ -45,11 +46,23 @@ class DemoVariantsOutput:
 Render = Callable[[Sequence[CreativeBrief]], list[Any]]
 
 
+#: A render the image check refused is tried again with these seed offsets (a demo variant is
+#: a picture of the product, any scene will do; the same seed would be refused again).
+SAFETY_RETRY_SEED_OFFSETS = (7919, 15838)
+
+
 def _render_one_by_one(generator: HeroRenderer) -> Render:
-    """Render each brief with ``generator.generate`` (a failure propagates)."""
+    """Render each brief with ``generator.generate``; a refused image comes back as its
+    ``SafetyViolation`` (as in a batch), any other failure propagates."""
 
     def render(part: Sequence[CreativeBrief]) -> list[Any]:
-        return [generator.generate(b) for b in part]
+        out: list[Any] = []
+        for b in part:
+            try:
+                out.append(generator.generate(b))
+            except SafetyViolation as exc:
+                out.append(exc)
+        return out
 
     return render
 
@@ -159,6 +172,22 @@ def seed_demo_variants(
         outputs += render(part)
         bar.update(len(part))
     bar.close()
+    base_seeds = [t[3] for t in todo]
+    for offset in SAFETY_RETRY_SEED_OFFSETS:
+        refused = [i for i, out in enumerate(outputs) if isinstance(out, SafetyViolation)]
+        if not refused:
+            break
+        with Session(engine) as session:
+            for i in refused:
+                segment_id, pid, terms, _ = todo[i]
+                todo[i] = (segment_id, pid, terms, base_seeds[i] + offset)
+                briefs[i] = orch.make_brief(
+                    session, product_id=pid, placement=placement, terms=terms,
+                    reference_product_ids=[], seed=base_seeds[i] + offset,
+                )  # fmt: skip
+        again = render([briefs[i] for i in refused])
+        for i, out in zip(refused, again, strict=True):
+            outputs[i] = out
     with Session(engine) as session:
         for (segment_id, pid, _terms, s), brief, out in zip(todo, briefs, outputs, strict=True):
             if isinstance(out, BaseException) or out is None:

@@ -61,3 +61,41 @@ def test_demo_keys_deterministic_hashed_and_curl(tmp_path: Path) -> None:
     assert text.count("curl ") == 15 and all(k in text for k in keys.values())
     assert "http://127.0.0.1:8000/v1/hero?user_id=" in text
     assert "placement=banner" in text and "placement=story" in text  # the demo covers story
+
+
+def test_a_refused_demo_render_is_tried_again_with_other_seeds(tmp_path: Path) -> None:
+    """The image check refuses the first two seeds of both new renders (the segment's third and
+    the second generic, seeds 5 and 6): each comes from its seed + the last offset; a render
+    that every seed fails stays failed with the checker's reason."""
+    from api.cli.demo_variants import SAFETY_RETRY_SEED_OFFSETS
+    from genservice.errors import SafetyViolation
+
+    class Picky(FakeGenerator):
+        refuse: set[int] = set()
+
+        def generate(self, brief, **kw):  # type: ignore[no-untyped-def]
+            if int(brief.seed) in self.refuse:
+                self.calls += 1
+                raise SafetyViolation("safety checker 'skin-heuristic' flagged image(s) [0]")
+            return super().generate(brief, **kw)
+
+    settings = make_settings(tmp_path / "home")
+    comps = build_components(settings)
+    world = seed_world(comps.engine, comps, settings.home)
+    first, last = SAFETY_RETRY_SEED_OFFSETS
+    gen = Picky(comps.images)
+    gen.refuse = {5, 6, 5 + first, 6 + first}
+    out = seed_demo_variants(
+        settings, comps.engine, seed=4, per_segment=3, generic=2, generator=gen, progress=False
+    )
+    assert out.failed == {} and gen.calls == 6  # 2 renders x 3 tries
+    with Session(comps.engine) as s:
+        new = [s.get(CreativeVariant, v) for v in out.created]
+    assert sorted(int(v.brief["seed"]) for v in new if v is not None) == [5 + last, 6 + last]
+    assert {v.segment_id for v in new if v is not None} == {world.segment_id, None}
+    # Every seed refused: the render stays failed, with the checker's reason.
+    gen.refuse = set(range(0, 40_000))
+    again = seed_demo_variants(
+        settings, comps.engine, seed=100, per_segment=4, generic=0, generator=gen, progress=False
+    )
+    assert again.created == [] and "skin-heuristic" in again.failed[f"segment {world.segment_id}"]
