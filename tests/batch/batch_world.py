@@ -95,3 +95,22 @@ def build_world(home: Path, *, n_products: int = 20, n_users: int = 6) -> tuple[
                 )
         s.commit()
     return settings, engine
+
+
+def build_banner_world(home: Path) -> tuple[Settings, Engine]:
+    """:func:`build_world` with 2 products and 2 shoppers, ``u000`` a member of segment 1."""
+    from data.models import SegmentMembership
+
+    settings, engine = build_world(home, n_products=2, n_users=2)
+    with Session(engine) as s:
+        s.add(SegmentMembership(user_id="u000", segment_id=1, score=1.0))
+        s.commit()
+    return settings, engine
+
+
+#: ``tailorshot batch variants``: one banner for segment 1, approved with its own terms.
+AUTO_APPROVE_BANNER_ARGS = [
+    "batch", "variants", "--segments", "1", "--placements", "banner", "--products", "1",
+    "--auto-approve", "--vocabulary", ",".join(t for t, _ in SEGMENT_TERMS[0]),
+    "--executor", "local", "--json",
+]  # fmt: skip

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from batch_world import SEGMENT_TERMS, build_world, product_image
+from batch_world import AUTO_APPROVE_BANNER_ARGS, build_banner_world, product_image
 from PIL import Image
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from api.cli import app
 from api.services.hero_snapshot import load_snapshot
-from data.models import CreativeVariant, SegmentMembership, VariantChange, VariantStatus
+from data.models import CreativeVariant, VariantChange, VariantStatus
 from genservice.backends.diffusers_backend import DiffusersBackend
 from genservice.generator import HeroImaging
 from genservice.metadata import parse_box, read_metadata
@@ -33,10 +33,7 @@ SIZES = {"banner": (1200, 628), "square": (1080, 1080), "story": (1080, 1920)}
 def test_batch_auto_approved_banner_covers_square_and_story(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, engine = build_world(tmp_path / "home", n_products=2, n_users=2)
-    with Session(engine) as s:
-        s.add(SegmentMembership(user_id="u000", segment_id=1, score=1.0))
-        s.commit()
+    settings, engine = build_banner_world(tmp_path / "home")
     calls: list[int] = []
     real = DiffusersBackend.generate_batch
 
@@ -47,9 +44,7 @@ def test_batch_auto_approved_banner_covers_square_and_story(
     monkeypatch.setattr(DiffusersBackend, "generate_batch", counted)
     monkeypatch.setattr(HeroImaging, "default", classmethod(lambda cls: stub_imaging()))
     monkeypatch.setenv("TAILORSHOT_HOME", str(settings.home))
-    vocab = ",".join(t for t, _ in SEGMENT_TERMS[0])
-    args = ["batch", "variants", "--segments", "1", "--placements", "banner", "--products", "1",
-            "--auto-approve", "--vocabulary", vocab, "--executor", "local", "--json"]  # fmt: skip
+    args = AUTO_APPROVE_BANNER_ARGS
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{") :])

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from batch_world import SEGMENT_TERMS, build_world
+from batch_world import AUTO_APPROVE_BANNER_ARGS, build_banner_world
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from api.auth import create_key
 from api.cli import app
-from data.models import SegmentMembership, VariantChange
+from data.models import VariantChange
 from genservice.generator import HeroImaging
 from tests.genservice.gen_fixtures import stub_imaging
 from tests.support.liveserver import (
@@ -35,10 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_variant_approved_by_the_cli_is_served_by_another_process_within_1s(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, engine = build_world(tmp_path / "home", n_products=2, n_users=2)
+    settings, engine = build_banner_world(tmp_path / "home")
     with Session(engine) as s:
-        s.add(SegmentMembership(user_id="u000", segment_id=1, score=1.0))
-        s.commit()
         key = create_key(s, role="storefront", name="test").key
         s.commit()
     port = free_port()
@@ -64,11 +62,7 @@ def test_variant_approved_by_the_cli_is_served_by_another_process_within_1s(
         poller.start()
         monkeypatch.setattr(HeroImaging, "default", classmethod(lambda cls: stub_imaging()))
         monkeypatch.setenv("TAILORSHOT_HOME", str(settings.home))
-        vocab = ",".join(t for t, _ in SEGMENT_TERMS[0])
-        args = ["batch", "variants", "--segments", "1", "--placements", "banner",
-                "--products", "1", "--auto-approve", "--vocabulary", vocab,
-                "--executor", "local", "--json"]  # fmt: skip
-        r = CliRunner().invoke(app, args)
+        r = CliRunner().invoke(app, AUTO_APPROVE_BANNER_ARGS)
         assert r.exit_code == 0, r.output
         poller.join(timeout=10)
         stop.set()

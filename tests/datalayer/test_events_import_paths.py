@@ -113,12 +113,8 @@ def test_fast_path_stores_what_the_plain_path_stores(
     assert stored[-1] == ("users", 'u"0\\', 'u"2\\', 'u"4\\', *[f"u{k}" for k in range(6)])
 
 
-def test_sqlite_initial_load_error_leaves_the_table_as_it_was(
-    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _catalog(sqlite_engine, tmp_path)
-    path = _events_csv(tmp_path, 90)
-    indexes = _indexes(sqlite_engine)
+def _crash_sqlite_chunk_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's chunk writer raises after writing the chunk holding ``e30`` (chunk 2 of 30)."""
     real = writers._SqliteEventWriter._insert
 
     def crash_in_chunk_2(self, cur, rows, users):  # type: ignore[no-untyped-def]
@@ -128,6 +124,15 @@ def test_sqlite_initial_load_error_leaves_the_table_as_it_was(
         return n
 
     monkeypatch.setattr(writers._SqliteEventWriter, "_insert", crash_in_chunk_2)
+
+
+def test_sqlite_initial_load_error_leaves_the_table_as_it_was(
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _catalog(sqlite_engine, tmp_path)
+    path = _events_csv(tmp_path, 90)
+    indexes = _indexes(sqlite_engine)
+    _crash_sqlite_chunk_2(monkeypatch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         import_events(sqlite_engine, path=path, progress=False, chunk_size=30)
     # One transaction: chunk 1 and the dropped indexes rolled back with it.
@@ -146,15 +151,7 @@ def test_sqlite_non_empty_table_commits_each_chunk(
     first.write_text(f"event_id,user_id,sku,kind,ts\nold,u9,S1,view,{T0}\n")
     assert import_events(sqlite_engine, path=first, progress=False).written == 1
     path = _events_csv(tmp_path, 90)
-    real = writers._SqliteEventWriter._insert
-
-    def crash_in_chunk_2(self, cur, rows, users):  # type: ignore[no-untyped-def]
-        n = real(self, cur, rows, users)
-        if "e30" in rows.cols[0]:
-            raise RuntimeError("simulated crash in chunk 2")
-        return n
-
-    monkeypatch.setattr(writers._SqliteEventWriter, "_insert", crash_in_chunk_2)
+    _crash_sqlite_chunk_2(monkeypatch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         import_events(sqlite_engine, path=path, progress=False, chunk_size=30)
     ids = {r[0] for r in _stored(sqlite_engine)[:-1]}
