@@ -31,6 +31,13 @@ shopper's true taste, reach 0.757 (``bench/recs_ceiling.py``); the gap is estima
 taste from ~30 events: the secondary preferences (pattern, material, style) alone are worth
 0.07 of that ceiling, and two-interest shoppers (31%) reach 0.351 here against its 0.639.
 
+With the catalog's colour and category (``cells``), the blended scores are then adjusted
+for the shopper's interest cells (:mod:`recsys.cells`): a shopper whose sessions keep
+returning to two (colour, category community) cells gets the weaker cell's best product
+lifted toward the top, and products of their cells a boost (parameters tuned on the same
+validation shoppers). On the demo's leave-last-out this moved two-interest shoppers from
+0.35 to 0.40 and the whole from 0.580 to 0.602.
+
 The top ``candidates`` are diversified with MMR, and each pick carries
 an explanation: the history product that contributes most ("because you viewed ...") and the
 interest it serves.
@@ -46,6 +53,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.cells import DEFAULT_CELLS, CellParams, ProductCells, adjust_scores
 from recsys.collaborative import CollaborativeModel, Interactions, top_k_excluding
 from recsys.profiles import HistoryEvent, ItemVectors, TasteProfile
 from recsys.recommend import Recommendations
@@ -108,7 +116,11 @@ class HybridRecommender:
     ``collaborative`` is fitted on ``interactions.matrix``; ``items`` are the catalog's CLIP
     vectors (every product that can be recommended); ``temperature`` (cosine units) as in
     :class:`InterestRecommender`; ``kernel_tau`` (cosine units) the history kernel's width;
-    ``mmr_lambda`` 1 = no diversification; ``candidates`` the MMR pool.
+    ``mmr_lambda`` 1 = no diversification; ``candidates`` the MMR pool. ``cells`` (the
+    catalog's (colour, category community) cells, in ``items.ids`` order) turns on the
+    interest-cell adjustment of :mod:`recsys.cells` with ``cell_params``; it needs the
+    shopper's timed events: the ``history`` passed to :meth:`recommend`, else
+    ``histories[user_id]``.
     """
 
     def __init__(
@@ -125,6 +137,9 @@ class HybridRecommender:
         n_borrow: int = 5,
         mmr_lambda: float = 0.9,
         candidates: int = 50,
+        cells: ProductCells | None = None,
+        cell_params: CellParams = DEFAULT_CELLS,
+        histories: Mapping[str, Sequence[HistoryEvent]] | None = None,
     ) -> None:
         if temperature <= 0 or kernel_tau <= 0:
             raise ValueError(
@@ -137,6 +152,11 @@ class HybridRecommender:
                 "candidates >= 1, n_borrow >= 1, cold_max_events >= 0 expected, got "
                 f"{candidates}, {n_borrow}, {cold_max_events}"
             )
+        if cells is not None and not np.array_equal(cells.item_ids, items.ids):
+            raise ValueError("cells: expected labels in the order of items.ids")
+        self.cells = cells
+        self.cell_params = cell_params
+        self.histories: Mapping[str, Sequence[HistoryEvent]] = histories or {}
         self.collaborative = collaborative
         self.interactions = interactions
         self.items = items
@@ -271,6 +291,9 @@ class HybridRecommender:
         comps = self.component_scores([profile], row)
         rel = self.blend(comps, [n_events])[0]
         excluded = np.isin(self.items.ids, np.fromiter((int(i) for i in exclude_ids), np.int64))
+        if self.cells is not None and self.cell_params.active:
+            timed = history if history is not None else self.histories.get(profile.user_id, ())
+            rel = self.adjust_for_cells(rel, excluded, timed)
         top = top_k_excluding(rel, max(self.candidates, k), excluded)
         if len(top) == 0:
             return Recommendations(np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -287,6 +310,20 @@ class HybridRecommender:
             because_ids=because,
             interest_index=interest,
         )
+
+    def adjust_for_cells(
+        self, rel: np.ndarray, excluded: np.ndarray, history: Sequence[HistoryEvent]
+    ) -> np.ndarray:
+        """``rel`` ``(n_catalog,)`` adjusted for the shopper's interest cells (a copy;
+        excluded products keep their score, ``excluded`` only keeps them from setting the
+        top score); unchanged without cells or history."""
+        if self.cells is None or not history:
+            return np.array(rel, dtype=np.float64)
+        shares = self.cells.shares(history)
+        picked = self.cells.interest_cells(shares, self.cell_params.min_share)
+        masked = np.where(excluded, -np.inf, rel)
+        out = adjust_scores(masked, self.cells.cell, picked, self.cell_params)
+        return np.where(excluded, rel, out)
 
     def _explain(
         self, profile: TasteProfile, row: sp.csr_matrix, picked: np.ndarray

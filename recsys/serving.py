@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from recsys.catalog import load_item_vectors, load_product_index
+from recsys.cells import ProductCells, category_communities, load_facets
 from recsys.collaborative import Interactions, make_collaborative
 from recsys.config import RecsysConfig
 from recsys.histories import load_histories, popularity, purchased_ids
@@ -47,7 +48,12 @@ def load_recommender(
             config, index=index, popularity=popularity(histories)
         )
     return make_hybrid(
-        histories, items=load_item_vectors(home)[0], config=config, seed=seed, index=index
+        histories,
+        items=load_item_vectors(home)[0],
+        config=config,
+        seed=seed,
+        index=index,
+        facets=load_facets(engine),
     )
 
 
@@ -58,9 +64,12 @@ def make_hybrid(
     config: RecsysConfig,
     seed: int = 0,
     index: VectorIndex | None = None,
+    facets: Mapping[int, tuple[str, str]] | None = None,
 ) -> HybridRecommender:
     """A :class:`~recsys.hybrid.HybridRecommender` fitted on ``histories`` with the default
-    blend weights (those tuned on the demo's validation shoppers)."""
+    blend weights and cell parameters (those tuned on the demo's validation shoppers);
+    ``facets`` (product id -> (colour, category)) turns on the interest cells
+    (:mod:`recsys.cells`), with category communities from ``histories``' sessions."""
     inter = Interactions.from_histories(
         histories,
         item_ids=set(items.ids.tolist()) | {e.product_id for h in histories.values() for e in h},
@@ -69,11 +78,22 @@ def make_hybrid(
         len(inter.item_ids), ease_l2=HYBRID_EASE_L2, als_factors=HYBRID_ALS_FACTORS, seed=seed
     )
     collab.fit(inter.matrix)
+    cells = None
+    if facets:
+        category_of = {int(i): str(f[1]) for i, f in facets.items()}
+        cells = ProductCells(
+            items.ids,
+            {int(i): str(f[0]) for i, f in facets.items()},
+            category_of,
+            category_communities(histories, category_of),
+        )
     hybrid = HybridRecommender(
         collaborative=collab,
         interactions=inter,
         items=items,
         temperature=config.recommend_temperature,
+        cells=cells,
+        histories=histories,
     )
     hybrid.index = index
     return hybrid

@@ -37,13 +37,16 @@ def _skus(engine: Any) -> dict[int, str]:
 
 def _echo_protocol(name: str, summary: dict[str, Any]) -> None:
     """One table per protocol: recall@10 and NDCG@10 with their 95% intervals, then the same
-    for cold-start shoppers and for held-out products the shopper had / had not seen before."""
+    for cold-start shoppers, for held-out products the shopper had / had not seen before and,
+    on the demo, for one- and two-interest shoppers."""
     parts = [(name, summary)] + [
         (f"{name} / {label}", summary[key])
         for key, label in (
             ("cold_start", "cold start"),
             ("target_seen", "target seen before"),
             ("target_unseen", "target new to the shopper"),
+            ("one_interest", "one-interest shoppers (demo)"),
+            ("two_interests", "two-interest shoppers (demo)"),
         )
         if key in summary
     ]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.cells import ProductCells, category_communities, tune_cells
 from recsys.collaborative import (
     KNN_NEIGHBOURS,
     ALSRecommender,
@@ -285,6 +286,7 @@ def run_protocol(
     als_grid: Sequence[int] = ALS_FACTORS_GRID,
     knn_grid: Sequence[int] = KNN_GRID,
     hybrid_params: Mapping[str, Any] | None = None,
+    facets: Mapping[int, tuple[str, str]] | None = None,
     progress: Progress = _no_progress,
 ) -> ProtocolOutput:
     """Score popularity, item-kNN, EASE, ALS, the interest recommender (when
@@ -294,7 +296,9 @@ def run_protocol(
     ``items`` are the catalog's CLIP vectors (every recommendable product). EASE's ``l2``
     and ALS's ``factors`` (``als_grid``; other parameters ``als_params``, seeded with
     ``seed``) and the hybrid's blend are tuned per fold on the other fold's shoppers (see the
-    module docstring)."""
+    module docstring). ``facets`` (product id -> (colour, category)) turns on the hybrid's
+    interest cells (:mod:`recsys.cells`; communities from the training sessions, parameters
+    tuned per fold on the same validation shoppers as the blend)."""
     users = sorted(u for u in split.relevant if split.relevant[u])
     if len(users) < 4:
         raise ValueError(f"split {split.name!r}: expected >= 4 test shoppers, got {len(users)}")
@@ -352,6 +356,16 @@ def run_protocol(
     }
     als_scores = {f: m.scores(rows) for f, m in als_models.items()}
     cat_pos = {int(i): j for j, i in enumerate(catalog.tolist())}
+    cells: ProductCells | None = None
+    if facets:
+        category_of = {int(i): str(f[1]) for i, f in facets.items()}
+        cells = ProductCells(
+            catalog,
+            {int(i): str(f[0]) for i, f in facets.items()},
+            category_of,
+            category_communities(split.train, category_of),
+        )
+        shares = np.stack([cells.shares(split.train.get(u, [])) for u in users])
     targets_cat = np.array([cat_pos.get(min(split.relevant[u]), -1) for u in users])
 
     def recall_of(scores: np.ndarray, idx: np.ndarray) -> float:
@@ -419,18 +433,29 @@ def run_protocol(
             cold_w, _ = tune_blend(
                 {c: s[cold_v] for c, s in comps.items()}, targets_cat[cold_v], excl_cat[cold_v], k=k
             )
-        blend_users.append(sorted(fitted_on))
         hybrid.warm, hybrid.cold = warm, cold_w
-        tuned.append(
-            {
-                "ease_l2": l2,
-                "als_factors": factors,
-                "knn_neighbours": n_nb,
-                "warm": warm.as_array().tolist(),
-                "cold": cold_w.as_array().tolist(),
-                "validation_recall": warm_r,
-            }
-        )
+        fold_tuned: dict[str, Any] = {
+            "ease_l2": l2,
+            "als_factors": factors,
+            "knn_neighbours": n_nb,
+            "warm": warm.as_array().tolist(),
+            "cold": cold_w.as_array().tolist(),
+            "validation_recall": warm_r,
+        }
+        if cells is not None:
+            # the cell adjustment, on the tuned blend of the same validation shoppers
+            blended = hybrid.blend({c: v[ok] for c, v in comps.items()}, n_events[ok])
+            params, cells_r = tune_cells(
+                blended, cells.cell, shares[ok], targets_cat[ok], excl_cat[ok], cells, k=k
+            )
+            hybrid.cells, hybrid.cell_params = cells, params
+            fitted_on = sorted(set(fitted_on) | {users[i] for i in ok})
+            fold_tuned["cells"] = [params.gamma, params.min_share, params.boost]
+            fold_tuned["cells_validation_recall"] = cells_r
+        else:
+            hybrid.cells = None
+        blend_users.append(sorted(fitted_on))
+        tuned.append(fold_tuned)
         for i in ti:
             rec = hybrid.recommend(
                 profiles[i],

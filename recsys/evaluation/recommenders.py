@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from data.models import DemoTaste, Event, Product
 from recsys.catalog import EmbedderSource, load_item_vectors, load_scorer, make_product_index
+from recsys.cells import load_facets
 from recsys.config import RecsysConfig
 from recsys.evaluation.protocols import (
     ProtocolOutput,
@@ -151,7 +152,8 @@ def evaluate_recommenders(
     with bootstrap 95% intervals, the hybrid's lift over the best baseline), the cold-start
     shoppers' (<= 2 training events) summary, the summaries of shoppers whose relevant
     product they had an event on before (``target_seen``) or not (``target_unseen``), and what
-    each fold tuned."""
+    each fold tuned; on the demo world (``DemoTaste`` rows) also the summaries of its one- and
+    two-interest shoppers (``one_interest``, ``two_interests``)."""
     known = {"leave_last_out", "time_split", "new_products"}
     if set(protocols) - known:
         raise ValueError(f"protocols: expected some of {sorted(known)}, got {list(protocols)}")
@@ -165,6 +167,12 @@ def evaluate_recommenders(
     index = make_product_index(config, items.dim, n=len(items.ids))
     index.upsert(items.ids, items.vectors)
     bar = progress_bar(progress)
+    facets = load_facets(engine)
+    with Session(engine) as session:  # the demo's true tastes, for the per-interest breakdown
+        n_interests = {
+            str(t.user_id): len(dict(t.taste).get("interests") or [])
+            for t in session.exec(select(DemoTaste))
+        }
     out: dict[str, Any] = {"model_id": model_id, "k": k, "seed": seed}
 
     def run(split: ProtocolSplit) -> ProtocolOutput:
@@ -181,6 +189,7 @@ def evaluate_recommenders(
             k=k,
             seed=seed,
             hybrid_params={"temperature": config.recommend_temperature},
+            facets=facets,
             progress=bar,
         )
 
@@ -214,6 +223,10 @@ def evaluate_recommenders(
         summary["target_unseen"] = res.summary(
             n_bootstrap=n_bootstrap, seed=seed, mask=~seen & everyone
         )
+        if n_interests:
+            ni = np.array([n_interests.get(u, 0) for u in res.users])
+            for key, sel in (("one_interest", ni == 1), ("two_interests", ni == 2)):
+                summary[key] = res.summary(n_bootstrap=n_bootstrap, seed=seed, mask=sel & everyone)
         summary["tuned"] = res.tuned
         out[name] = summary
     return out

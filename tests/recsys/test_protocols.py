@@ -173,3 +173,44 @@ def test_the_blend_is_fitted_on_validation_shoppers_only(monkeypatch: pytest.Mon
         assert set(fitted) <= set(tuned_on) and not set(fitted) & set(scored)
     w = out.tuned[0]["warm"]
     assert len(w) == 4 and min(w) >= 0 and sum(w) == pytest.approx(1.0)
+
+
+def test_the_cells_are_tuned_on_validation_shoppers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys.evaluation.protocols as protocols
+
+    rows_seen: list[int] = []
+    real = protocols.tune_cells
+
+    def spy(blended, cell, shares, targets, excluded, cells, **kw):  # type: ignore[no-untyped-def]
+        rows_seen.append(len(targets))
+        return real(blended, cell, shares, targets, excluded, cells, **kw)
+
+    monkeypatch.setattr(protocols, "tune_cells", spy)
+    items, hist, target = block_world()
+    split = split_before(hist, {u: T0 + timedelta(days=8) for u in target}, target)
+    builder = ProfileBuilder(min_events=1)
+    # facets: group g is category "c{g}", products alternate red / blue
+    facets = {int(i): ("red" if i % 2 else "blue", f"c{(int(i) - 1) // 8}") for i in items.ids}
+    out = run_protocol(
+        split,
+        items=items,
+        profile_of=lambda u, h: builder.build(u, h, items),
+        k=5,
+        ease_grid=(10.0,),
+        als_params={"iterations": 2},
+        als_grid=(2,),
+        knn_grid=(0,),
+        facets=facets,
+    )
+    # one cell tuning per fold, on that fold's validation shoppers (all have their target in
+    # the catalog), which blend_users names and the fold never scores (by id)
+    assert len(rows_seen) == 2
+    for seen, fitted, scored, tuned_on in zip(
+        rows_seen, out.blend_users, out.fold_users, out.tuning_users, strict=True
+    ):
+        assert seen == len(tuned_on) == len(fitted) == 18
+        assert set(fitted) == set(tuned_on) and not set(fitted) & set(scored)
+    for t in out.tuned:
+        gamma, min_share, boost = t["cells"]
+        assert 0 <= gamma <= 1 and 0 < min_share <= 1 and boost >= 0
+    assert out.recall["hybrid"].shape == (36,)
