@@ -14,7 +14,10 @@ above it.
 Query latency: the hybrid recommender's ``recommend`` for ``--queries`` shoppers (their row
 folded in, random unit CLIP-like vectors of ``--dim`` for the products, top 10 with MMR),
 p50 / p95 in milliseconds (wall, and the process's CPU time, which a shared machine distorts
-less). Prints one JSON object.
+less). ``cells_ms_p50``: the interest-cell step on top (``adjust_for_cells``: the shopper's
+session shares and the score shift, :mod:`recsys.cells`) with random colours (11) and
+categories (9, in 3 communities) for the products and each shopper's row as a history of
+one-hour-apart sessions. Prints one JSON object.
 
     nice -n 10 .venv/bin/python bench/bench_recs.py --sizes 100000x10000
     nice -n 10 .venv/bin/python bench/bench_recs.py --sizes 1000000x100000 --models als
@@ -30,6 +33,7 @@ import resource
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -70,6 +74,7 @@ def _rss_mb() -> float:
 
 def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build the matrix, fit one model, time queries; runs in its own process."""
+    from recsys.cells import ProductCells
     from recsys.collaborative import (
         ALSRecommender,
         EASERecommender,
@@ -77,7 +82,7 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
         make_collaborative,
     )
     from recsys.hybrid import HybridRecommender
-    from recsys.profiles import Interest, ItemVectors, TasteProfile
+    from recsys.profiles import HistoryEvent, Interest, ItemVectors, TasteProfile
 
     n_users, n_items = (int(v) for v in size.lower().split("x"))
     t0 = time.perf_counter()
@@ -108,8 +113,13 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
     hybrid = HybridRecommender(
         collaborative=model, interactions=inter, items=ItemVectors(ids=ids, vectors=x)
     )
+    colour = {int(i): f"c{v}" for i, v in zip(ids, rng.integers(11, size=n_items), strict=True)}
+    category = {int(i): f"k{v}" for i, v in zip(ids, rng.integers(9, size=n_items), strict=True)}
+    hybrid.cells = ProductCells(ids, colour, category, {f"k{v}": v // 3 for v in range(9)})
+    t0_events = datetime(2026, 1, 1, tzinfo=UTC)
     lat: list[float] = []
     cpu: list[float] = []  # process CPU time: less distorted than wall time on a shared box
+    cells_ms: list[float] = []
     for u in rng.choice(n_users, size=args.queries, replace=False):
         row = m[int(u)]
         c = x[row.indices[:2]] if row.nnz else x[:1]
@@ -130,6 +140,14 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
         hybrid.recommend(profile, k=10)
         lat.append((time.perf_counter() - t) * 1000.0)
         cpu.append((time.process_time() - tc) * 1000.0)
+        history = [
+            HistoryEvent(product_id=int(j), kind="view", ts=t0_events + timedelta(hours=h))
+            for h, j in enumerate(row.indices)
+        ]
+        rel = rng.standard_normal(n_items)
+        t = time.perf_counter()
+        hybrid.adjust_for_cells(rel, np.zeros(n_items, dtype=bool), history)
+        cells_ms.append((time.perf_counter() - t) * 1000.0)
     return {
         "size": size,
         "model": model_name,
@@ -145,6 +163,7 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
         "query_ms_p50": round(float(np.percentile(lat, 50)), 2),
         "query_ms_p95": round(float(np.percentile(lat, 95)), 2),
         "query_cpu_ms_p50": round(float(np.percentile(cpu, 50)), 2),
+        "cells_ms_p50": round(float(np.percentile(cells_ms, 50)), 3),
         "queries": len(lat),
     }
 
