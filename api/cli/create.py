@@ -187,6 +187,18 @@ def evaluate_creations_cmd(
         "scale, plain ground) sees each page as it is; scene: evaluate generator's judge sees "
         "each page re-framed like its renders (both are reported with page).",
     ),
+    which: str = typer.Option(
+        "held-out",
+        "--captions",
+        help="held-out: the 200 captions the generator never saw (the acceptance figure); "
+        "validation: N seeded training captions (where the creator's choices are checked).",
+    ),
+    framing: str = typer.Option(
+        "native",
+        "--framing",
+        help="native: the product where and as large as the model drew it (the creator's "
+        "default); centred: its crop fitted into 0.8 of the side.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
 ) -> None:
@@ -198,6 +210,7 @@ def evaluate_creations_cmd(
         evaluate_creations,
         fit_page_judge,
         pick_captions,
+        validation_captions,
     )
     from genservice.training.evaluate import fit_judge
     from genservice.training.recipes import DataSpec, load_data
@@ -231,7 +244,15 @@ def evaluate_creations_cmd(
             work_dir=root / "eval", dataset=ds, progress=not as_json
         )
     creator = _creator(None if controlnet.lower() == "none" else controlnet)
-    caps = [(h.caption, h.colour, h.category) for h in pick_captions(ds.held_out, n, spread)]
+    if framing not in ("native", "centred"):
+        fail(f"--framing: expected native or centred, got {framing!r}")
+    creator.framing = framing
+    if which == "validation":
+        caps = validation_captions(tr, ds.held_out, n, seed=seed)
+    elif which == "held-out":
+        caps = [(h.caption, h.colour, h.category) for h in pick_captions(ds.held_out, n, spread)]
+    else:
+        fail(f"--captions: expected held-out or validation, got {which!r}")
     out = evaluate_creations(
         creator=creator,
         captions=caps,
@@ -245,6 +266,7 @@ def evaluate_creations_cmd(
         sketch_modes=modes,
         page_judge=page_judge,
         page_judge_accuracy=page_acc,
+        training_captions=set(tr.captions),
     )
     d = out.to_json()
     if as_json:

@@ -24,8 +24,8 @@ SKETCH_MODES = ("auto", "controlnet", "img2img")
 MAX_CANDIDATES = 8
 MIN_SIZE, MAX_SIZE = 64, 2048
 _HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
-#: Phrases that place a product somewhere; without one the prompt asks for a studio shot
-#: (a plain backdrop gives the cut-out an easy job).
+#: What every creation asks the model for instead of the text's setting: a studio shot (a
+#: plain backdrop gives the cut-out an easy job; the backdrop is replaced anyway).
 _STUDIO = "in a photo studio"
 
 
@@ -50,7 +50,11 @@ def parse_background(value: str) -> tuple[int, int, int]:
 def creation_prompt(text: str, category: str | None = None, *, max_chars: int = 300) -> str:
     """The diffusion prompt of a description: checked (blocked terms and injected
     instructions are rejected, not silently dropped), sanitised, the category appended when
-    the text does not name it, and "in a photo studio" when it names no setting."""
+    the text does not name it, and the place asked for replaced by "in a photo studio": a
+    detail-page image keeps only the product, so a setting the text names ("on a beach") and a
+    lighting term given as its own comma item (", golden hour") are dropped and the model is
+    asked for a studio shot (a plain backdrop: the cut-out's easy case; measured in README
+    "New product images")."""
     raw = str(text or "")
     if find_blocked(raw) is not None or (category and find_blocked(category) is not None):
         raise CreationRejected("text: holds a blocked term")
@@ -62,10 +66,20 @@ def creation_prompt(text: str, category: str | None = None, *, max_chars: int = 
     cat = sanitize_text(category or "", max_chars=64).strip().lower()
     if cat and cat not in clean.lower():
         clean = f"{clean}, {cat}"
-    phrases = [p.lower() for p in vocab.setting_phrases().values()]
-    if not any(p in clean.lower() for p in phrases) and "studio" not in clean.lower():
-        clean = f"{clean}, {_STUDIO}"
-    return clean
+    return studio_prompt(clean)
+
+
+def studio_prompt(prompt: str) -> str:
+    """``prompt`` with its setting phrases (the vocabulary's, "in a kitchen", anywhere) and
+    lighting items (a comma item that is a lighting term) removed and ", in a photo studio"
+    appended. Whatever else the text says is kept as written."""
+    out = str(prompt)
+    for phrase in sorted(vocab.setting_phrases().values(), key=len, reverse=True):
+        out = re.sub(rf"\s*,?\s*\b{re.escape(phrase)}\b", "", out, flags=re.IGNORECASE)
+    lights = {t.lower() for t in vocab.lighting()}
+    items = [t for t in out.split(",") if t.strip() and t.strip().lower() not in lights]
+    out = ",".join(items).strip(" ,")
+    return f"{out}, {_STUDIO}" if out else _STUDIO
 
 
 @dataclass(frozen=True)

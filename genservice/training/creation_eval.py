@@ -23,7 +23,7 @@ import functools
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from PIL import Image
 from data.files import atomic_write_bytes
 from genservice.creation import sketch as sk
 from genservice.creation.pipeline import PRODUCT_FILL, Creator, on_background, product_box
-from genservice.creation.request import parse_background
+from genservice.creation.request import creation_prompt, parse_background
 from genservice.imaging.cutout import mask_iou
 from genservice.training.controlnet import render_pairs
 from genservice.training.evaluate import ColourCategoryJudge, contact_sheet
@@ -174,6 +174,33 @@ def _diffuse_cached(
     return imgs
 
 
+def _span(alpha: np.ndarray) -> float:
+    """The product's bounding-box longer side over the image side (alpha > 0.5; 1 if none)."""
+    ys, xs = np.nonzero(alpha > 0.5)
+    if not len(ys):
+        return 1.0
+    return float(max(np.ptp(ys) + 1, np.ptp(xs) + 1) / max(alpha.shape))
+
+
+def validation_captions(
+    train: Any, held_out: Sequence[Any], n: int, *, seed: int = 0
+) -> list[tuple[str, str, str]]:
+    """``n`` distinct *training* captions as (caption, colour, category), seeded: where the
+    creator's choices (prompt, cut-out, framing) are checked before the held-out figure, so
+    the held-out captions are never tuned on. ``train``: a ``SampleSet``; ``held_out``: the
+    ``EvalCaption`` list, none of whose captions is returned (ValueError if one would be)."""
+    held = {h.caption for h in held_out}
+    seen: dict[str, tuple[str, str, str]] = {}
+    for c, col, cat in zip(train.captions, train.colours, train.categories, strict=True):
+        seen.setdefault(c, (c, col, cat))
+    pool = sorted(seen)
+    rng = np.random.default_rng(seed)
+    out = [seen[pool[i]] for i in sorted(rng.choice(len(pool), min(n, len(pool)), replace=False))]
+    if any(c[0] in held for c in out):
+        raise ValueError("validation_captions: a held-out caption is among the training ones")
+    return out
+
+
 def pick_captions(held_out: Sequence[Any], n: int, spread: bool = False) -> list[Any]:
     """The ``n`` held-out captions an evaluation uses: the first ``n``, or with ``spread``
     every ``len // n``-th (the list is sorted by caption, so its first ones share a colour)."""
@@ -241,6 +268,7 @@ def evaluate_creations(
     sketch_modes: Sequence[str] = ("img2img", "text", "controlnet"),
     page_judge: ColourCategoryJudge | None = None,
     page_judge_accuracy: dict[str, Any] | None = None,
+    training_captions: Collection[str] | None = None,
 ) -> CreationEvalOutput:
     """``captions``: (caption, colour, category) held out from training. ``creator`` must have
     a ControlNet for the ControlNet figure (else it is None). ``cache_dir``: where diffusion
@@ -249,7 +277,11 @@ def evaluate_creations(
     ``page_judge`` (:func:`fit_page_judge`): when given, ``colour_match``/``category_match``
     are its verdicts on the finished pages as they are (box-reduced to 64 px, no re-framing)
     and the scene judge's (``judge``) figures move to ``extra["scene_judge"]``;
-    ``page_judge_accuracy``: its own held-out accuracy, reported beside them."""
+    ``page_judge_accuracy``: its own held-out accuracy, reported beside them. Each caption is
+    created as the product creates it: through ``creation_prompt`` (its setting and lighting
+    replaced by "in a photo studio"); ``training_captions``: the generator's training
+    captions, to count rewritten prompts that are one of them (reported; 0 keeps the
+    held-out figure held out)."""
     from tqdm import tqdm
 
     bg = parse_background("white")
@@ -259,14 +291,17 @@ def evaluate_creations(
     natives: list[Image.Image] = []
     ups: list[float] = []
     methods: list[str] = []
+    spans: list[float] = []
     bar = tqdm(total=n, desc="text creations", disable=not progress)
+    all_prompts = [creation_prompt(c[0]) for c in captions]
     for r in _chunks(n, batch):
-        prompts = [captions[i][0] for i in r]
+        prompts = [all_prompts[i] for i in r]
         imgs = _diffuse_cached(
             creator, prompts, [seed + i for i in r], sketches=None, mode="auto", cache_dir=cdir
         )
         for im in imgs:
-            final, _alpha, up, method = creator.finish(im, size=size, background=bg)
+            final, alpha, up, method = creator.finish(im, size=size, background=bg)
+            spans.append(_span(alpha))
             finals.append(final)
             natives.append(im)
             ups.append(up)
@@ -282,7 +317,9 @@ def evaluate_creations(
             return [], []
         return judge.predict(_judge_side(images))
 
-    col, cat = judged([framed(im, frame) for im in finals])
+    # The scene judge's re-framing assumes a centred product at PRODUCT_FILL.
+    centred = creator.framing == "centred"
+    col, cat = judged([framed(im, frame) for im in finals] if centred else finals)
     acol, acat = judged(finals)
     rcol, rcat = judged(natives)
     colours = [c[1] for c in captions]
@@ -346,6 +383,15 @@ def evaluate_creations(
             "controlnet_strength": creator.controlnet_strength,
             "auto_sketch_mode": creator.auto_sketch_mode,
             "cutout_methods": {m: methods.count(m) for m in sorted(set(methods))},
+            "framing": creator.framing,
+            "product_span_median": round(float(np.median(spans)), 4) if spans else None,
+            "product_span_p10_p90": [round(float(v), 4) for v in np.percentile(spans, [10, 90])]
+            if spans
+            else None,
+            "prompt": "creation_prompt(caption): setting and lighting -> 'in a photo studio'",
+            "prompts_in_training": None
+            if training_captions is None
+            else sum(p in set(training_captions) for p in all_prompts),
             "judge": "small CNN trained on demo renders (evaluate generator's), 64 px; it sees "
             "each detail page re-framed like its renders (render_frame)",
             "render_frame": asdict(frame),
