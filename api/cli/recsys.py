@@ -52,6 +52,11 @@ def _echo_protocol(name: str, summary: dict[str, Any]) -> None:
     ]
     for label, part in parts:
         typer.echo(f"\n{label}: {part.get('n_users', 0)} shoppers")
+        if part.get("n_targets_excluded"):
+            typer.echo(
+                f"  {part['n_targets_excluded']} of them bought again a product bought before "
+                "(excluded for every recommender: unreachable)"
+            )
         recs = sorted(
             k[len("recall_at_10_") :]
             for k in part

@@ -43,6 +43,7 @@ __all__ = [
     "evaluate_recsys",
     "last_purchase_cutoffs",
     "target_seen_before",
+    "targets_excluded",
 ]
 
 
@@ -134,6 +135,17 @@ def target_seen_before(split: ProtocolSplit, users: Sequence[str]) -> np.ndarray
     return out
 
 
+def targets_excluded(split: ProtocolSplit, users: Sequence[str]) -> np.ndarray:
+    """bool ``(len(users),)``: whether every relevant product of each test shopper is one the
+    protocol excludes for them (an earlier purchase bought again), so no recommender can
+    place it: the share of such shoppers is recall the protocol makes unreachable."""
+    out = np.zeros(len(users), dtype=bool)
+    for n, u in enumerate(users):
+        rel = split.relevant.get(u, frozenset())
+        out[n] = bool(rel) and rel <= split.excluded.get(u, frozenset())
+    return out
+
+
 def evaluate_recommenders(
     engine: Engine,
     *,
@@ -151,9 +163,11 @@ def evaluate_recommenders(
     (:mod:`recsys.evaluation.protocols`); per protocol its summary (recall / NDCG at ``k``
     with bootstrap 95% intervals, the hybrid's lift over the best baseline), the cold-start
     shoppers' (<= 2 training events) summary, the summaries of shoppers whose relevant
-    product they had an event on before (``target_seen``) or not (``target_unseen``), and what
-    each fold tuned; on the demo world (``DemoTaste`` rows) also the summaries of its one- and
-    two-interest shoppers (``one_interest``, ``two_interests``)."""
+    product they had an event on before (``target_seen``) or not (``target_unseen``), how many
+    shoppers' relevant products are all earlier purchases the protocol excludes
+    (``n_targets_excluded``: unreachable for every recommender), and what each fold tuned; on
+    the demo world (``DemoTaste`` rows) also the summaries of its one- and two-interest
+    shoppers (``one_interest``, ``two_interests``)."""
     known = {"leave_last_out", "time_split", "new_products"}
     if set(protocols) - known:
         raise ValueError(f"protocols: expected some of {sorted(known)}, got {list(protocols)}")
@@ -227,6 +241,8 @@ def evaluate_recommenders(
             ni = np.array([n_interests.get(u, 0) for u in res.users])
             for key, sel in (("one_interest", ni == 1), ("two_interests", ni == 2)):
                 summary[key] = res.summary(n_bootstrap=n_bootstrap, seed=seed, mask=sel & everyone)
+        # repurchases: the protocol excludes earlier purchases for every recommender
+        summary["n_targets_excluded"] = int((targets_excluded(split, res.users) & everyone).sum())
         summary["tuned"] = res.tuned
         out[name] = summary
     return out

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from recsys.evaluation.protocols import ProtocolSplit, global_time_split
-from recsys.evaluation.recommenders import target_seen_before
+from recsys.evaluation.recommenders import target_seen_before, targets_excluded
 from recsys.profiles import HistoryEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -50,3 +50,33 @@ def test_target_seen_before_on_a_time_split() -> None:
     users = sorted(split.relevant)
     assert users == ["a", "b"]
     np.testing.assert_array_equal(target_seen_before(split, users), [True, False])
+
+
+def test_targets_excluded_are_repurchases_by_hand() -> None:
+    split = ProtocolSplit(
+        name="hand",
+        train={
+            "a": [_ev(1, "purchase", 0)],  # buys 1 again: excluded, unreachable
+            "b": [_ev(1, "purchase", 0)],  # buys 2: reachable
+            "c": [_ev(4, "purchase", 0)],  # relevant {4, 5}: 5 is still reachable
+            "d": [],
+        },
+        relevant={
+            "a": frozenset({1}),
+            "b": frozenset({2}),
+            "c": frozenset({4, 5}),
+            "d": frozenset(),
+        },
+        excluded={"a": frozenset({1}), "b": frozenset({1}), "c": frozenset({4}), "d": frozenset()},
+    )
+    got = targets_excluded(split, ["a", "b", "c", "d", "unknown"])
+    assert got.dtype == bool
+    assert got.tolist() == [True, False, False, False, False]
+
+
+def test_a_time_split_never_has_excluded_targets() -> None:
+    # the time split's relevant products are those not bought before the cut
+    hist = {"a": [_ev(7, "purchase", 0), _ev(8, "view", 1), _ev(7, "purchase", 9)]}
+    split = global_time_split(hist, test_fraction=0.5)
+    assert targets_excluded(split, ["a"]).tolist() == [False]
+    assert "a" not in split.relevant

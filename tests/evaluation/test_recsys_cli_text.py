@@ -36,3 +36,17 @@ def test_seen_and_unseen_targets_are_printed_after_cold_start(
         "leave_last_out / target new to the shopper: 4 shoppers",
     ]
     assert "recall@10 0.750 [0.650, 0.850]" in out and "recall@10 0.125 [0.025, 0.225]" in out
+
+
+def test_unreachable_repurchases_are_said_under_their_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _echo_protocol("leave_last_out", {**_part(10, 0.5), "n_targets_excluded": 3})
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "leave_last_out: 10 shoppers"
+    assert out[2] == (
+        "  3 of them bought again a product bought before "
+        "(excluded for every recommender: unreachable)"
+    )
+    _echo_protocol("time_split", {**_part(4, 0.5), "n_targets_excluded": 0})
+    assert "unreachable" not in capsys.readouterr().out
