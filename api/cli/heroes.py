@@ -43,9 +43,12 @@ def run_hero_evaluation(
     steps: int | None,
     sheet: Path | None,
     progress: bool,
+    placements: tuple[str, ...] = ("banner", "square", "story"),
+    start: int = 0,
 ) -> dict[str, Any]:
     """The whole report (see the command's help); ``sheet`` gets a contact sheet of the full
-    heroes. Slow: diffusion for ``n`` scenes, restoration for ``n_heroes`` heroes."""
+    heroes (of ``placements``, in turn). Slow: diffusion for ``n`` scenes, restoration for
+    ``n_heroes`` heroes."""
     import tempfile
     import time
 
@@ -59,13 +62,14 @@ def run_hero_evaluation(
     from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
     from genservice.cache import ResultCache
     from genservice.compose import crop_to_aspect, plan_scene_layout, scene_canvas
-    from genservice.generator import HeroGenerator
+    from genservice.generator import GHOST_MIN_AREA, HeroGenerator
     from genservice.imaging.cutout import cut_out_product, default_model
     from genservice.judges import SettingJudge, judge_input
     from genservice.storage import LocalImageStore
     from genservice.training.heroeval import (
         cutout_report,
         ghost_found,
+        ghosted,
         mask_cases,
     )
 
@@ -119,7 +123,7 @@ def run_hero_evaluation(
     for i in tqdm(range(0, n, batch), desc="scenes", disable=not progress):
         natives += [o.image for o in backend.generate_batch(requests[i : i + batch])]
     scenes_s = time.perf_counter() - t_scenes
-    from genservice.compose import find_ground, remove_ghosts
+    from genservice.compose import find_ground, ghost_regions, remove_ghosts
 
     try:
         judge = SettingJudge.load()
@@ -127,17 +131,25 @@ def run_hero_evaluation(
         # Without the judge the other figures still stand; the setting figures are null.
         report["setting_judge_missing"] = str(exc)
         judge = None
-    raw_in, clean_in, ghost_before, ghost_after = [], [], 0, 0
+    raw_in, clean_in, ghost_before, ghost_after, painted = [], [], 0, 0, 0
     for img in tqdm(natives, desc="ghosts", disable=not progress):
         native = crop_to_aspect(img, placement.aspect)
-        clean, ghosts = remove_ghosts(native, gen.imaging.saliency(native))
-        ground = find_ground(clean, ghosts=ghosts)
+        prob = gen.imaging.saliency(native)
+        if gen.erase_ghosts:
+            clean, ghosts = remove_ghosts(native, prob, min_area_frac=GHOST_MIN_AREA)
+        else:  # as the hero path does: a product-free scene model's finds are not erased
+            clean, ghosts = native, ghost_regions(prob, min_area_frac=GHOST_MIN_AREA)
+        painted += bool(ghosts.any())
+        ground = find_ground(clean, ghosts=ghosts if gen.erase_ghosts else None)
         # Where a typical product would stand, in native pixels (scaled from hero pixels).
         lay = plan_scene_layout(placement, (300, 400), ground=ground)
         k = native.width / placement.width
         box = tuple(round(v * k) for v in lay.product_box)
         ghost_before += ghost_found(model.saliency(native), box)  # type: ignore[arg-type]
-        ghost_after += ghost_found(model.saliency(clean), box)  # type: ignore[arg-type]
+        ghost_after += ghosted(
+            float(ghosts.mean()),
+            ghost_found(model.saliency(clean), box),  # type: ignore[arg-type]
+        )
         raw_in.append(judge_input(native))
         clean_in.append(judge_input(clean))
     want_s = [a[0] for a in asks]
@@ -162,52 +174,36 @@ def run_hero_evaluation(
         "setting_accuracy_before_ghost_removal": _acc(ps_raw, want_s),
         "lighting_accuracy": _acc(pl, want_l),
         "setting_accuracy_per_setting": per_setting,
+        # A scene counts as ghosted when the detector erased anything (see ``ghosted``).
         "ghost_rate_native": round(ghost_after / n, 4),
-        "ghost_rate_native_before_removal": round(ghost_before / n, 4),
+        "painted_product_rate": round(painted / n, 4),
+        "salient_outside_box_rate_before_removal": round(ghost_before / n, 4),
         "seconds_per_scene": round(scenes_s / n, 3),
     }
 
     # 3. Full heroes of demo products as served (cached under <home>/cache/heroeval).
     every, heroes, captions = hero_rows(
-        settings, gen, n_heroes=n_heroes, seed=seed, judge=judge, model=model, progress=progress
+        settings,
+        gen,
+        n_heroes=n_heroes,
+        seed=seed,
+        judge=judge,
+        model=model,
+        progress=progress,
+        placements=placements,
+        start=start,
     )
     rows = [r for r in every if "refused" not in r]
     report["heroes_refused"] = [r for r in every if "refused" in r]
     if rows:
-        judged = [r for r in rows if r["setting_judged"] is not None]
         report["heroes"] = {
-            "n": len(rows),
-            "setting_accuracy": _acc(
-                [r["setting_judged"] for r in judged], [r["setting"] for r in judged]
-            )
-            if judged
-            else None,
-            "setting_accuracy_scene_only": _acc(
-                [r["setting_judged_scene"] for r in judged], [r["setting"] for r in judged]
-            )
-            if judged
-            else None,
-            "lighting_accuracy": _acc(
-                [r["lighting_judged"] for r in judged], [r["lighting"] for r in judged]
-            )
-            if judged
-            else None,
-            "setting_accuracy_per_setting": {
-                s: round(
-                    float(np.mean([r["setting_judged"] == s for r in judged if r["setting"] == s])),
-                    3,
-                )
-                for s in SETTINGS
-                if any(r["setting"] == s for r in judged)
+            **hero_figures(rows),
+            "placements": list(placements),
+            "per_placement": {
+                name: hero_figures([r for r in rows if r["placement"] == name])
+                for name in placements
+                if any(r["placement"] == name for r in rows)
             },
-            "ghost_rate": round(float(np.mean([r["ghost"] for r in rows])), 4),
-            "max_product_upscale": max(r["product_upscale"] for r in rows),
-            "max_product_source_ratio": max(r["product_source_ratio"] for r in rows),
-            "sharpness_vs_bicubic_min": min(r["sharpness_vs_bicubic"] for r in rows),
-            "sharpness_vs_bicubic_mean": round(
-                float(np.mean([r["sharpness_vs_bicubic"] for r in rows])), 3
-            ),
-            "seconds_per_hero": round(float(np.mean([r["seconds"] for r in rows])), 2),
             "from_cache": sum(r["cached"] for r in rows),
             "product_photos_from_home": sum(r["photo_from_home"] for r in rows),
             "rows": rows,
@@ -232,6 +228,17 @@ def run_hero_evaluation(
     if rows:
         summary["max_product_upscale"] = report["heroes"]["max_product_upscale"]
         summary["sharpness_vs_bicubic"] = report["heroes"]["sharpness_vs_bicubic_min"]
+        h = report["heroes"]
+        report["summary_detail"] = {
+            "measured_on": "full heroes as served",
+            "n_heroes": h["n"],
+            "n_refused": len(report["heroes_refused"]),
+            "placements": h["placements"],
+            "setting_accuracy_wilson95": h["setting_accuracy_wilson95"],
+            "ghost_rate_wilson95": h["ghost_rate_wilson95"],
+        }
+    else:
+        report["summary_detail"] = {"measured_on": "bare native scenes", "n_scenes": n}
     report["summary"] = summary
     if judge is None:
         summary["setting_accuracy"] = None
@@ -243,8 +250,54 @@ def run_hero_evaluation(
     return report
 
 
+def hero_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of measured (not refused) hero ``rows``: setting / lighting accuracy of
+    the judge with Wilson 95 % intervals, the ghost rate (``ghosted``: erased or salient)
+    and its parts, the largest product enlargement, sharpness against bicubic, seconds."""
+    import numpy as np
+
+    from data.demo.attributes import SETTINGS
+    from genservice.training.heroeval import wilson
+
+    judged = [r for r in rows if r["setting_judged"] is not None]
+    n, nj = len(rows), len(judged)
+    hit_s = sum(r["setting_judged"] == r["setting"] for r in judged)
+    hit_scene = sum(r["setting_judged_scene"] == r["setting"] for r in judged)
+    hit_l = sum(r["lighting_judged"] == r["lighting"] for r in judged)
+    ghosts = sum(bool(r["ghost"]) for r in rows)
+    return {
+        "n": n,
+        "setting_accuracy": round(hit_s / nj, 4) if nj else None,
+        "setting_accuracy_wilson95": list(wilson(hit_s, nj)) if nj else None,
+        "setting_accuracy_scene_only": round(hit_scene / nj, 4) if nj else None,
+        "lighting_accuracy": round(hit_l / nj, 4) if nj else None,
+        "lighting_accuracy_wilson95": list(wilson(hit_l, nj)) if nj else None,
+        "setting_accuracy_per_setting": {
+            s: round(
+                float(np.mean([r["setting_judged"] == s for r in judged if r["setting"] == s])), 3
+            )
+            for s in SETTINGS
+            if any(r["setting"] == s for r in judged)
+        },
+        "ghost_rate": round(ghosts / n, 4),
+        "ghost_rate_wilson95": list(wilson(ghosts, n)),
+        "ghost_erased_rate": round(float(np.mean([r["ghost_frac_native"] > 0 for r in rows])), 4),
+        "ghost_salient_rate": round(float(np.mean([bool(r["ghost_salient"]) for r in rows])), 4),
+        "max_product_upscale": max(r["product_upscale"] for r in rows),
+        "max_product_source_ratio": max(r["product_source_ratio"] for r in rows),
+        "sharpness_vs_bicubic_min": min(r["sharpness_vs_bicubic"] for r in rows),
+        "sharpness_vs_bicubic_mean": round(
+            float(np.mean([r["sharpness_vs_bicubic"] for r in rows])), 3
+        ),
+        "seconds_per_hero": round(float(np.mean([r["seconds"] for r in rows])), 2),
+        "cpu_seconds_per_hero": round(
+            float(np.mean([r.get("cpu_seconds", np.nan) for r in rows])), 2
+        ),
+    }
+
+
 #: Bump when what a cached hero row holds changes (the code and weights are hashed too).
-HERO_EVAL_VERSION = 1
+HERO_EVAL_VERSION = 2
 #: Heroes on the contact sheet (``--sheet``).
 SHEET_HEROES = 12
 _ROOT = Path(__file__).resolve().parents[2]
@@ -281,13 +334,18 @@ def hero_rows(
     judge: Any,
     model: Any,
     progress: bool,
+    placements: tuple[str, ...] = ("banner", "square", "story"),
+    start: int = 0,
 ) -> tuple[list[dict[str, Any]], list[Any], list[str]]:
     """``n_heroes`` full heroes of demo products as the hero path serves them (the demo
-    home's catalog photo, a setting, a lighting and the product's style; banner, square and
-    story in turn), each measured: the judge's setting and lighting on the whole hero (and on
-    the scene alone), product enlargement, sharpness against bicubic, ghosts (U^2-Net-p on
-    the hero outside the product box). Rows and 400-px thumbnails are cached under
+    home's catalog photo, a setting, a lighting and the product's style; ``placements`` in
+    turn), each measured: the judge's setting and lighting on the whole hero (and on the
+    scene alone), product enlargement, sharpness against bicubic, ghosts (``ghosted``: the
+    path erased a painted product from the native scene, or U^2-Net-p finds a salient object
+    on the hero outside the product box). Rows and 400-px thumbnails are cached under
     ``<home>/cache/heroeval`` by brief, request, code and weights: a rerun only reads them.
+    ``start``: measure heroes ``start`` .. ``n_heroes - 1`` only (shards of one run, each
+    filling the cache; a run from 0 then reads them all).
     Returns (rows, thumbnails, captions)."""
     import hashlib
     import json
@@ -303,7 +361,7 @@ def hero_rows(
     from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
     from genservice.errors import FidelityError, SafetyViolation
     from genservice.judges import judge_input
-    from genservice.training.heroeval import ghost_found, sharpness_ratio
+    from genservice.training.heroeval import ghost_found, ghosted, sharpness_ratio
 
     config = gen.config
     cache = Path(settings.home) / "cache" / "heroeval"
@@ -312,11 +370,13 @@ def hero_rows(
     work.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint(config) if n_heroes else ""
     world = build_world(seed=0, n_users=1)
-    names = ["banner", "square", "story"]
+    names = list(placements)
+    if not names or any(name not in PLACEMENTS for name in names):
+        raise ValueError(f"placements: expected names of {sorted(PLACEMENTS)}, got {names}")
     rows: list[dict[str, Any]] = []
     thumbs: list[Any] = []
     captions: list[str] = []
-    for i in tqdm(range(n_heroes), desc="heroes", disable=not progress):
+    for i in tqdm(range(start, n_heroes), desc="heroes", disable=not progress):
         j = (i * 37) % len(world.products)
         p = world.products[j]
         # The demo home's own catalog photo when there is one (``make demo``), else the same
@@ -344,7 +404,7 @@ def hero_rows(
                 image=str(path.resolve()),
                 category=category_title(p.category),
             ),
-            placement=PLACEMENTS[names[i % 3]],
+            placement=PLACEMENTS[names[i % len(names)]],
             style_terms=tuple(terms),
             seed=seed + i,
             model_id=config.model_identity,
@@ -373,7 +433,7 @@ def hero_rows(
                 thumbs.append(Image.open(thumb_file).convert("RGB"))
                 captions.append(caption)
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         prep = gen._prepare(brief)
         out = gen.scene_backend.generate_batch([prep.request])[0]
         try:
@@ -383,7 +443,7 @@ def hero_rows(
             refused = {"sku": p.sku, "placement": brief.placement.name, "refused": str(exc)}
             rows.append({**refused, "cached": False})
             continue
-        hero_s = time.perf_counter() - t0
+        hero_s, hero_cpu = time.perf_counter() - t0, time.process_time() - c0
         assert prep.placed is not None and prep.scene is not None and prep.cut is not None
         stored = Path(gen.store.path(res.image_key))
         hero = Image.open(stored).convert("RGB")
@@ -397,6 +457,7 @@ def hero_rows(
             judged = (s_hero[0], l_hero[0], s_scene[0])
         else:
             judged = (None, None, None)
+        salient = ghost_found(model.saliency(hero), prep.placed.box)
         row = {
             "sku": p.sku,
             "placement": brief.placement.name,
@@ -411,10 +472,12 @@ def hero_rows(
             "sharpness_vs_bicubic": round(
                 sharpness_ratio(prep.scene.delivered, prep.scene.native), 3
             ),
-            "ghost": ghost_found(model.saliency(hero), prep.placed.box),
-            "ghost_frac_native": round(prep.scene.ghost_frac, 4),
+            "ghost": ghosted(prep.scene.ghost_frac, salient),
+            "ghost_salient": salient,
+            "ghost_frac_native": round(prep.scene.ghost_frac, 6),
             "gain": prep.placed.gain_str,
             "seconds": round(hero_s, 2),
+            "cpu_seconds": round(hero_cpu, 2),
             "photo_from_home": from_home,
         }
         row_file.write_text(json.dumps(row))
@@ -445,6 +508,14 @@ def heroes(
     sheet: Path | None = typer.Option(
         None, "--sheet", help="Write a contact sheet of the full heroes (PNG)."
     ),
+    placements: str = typer.Option(
+        "banner,square,story",
+        "--placements",
+        help="Placements of the full heroes, in turn (comma-separated).",
+    ),
+    start: int = typer.Option(
+        0, "--start", help="First full hero to measure (shards of one run share the cache)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Hero quality report: cut-out IoU / boundary F1 / fragments on demo products (studio
@@ -456,6 +527,11 @@ def heroes(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if n < 1 or n_cutout < 1 or n_heroes < 0:
         fail(f"--n, --n-cutout: expected >= 1 and --n-heroes >= 0, got {n}, {n_cutout}, {n_heroes}")
+    from genservice.brief import PLACEMENTS
+
+    names = tuple(x.strip() for x in placements.split(",") if x.strip())
+    if not names or any(x not in PLACEMENTS for x in names):
+        fail(f"--placements: expected names of {sorted(PLACEMENTS)}, got {placements!r}")
     try:
         report = run_hero_evaluation(
             load_settings(),
@@ -466,6 +542,8 @@ def heroes(
             steps=steps,
             sheet=sheet,
             progress=True,  # bars on stderr; the JSON goes to stdout
+            placements=names,
+            start=start,
         )
     except FileNotFoundError as exc:
         fail(str(exc))

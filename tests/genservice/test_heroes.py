@@ -258,3 +258,55 @@ def test_backdrop_prompt_keeps_the_setting_the_product_prompt_dropped() -> None:
     assert words[3:] == ["leather", "zigzag", "canvas"]  # weight order, at most 6 terms
     empty = BuiltPrompt("red mug", "", (), (), 3, 0)
     assert backdrop_prompt(empty) == "red mug"
+
+
+def test_remove_ghosts_leaves_specks_below_the_area_floor() -> None:
+    arr = _scene()
+    sal = np.zeros(arr.shape[:2], np.float32)
+    sal[20:40, 30:50] = 0.9  # 400 px: 8.7 % of the 48 x 96 scene
+    sal[5:7, 5:7] = 0.9  # 4 px: 0.09 %, a detector speck
+    _clean, mask = remove_ghosts(Image.fromarray(arr), sal, grow=0, min_area_frac=0.005)
+    assert mask[20:40, 30:50].all() and mask.sum() == 400  # the speck is left alone
+    _clean, none = remove_ghosts(Image.fromarray(arr), sal, grow=0, min_area_frac=0.1)
+    assert not none.any()
+
+
+@pytest.mark.parametrize(
+    ("native", "size", "passes_input"),
+    [
+        ((64, 64), (1080, 1080), (68, 68)),  # 16.9x: two x4 passes after 1.0625x, not three
+        ((64, 114), (1080, 1920), (68, 120)),
+        ((122, 64), (1200, 628), (122, 64)),  # 9.8x: two passes reach it as it is
+        ((300, 300), (1000, 1000), (300, 300)),  # 3.3x: one pass
+        ((100, 100), (90, 90), (100, 100)),  # a reduction
+    ],
+)
+def test_scene_is_fitted_for_the_fewest_whole_passes(
+    native: tuple[int, int], size: tuple[int, int], passes_input: tuple[int, int]
+) -> None:
+    from genservice.generator import fit_for_passes
+
+    out = fit_for_passes(Image.new("RGB", native), size)
+    assert out.size == passes_input
+    assert max(out.width / native[0], out.height / native[1]) <= 1.25
+    need = max(size[0] / out.width, size[1] / out.height)
+    k = 0
+    while 4**k < need:
+        k += 1
+    assert 4**k >= need and (k == 0 or 4 ** (k - 1) * 1.25 < need)  # fewest whole passes
+
+
+def test_scene_layout_restores_a_product_only_when_it_would_be_small() -> None:
+    story = PLACEMENTS["story"]
+    free = plan_scene_layout(story, (495, 638), ground=0.95)
+    capped = plan_scene_layout(story, (495, 638), ground=0.95, max_plain_scale=1.25)
+    assert free.product_box[3] / 638 > 1.6  # the width allows 1.65x: a Real-ESRGAN pass
+    assert capped.product_box[3] / 638 <= 1.25 and capped.product_box[3] >= 0.4 * 1920 - 1
+    # A small source is still enlarged (restored) to 40 % of the height, not left tiny.
+    small = plan_scene_layout(story, (150, 200), ground=0.95, max_plain_scale=1.25)
+    assert small.product_box[3] == pytest.approx(0.4 * 1920, abs=2)
+    # Where the layout needs no more than 1.25x, nothing changes.
+    banner = PLACEMENTS["banner"]
+    assert plan_scene_layout(banner, (495, 638), ground=0.9, max_plain_scale=1.25) == (
+        plan_scene_layout(banner, (495, 638), ground=0.9)
+    )

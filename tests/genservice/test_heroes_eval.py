@@ -67,3 +67,43 @@ def test_mask_cases_hold_their_known_masks() -> None:
     assert "on-coffee" in photo.name
     again = mask_cases(2, size=128, seed=0)[2]
     assert np.array_equal(np.asarray(again.image), np.asarray(photo.image))
+
+
+def test_ghosted_counts_an_erased_product_even_when_saliency_sees_none() -> None:
+    from genservice.training.heroeval import ghosted
+
+    assert ghosted(0.0, False) is False
+    assert ghosted(0.0001, False) is True  # a painted product (erased: a smudge)
+    assert ghosted(0.0, True) is True
+
+
+def test_wilson_interval_known_answers() -> None:
+    from genservice.training.heroeval import wilson
+
+    # Wilson (1927) 95 %: 15 of 21 -> 0.500-0.862; 0 of 200 -> 0-0.019; 200 of 200 -> 0.981-1.
+    assert wilson(15, 21) == (0.5, 0.862)
+    assert wilson(0, 200) == (0.0, 0.019)
+    assert wilson(200, 200) == (0.981, 1.0)
+    assert wilson(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="k, n"):
+        wilson(3, 2)
+
+
+def test_ghost_detector_judges_a_wide_scene_squeezed_to_its_square() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from genservice.judges import GhostDetector
+    from genservice.training.scene_model import backdrop_set
+
+    torch.manual_seed(0)
+    det = GhostDetector.load()
+    wide = Image.fromarray(backdrop_set(1, seed=4, shape=(128, 64)).images[0])
+    prob = det.probability(wide)
+    assert prob.shape == (64, 128) and prob.min() >= 0.0 and prob.max() <= 1.0
+    square = wide.resize((64, 64), Image.Resampling.LANCZOS)
+    logit = torch.logit(torch.from_numpy(det.probability(square)).double(), eps=1e-12)
+    back = torch.sigmoid(F.interpolate(logit[None, None], size=(64, 128), mode="bilinear"))
+    assert np.abs(back[0, 0].numpy() - prob).max() < 1e-4
+    # A product-free render: nothing a product's size is found.
+    assert (prob > 0.5).mean() < 0.005
