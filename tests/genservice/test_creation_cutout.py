@@ -165,3 +165,18 @@ def test_validation_captions_are_training_captions_never_held_out_ones() -> None
     leaked = replace(ds.held_out[0], caption=val[0][0])
     with pytest.raises(ValueError, match="held-out"):
         validation_captions(ds.train, [leaked], 64, seed=0)
+
+
+def test_a_picture_with_no_product_is_placed_whole_with_a_margin() -> None:
+    def nothing(im: Image.Image) -> _Cut:
+        raise ValueError("no product")
+
+    creator = _creator("native")
+    creator.imaging = CreationImaging(
+        cut_out=nothing, upscale=lambda im, size: im.resize(size, Image.Resampling.LANCZOS)
+    )
+    grey = Image.new("RGB", (64, 64), (120, 120, 120))
+    page, alpha, _, method = creator.finish(grey, size=200, background=(255, 255, 255))
+    assert method == "none" and float(alpha.min()) == 1.0
+    assert page.getpixel((0, 0)) == (255, 255, 255)  # a margin of the background
+    assert page.getpixel((100, 100)) == (120, 120, 120)  # the whole picture, centred
