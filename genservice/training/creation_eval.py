@@ -1,15 +1,16 @@
 """``tailorshot evaluate creations``: new product images judged (issue 21).
 
 * **Text**: one creation per held-out demo caption (the captions ``evaluate generator``
-  holds out; never trained on), at the requested size: cut out, restored, on white. The
-  independent colour/category judge (a small CNN trained on demo renders) sees each finished
-  detail-page image re-framed like its renders (:func:`framed`: same pixels, the product
-  moved to where renders put it, then box-reduced to 64 px) because its category head
-  learned where products stand; the as-is figure, the raw diffusion output's and a ceiling
-  (true renders cut out by their true masks, same geometry) are reported beside it.
+  holds out; never trained on), made as the product makes it: the caption through
+  ``creation_prompt`` (its setting and lighting -> "in a photo studio"), cut out, put on
+  white in the creator's framing (``native`` by default) and restored to the requested size.
+  The page judge (:func:`fit_page_judge`) sees each finished page as it is; the scene judge's
+  figures (re-framed like its renders for ``centred`` pages), the raw diffusion output's and
+  a ceiling (true renders cut out by their true masks) are reported beside it.
   ``max_product_upscale``: the largest plain enlargement of product pixels after
-  restoration. Diffusion outputs are cached (``cache_dir``), so a rerun only redoes what
-  changed.
+  restoration. :func:`validation_captions` gives *training* captions for checking the
+  creator's choices without the held-out ones. Diffusion outputs are cached (``cache_dir``),
+  so a rerun only redoes what changed.
 * **Sketches**: held-out demo products (never in the ControlNet's training) rendered in the
   studio; their sketch = the product's edges as black strokes on white
   (``derive_sketch``). Adherence = IoU of the created image's cut-out silhouette (native
