@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ from genservice.metadata import hero_metadata
 from genservice.prompts import BuiltPrompt, PromptBuilder, sanitize_text
 from genservice.safety import SafetyChecker, enforce_safe, make_checker
 from genservice.scene_prompt import backdrop_prompt, known_words_only
-from genservice.scenes import SceneStore
+from genservice.scenes import SceneInfo, SceneStore
 from genservice.storage import ImageStore, LocalImageStore, encode_image
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ class HeroImaging:
         the compact realesr-animevideov3 network for scenes (the model's smooth backdrops;
         measured 27x faster on a 1200x628 banner scene on the 2-core CPU, about as sharp)."""
         from genservice.imaging.cutout import cut_out_product, default_model
-        from genservice.imaging.restore import default_restorer, upscale_to
+        from genservice.imaging.restore import default_restorer, fit_for_passes, upscale_to
 
         model = default_model()
         scene_restorer = default_restorer("realesr-animevideov3-x4")
@@ -146,41 +145,6 @@ class HeroImaging:
             upscale_scene=upscale_scene,
             saliency=ghosts,
         )
-
-
-def fit_for_passes(
-    image: Image.Image, size: tuple[int, int], *, factor: int = 4, max_pre: float = 1.25
-) -> Image.Image:
-    """``image`` Lanczos-enlarged by at most ``max_pre`` so that the fewest whole x``factor``
-    restoration passes reach ``size`` ``(w, h)``; returned as is when they already do.
-
-    Why: a 64-px scene needs 1080 / 64 = 16.9x for a square or story; two x4 passes give 16x
-    and a third (on a 1024-px image: 16x the pixels of the second) for the last 1.055x was
-    ~90 % of a square hero's time (108 of 114 s wall, profiled). The small enlargement
-    happens at native scale, before the network, so every delivered pixel is still the
-    network's output (then reduced to ``size``)."""
-    w, h = size
-    need = max(w / image.width, h / image.height)
-    if need <= 1.0:
-        return image
-    k = max(1, math.ceil(math.log(need / max_pre, factor) - 1e-9))
-    reach = factor**k
-    if reach >= need:
-        return image
-    return image.resize((math.ceil(w / reach), math.ceil(h / reach)), Image.Resampling.LANCZOS)
-
-
-@dataclass(frozen=True)
-class SceneInfo:
-    """What the delivery path did to a scene: native canvas ``(w, h)``, the share of it the
-    ghost detector marked as painted product (filled when the path erases ghosts), the
-    ground line (unit y), and the scene before/after restoration."""
-
-    canvas: tuple[int, int]
-    ghost_frac: float
-    ground: float
-    native: Image.Image
-    delivered: Image.Image
 
 
 def place_product(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,20 @@ from genservice.compose import PlacedProduct, remove_ghosts
 log = logging.getLogger(__name__)
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
-__all__ = ["SceneStore", "product_free"]
+__all__ = ["SceneInfo", "SceneStore", "product_free"]
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What the delivery path did to a scene: native canvas ``(w, h)``, the share of it the
+    ghost detector marked as painted product (filled when the path erases ghosts), the
+    ground line (unit y), and the scene before/after restoration."""
+
+    canvas: tuple[int, int]
+    ghost_frac: float
+    ground: float
+    native: Image.Image
+    delivered: Image.Image
 
 
 def product_free(scene: Image.Image, placed: PlacedProduct, placement: Placement) -> Image.Image:

@@ -161,33 +161,27 @@ class SalientObjectModel:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
+    def _open(self, path: Path) -> onnxruntime.InferenceSession:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+
     def _get_session(self) -> onnxruntime.InferenceSession:
         with self._lock:
             if self._session is None:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.threads
-                opts.inter_op_num_threads = 1
-                self._session = ort.InferenceSession(
-                    str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
-                )
+                self._session = self._open(self.model_path)
             return self._session
 
     def _get_base(self) -> onnxruntime.InferenceSession:
         """U^2-Net-p from the wheel, for a head file that takes its map as second input."""
         with self._lock:
             if self._base is None:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.threads
-                opts.inter_op_num_threads = 1
-                self._base = ort.InferenceSession(
-                    str(bundled_u2netp_path()),
-                    sess_options=opts,
-                    providers=["CPUExecutionProvider"],
-                )
+                self._base = self._open(bundled_u2netp_path())
             return self._base
 
     def raw_saliency(self, image: Image.Image) -> np.ndarray:

@@ -284,7 +284,7 @@ def test_remove_ghosts_leaves_specks_below_the_area_floor() -> None:
 def test_scene_is_fitted_for_the_fewest_whole_passes(
     native: tuple[int, int], size: tuple[int, int], passes_input: tuple[int, int]
 ) -> None:
-    from genservice.generator import fit_for_passes
+    from genservice.imaging.restore import fit_for_passes
 
     out = fit_for_passes(Image.new("RGB", native), size)
     assert out.size == passes_input

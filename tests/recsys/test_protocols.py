@@ -9,6 +9,7 @@ import pytest
 from profiles_fixtures import T0, events, unit
 
 from recsys.evaluation.protocols import (
+    ProtocolOutput,
     bootstrap_ci,
     bootstrap_ratio_ci,
     drop_products,
@@ -100,6 +101,25 @@ def block_world() -> tuple[ItemVectors, dict[str, list[HistoryEvent]], dict[str,
     return items, hist, target
 
 
+def small_protocol(**extra: object) -> ProtocolOutput:
+    """The block world's leave-last-out run with one grid point per model (fast), ``extra``
+    passed to :func:`run_protocol`."""
+    items, hist, target = block_world()
+    split = split_before(hist, {u: T0 + timedelta(days=8) for u in target}, target)
+    builder = ProfileBuilder(min_events=1)
+    return run_protocol(
+        split,
+        items=items,
+        profile_of=lambda u, h: builder.build(u, h, items),
+        k=5,
+        ease_grid=(10.0,),
+        als_params={"iterations": 2},
+        als_grid=(2,),
+        knn_grid=(0,),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def test_run_protocol_tunes_on_other_shoppers_only() -> None:
     items, hist, target = block_world()
     split = split_before(hist, {u: T0 + timedelta(days=8) for u in target}, target)
@@ -150,19 +170,7 @@ def test_the_blend_is_fitted_on_validation_shoppers_only(monkeypatch: pytest.Mon
         return real(components, targets, excluded, **kw)
 
     monkeypatch.setattr(protocols, "tune_blend", spy)
-    items, hist, target = block_world()
-    split = split_before(hist, {u: T0 + timedelta(days=8) for u in target}, target)
-    builder = ProfileBuilder(min_events=1)
-    out = run_protocol(
-        split,
-        items=items,
-        profile_of=lambda u, h: builder.build(u, h, items),
-        k=5,
-        ease_grid=(10.0,),
-        als_params={"iterations": 2},
-        als_grid=(2,),
-        knn_grid=(0,),
-    )
+    out = small_protocol()
     # one warm fit per fold (no cold shoppers here: each has 5 events), on exactly the
     # shoppers blend_users names, none of whom the fold scores (by id)
     assert len(rows_seen) == 2 == len(out.blend_users)
@@ -186,22 +194,10 @@ def test_the_cells_are_tuned_on_validation_shoppers_only(monkeypatch: pytest.Mon
         return real(blended, cell, shares, targets, excluded, cells, **kw)
 
     monkeypatch.setattr(protocols, "tune_cells", spy)
-    items, hist, target = block_world()
-    split = split_before(hist, {u: T0 + timedelta(days=8) for u in target}, target)
-    builder = ProfileBuilder(min_events=1)
+    items = block_world()[0]
     # facets: group g is category "c{g}", products alternate red / blue
     facets = {int(i): ("red" if i % 2 else "blue", f"c{(int(i) - 1) // 8}") for i in items.ids}
-    out = run_protocol(
-        split,
-        items=items,
-        profile_of=lambda u, h: builder.build(u, h, items),
-        k=5,
-        ease_grid=(10.0,),
-        als_params={"iterations": 2},
-        als_grid=(2,),
-        knn_grid=(0,),
-        facets=facets,
-    )
+    out = small_protocol(facets=facets)
     # one cell tuning per fold, on that fold's validation shoppers (all have their target in
     # the catalog), which blend_users names and the fold never scores (by id)
     assert len(rows_seen) == 2
