@@ -39,6 +39,9 @@ def test_marketer_recolours_sees_before_after_and_saves_a_draft(
     page.press("#api-key", "Enter")
     page.wait_for_url("**/ui/marketer*")
     page.wait_for_selector("body[data-edit-ready=true]", timeout=60_000)
+    # before any edit there is nothing to compare or save (no empty before/after frames)
+    assert not page.is_visible("#edit-result") and not page.is_visible("#edit-save-row")
+    assert not page.is_visible("#edit-before")
 
     pid = w.product_ids[0]  # the red t-shirt
     page.fill("#edit-query", "UI-000")
