@@ -48,12 +48,6 @@ class CreationCut:
     reason: str
 
 
-def backdrop_colour(rgb: np.ndarray) -> np.ndarray:
-    """The median border colour of ``rgb`` ``(H, W, 3)`` uint8: float32 ``(3,)``."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.float32)
-    return np.asarray(np.median(border, axis=0), np.float32)
-
-
 def shadow_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool: pixels that are the backdrop darkened without a hue of their own."""
     ratio = rgb.astype(np.float32) / np.maximum(backdrop, 1.0)
@@ -76,7 +70,7 @@ def creation_alpha(rgb: np.ndarray, u2_alpha: np.ndarray | None) -> CreationCut:
     of it (``(H, W)`` float32; None when U^2-Net-p found no product)."""
     from scipy import ndimage
 
-    from genservice.imaging.cutout import border_flatness
+    from genservice.imaging.cutout import border_colour, border_flatness
 
     flat = border_flatness(rgb)
     if flat < MIN_STUDIO_FLATNESS:
@@ -86,7 +80,7 @@ def creation_alpha(rgb: np.ndarray, u2_alpha: np.ndarray | None) -> CreationCut:
             )
         reason = f"backdrop not flat ({flat:.2f} < {MIN_STUDIO_FLATNESS}): u2netp alone"
         return CreationCut(np.asarray(u2_alpha, np.float32), "u2netp", flat, reason)
-    backdrop = backdrop_colour(rgb)
+    backdrop = border_colour(rgb)
     key = key_alpha(rgb, backdrop)
     labels, n = ndimage.label(key > 0.5, structure=np.ones((3, 3), bool))
     if u2_alpha is not None and (u2_alpha > 0.5).any():
@@ -122,7 +116,6 @@ __all__ = [
     "KEY_LOW",
     "MIN_STUDIO_FLATNESS",
     "CreationCut",
-    "backdrop_colour",
     "creation_alpha",
     "key_alpha",
     "shadow_mask",

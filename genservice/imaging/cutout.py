@@ -271,12 +271,19 @@ def u2netp_confidence(raw: np.ndarray) -> float:
     return round(conf, 4)
 
 
+def _border(rgb: np.ndarray) -> np.ndarray:
+    return np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.float32)
+
+
+def border_colour(rgb: np.ndarray) -> np.ndarray:
+    """A studio render's backdrop: the median border colour of ``rgb``, float32 ``(3,)``."""
+    return np.asarray(np.median(_border(rgb), axis=0), np.float32)
+
+
 def border_flatness(rgb: np.ndarray, tolerance: float = FLOOD_TOLERANCE) -> float:
     """Share of border pixels of ``rgb`` ``(H, W, 3)`` uint8 within ``tolerance`` (max channel
     difference) of the border's median colour: 1.0 for a flat studio backdrop."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-    bg = np.median(border, axis=0)
-    return float((np.abs(border - bg).max(axis=-1) <= tolerance).mean())
+    return float((np.abs(_border(rgb) - border_colour(rgb)).max(axis=-1) <= tolerance).mean())
 
 
 def choose_method(u2_conf: float, flatness: float) -> tuple[str, str]:
@@ -504,9 +511,7 @@ def flood_alpha(rgb: np.ndarray, *, tolerance: float = FLOOD_TOLERANCE) -> np.nd
     the product would be cut out too; it is a fallback only."""
     from scipy import ndimage
 
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-    bg = np.median(border, axis=0)
-    near = np.abs(rgb.astype(np.int16) - bg).max(axis=-1) <= tolerance
+    near = np.abs(rgb.astype(np.float32) - border_colour(rgb)).max(axis=-1) <= tolerance
     labels, _ = ndimage.label(near)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     sizes = np.bincount(labels.ravel())
