@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.cells import DEFAULT_CELLS, CellParams, ProductCells, adjust_scores
+from recsys.cells import DEFAULT_CELLS, CellParams, CellTransitions, ProductCells, adjust_scores
 from recsys.collaborative import CollaborativeModel, Interactions, top_k_excluding
 from recsys.profiles import HistoryEvent, ItemVectors, TasteProfile
 from recsys.recommend import Recommendations
@@ -120,7 +120,8 @@ class HybridRecommender:
     catalog's (colour, category community) cells, in ``items.ids`` order) turns on the
     interest-cell adjustment of :mod:`recsys.cells` with ``cell_params``; it needs the
     shopper's timed events: the ``history`` passed to :meth:`recommend`, else
-    ``histories[user_id]``.
+    ``histories[user_id]``. ``transitions`` (fitted with ``cell_params.min_share``) say
+    which of two interests the next session serves (``cell_params.sequence``).
     """
 
     def __init__(
@@ -140,6 +141,7 @@ class HybridRecommender:
         cells: ProductCells | None = None,
         cell_params: CellParams = DEFAULT_CELLS,
         histories: Mapping[str, Sequence[HistoryEvent]] | None = None,
+        transitions: CellTransitions | None = None,
     ) -> None:
         if temperature <= 0 or kernel_tau <= 0:
             raise ValueError(
@@ -156,6 +158,7 @@ class HybridRecommender:
             raise ValueError("cells: expected labels in the order of items.ids")
         self.cells = cells
         self.cell_params = cell_params
+        self.transitions = transitions
         self.histories: Mapping[str, Sequence[HistoryEvent]] = histories or {}
         self.collaborative = collaborative
         self.interactions = interactions
@@ -321,8 +324,16 @@ class HybridRecommender:
             return np.array(rel, dtype=np.float64)
         shares = self.cells.shares(history)
         picked = self.cells.interest_cells(shares, self.cell_params.min_share)
+        p_next = None
+        if self.transitions is not None and self.cell_params.sequence > 0:
+            if self.transitions.min_share != self.cell_params.min_share:
+                raise ValueError(
+                    f"transitions: fitted with min_share {self.transitions.min_share}, "
+                    f"cell_params has {self.cell_params.min_share}"
+                )
+            p_next = self.transitions.p_next(self.cells, history)
         masked = np.where(excluded, -np.inf, rel)
-        out = adjust_scores(masked, self.cells.cell, picked, self.cell_params)
+        out = adjust_scores(masked, self.cells.cell, picked, self.cell_params, p_next)
         return np.where(excluded, rel, out)
 
     def _explain(

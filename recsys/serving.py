@@ -9,7 +9,13 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from recsys.catalog import load_item_vectors, load_product_index
-from recsys.cells import ProductCells, category_communities, load_facets
+from recsys.cells import (
+    DEFAULT_CELLS,
+    CellTransitions,
+    ProductCells,
+    category_communities,
+    load_facets,
+)
 from recsys.collaborative import Interactions, make_collaborative
 from recsys.config import RecsysConfig
 from recsys.histories import load_histories, popularity, purchased_ids
@@ -79,6 +85,7 @@ def make_hybrid(
     )
     collab.fit(inter.matrix)
     cells = None
+    transitions = None
     if facets:
         category_of = {int(i): str(f[1]) for i, f in facets.items()}
         cells = ProductCells(
@@ -87,6 +94,7 @@ def make_hybrid(
             category_of,
             category_communities(histories, category_of),
         )
+        transitions = CellTransitions.fit(histories, cells, DEFAULT_CELLS.min_share)
     hybrid = HybridRecommender(
         collaborative=collab,
         interactions=inter,
@@ -94,6 +102,7 @@ def make_hybrid(
         temperature=config.recommend_temperature,
         cells=cells,
         histories=histories,
+        transitions=transitions,
     )
     hybrid.index = index
     return hybrid

@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.cells import ProductCells, category_communities, tune_cells
+from recsys.cells import (
+    CELL_GRID,
+    CellTransitions,
+    ProductCells,
+    category_communities,
+    next_probabilities,
+    tune_cells,
+)
 from recsys.collaborative import (
     KNN_NEIGHBOURS,
     ALSRecommender,
@@ -366,6 +373,12 @@ def run_protocol(
             category_communities(split.train, category_of),
         )
         shares = np.stack([cells.shares(split.train.get(u, [])) for u in users])
+        # which interest comes next: chains learned from every shopper's training sessions
+        transitions = {
+            ms: CellTransitions.fit(split.train, cells, ms)
+            for ms in sorted({p.min_share for p in CELL_GRID})
+        }
+        p_next = next_probabilities(cells, [split.train.get(u, []) for u in users], transitions)
     targets_cat = np.array([cat_pos.get(min(split.relevant[u]), -1) for u in users])
 
     def recall_of(scores: np.ndarray, idx: np.ndarray) -> float:
@@ -446,11 +459,19 @@ def run_protocol(
             # the cell adjustment, on the tuned blend of the same validation shoppers
             blended = hybrid.blend({c: v[ok] for c, v in comps.items()}, n_events[ok])
             params, cells_r = tune_cells(
-                blended, cells.cell, shares[ok], targets_cat[ok], excl_cat[ok], cells, k=k
+                blended,
+                cells.cell,
+                shares[ok],
+                targets_cat[ok],
+                excl_cat[ok],
+                cells,
+                k=k,
+                p_next={ms: v[ok] for ms, v in p_next.items()},
             )
             hybrid.cells, hybrid.cell_params = cells, params
+            hybrid.transitions = transitions[params.min_share]
             fitted_on = sorted(set(fitted_on) | {users[i] for i in ok})
-            fold_tuned["cells"] = [params.gamma, params.min_share, params.boost]
+            fold_tuned["cells"] = [params.gamma, params.min_share, params.boost, params.sequence]
             fold_tuned["cells_validation_recall"] = cells_r
         else:
             hybrid.cells = None

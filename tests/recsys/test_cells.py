@@ -8,9 +8,12 @@ from profiles_fixtures import events, unit
 
 from recsys.cells import (
     CellParams,
+    CellTransitions,
     ProductCells,
     adjust_scores,
     category_communities,
+    next_probabilities,
+    session_labels,
     sessions_of,
     tune_cells,
 )
@@ -151,3 +154,111 @@ def test_hybrid_lifts_the_minority_interest_into_the_top_k() -> None:
             items=items,
             cells=ProductCells(np.arange(8, 0, -1), {}, {}, {}),
         )
+
+
+def _sessions(*products: int) -> list[HistoryEvent]:
+    """One view per session, a day apart, of each product in turn."""
+    return events([(pid, "view", float(d)) for d, pid in enumerate(products)])
+
+
+def test_session_labels_and_transition_counts_by_hand() -> None:
+    c = cells_world()
+    # A = product 1 (red-home, cell 3), B = product 7 (blue-apparel, cell 0)
+    vec = c.session_vectors(_sessions(1, 7, 5, 1))  # product 5 = blue-home: neither interest
+    assert vec.shape == (4, 4)
+    assert session_labels(vec, [3, 0]) == [0, 1, 0]
+    hist = {
+        "a": _sessions(1, 7, 1),  # shares A 2/3, B 1/3 -> labels 0 1 0
+        "b": _sessions(1, 1, 7, 1),  # A 3/4, B 1/4 -> 0 0 1 0
+        "c": _sessions(1, 1),  # one interest: no transitions
+    }
+    t = CellTransitions.fit(hist, c, 0.2, min_count=2)
+    # (0,): a 0->1; b 0->0, 0->1 => 2 of 3 to the second; (1,): a 1->0, b 1->0 => 0 of 2;
+    # (0, 1): a and b -> 0 => 0 of 2; (0, 0): b -> 1 => 1 of 1
+    assert dict(t.counts) == {(0,): (2, 3), (1,): (0, 2), (0, 1): (0, 2), (0, 0): (1, 1)}
+    # (0, 0) seen once < min_count 2: backs off to (0,): (2 + 2 * 0.25) / (3 + 2)
+    assert t.p_second([0, 0], 0.25) == pytest.approx(0.5)
+    # (0, 1) seen twice: (0 + 2 * 0.4) / (2 + 2)
+    assert t.p_second([0, 1], 0.4) == pytest.approx(0.2)
+    assert t.p_second([], 0.3) == 0.3
+    # shopper a's next session: context (1, 0) unseen -> (0,); prior = B's share 1/3
+    assert t.p_next(c, hist["a"]) == pytest.approx((2 + 2 / 3) / 5)
+    assert t.p_next(c, hist["c"]) is None and t.p_next(c, []) is None
+    got = next_probabilities(c, [hist["a"], hist["c"]], {0.2: t})
+    assert got[0.2][0] == pytest.approx(8 / 15) and np.isnan(got[0.2][1])
+
+
+def test_adjust_scores_moves_the_cell_the_next_session_serves() -> None:
+    s = np.array([5.0, 4.0, 1.0, 0.5, -np.inf, 2.0])
+    cell = np.array([0, 0, 1, 1, 1, 2])
+    p = CellParams(min_share=0.1, sequence=2.0)
+    # p_next 0.8 for the second cell (1): +2 * 0.3; first cell (0): 2 * (0.2 - 0.5)
+    out = adjust_scores(s, cell, [0, 1], p, p_next=0.8)
+    assert out == pytest.approx([4.4, 3.4, 1.6, 1.1, -np.inf, 2.0])
+    assert adjust_scores(s, cell, [0, 1], p).tolist() == s.tolist()  # no p_next
+    assert adjust_scores(s, cell, [0], p, p_next=0.8).tolist() == s.tolist()  # one cell
+    with pytest.raises(ValueError, match="sequence"):
+        CellParams(sequence=-1.0)
+
+
+def test_tune_cells_uses_the_sequence_only_when_it_predicts_the_target() -> None:
+    c = cells_world()
+    blended = np.tile(np.array([5.0, 4.9, 4.8, 4.7, 1.0, 0.9, 3.0, 2.0]), (6, 1))
+    shares = np.tile(np.array([0.3, 0.0, 0.0, 0.7]), (6, 1))
+    excluded = np.zeros_like(blended, dtype=bool)
+    grid = [
+        CellParams(),
+        CellParams(gamma=1.0, min_share=0.2),
+        CellParams(gamma=1.0, min_share=0.2, sequence=1.0),
+    ]
+    # half the shoppers' next session is likely blue-apparel and they buy product 7; the
+    # other half red-home, buying product 1. gamma 1 alone ties products 1 and 7 at 5.0
+    # (the lower column wins): 3 of 6 at k = 1; the sequence term breaks the tie right.
+    p_next = {0.2: np.array([0.9, 0.1, 0.9, 0.1, 0.9, 0.1])}
+    targets = np.array([6, 0, 6, 0, 6, 0])
+    p, r = tune_cells(blended, c.cell, shares, targets, excluded, c, k=1, grid=grid, p_next=p_next)
+    assert p == grid[2] and r == 1.0
+    # without next-session probabilities the sequence points are skipped
+    p, r = tune_cells(blended, c.cell, shares, targets, excluded, c, k=1, grid=grid)
+    assert p == grid[0] and r == 0.5
+
+
+def test_hybrid_applies_the_learned_transitions() -> None:
+    c = cells_world()
+    e = np.eye(4, dtype=np.float32)
+    x = unit(np.stack([e[0], e[0] + 0.1, e[1], e[1] + 0.1, e[2], e[2] + 0.1, e[3], e[3] + 0.1]))
+    items = ItemVectors(ids=np.arange(1, 9), vectors=x)
+    # everyone alternates: after a blue-apparel session comes a red-home one
+    hist = {f"u{u}": _sessions(1, 7, 1, 7, 1) for u in range(6)}
+    inter = Interactions.from_histories(hist)
+    ease = EASERecommender(l2=1.0).fit(inter.matrix)
+    t = CellTransitions.fit(hist, c, 0.2, min_count=2)
+    assert dict(t.counts)[(1,)] == (0, 12)  # 1 -> 0 every time
+    mine = _sessions(1, 7, 1, 7)  # last session blue-apparel: red-home comes next
+    hybrid = HybridRecommender(
+        collaborative=ease,
+        interactions=inter,
+        items=items,
+        cells=c,
+        cell_params=CellParams(min_share=0.2, sequence=1.0),
+        transitions=t,
+    )
+    rel = np.array([1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0, 0.5])
+    # shares 1/2 each: the top cell is blue-apparel (argmax takes the lower cell id), so the
+    # labels (0 = top) are [1, 0, 1, 0]; in training, context (1, 0) was always followed by
+    # 1: the second cell, red-home, comes next
+    labels = session_labels(c.session_vectors(mine), [0, 3])
+    assert labels == [1, 0, 1, 0]
+    out = hybrid.adjust_for_cells(rel, np.zeros(8, dtype=bool), mine)
+    p2 = t.p_next(c, mine)
+    assert p2 is not None and p2 > 0.5  # the second cell (red-home) comes next
+    assert out[0] > out[6] and out[0] - out[6] == pytest.approx(2 * (p2 - 0.5))
+    with pytest.raises(ValueError, match="min_share"):
+        HybridRecommender(
+            collaborative=ease,
+            interactions=inter,
+            items=items,
+            cells=c,
+            cell_params=CellParams(min_share=0.1, sequence=1.0),
+            transitions=t,
+        ).adjust_for_cells(rel, np.zeros(8, dtype=bool), mine)

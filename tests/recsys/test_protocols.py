@@ -207,6 +207,6 @@ def test_the_cells_are_tuned_on_validation_shoppers_only(monkeypatch: pytest.Mon
         assert seen == len(tuned_on) == len(fitted) == 18
         assert set(fitted) == set(tuned_on) and not set(fitted) & set(scored)
     for t in out.tuned:
-        gamma, min_share, boost = t["cells"]
-        assert 0 <= gamma <= 1 and 0 < min_share <= 1 and boost >= 0
+        gamma, min_share, boost, sequence = t["cells"]
+        assert 0 <= gamma <= 1 and 0 < min_share <= 1 and boost >= 0 and sequence >= 0
     assert out.recall["hybrid"].shape == (36,)
