@@ -192,9 +192,13 @@ def test_adjust_scores_moves_the_cell_the_next_session_serves() -> None:
     s = np.array([5.0, 4.0, 1.0, 0.5, -np.inf, 2.0])
     cell = np.array([0, 0, 1, 1, 1, 2])
     p = CellParams(min_share=0.1, sequence=2.0)
-    # p_next 0.8 for the second cell (1): +2 * 0.3; first cell (0): 2 * (0.2 - 0.5)
+    # p_next 0.8 for the second cell (1): + 2 log(0.8 / 0.5); first cell (0): 2 log(0.2 / 0.5)
     out = adjust_scores(s, cell, [0, 1], p, p_next=0.8)
-    assert out == pytest.approx([4.4, 3.4, 1.6, 1.1, -np.inf, 2.0])
+    up, down = 2 * np.log(1.6), 2 * np.log(0.4)
+    assert out == pytest.approx([5 + down, 4 + down, 1 + up, 0.5 + up, -np.inf, 2.0])
+    # a certain next cell: the other's log-probability is floored at 0.02
+    out = adjust_scores(s, cell, [0, 1], p, p_next=1.0)
+    assert out[0] == pytest.approx(5 + 2 * np.log(0.04))
     assert adjust_scores(s, cell, [0, 1], p).tolist() == s.tolist()  # no p_next
     assert adjust_scores(s, cell, [0], p, p_next=0.8).tolist() == s.tolist()  # one cell
     with pytest.raises(ValueError, match="sequence"):
@@ -252,7 +256,8 @@ def test_hybrid_applies_the_learned_transitions() -> None:
     out = hybrid.adjust_for_cells(rel, np.zeros(8, dtype=bool), mine)
     p2 = t.p_next(c, mine)
     assert p2 is not None and p2 > 0.5  # the second cell (red-home) comes next
-    assert out[0] > out[6] and out[0] - out[6] == pytest.approx(2 * (p2 - 0.5))
+    # red-home + log(p2 / 0.5), blue-apparel + log((1 - p2) / 0.5), from a tie at 1.0
+    assert out[0] > out[6] and out[0] - out[6] == pytest.approx(np.log(p2 / (1 - p2)))
     with pytest.raises(ValueError, match="min_share"):
         HybridRecommender(
             collaborative=ease,
