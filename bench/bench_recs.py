@@ -15,7 +15,7 @@ Query latency: the hybrid recommender's ``recommend`` for ``--queries`` shoppers
 folded in, random unit CLIP-like vectors of ``--dim`` for the products, top 10 with MMR),
 p50 / p95 in milliseconds (wall, and the process's CPU time, which a shared machine distorts
 less). ``cells_ms_p50``: the interest-cell step on top (``adjust_for_cells``: the shopper's
-session shares and the score shift, :mod:`recsys.cells`) with random colours (11) and
+session shares, the next-interest chain's probability and the score shift, :mod:`recsys.cells`) with random colours (11) and
 categories (9, in 3 communities) for the products and each shopper's row as a history of
 one-hour-apart sessions. Prints one JSON object.
 
@@ -74,7 +74,7 @@ def _rss_mb() -> float:
 
 def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build the matrix, fit one model, time queries; runs in its own process."""
-    from recsys.cells import ProductCells
+    from recsys.cells import DEFAULT_CELLS, CellTransitions, ProductCells
     from recsys.collaborative import (
         ALSRecommender,
         EASERecommender,
@@ -117,6 +117,21 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
     category = {int(i): f"k{v}" for i, v in zip(ids, rng.integers(9, size=n_items), strict=True)}
     hybrid.cells = ProductCells(ids, colour, category, {f"k{v}": v // 3 for v in range(9)})
     t0_events = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def history_of(u: int) -> list[HistoryEvent]:
+        row = m[u]
+        return [
+            HistoryEvent(product_id=int(j), kind="view", ts=t0_events + timedelta(hours=h))
+            for h, j in enumerate(row.indices)
+        ]
+
+    # the next-interest chain, fitted on (up to) 10,000 shoppers' histories
+    sample = rng.choice(n_users, size=min(n_users, 10_000), replace=False)
+    t0 = time.perf_counter()
+    hybrid.transitions = CellTransitions.fit(
+        {str(u): history_of(int(u)) for u in sample}, hybrid.cells, DEFAULT_CELLS.min_share
+    )
+    transitions_fit_s = time.perf_counter() - t0
     lat: list[float] = []
     cpu: list[float] = []  # process CPU time: less distorted than wall time on a shared box
     cells_ms: list[float] = []
@@ -140,10 +155,7 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
         hybrid.recommend(profile, k=10)
         lat.append((time.perf_counter() - t) * 1000.0)
         cpu.append((time.process_time() - tc) * 1000.0)
-        history = [
-            HistoryEvent(product_id=int(j), kind="view", ts=t0_events + timedelta(hours=h))
-            for h, j in enumerate(row.indices)
-        ]
+        history = history_of(int(u))
         rel = rng.standard_normal(n_items)
         t = time.perf_counter()
         hybrid.adjust_for_cells(rel, np.zeros(n_items, dtype=bool), history)
@@ -164,6 +176,7 @@ def child(size: str, model_name: str, args: argparse.Namespace) -> dict[str, Any
         "query_ms_p95": round(float(np.percentile(lat, 95)), 2),
         "query_cpu_ms_p50": round(float(np.percentile(cpu, 50)), 2),
         "cells_ms_p50": round(float(np.percentile(cells_ms, 50)), 3),
+        "transitions_fit_s_per_10k_shoppers": round(transitions_fit_s * 10_000 / len(sample), 2),
         "queries": len(lat),
     }
 

@@ -176,6 +176,10 @@ def test_session_labels_and_transition_counts_by_hand() -> None:
     # (0,): a 0->1; b 0->0, 0->1 => 2 of 3 to the second; (1,): a 1->0, b 1->0 => 0 of 2;
     # (0, 1): a and b -> 0 => 0 of 2; (0, 0): b -> 1 => 1 of 1
     assert dict(t.counts) == {(0,): (2, 3), (1,): (0, 2), (0, 1): (0, 2), (0, 0): (1, 1)}
+    # a sample of one shopper: a's counts or b's (seeded), never both
+    two = {"a": hist["a"], "b": hist["b"]}
+    one = CellTransitions.fit(two, c, 0.2, min_count=2, max_shoppers=1).counts
+    assert one[(1,)] == (0, 1) and sum(n for _, n in one.values()) in (3, 5)
     # (0, 0) seen once < min_count 2: backs off to (0,): (2 + 2 * 0.25) / (3 + 2)
     assert t.p_second([0, 0], 0.25) == pytest.approx(0.5)
     # (0, 1) seen twice: (0 + 2 * 0.4) / (2 + 2)
