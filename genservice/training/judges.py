@@ -139,6 +139,65 @@ def style_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(keep[:, None, None, None], x, out.clamp(-1, 1))
 
 
+#: The scene model's VAE (the same bytes as sd-tiny's): what a generated scene passes through.
+SCENE_VAE = Path(__file__).resolve().parents[2] / "data" / "models" / "sd-tiny-scenes" / "vae"
+
+
+@torch.no_grad()
+def vae_smear(
+    images: np.ndarray,
+    *,
+    latent_noise: tuple[float, float] = (0.0, 0.0),
+    seed: int = 0,
+    vae_dir: str | Path = SCENE_VAE,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """``images`` uint8 (N, S, S, 3) through the scene model's VAE: encoded (latent mean),
+    Gaussian noise of sigma U(``latent_noise``) x the latents' std added per image, decoded;
+    uint8 (N, S, S, 3).
+
+    Why: a generated scene is a decoded latent; the VAE smears renders the way the scene model
+    smears its scenes (mosaic textures, pink floor blotches, soft glows). Renders only, never
+    generator (diffusion) output."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = np.empty_like(images)
+    for i in range(0, len(images), batch_size):
+        x = to_tensor(images[i : i + batch_size])
+        lat = vae.encode(x).latent_dist.mean
+        lo, hi = latent_noise
+        sig = lo + (hi - lo) * torch.rand(len(x), generator=gen)
+        lat = lat + torch.randn(lat.shape, generator=gen) * sig[:, None, None, None] * lat.std()
+        y = vae.decode(lat).sample.clamp(-1, 1)
+        out[i : i + batch_size] = ((y.permute(0, 2, 3, 1) + 1) * 127.5).round().byte().numpy()
+    return out
+
+
+def product_kept(original: np.ndarray, smeared: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Bool (N,): the product still stands out after smearing: its pixels moved less (mean
+    absolute RGB change) than half their contrast to the 4-px ring of backdrop around them.
+    True for product-free images. Why: the VAE sometimes dissolves a dark product into its
+    backdrop; labelling such a blob a product would teach the detector to mark backdrops."""
+    from scipy import ndimage
+
+    keep = np.ones(len(original), bool)
+    for i, m in enumerate(masks):
+        if not m.any():
+            continue
+        ring = ndimage.binary_dilation(m, iterations=4) & ~m
+        o, s = original[i].astype(np.float32), smeared[i].astype(np.float32)
+        contrast = np.abs(o[m].mean(0) - o[ring].mean(0)).sum() if ring.any() else 0.0
+        moved = np.abs(o[m] - s[m]).sum(1).mean()
+        keep[i] = moved < 0.5 * contrast
+    return keep
+
+
+#: Latent noise ranges (x the latents' std) of the smeared training variants.
+SMEAR_NOISE = ((0.0, 0.0), (0.15, 0.45))
+
+
 def _fit(
     net: nn.Module,
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -177,17 +236,29 @@ def fit_ghost_detector(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    smeared: Sequence[np.ndarray] = (),
+    smear_share: float = 0.5,
 ) -> tuple[GhostDetector, list[float]]:
     """Train a ghost detector on ``data`` (images and product masks); returns it and the
-    losses."""
+    losses. ``smeared``: variants of ``data.images`` (same shape and order, e.g.
+    ``vae_smear``); each batch image is one of them (uniformly) with probability
+    ``smear_share`` where its product survived (``product_kept``), then ``style_augment``."""
     torch.manual_seed(seed)
     net = GhostNet()
     x = to_tensor(data.images)
     y = torch.from_numpy(data.masks).float()[:, None]
+    xs = [to_tensor(v) for v in smeared]
+    ok = [torch.from_numpy(product_kept(data.images, v, data.masks)) for v in smeared]
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator().manual_seed(int(idx.sum()))
         b, t = x[idx], y[idx]
+        if xs:
+            pick = torch.randint(0, len(xs), (len(idx),), generator=gen)
+            use = torch.rand(len(idx), generator=gen) < smear_share
+            for k, v in enumerate(xs):
+                sel = use & (pick == k) & ok[k][idx]
+                b = torch.where(sel[:, None, None, None], v[idx], b)
         flip = torch.rand(len(idx), generator=gen) < 0.5
         b = torch.where(flip[:, None, None, None], b.flip(-1), b)
         t = torch.where(flip[:, None, None, None], t.flip(-1), t)
@@ -262,11 +333,14 @@ def train_judges(
     seed: int = 0,
     progress: bool = True,
     setting: bool = True,
+    smear: bool = True,
 ) -> dict[str, Any]:
     """Train the ghost detector (and, with ``setting``, the setting judge) on seeded demo
     renders, check them on renders of another seed, save ``ghost.pt`` (and ``setting.pt``) in
     ``out_dir``; returns the figures (JSON-ready). The ghost figures are given on the plain
-    test renders and on the same renders through ``style_augment`` (fixed seed)."""
+    test renders, on the same renders through ``style_augment`` (fixed seed) and through the
+    scene VAE (``vae_smear``, latent noise 0.15-0.45). With ``smear`` the detector also learns
+    from the training renders through the scene VAE (``SMEAR_NOISE``: plain and noisy)."""
     import time
 
     from data.demo.attributes import LIGHTING, SETTINGS
@@ -276,14 +350,25 @@ def train_judges(
     t0 = time.perf_counter()
     train = demo_scenes(n_train, seed=seed)
     test = demo_scenes(n_test, seed=seed + 1)
+    smeared = (
+        [
+            vae_smear(train.images, latent_noise=nz, seed=seed + k)
+            for k, nz in enumerate(SMEAR_NOISE)
+        ]
+        if smear
+        else []
+    )
     t1 = time.perf_counter()
-    ghost, g_losses = fit_ghost_detector(train, steps=steps, seed=seed, progress=progress)
+    ghost, g_losses = fit_ghost_detector(
+        train, steps=steps, seed=seed, progress=progress, smeared=smeared
+    )
     ghost.save(out / "ghost.pt")
     fig: dict[str, Any] = {
         "seed": seed,
         "n_train": n_train,
         "n_test": n_test,
         "steps": steps,
+        "smear": smear,
         "render_s": round(t1 - t0, 1),
         "ghost_loss_last50": round(float(np.mean(g_losses[-50:])), 4),
     }
@@ -294,7 +379,12 @@ def train_judges(
     fig["train_s"] = round(time.perf_counter() - t1, 1)
     styled = style_augment(to_tensor(test.images), torch.Generator().manual_seed(seed + 12345))
     styled_u8 = ((styled.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-    for name, imgs in (("test_renders", test.images), ("styled_test_renders", styled_u8)):
+    vae_u8 = vae_smear(test.images, latent_noise=SMEAR_NOISE[-1], seed=seed + 54321)
+    for name, imgs in (
+        ("test_renders", test.images),
+        ("styled_test_renders", styled_u8),
+        ("vae_test_renders", vae_u8),
+    ):
         for k, v in _ghost_figures(ghost, imgs, test.masks).items():
             fig[f"ghost_{k}_on_{name}"] = v
     if setting:
