@@ -57,6 +57,13 @@ def create_cmd(
         help="auto (shipped controlnet-tiny with the embedded model) | folder | .safetensors "
         "| hub id | none.",
     ),
+    shape_guide: bool = typer.Option(
+        True,
+        "--shape-guide/--no-shape-guide",
+        help="Without --sketch: start from the category's typical silhouette (learned from the "
+        "demo catalog's training renders) when the category is known (--category or named in "
+        "the text) and the model is the embedded one; --no-shape-guide: from noise.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
 ) -> None:
@@ -77,6 +84,7 @@ def create_cmd(
             size=size,
             background=background,
             sketch_mode=sketch_mode,
+            shape_guide=shape_guide,
         )
     except CreationRejected as exc:
         fail(str(exc))
@@ -199,6 +207,18 @@ def evaluate_creations_cmd(
         help="native: the product where and as large as the model drew it (the creator's "
         "default); centred: its crop fitted into 0.8 of the side.",
     ),
+    shape_guide: bool = typer.Option(
+        True,
+        "--shape-guide/--no-shape-guide",
+        help="Text creations start from their category's shape guide, as the product does "
+        "(--no-shape-guide: from noise, the earlier figures).",
+    ),
+    guide_strength: float | None = typer.Option(
+        None, "--guide-strength", help="Strength of the guide path (default: the shipped one)."
+    ),
+    guide_mode: str | None = typer.Option(
+        None, "--guide-mode", help="auto | controlnet | img2img (default: the shipped one)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (0 = default)."),
 ) -> None:
@@ -247,6 +267,16 @@ def evaluate_creations_cmd(
     if framing not in ("native", "centred"):
         fail(f"--framing: expected native or centred, got {framing!r}")
     creator.framing = framing
+    if not shape_guide:
+        creator.shape_guides = None
+    if guide_strength is not None:
+        if not 0.0 < guide_strength <= 1.0:
+            fail(f"--guide-strength: expected (0, 1], got {guide_strength}")
+        creator.guide_strength = guide_strength
+    if guide_mode is not None:
+        if guide_mode not in ("auto", "controlnet", "img2img"):
+            fail(f"--guide-mode: expected auto, controlnet or img2img, got {guide_mode!r}")
+        creator.guide_mode = guide_mode
     if which == "validation":
         caps = validation_captions(tr, ds.held_out, n, seed=seed)
     elif which == "held-out":

@@ -37,6 +37,9 @@ class CreationCreate(BaseModel):
     #: Base64 (standard alphabet, no line breaks) of a PNG or JPEG.
     sketch_png: str | None = Field(default=None, max_length=6_000_000, pattern=r"^[A-Za-z0-9+/=]*$")
     sketch_mode: str = Field(default="auto", pattern=r"^(auto|controlnet|img2img)$")
+    #: Without a sketch: start from the category's shape guide when the category is known
+    #: (given or named in the text) and the creator has guides; false: from noise.
+    shape_guide: bool = True
 
 
 class CandidatePublic(BaseModel):
@@ -200,6 +203,7 @@ def create_creation(
             background=body.background,
             sketch_key=sketch_key,
             sketch_mode=body.sketch_mode,
+            shape_guide=body.shape_guide,
         )
     except creations.CreationInvalid as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None

@@ -1,5 +1,6 @@
 """``Creator``: a product description (and optionally a sketch) -> N candidate detail-page
-images. Text-to-image with the configured checkpoint (ControlNet or img2img from a sketch),
+images. Text-to-image with the configured checkpoint (ControlNet or img2img from a sketch, or,
+for a text of a known category, from that category's shape guide, ``creation.shape_guide``),
 asked for a studio shot -> cut-out (U^2-Net-p joined with a colour key on a flat backdrop,
 ``creation.cutout``) -> on a clean background, the generated framing kept (or centred) ->
 learned restoration to the requested size -> image safety -> PNG marked as generated.
@@ -7,8 +8,6 @@ learned restoration to the requested size -> image safety -> PNG marked as gener
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,22 +17,34 @@ from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from genservice.backends.base import CancelFn, ProgressFn
 from genservice.config import DEFAULT_MODEL, GenerationConfig
 from genservice.creation import sketch as sk
+from genservice.creation.page import (
+    DIGITAL_SOURCE_TYPE,
+    PRODUCT_FILL,
+    creation_metadata,
+    encode_png,
+    is_generated,
+    on_background,
+    plain_enlargement,
+    product_box,
+)
 from genservice.creation.request import CreationRejected, CreationRequest, parse_background
+from genservice.creation.shape_guide import (
+    GUIDE_MODE,
+    GUIDE_STRENGTH,
+    ShapeGuides,
+    shipped_guides,
+)
 from genservice.errors import JobCancelled
-from genservice.metadata import PREFIX
 from genservice.safety import SafetyChecker, enforce_safe, make_checker
 
 log = logging.getLogger(__name__)
 
 #: How far a product's pixels may be enlarged by plain resampling after restoration.
 MAX_PRODUCT_UPSCALE = 1.25
-#: Share of the canvas side the product's longer side fills (``centred`` framing).
-PRODUCT_FILL = 0.8
 #: How a product is framed on the page: ``native`` keeps the generated framing (the product
 #: where and as large as the model drew it: about half the side for the embedded model's
 #: studio shots), ``centred`` fits its crop into ``PRODUCT_FILL`` of the side.
@@ -44,14 +55,6 @@ DEFAULT_FRAMING = "native"
 #: The shipped ControlNet of the embedded model (used when ``model`` is the default one).
 DEFAULT_CONTROLNET = "data/models/controlnet-tiny"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
-#: IPTC digital source type of images made by a trained model (what detail pages label).
-DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-_XMP = (
-    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
-    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
-    'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
-    'Iptc4xmpExt:DigitalSourceType="{dst}"/></rdf:RDF></x:xmpmeta>'
-)
 
 
 class PutImages(Protocol):
@@ -86,66 +89,6 @@ class CreationImaging:
                 im, size, restorer=restorer, max_plain_upscale=MAX_PRODUCT_UPSCALE
             ),
         )
-
-
-def plain_enlargement(
-    source: tuple[int, int], target: tuple[int, int], max_upscale: float
-) -> float:
-    """How far ``source`` pixels are enlarged by resampling when x4 restoration passes run
-    while the remaining enlargement exceeds ``max_upscale`` (as ``upscale_to`` does)."""
-    f = max(target[0] / source[0], target[1] / source[1])
-    while f > max_upscale:
-        f /= 4.0
-    return f
-
-
-def product_box(cut: tuple[int, int], size: int, fill: float = PRODUCT_FILL) -> tuple[int, int]:
-    """``(w, h)`` of a cut-out of size ``cut`` fitted (aspect kept) into ``fill`` of the canvas."""
-    side = max(1, round(size * fill))
-    f = side / max(cut)
-    return max(1, round(cut[0] * f)), max(1, round(cut[1] * f))
-
-
-def on_background(product: Image.Image, size: int, colour: tuple[int, int, int]) -> Image.Image:
-    """RGBA ``product`` centred on a ``size`` x ``size`` canvas of ``colour`` (RGB)."""
-    canvas = Image.new("RGBA", (size, size), (*colour, 255))
-    x = (size - product.width) // 2
-    y = (size - product.height) // 2
-    canvas.alpha_composite(product.convert("RGBA"), (x, y))
-    return canvas.convert("RGB")
-
-
-def creation_metadata(*, model: str, seed: int, prompt: str, source: str) -> dict[str, str]:
-    """What a created image carries: ``generated`` (always ``true``), the model, seed, how it
-    was conditioned (``text`` | ``sketch-controlnet`` | ``sketch-img2img``) and the prompt's
-    sha256 (never the text itself: it may hold a merchant's unreleased product)."""
-    return {
-        "generated": "true",
-        "digital_source_type": DIGITAL_SOURCE_TYPE,
-        "model": str(model)[:256],
-        "seed": str(int(seed)),
-        "source": source,
-        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
-    }
-
-
-def encode_png(image: Image.Image, metadata: dict[str, str]) -> bytes:
-    """PNG bytes with ``tailorshot:<key>`` text chunks and an XMP packet naming the IPTC
-    digital source type (readers such as exiftool show it)."""
-    info = PngInfo()
-    for k, v in metadata.items():
-        info.add_text(PREFIX + k, str(v))
-    dst = metadata.get("digital_source_type", DIGITAL_SOURCE_TYPE)
-    info.add_itxt("XML:com.adobe.xmp", _XMP.format(dst=dst))
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", pnginfo=info, compress_level=6)
-    return buf.getvalue()
-
-
-def is_generated(data: bytes | Image.Image) -> bool:
-    """Whether an image's PNG metadata marks it as generated."""
-    img = Image.open(io.BytesIO(data)) if isinstance(data, bytes) else data
-    return dict(getattr(img, "text", {}) or {}).get(PREFIX + "generated") == "true"
 
 
 @dataclass
@@ -203,6 +146,9 @@ class Creator:
         controlnet_ref: str | None = None,
         auto_sketch_mode: str = sk.AUTO_SKETCH_MODE,
         framing: str = DEFAULT_FRAMING,
+        shape_guides: ShapeGuides | None = None,
+        guide_strength: float = GUIDE_STRENGTH,
+        guide_mode: str = GUIDE_MODE,
     ) -> None:
         self._load = load_pipeline
         self.safety = safety
@@ -231,6 +177,11 @@ class Creator:
         self.framing = framing
         #: Where the ControlNet came from (folder, file or hub id; evaluation cache keys).
         self.controlnet_ref = controlnet_ref
+        #: Category shape guides of text-only creations (``creation.shape_guide``; None: off)
+        #: and the strength / sketch path a guide is followed with.
+        self.shape_guides = shape_guides
+        self.guide_strength = guide_strength
+        self.guide_mode = guide_mode
         self._derived: dict[str, Any] = {}
 
     @classmethod
@@ -243,10 +194,13 @@ class Creator:
         controlnet: str | None = "auto",
         controlnet_config: str | None = None,
         build_fallback: Any = None,
+        shape_guide: bool | None = None,
     ) -> Creator:
         """Default wiring: the diffusers backend of ``config``, the safety checker it names,
         U^2-Net-p + restoration. ``controlnet``: ``auto`` (the shipped controlnet-tiny when
-        the model is the embedded default), a folder / single file / hub id, or None."""
+        the model is the embedded default), a folder / single file / hub id, or None.
+        ``shape_guide``: the shipped category shape guides (learned from the demo catalog) for
+        text-only creations; None (auto): on when the model is the embedded default."""
         from genservice.backends.diffusers_backend import DiffusersBackend
 
         backend = DiffusersBackend(config, home=home, build_fallback=build_fallback)
@@ -273,6 +227,9 @@ class Creator:
             controlnet_ref=ref,
             steps=config.num_inference_steps,
             guidance=config.guidance_scale,
+            shape_guides=shipped_guides()
+            if (config.model == DEFAULT_MODEL if shape_guide is None else shape_guide)
+            else None,
         )
 
     # ------------------------------------------------------------------ pipelines
@@ -335,9 +292,10 @@ class Creator:
             return self.auto_sketch_mode
         return "controlnet"
 
-    def sketch_steps(self, mode: str) -> int:
+    def sketch_steps(self, mode: str, strength: float | None = None) -> int:
         """Denoising steps a sketch in ``mode`` (``controlnet`` | ``img2img``) runs."""
-        strength = self.img2img_strength if mode == "img2img" else self.controlnet_strength
+        if strength is None:
+            strength = self.img2img_strength if mode == "img2img" else self.controlnet_strength
         if strength is None:
             return self.steps
         return max(1, int(self.steps * strength))
@@ -351,6 +309,7 @@ class Creator:
         *,
         sketch: Image.Image | Sequence[Image.Image] | None = None,
         mode: str = "auto",
+        strength: float | None = None,
         controlnet_scale: float | None = None,
         progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
@@ -384,7 +343,8 @@ class Creator:
             controls = [sk.control_image(x, side) for x in sketches]
             scale = float(self.controlnet_scale if controlnet_scale is None else controlnet_scale)
             kwargs.update(controlnet_conditioning_scale=scale)
-            if self.controlnet_strength is None:
+            cn_strength = self.controlnet_strength if strength is None else strength
+            if cn_strength is None:
                 pipe = self.pipeline("controlnet")
                 kwargs.update(image=controls, height=side, width=side)
             else:
@@ -394,15 +354,14 @@ class Creator:
                 kwargs.update(
                     image=self._init_images(prompt, sketches, side),
                     control_image=controls,
-                    strength=self.controlnet_strength,
+                    strength=cn_strength,
                 )
-                total = total if total is not None else self.sketch_steps("controlnet")
+                total = total if total is not None else self.sketch_steps("controlnet", strength)
         else:
             pipe, source = self.pipeline("img2img"), "sketch-img2img"
-            kwargs.update(
-                image=self._init_images(prompt, sketches, side), strength=self.img2img_strength
-            )
-            total = total if total is not None else self.sketch_steps("img2img")
+            i2i = self.img2img_strength if strength is None else strength
+            kwargs.update(image=self._init_images(prompt, sketches, side), strength=i2i)
+            total = total if total is not None else self.sketch_steps("img2img", strength)
         grand = total if total is not None else steps
 
         def on_step(_pipe: Any, i: int, _t: Any, cb: dict[str, Any]) -> dict[str, Any]:
@@ -491,6 +450,15 @@ class Creator:
         plain = plain_enlargement(crop.size, target, self.imaging.max_upscale)
         return on_background(big, size, background), alpha, plain, method
 
+    def guide_for(self, request: CreationRequest) -> Image.Image | None:
+        """The category shape guide (a sketch at the native side) a text-only ``request``
+        starts from, or None: guides off, or no guided category (``request.category``, else
+        the one its text names)."""
+        if self.shape_guides is None:
+            return None
+        cat = self.shape_guides.category_of(request.text, request.category)
+        return self.shape_guides.sketch(cat, self.native_side())
+
     def create(
         self,
         request: CreationRequest,
@@ -502,25 +470,33 @@ class Creator:
     ) -> CreationOutput:
         """All ``request.n`` candidates: checked, finished, encoded (and stored when a store is
         given). Raises ``CreationRejected`` (bad text or sketch mode), ``SafetyViolation``
-        (flagged output; nothing is stored), ``JobCancelled``."""
+        (flagged output; nothing is stored), ``JobCancelled``. Without a sketch, a request
+        whose category has a shape guide (``request.shape_guide``) starts from it
+        (:meth:`guide_for`; source ``text-shape-guide``)."""
         t0 = time.perf_counter()
         prompt = request.prompt
         bg = parse_background(request.background)
         seeds = [request.seed + i for i in range(request.n)]
+        mode, strength = request.sketch_mode, None
+        guide = None if sketch is not None or not request.shape_guide else self.guide_for(request)
+        if guide is not None:
+            sketch, mode, strength = guide, self.guide_mode, self.guide_strength
         steps_run = self.steps
         if sketch is not None:
-            steps_run = self.sketch_steps(self.sketch_mode(request.sketch_mode))
+            steps_run = self.sketch_steps(self.sketch_mode(mode), strength)
         total = steps_run + request.n
         natives, source = self.diffuse(
             prompt,
             seeds,
             sketch=sketch,
-            mode=request.sketch_mode,
+            mode=mode,
+            strength=strength,
             controlnet_scale=controlnet_scale,
             progress=progress,
             should_cancel=should_cancel,
             total=total,
         )
+        source = "text-shape-guide" if guide is not None else source
         t1 = time.perf_counter()
         finished = []
         for i, native in enumerate(natives):
@@ -582,6 +558,7 @@ __all__ = [
     "DIGITAL_SOURCE_TYPE",
     "FRAMINGS",
     "MAX_PRODUCT_UPSCALE",
+    "PRODUCT_FILL",
     "Candidate",
     "CreationImaging",
     "CreationOutput",

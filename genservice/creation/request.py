@@ -88,7 +88,9 @@ class CreationRequest:
     pixels on ``background``. ``sketch_key``: the sketch's key in the image store (API jobs;
     the CLI passes the image itself). ``sketch_mode``: ``auto`` (the path that measured best,
     ``sketch.AUTO_SKETCH_MODE``, when a ControlNet is configured, else img2img),
-    ``controlnet`` or ``img2img``."""
+    ``controlnet`` or ``img2img``. ``shape_guide``: a text-only request whose category is
+    known starts from the category's shape guide when the creator has guides
+    (``creation.shape_guide``); False: from noise."""
 
     text: str
     category: str | None = None
@@ -98,6 +100,7 @@ class CreationRequest:
     background: str = "white"
     sketch_key: str | None = None
     sketch_mode: str = "auto"
+    shape_guide: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.n) <= MAX_CANDIDATES:
@@ -118,8 +121,12 @@ class CreationRequest:
         return creation_prompt(self.text, self.category)
 
     def to_payload(self) -> dict[str, Any]:
-        """The job payload (``kind`` marks it as a creation)."""
-        return {"kind": CREATION_KIND, **asdict(self)}
+        """The job payload (``kind`` marks it as a creation). ``shape_guide`` appears only
+        when off, so requests made before it existed keep their payload and idempotency hash."""
+        d = asdict(self)
+        if d["shape_guide"]:
+            del d["shape_guide"]
+        return {"kind": CREATION_KIND, **d}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> CreationRequest:

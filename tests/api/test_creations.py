@@ -82,6 +82,10 @@ def test_creation_job_candidates_and_a_generated_draft(env: Env) -> None:
     other = {**body, "seed": 4}
     bad = env.client.post("/v1/creations", json=other, headers={**m, "Idempotency-Key": "c-1"})
     assert bad.status_code == 409
+    # The shape guide is on by default; turning it off is another request.
+    on = env.client.post("/v1/creations", json={**body, "shape_guide": True}, headers=m)
+    off = env.client.post("/v1/creations", json={**body, "shape_guide": False}, headers=m)
+    assert on.json()["id"] == job["id"] and off.status_code == 202 and off.json()["id"] != job["id"]
     # Not done yet: nothing to save.
     early = env.client.post(f"/v1/creations/{job['id']}/drafts", json={"candidate": 0}, headers=m)
     assert early.status_code == 409
