@@ -39,12 +39,12 @@ GUIDES_FILE = Path(__file__).with_name("shape_guides.json")
 CANON = 64
 #: Share of the noise schedule redone from the guide (the sketch path's ``strength``). Chosen
 #: on *training* captions (``evaluate creations --captions validation``; never the held-out
-#: ones), page judge colour / category: no guide 0.905 / 0.81; ControlNet path at 0.5
-#: 0.945 / 0.90, at 0.6 0.90 / 0.885 (200 captions); on 100 captions 0.4 0.99 / 0.88, 0.5
-#: 0.94 / 0.89, 0.6 0.89 / 0.88, 0.7 0.85 / 0.87, 0.8 0.87 / 0.83 (no guide 0.92 / 0.86),
-#: img2img at 0.6 0.94 / 0.87. Above 0.8 the backdrop turns dark and busy. 0.5 redoes half
-#: the schedule: stripes, shading and material are drawn by the model; the start's flat fill
-#: is the text's named colour.
+#: ones), page judge colour / category on 200 captions: no guide 0.905 / 0.81; ControlNet
+#: path at 0.4 0.955 / 0.87, 0.5 0.945 / 0.90, 0.6 0.90 / 0.885. On 100 captions (no guide
+#: 0.92 / 0.86): 0.4 0.99 / 0.88, 0.5 0.94 / 0.89, 0.6 0.89 / 0.88, 0.7 0.85 / 0.87, 0.8
+#: 0.87 / 0.83; img2img at 0.6 0.94 / 0.87. Above 0.8 the backdrop turns dark and busy. 0.5
+#: redoes half the schedule: stripes, shading and material are drawn by the model; the
+#: start's flat fill is the text's named colour.
 GUIDE_STRENGTH = 0.5
 #: The sketch path the guide goes through, as a request's ``sketch_mode``: ``auto`` = the
 #: ControlNet path when a ControlNet is configured, else the img2img fallback.
