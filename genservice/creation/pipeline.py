@@ -36,6 +36,7 @@ from genservice.creation.shape_guide import (
     GUIDE_MODE,
     GUIDE_STRENGTH,
     ShapeGuides,
+    guide_mask,
     shipped_guides,
 )
 from genservice.errors import JobCancelled
@@ -404,6 +405,7 @@ class Creator:
         size: int,
         background: tuple[int, int, int],
         framing: str | None = None,
+        guide: Image.Image | None = None,
     ) -> tuple[Image.Image, np.ndarray, float, str]:
         """Cut out (:func:`genservice.creation.cutout.creation_alpha`), put on ``background``
         and restore to ``size``: (RGB image, native alpha, plain enlargement of product
@@ -423,7 +425,8 @@ class Creator:
             u2 = np.asarray(self.imaging.cut_out(native).alpha, np.float32)
         except ValueError:
             u2 = None
-        cut = creation_alpha(rgb, u2)
+        # A creation started from a shape guide: its silhouette is where the product stands.
+        cut = creation_alpha(rgb, u2, None if guide is None else guide_mask(guide, rgb.shape[0]))
         alpha, method = cut.alpha, cut.method
         if method == "none":
             # No product stands out: the whole picture is placed, centred with a margin of the
@@ -500,7 +503,7 @@ class Creator:
         t1 = time.perf_counter()
         finished = []
         for i, native in enumerate(natives):
-            finished.append(self.finish(native, size=request.size, background=bg))
+            finished.append(self.finish(native, size=request.size, background=bg, guide=guide))
             if progress is not None:
                 progress(steps_run + i + 1, total)
             if should_cancel is not None and should_cancel():

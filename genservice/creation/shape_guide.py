@@ -113,6 +113,14 @@ def guide_sketch(mask: np.ndarray, side: int) -> Image.Image:
     return Image.fromarray(np.stack([g, g, g], -1), "RGB")
 
 
+def guide_mask(sketch: Image.Image, side: int) -> np.ndarray:
+    """bool ``(side, side)``: the silhouette of a :func:`guide_sketch` (its dark pixels)."""
+    grey = sketch.convert("L")
+    if grey.size != (side, side):
+        grey = grey.resize((side, side), Image.Resampling.NEAREST)
+    return np.asarray(grey) < 128
+
+
 @dataclass(frozen=True)
 class ShapeGuides:
     """Per category a bool ``(side, side)`` guide; ``products``: the world indices of the
@@ -223,6 +231,7 @@ __all__ = [
     "build_guides",
     "compute_guides",
     "find_category",
+    "guide_mask",
     "guide_sketch",
     "shipped_guides",
     "silhouette_guide",

@@ -306,8 +306,9 @@ def evaluate_creations(
                     cache_dir=cdir,
                 )
                 got.update(zip(idx, made, strict=True))
-        for im in (got[i] for i in r):
-            final, alpha, up, method = creator.finish(im, size=size, background=bg)
+        for i in r:
+            im = got[i]
+            final, alpha, up, method = creator.finish(im, size=size, background=bg, guide=guides[i])
             spans.append(_span(alpha))
             finals.append(final)
             natives.append(im)

@@ -190,3 +190,30 @@ def test_evaluation_cache_key_names_a_stated_strength(tiny_pipe) -> None:  # typ
     b = cache_key(creator, ["a red mug"], [1], sketches=sketch, mode="auto", strength=None)
     c = cache_key(creator, ["a red mug"], [1], sketches=sketch, mode="auto", strength=0.7)
     assert a == b != c
+
+
+def test_cut_out_joins_a_softer_key_inside_the_guide_only() -> None:
+    from genservice.creation.cutout import GUIDE_KEY_HIGH, GUIDE_KEY_LOW, KEY_LOW, creation_alpha
+    from genservice.creation.shape_guide import guide_mask
+
+    # A light grey studio backdrop; a dark body (rows 30-50) and a pale part above it
+    # (rows 20-30, 13 levels lighter: under KEY_LOW for the plain key, over the middle of the
+    # softer key's ramp).
+    lift = 13
+    assert (GUIDE_KEY_LOW + GUIDE_KEY_HIGH) / 2 < lift < KEY_LOW
+    rgb = np.full((64, 64, 3), 220, np.uint8)
+    rgb[30:50, 20:44] = (150, 30, 30)
+    rgb[20:30, 24:40] = 220 + lift
+    u2 = np.zeros((64, 64), np.float32)
+    u2[30:50, 20:44] = 1.0
+    plain = creation_alpha(rgb, u2)
+    assert plain.method == "studio" and plain.alpha[25, 32] == 0.0
+    sketch = guide_sketch(box(64, 20, 18, 24, 32), 64)
+    mask = guide_mask(sketch, 64)
+    assert mask[25, 32] and not mask[5, 5] and guide_mask(sketch, 32).shape == (32, 32)
+    guided = creation_alpha(rgb, u2, mask)
+    assert guided.alpha[25, 32] > 0.5 and "shape guide" in guided.reason
+    assert np.array_equal(guided.alpha[30:50], plain.alpha[30:50])
+    # Outside the guide the same pale pixels stay background.
+    off = creation_alpha(rgb, u2, box(64, 0, 40, 64, 24))
+    assert off.alpha[25, 32] == 0.0
