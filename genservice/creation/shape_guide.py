@@ -10,7 +10,7 @@ back at the median box of those renders (width, height, horizontal centre, botto
 stand on the ground). Aligning before the median keeps thin parts (a lamp's pole, chair legs,
 a bag's handle) that a median of the unaligned masks blurs away.
 
-The guides are computed once (:func:`compute_guides`, ~1 min CPU) and shipped as
+The guides are computed once (``genservice.training.shape_guides``, ~1 min CPU) and shipped as
 ``shape_guides.json`` beside this module (bit-packed masks, the product ids used).
 The creator turns a guide into a sketch (:func:`guide_sketch`: the silhouette in black on
 white) and runs its sketch path from it at ``GUIDE_STRENGTH``: a high strength, so that
@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-#: The shipped guides (``python -m genservice.creation.shape_guide`` rewrites them).
+#: The shipped guides (``python -m genservice.training.shape_guides`` rewrites them).
 GUIDES_FILE = Path(__file__).with_name("shape_guides.json")
 #: Side of the grid the aligned silhouettes are stretched onto before the median.
 CANON = 64
@@ -203,23 +203,10 @@ def build_guides(pairs: Sequence[Any], side: int = 64) -> ShapeGuides:
     return ShapeGuides(side, masks, tuple(used), {c: len(ms) for c, ms in sorted(by_cat.items())})
 
 
-def compute_guides(n: int = 720, *, seed: int = 0, side: int = 64) -> ShapeGuides:
-    """Guides from ``n`` studio renders of training products (``render_pairs``, seeded)."""
-    from genservice.training.controlnet import render_pairs
-
-    return build_guides(render_pairs(n=n, size=side, seed=seed, held_out=False), side)
-
-
 @functools.lru_cache(maxsize=1)
 def shipped_guides() -> ShapeGuides | None:
     """The guides shipped beside this module (None when the file is missing)."""
     return ShapeGuides.load(GUIDES_FILE) if GUIDES_FILE.is_file() else None
-
-
-if __name__ == "__main__":  # pragma: no cover - rewrites the shipped file
-    guides = compute_guides()
-    guides.save(GUIDES_FILE)
-    print(json.dumps({"file": str(GUIDES_FILE), "counts": guides.counts}))
 
 
 __all__ = [
@@ -229,7 +216,6 @@ __all__ = [
     "GUIDE_STRENGTH",
     "ShapeGuides",
     "build_guides",
-    "compute_guides",
     "find_category",
     "guide_mask",
     "guide_sketch",
