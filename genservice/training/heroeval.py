@@ -239,7 +239,7 @@ def ghosted(painted_frac: float, salient_outside: bool) -> bool:
     Why: an erased product leaves a blurred smudge (biharmonic fill, then enlarged ~17x)
     that U^2-Net-p does not take for an object, so the saliency test alone counted heroes
     with smudges beside the product as clean (ghost rate 0.0 on heroes that had them). The
-    detector marks 0.94 of sd-tiny's scenes (each holds a painted product) and none of 160
+    detector marks 0.94 of sd-tiny's scenes (each holds a painted product) and none of 157
     held-out product-free demo renders; on the product-free scene model's scenes it still marks
     backdrop parts in 0.10 of them (sofas, sea bands, glows), so the rate is an upper bound
     there (figures: ``data/models/hero-judges/MODEL_CARD.md``)."""
