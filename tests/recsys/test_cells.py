@@ -64,6 +64,13 @@ def cells_world() -> ProductCells:
     return ProductCells(np.arange(1, 9), colour, category, {"dress": 0, "lamp": 1, "mug": 1})
 
 
+def cell_items() -> ItemVectors:
+    """CLIP-like vectors of products 1-8: two near-identical vectors per cell."""
+    e = np.eye(4, dtype=np.float32)
+    x = unit(np.stack([e[0], e[0] + 0.1, e[1], e[1] + 0.1, e[2], e[2] + 0.1, e[3], e[3] + 0.1]))
+    return ItemVectors(ids=np.arange(1, 9), vectors=x)
+
+
 def test_cells_and_session_shares_by_hand() -> None:
     c = cells_world()
     # colours sorted: blue 0, red 1; communities: apparel 0, home 1; cell = colour * 2 + comm
@@ -119,9 +126,7 @@ def test_tune_cells_turns_the_lift_on_only_when_it_finds_targets() -> None:
 
 def test_hybrid_lifts_the_minority_interest_into_the_top_k() -> None:
     c = cells_world()
-    e = np.eye(4, dtype=np.float32)
-    x = unit(np.stack([e[0], e[0] + 0.1, e[1], e[1] + 0.1, e[2], e[2] + 0.1, e[3], e[3] + 0.1]))
-    items = ItemVectors(ids=np.arange(1, 9), vectors=x)
+    items = cell_items()
     hist: dict[str, list[HistoryEvent]] = {}
     for u in range(12):  # red-home shoppers and blue-apparel shoppers
         a, b = (1, 2) if u % 2 else (7, 8)
@@ -233,9 +238,7 @@ def test_tune_cells_uses_the_sequence_only_when_it_predicts_the_target() -> None
 
 def test_hybrid_applies_the_learned_transitions() -> None:
     c = cells_world()
-    e = np.eye(4, dtype=np.float32)
-    x = unit(np.stack([e[0], e[0] + 0.1, e[1], e[1] + 0.1, e[2], e[2] + 0.1, e[3], e[3] + 0.1]))
-    items = ItemVectors(ids=np.arange(1, 9), vectors=x)
+    items = cell_items()
     # everyone alternates: after a blue-apparel session comes a red-home one
     hist = {f"u{u}": _sessions(1, 7, 1, 7, 1) for u in range(6)}
     inter = Interactions.from_histories(hist)
