@@ -323,7 +323,10 @@ class CellTransitions:
     def p_next(self, cells: ProductCells, history: Sequence[HistoryEvent]) -> float | None:
         """P(the next session serves the shopper's second interest cell) from ``history``
         (time order), or None without two interest cells."""
-        vec = cells.session_vectors(history)
+        return self.p_next_of(cells, cells.session_vectors(history))
+
+    def p_next_of(self, cells: ProductCells, vec: np.ndarray) -> float | None:
+        """:meth:`p_next` from the history's :meth:`ProductCells.session_vectors` ``vec``."""
         if len(vec) == 0:
             return None
         shares = vec.mean(axis=0)

@@ -322,7 +322,8 @@ class HybridRecommender:
         top score); unchanged without cells or history."""
         if self.cells is None or not history:
             return np.array(rel, dtype=np.float64)
-        shares = self.cells.shares(history)
+        vec = self.cells.session_vectors(history)  # once: shares and the next-interest chain
+        shares = vec.mean(axis=0) if len(vec) else np.zeros(max(self.cells.n_cells, 1))
         picked = self.cells.interest_cells(shares, self.cell_params.min_share)
         p_next = None
         if self.transitions is not None and self.cell_params.sequence > 0:
@@ -331,7 +332,7 @@ class HybridRecommender:
                     f"transitions: fitted with min_share {self.transitions.min_share}, "
                     f"cell_params has {self.cell_params.min_share}"
                 )
-            p_next = self.transitions.p_next(self.cells, history)
+            p_next = self.transitions.p_next_of(self.cells, vec)
         masked = np.where(excluded, -np.inf, rel)
         out = adjust_scores(masked, self.cells.cell, picked, self.cell_params, p_next)
         return np.where(excluded, rel, out)

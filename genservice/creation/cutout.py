@@ -64,11 +64,13 @@ def shadow_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     return (spread <= SHADOW_RATIO_SPREAD) & (mean >= SHADOW_RATIO[0]) & (mean <= SHADOW_RATIO[1])
 
 
-def key_alpha(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
-    """Soft colour key: ``(H, W)`` float32, 0 at the backdrop's colour, 1 at ``KEY_HIGH`` or
-    more (max channel difference), shadows 0."""
+def key_alpha(
+    rgb: np.ndarray, backdrop: np.ndarray, low: float = KEY_LOW, high: float = KEY_HIGH
+) -> np.ndarray:
+    """Soft colour key: ``(H, W)`` float32, 0 up to ``low`` (max channel difference from the
+    backdrop's colour), 1 at ``high`` or more, linear between; shadows 0."""
     d = np.abs(rgb.astype(np.float32) - backdrop).max(-1)
-    a = np.clip((d - KEY_LOW) / (KEY_HIGH - KEY_LOW), 0.0, 1.0)
+    a = np.clip((d - low) / (high - low), 0.0, 1.0)
     a[shadow_mask(rgb, backdrop)] = 0.0
     return a.astype(np.float32)
 
@@ -118,9 +120,7 @@ def creation_alpha(
     grown = ndimage.binary_dilation(solid > 0, iterations=2)
     alpha = np.where(grown, alpha, 0.0).astype(np.float32)
     if guide is not None:
-        d = np.abs(rgb.astype(np.float32) - backdrop).max(-1)
-        soft = np.clip((d - GUIDE_KEY_LOW) / (GUIDE_KEY_HIGH - GUIDE_KEY_LOW), 0.0, 1.0)
-        soft[shadow_mask(rgb, backdrop)] = 0.0
+        soft = key_alpha(rgb, backdrop, GUIDE_KEY_LOW, GUIDE_KEY_HIGH)
         alpha = np.maximum(alpha, soft * np.asarray(guide, bool)).astype(np.float32)
         reason += "; the softer key joined inside the shape guide"
     if not (alpha > 0.5).any():
