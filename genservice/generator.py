@@ -448,7 +448,8 @@ class HeroGenerator:
         delivered = self.imaging.upscale_scene(clean, placement.size).convert("RGB")
         if delivered.size != placement.size:
             raise GenerationError(f"upscale_to: expected {placement.size}, got {delivered.size}")
-        info = SceneInfo(scene.size, float(ghosts.mean()), ground, clean, delivered)
+        marked = ghost_regions(prob, min_area_frac=GHOST_MIN_AREA, grow=0)
+        info = SceneInfo(scene.size, float(ghosts.mean()), ground, clean, delivered, marked)
         return info, ghosts
 
     def _deliver(self, prep: _Prepared, out: GenerationOutput) -> tuple[Image.Image, PlacedProduct]:

@@ -34,13 +34,15 @@ __all__ = ["SceneInfo", "SceneStore", "product_free"]
 class SceneInfo:
     """What the delivery path did to a scene: native canvas ``(w, h)``, the share of it the
     ghost detector marked as painted product (filled when the path erases ghosts), the
-    ground line (unit y), and the scene before/after restoration."""
+    ground line (unit y), the scene before/after restoration, and ``marked``: bool (h, w) at
+    ``native``'s size, the detector's regions as found (not grown; None when not judged)."""
 
     canvas: tuple[int, int]
     ghost_frac: float
     ground: float
     native: Image.Image
     delivered: Image.Image
+    marked: np.ndarray | None = None
 
 
 def product_free(scene: Image.Image, placed: PlacedProduct, placement: Placement) -> Image.Image:

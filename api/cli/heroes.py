@@ -68,9 +68,11 @@ def run_hero_evaluation(
     from genservice.storage import LocalImageStore
     from genservice.training.heroeval import (
         cutout_report,
+        ghost_box,
         ghost_found,
         ghosted,
         mask_cases,
+        painted_outside,
     )
 
     config = settings.generation
@@ -131,7 +133,7 @@ def run_hero_evaluation(
         # Without the judge the other figures still stand; the setting figures are null.
         report["setting_judge_missing"] = str(exc)
         judge = None
-    raw_in, clean_in, ghost_before, ghost_after, painted = [], [], 0, 0, 0
+    raw_in, clean_in, ghost_before, ghost_after, painted, beside = [], [], 0, 0, 0, 0
     for img in tqdm(natives, desc="ghosts", disable=not progress):
         native = crop_to_aspect(img, placement.aspect)
         prob = gen.imaging.saliency(native)
@@ -144,12 +146,12 @@ def run_hero_evaluation(
         # Where a typical product would stand, in native pixels (scaled from hero pixels).
         lay = plan_scene_layout(placement, (300, 400), ground=ground)
         k = native.width / placement.width
-        box = tuple(round(v * k) for v in lay.product_box)
-        ghost_before += ghost_found(model.saliency(native), box)  # type: ignore[arg-type]
-        ghost_after += ghosted(
-            float(ghosts.mean()),
-            ghost_found(model.saliency(clean), box),  # type: ignore[arg-type]
-        )
+        box = ghost_box(lay.product_box, k)
+        marked = ghost_regions(prob, min_area_frac=GHOST_MIN_AREA, grow=0)
+        painted_beside = painted_outside(marked, box, min_area_frac=GHOST_MIN_AREA)
+        beside += painted_beside
+        ghost_before += ghost_found(model.saliency(native), box)
+        ghost_after += ghosted(painted_beside, ghost_found(model.saliency(clean), box))
         raw_in.append(judge_input(native))
         clean_in.append(judge_input(clean))
     want_s = [a[0] for a in asks]
@@ -174,9 +176,11 @@ def run_hero_evaluation(
         "setting_accuracy_before_ghost_removal": _acc(ps_raw, want_s),
         "lighting_accuracy": _acc(pl, want_l),
         "setting_accuracy_per_setting": per_setting,
-        # A scene counts as ghosted when the detector erased anything (see ``ghosted``).
+        # A scene counts as ghosted when the detector marks a painted product outside a
+        # typical product's box, or U^2-Net-p a salient object there (see ``ghosted``).
         "ghost_rate_native": round(ghost_after / n, 4),
         "painted_product_rate": round(painted / n, 4),
+        "painted_beside_product_rate": round(beside / n, 4),
         "salient_outside_box_rate_before_removal": round(ghost_before / n, 4),
         "seconds_per_scene": round(scenes_s / n, 3),
     }
@@ -281,7 +285,12 @@ def hero_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "ghost_rate": round(ghosts / n, 4),
         "ghost_rate_wilson95": list(wilson(ghosts, n)),
-        "ghost_erased_rate": round(float(np.mean([r["ghost_frac_native"] > 0 for r in rows])), 4),
+        "ghost_marked_anywhere_rate": round(
+            float(np.mean([r["ghost_frac_native"] > 0 for r in rows])), 4
+        ),
+        "ghost_painted_beside_rate": round(
+            float(np.mean([bool(r["ghost_painted_beside"]) for r in rows])), 4
+        ),
         "ghost_salient_rate": round(float(np.mean([bool(r["ghost_salient"]) for r in rows])), 4),
         "max_product_upscale": max(r["product_upscale"] for r in rows),
         "max_product_source_ratio": max(r["product_source_ratio"] for r in rows),
@@ -297,7 +306,7 @@ def hero_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 #: Bump when what a cached hero row holds changes (the code and weights are hashed too).
-HERO_EVAL_VERSION = 2
+HERO_EVAL_VERSION = 3
 #: Heroes on the contact sheet (``--sheet``).
 SHEET_HEROES = 12
 _ROOT = Path(__file__).resolve().parents[2]
@@ -341,11 +350,11 @@ def hero_rows(
     home's catalog photo, a setting, a lighting and the product's style; ``placements`` in
     turn), each measured: the judge's setting and lighting on the whole hero (and on the
     scene alone), product enlargement, sharpness against bicubic, ghosts (``ghosted``: the
-    path erased a painted product from the native scene, or U^2-Net-p finds a salient object
-    on the hero outside the product box). Rows and 400-px thumbnails are cached under
-    ``<home>/cache/heroeval`` by brief, request, code and weights: a rerun only reads them.
-    ``start``: measure heroes ``start`` .. ``n_heroes - 1`` only (shards of one run, each
-    filling the cache; a run from 0 then reads them all).
+    ghost detector marks a painted product in the native scene outside the product box, or
+    U^2-Net-p finds a salient object on the hero outside it). Rows and 400-px thumbnails are
+    cached under ``<home>/cache/heroeval`` by brief, request, code and weights: a rerun only
+    reads them. ``start``: measure heroes ``start`` .. ``n_heroes - 1`` only (shards of one
+    run, each filling the cache; a run from 0 then reads them all).
     Returns (rows, thumbnails, captions)."""
     import hashlib
     import json
@@ -360,8 +369,15 @@ def hero_rows(
     from data.demo.world import build_world, category_title
     from genservice.brief import PLACEMENTS, CreativeBrief, ProductRef, StyleTerm
     from genservice.errors import FidelityError, SafetyViolation
+    from genservice.generator import GHOST_MIN_AREA
     from genservice.judges import judge_input
-    from genservice.training.heroeval import ghost_found, ghosted, sharpness_ratio
+    from genservice.training.heroeval import (
+        ghost_box,
+        ghost_found,
+        ghosted,
+        painted_outside,
+        sharpness_ratio,
+    )
 
     config = gen.config
     cache = Path(settings.home) / "cache" / "heroeval"
@@ -458,6 +474,10 @@ def hero_rows(
         else:
             judged = (None, None, None)
         salient = ghost_found(model.saliency(hero), prep.placed.box)
+        scale = prep.scene.native.width / brief.placement.width
+        beside = painted_outside(
+            prep.scene.marked, ghost_box(prep.placed.box, scale), min_area_frac=GHOST_MIN_AREA
+        )
         row = {
             "sku": p.sku,
             "placement": brief.placement.name,
@@ -472,8 +492,9 @@ def hero_rows(
             "sharpness_vs_bicubic": round(
                 sharpness_ratio(prep.scene.delivered, prep.scene.native), 3
             ),
-            "ghost": ghosted(prep.scene.ghost_frac, salient),
+            "ghost": ghosted(beside, salient),
             "ghost_salient": salient,
+            "ghost_painted_beside": beside,
             "ghost_frac_native": round(prep.scene.ghost_frac, 6),
             "gain": prep.placed.gain_str,
             "seconds": round(hero_s, 2),

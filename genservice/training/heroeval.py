@@ -230,20 +230,45 @@ def ghost_found(
     return bool(sizes.max() >= min_area_frac * H * W)
 
 
-def ghosted(painted_frac: float, salient_outside: bool) -> bool:
-    """The ghost measure of a hero: the ghost detector marks a painted product in the
-    native scene (``painted_frac`` > 0: a region of at least ``GHOST_MIN_AREA`` of the
-    canvas, whether the path then erased it or not), or U^2-Net-p finds a salient object on
-    the hero outside the product box (``ghost_found``).
+def ghost_box(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
+    """The product ``box`` (x, y, w, h in placement pixels) in a scene ``scale`` times the
+    placement's size (native scene width / placement width), grown outward to whole pixels."""
+    import math
 
-    Why: an erased product leaves a blurred smudge (biharmonic fill, then enlarged ~17x)
-    that U^2-Net-p does not take for an object, so the saliency test alone counted heroes
-    with smudges beside the product as clean (ghost rate 0.0 on heroes that had them). The
-    detector marks 0.94 of sd-tiny's scenes (each holds a painted product) and none of 157
-    held-out product-free demo renders; on the product-free scene model's scenes it still marks
-    backdrop parts in 0.10 of them (sofas, sea bands, glows), so the rate is an upper bound
-    there (figures: ``data/models/hero-judges/MODEL_CARD.md``)."""
-    return painted_frac > 0.0 or salient_outside
+    x, y, w, h = box
+    x0, y0 = math.floor(x * scale), math.floor(y * scale)
+    return (x0, y0, math.ceil((x + w) * scale) - x0, math.ceil((y + h) * scale) - y0)
+
+
+def painted_outside(
+    marked: np.ndarray | None, box: tuple[int, int, int, int], *, min_area_frac: float
+) -> bool:
+    """Whether the ghost detector's regions ``marked`` (bool (h, w), native scene) leave a
+    connected part of at least ``min_area_frac`` of the scene outside the product ``box``
+    (native pixels, not grown): a painted product a shopper could see beside the real one.
+    None (not judged) counts as nothing marked."""
+    if marked is None:
+        return False
+    return ghost_found(marked.astype(np.float32), box, pad_frac=0.0, min_area_frac=min_area_frac)
+
+
+def ghosted(painted_beside: bool, salient_outside: bool) -> bool:
+    """The ghost measure of a hero, the issue's "a salient object in the scene outside the
+    product box": the ghost detector marks a painted product in the native scene with a part
+    of at least ``GHOST_MIN_AREA`` of the canvas outside the product's box
+    (:func:`painted_outside`; on the erasing path counted whether erased or not, as an
+    erased product leaves a smudge), or U^2-Net-p finds a salient object on the hero outside
+    the box (``ghost_found``).
+
+    Why the detector: an erased product leaves a blurred smudge (biharmonic fill, then
+    enlarged ~17x) that U^2-Net-p does not take for an object, so the saliency test alone
+    counted heroes with smudges beside the product as clean. Why outside the box: what the
+    detector marks under the product is covered by it (the earlier measure counted marks
+    anywhere in the scene; the report keeps that figure as ``ghost_marked_anywhere_rate``).
+    On the product-free scene model's scenes the detector still marks some backdrop parts
+    (sofas, sea bands, glows), so the rate is an upper bound there (figures:
+    ``data/models/hero-judges/MODEL_CARD.md``)."""
+    return painted_beside or salient_outside
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

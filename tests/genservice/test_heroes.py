@@ -238,6 +238,14 @@ def test_generator_delivery_path_end_to_end(tmp_path: Path) -> None:
     # erased area grown by 2 native pixels).
     ghost_bottom = round((native.height - native.height // 10 + 2) / native.height * 628)
     assert abs((y + h) - ghost_bottom) <= 1
+    # The scene info keeps the detector's regions as found (what the ghost measure counts
+    # outside the product box), not the grown mask the path erased.
+    info, erased = gen.deliver_scene(native, PLACEMENTS["banner"])
+    nw, nh = native.size
+    expected = np.zeros((nh, nw), bool)
+    expected[nh // 4 : nh - nh // 10, nw // 3 : nw // 2] = True
+    assert info.marked is not None and np.array_equal(info.marked, expected)
+    assert erased[expected].all() and erased.sum() > expected.sum()
 
 
 def test_backdrop_prompt_keeps_the_setting_the_product_prompt_dropped() -> None:

@@ -69,12 +69,30 @@ def test_mask_cases_hold_their_known_masks() -> None:
     assert np.array_equal(np.asarray(again.image), np.asarray(photo.image))
 
 
-def test_ghosted_counts_an_erased_product_even_when_saliency_sees_none() -> None:
+def test_ghosted_counts_a_painted_product_beside_the_box_or_a_salient_object() -> None:
     from genservice.training.heroeval import ghosted
 
-    assert ghosted(0.0, False) is False
-    assert ghosted(0.0001, False) is True  # a painted product (erased: a smudge)
-    assert ghosted(0.0, True) is True
+    assert ghosted(False, False) is False
+    assert ghosted(True, False) is True  # the detector's product beside the real one
+    assert ghosted(False, True) is True
+
+
+def test_painted_outside_counts_only_what_the_product_does_not_cover() -> None:
+    from genservice.training.heroeval import ghost_box, painted_outside
+
+    marked = np.zeros((128, 64), bool)  # a story scene at native scale
+    marked[70:100, 20:44] = True  # 720 px: 8.8 % of the canvas
+    under = (16, 60, 32, 50)  # the product's box covers the whole mark
+    assert not painted_outside(marked, under, min_area_frac=0.005)
+    # 4 rows (96 px = 1.2 %) peek out below a shorter box: counted; 2 rows (0.6 %) too.
+    assert painted_outside(marked, (16, 60, 32, 36), min_area_frac=0.005)
+    assert painted_outside(marked, (16, 60, 32, 38), min_area_frac=0.005)
+    # 1 row (24 px, 0.3 %) is under the area floor.
+    assert not painted_outside(marked, (16, 60, 32, 39), min_area_frac=0.005)
+    assert not painted_outside(None, under, min_area_frac=0.005)
+    # A box in placement pixels (1080x1920 story) scaled to the native 64x128 scene, grown
+    # outward to whole pixels.
+    assert ghost_box((270, 960, 540, 800), 64 / 1080) == (16, 56, 32, 49)
 
 
 def test_wilson_interval_known_answers() -> None:
