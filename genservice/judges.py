@@ -39,9 +39,10 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 class GhostNet(nn.Module):
-    """(N, 3, H, W) -> (N, 1, H, W) product logits; receptive field about 40 px."""
+    """(N, 3, H, W) -> (N, 1, H, W) product logits. With the default context dilations (2, 4)
+    the receptive field is about 40 px; each further dilation ``d`` widens it by 8 ``d`` px."""
 
-    def __init__(self, c: int = 24) -> None:
+    def __init__(self, c: int = 24, dilations: tuple[int, ...] = (2, 4)) -> None:
         super().__init__()
 
         def conv(i: int, o: int, stride: int = 1, dil: int = 1) -> nn.Sequential:
@@ -51,8 +52,9 @@ class GhostNet(nn.Module):
                 nn.ReLU(),
             )
 
+        self.c, self.dilations = c, tuple(dilations)
         self.down = nn.Sequential(conv(3, c), conv(c, 2 * c, 2), conv(2 * c, 2 * c, 2))
-        self.ctx = nn.Sequential(conv(2 * c, 2 * c, dil=2), conv(2 * c, 2 * c, dil=4))
+        self.ctx = nn.Sequential(*[conv(2 * c, 2 * c, dil=d) for d in self.dilations])
         self.head = nn.Sequential(conv(2 * c + 3, c), nn.Conv2d(c, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,10 +65,14 @@ class GhostNet(nn.Module):
 
 
 class GhostDetector:
-    """Marks product pixels in a scene: ``probability(image)`` -> (H, W) float32 in [0, 1]."""
+    """Marks product pixels in a scene: ``probability(image)`` -> (H, W) float32 in [0, 1].
 
-    def __init__(self, net: GhostNet | None = None) -> None:
+    ``bias``: added to the net's logits (a calibration chosen on held-out renders, stored with
+    the weights; 0 = none)."""
+
+    def __init__(self, net: GhostNet | None = None, bias: float = 0.0) -> None:
         self.net = net
+        self.bias = float(bias)
 
     @torch.no_grad()
     def probability(self, image: Image.Image) -> np.ndarray:
@@ -85,7 +91,7 @@ class GhostDetector:
         if w != h:
             rgb = rgb.resize((min(w, h), min(w, h)), Image.Resampling.LANCZOS)
         x = to_tensor(np.asarray(rgb)[None])
-        logits = self.net(x)
+        logits = self.net(x) + self.bias
         if w != h:
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         return torch.sigmoid(logits)[0, 0].numpy().astype(np.float32)
@@ -93,17 +99,21 @@ class GhostDetector:
     def save(self, path: str | Path) -> None:
         if self.net is None:
             raise RuntimeError("ghost detector: nothing to save")
-        torch.save({"state": self.net.state_dict()}, path)
+        cfg = {"c": self.net.c, "dilations": list(self.net.dilations), "bias": self.bias}
+        torch.save({"state": self.net.state_dict(), "config": cfg}, path)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> GhostDetector:
-        """From ``path`` (default: the shipped ``ghost.pt``)."""
+        """From ``path`` (default: the shipped ``ghost.pt``; weights saved before the net's
+        shape and bias were stored load as the default net, bias 0)."""
         path = Path(path) if path is not None else DEFAULT_JUDGES_DIR / "ghost.pt"
         if not path.is_file():
             raise FileNotFoundError(f"ghost detector: expected weights at {path}, not found")
-        net = GhostNet()
-        net.load_state_dict(torch.load(path, weights_only=True)["state"])
-        return cls(net.eval())
+        blob = torch.load(path, weights_only=True)
+        cfg = blob.get("config", {})
+        net = GhostNet(int(cfg.get("c", 24)), tuple(int(d) for d in cfg.get("dilations", (2, 4))))
+        net.load_state_dict(blob["state"])
+        return cls(net.eval(), bias=float(cfg.get("bias", 0.0)))
 
 
 class SettingNet(nn.Module):

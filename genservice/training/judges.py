@@ -77,6 +77,101 @@ def demo_scenes(
     return SceneSet(images, masks, st.astype(np.int64), li.astype(np.int64))
 
 
+#: Native canvases (w, h) of the non-square placements at the scene model's 64-px scale
+#: (``genservice.compose.scene_canvas``, multiple 8) and the aspect each is cropped to.
+CANVASES: dict[str, tuple[tuple[int, int], float]] = {
+    "banner": ((128, 64), 1200 / 628),
+    "story": ((64, 120), 1080 / 1920),
+}
+
+
+@dataclass(frozen=True)
+class CanvasSet:
+    """Demo renders on a non-square canvas at native size: ``images`` uint8 (N, H, W, 3),
+    ``masks`` bool (N, H, W) (product pixels; all False for backdrops)."""
+
+    canvas: str
+    images: np.ndarray
+    masks: np.ndarray
+
+
+def canvas_scenes(
+    n: int, *, canvas: str, seed: int, product_share: float = 0.4, resize_share: float = 0.5
+) -> CanvasSet:
+    """``n`` seeded renders on the native ``canvas`` (``CANVASES``), from a square render at
+    the canvas's long side, either (``resize_share`` of them) Lanczos-resized to the canvas —
+    as the scene model learned its non-square backdrops (``training.scene_model.backdrop_set``)
+    — or cut to it (a story: a full-height strip; a banner: a full-width band of rows), so
+    backdrop parts (sofas, sea bands, neon, windows, cacti) keep their own proportions on that
+    canvas. ``product_share`` of them hold a demo product; in a cut one it is made smaller
+    (padded above and beside, 1.3-2.2x) to fit the short side and the cut is centred on it.
+    Why: the detector judges such a scene squeezed to a square (``GhostDetector.probability``),
+    which squashes the backdrop parts into shapes it never saw in square renders — the story
+    canvas drew most false marks."""
+    from data.demo.attributes import LIGHTING, SETTINGS
+    from data.demo.render import compose_scene, render_backdrop, render_product
+    from data.demo.world import build_world
+
+    if canvas not in CANVASES:
+        raise ValueError(f"canvas: expected one of {sorted(CANVASES)}, got {canvas!r}")
+    (w, h), _aspect = CANVASES[canvas]
+    size = max(w, h)
+    rng = np.random.default_rng([seed, 0xCA27, len(canvas)])
+    products = list(build_world(seed=seed, n_products=60, n_users=1).products)
+    cut: dict[int, Image.Image] = {}
+    images = np.zeros((n, h, w, 3), np.uint8)
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        resize = rng.random() < resize_share
+        st = SETTINGS[int(rng.integers(0, len(SETTINGS)))]
+        li = LIGHTING[int(rng.integers(0, len(LIGHTING)))]
+        sd = int(rng.integers(0, 2**31))
+        if rng.random() < product_share:
+            k = int(rng.integers(0, len(products)))
+            if k not in cut:
+                p = products[k]
+                cut[k] = render_product(p.attributes, category=p.category, size=128, seed=k)
+            prod = cut[k]
+            if not resize:
+                big = round(128 * float(rng.uniform(1.3, 2.2)))
+                prod = Image.new("RGBA", (big, big), (0, 0, 0, 0))
+                prod.paste(cut[k], ((big - 128) // 2, big - 128))
+            sc = compose_scene(prod, setting=st, lighting=li, size=size, seed=sd)
+            img, mask = sc.image, sc.mask
+            cx, cy = sc.box[0] + sc.box[2] / 2, sc.box[1] + sc.box[3] / 2
+        else:
+            img = render_backdrop(st, li, size=size, seed=sd)
+            mask = Image.new("L", (size, size), 0)
+            cx, cy = rng.uniform(w / 2, size - w / 2), rng.uniform(h / 2, size - h / 2)
+        if resize:
+            images[i] = np.asarray(img.resize((w, h), Image.Resampling.LANCZOS))
+            masks[i] = np.asarray(mask.resize((w, h), Image.Resampling.BILINEAR)) >= 128
+            continue
+        x0 = int(np.clip(round(cx - w / 2), 0, size - w))
+        y0 = int(np.clip(round(cy - h / 2), 0, size - h))
+        images[i] = np.asarray(img)[y0 : y0 + h, x0 : x0 + w]
+        masks[i] = np.asarray(mask)[y0 : y0 + h, x0 : x0 + w] >= 128
+    return CanvasSet(canvas, images, masks)
+
+
+def squeeze(images: np.ndarray, masks: np.ndarray, canvas: str) -> tuple[np.ndarray, np.ndarray]:
+    """Native canvas renders as the detector judges them: cropped to the placement's aspect
+    (centre), squeezed to a square of the short side (Lanczos; masks bilinear > 0.5).
+    uint8 (N, S, S, 3), bool (N, S, S)."""
+    from genservice.compose import crop_to_aspect
+
+    aspect = CANVASES[canvas][1]
+    s = min(images.shape[1:3])
+    xi = np.zeros((len(images), s, s, 3), np.uint8)
+    xm = np.zeros((len(images), s, s), bool)
+    for i, (img, m) in enumerate(zip(images, masks, strict=True)):
+        im = crop_to_aspect(Image.fromarray(img), aspect)
+        xi[i] = np.asarray(im.resize((s, s), Image.Resampling.LANCZOS))
+        mm = crop_to_aspect(Image.fromarray((m * 255).astype(np.uint8)), aspect)
+        xm[i] = np.asarray(mm.resize((s, s), Image.Resampling.BILINEAR)) > 127
+    return xi, xm
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Flip, blur (down/up-sampling) and noise half the batch: generated scenes are softer
     and noisier than renders."""
@@ -238,13 +333,15 @@ def fit_ghost_detector(
     progress: bool = True,
     smeared: Sequence[np.ndarray] = (),
     smear_share: float = 0.5,
+    dilations: tuple[int, ...] = (2, 4),
 ) -> tuple[GhostDetector, list[float]]:
     """Train a ghost detector on ``data`` (images and product masks); returns it and the
     losses. ``smeared``: variants of ``data.images`` (same shape and order, e.g.
     ``vae_smear``); each batch image is one of them (uniformly) with probability
-    ``smear_share`` where its product survived (``product_kept``), then ``style_augment``."""
+    ``smear_share`` where its product survived (``product_kept``), then ``style_augment``.
+    ``dilations``: the net's context convolutions (``GhostNet``)."""
     torch.manual_seed(seed)
-    net = GhostNet()
+    net = GhostNet(dilations=dilations)
     x = to_tensor(data.images)
     y = torch.from_numpy(data.masks).float()[:, None]
     xs = [to_tensor(v) for v in smeared]
@@ -324,6 +421,101 @@ def _ghost_figures(ghost: GhostDetector, images: np.ndarray, masks: np.ndarray) 
     }
 
 
+#: Share of each non-square canvas among the extra canvas renders (``canvas_share``).
+CANVAS_SPLIT = (("banner", 0.4), ("story", 0.6))
+
+
+def ghost_training_data(
+    train: SceneSet,
+    *,
+    seed: int,
+    smear: bool = True,
+    canvas_share: float = 0.5,
+    canvas_product_share: float = 0.4,
+) -> tuple[SceneSet, list[np.ndarray]]:
+    """The ghost detector's training set: ``train`` plus ``canvas_share`` x ``len(train)``
+    renders on the banner / story canvases (``canvas_scenes``, ``CANVAS_SPLIT``), squeezed as
+    the detector judges them (``squeeze``); and with ``smear`` its VAE variants
+    (``SMEAR_NOISE``; canvas renders are smeared at their native size, then squeezed).
+    ``canvas_product_share``: share of the canvas renders that hold a product. Setting /
+    lighting labels of the canvas renders are 0 (the detector does not use them)."""
+    smeared = (
+        [
+            vae_smear(train.images, latent_noise=nz, seed=seed + k)
+            for k, nz in enumerate(SMEAR_NOISE)
+        ]
+        if smear
+        else []
+    )
+    imgs, masks = [train.images], [train.masks]
+    for ci, (c, share) in enumerate(CANVAS_SPLIT):
+        n = round(len(train.images) * canvas_share * share)
+        if n < 1:
+            continue
+        cs = canvas_scenes(n, canvas=c, seed=seed, product_share=canvas_product_share)
+        sq, sm = squeeze(cs.images, cs.masks, c)
+        imgs.append(sq)
+        masks.append(sm)
+        for k, nz in enumerate(SMEAR_NOISE if smear else ()):
+            v = vae_smear(cs.images, latent_noise=nz, seed=seed + 100 + 10 * ci + k)
+            smeared[k] = np.concatenate([smeared[k], squeeze(v, cs.masks, c)[0]])
+    n_all = sum(len(i) for i in imgs)
+    pad = np.zeros(n_all - len(train.images), np.int64)
+    data = SceneSet(
+        np.concatenate(imgs),
+        np.concatenate(masks),
+        np.concatenate([train.settings, pad]),
+        np.concatenate([train.lightings, pad]),
+    )
+    return data, smeared
+
+
+def ghost_test_sets(
+    test: SceneSet, *, seed: int, n_canvas: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Held-out sets for the ghost figures, name -> (images uint8, masks bool): the test
+    renders plain, through ``style_augment`` (fixed seed) and through the scene VAE (latent
+    noise 0.15-0.45); and ``n_canvas`` renders per non-square canvas (``canvas_scenes`` of
+    ``seed``), cropped to the placement's aspect at native size (the detector squeezes them
+    itself), plain and through the VAE (smeared at native size). ``seed``: the training seed
+    (the canvas renders are of ``seed + 1``, as ``test`` should be)."""
+    from genservice.compose import crop_to_aspect
+
+    styled = style_augment(to_tensor(test.images), torch.Generator().manual_seed(seed + 12345))
+    styled_u8 = ((styled.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    sets = {
+        "test_renders": (test.images, test.masks),
+        "styled_test_renders": (styled_u8, test.masks),
+        "vae_test_renders": (
+            vae_smear(test.images, latent_noise=SMEAR_NOISE[-1], seed=seed + 54321),
+            test.masks,
+        ),
+    }
+    for ci, (c, _share) in enumerate(CANVAS_SPLIT if n_canvas > 0 else ()):
+        cs = canvas_scenes(n_canvas, canvas=c, seed=seed + 1)
+        v = vae_smear(cs.images, latent_noise=SMEAR_NOISE[-1], seed=seed + 54322 + ci)
+        aspect = CANVASES[c][1]
+
+        def crop(a: np.ndarray, aspect: float = aspect) -> np.ndarray:
+            return np.stack([np.asarray(crop_to_aspect(Image.fromarray(x), aspect)) for x in a])
+
+        m = crop((cs.masks * 255).astype(np.uint8)) > 127
+        sets[f"{c}_test_renders"] = (crop(cs.images), m)
+        sets[f"vae_{c}_test_renders"] = (crop(v), m)
+    return sets
+
+
+def ghost_figures(
+    ghost: GhostDetector, sets: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float]:
+    """``ghost_<figure>_on_<set>`` for each held-out set (``_ghost_figures``)."""
+    return {
+        f"ghost_{k}_on_{name}": v
+        for name, (imgs, masks) in sets.items()
+        for k, v in _ghost_figures(ghost, imgs, masks).items()
+    }
+
+
 def train_judges(
     out_dir: str | Path,
     *,
@@ -334,13 +526,19 @@ def train_judges(
     progress: bool = True,
     setting: bool = True,
     smear: bool = True,
+    canvas_share: float = 0.0,
+    canvas_product_share: float = 0.4,
+    dilations: tuple[int, ...] = (2, 4),
 ) -> dict[str, Any]:
     """Train the ghost detector (and, with ``setting``, the setting judge) on seeded demo
     renders, check them on renders of another seed, save ``ghost.pt`` (and ``setting.pt``) in
-    ``out_dir``; returns the figures (JSON-ready). The ghost figures are given on the plain
-    test renders, on the same renders through ``style_augment`` (fixed seed) and through the
-    scene VAE (``vae_smear``, latent noise 0.15-0.45). With ``smear`` the detector also learns
-    from the training renders through the scene VAE (``SMEAR_NOISE``: plain and noisy)."""
+    ``out_dir``; returns the figures (JSON-ready). The ghost figures are given on the held-out
+    sets of ``ghost_test_sets`` (``n_test`` square renders, ``n_test // 2`` per non-square
+    canvas). With ``smear`` the detector also learns from the training renders through the
+    scene VAE (``SMEAR_NOISE``: plain and noisy); ``canvas_share``: extra renders on the
+    banner / story canvases, squeezed (``ghost_training_data``; 0, the shipped ``ghost.pt``'s
+    recipe: square renders only; ``canvas_product_share`` of them hold a product); ``dilations``:
+    the detector's context convolutions (``GhostNet``)."""
     import time
 
     from data.demo.attributes import LIGHTING, SETTINGS
@@ -350,22 +548,22 @@ def train_judges(
     t0 = time.perf_counter()
     train = demo_scenes(n_train, seed=seed)
     test = demo_scenes(n_test, seed=seed + 1)
-    smeared = (
-        [
-            vae_smear(train.images, latent_noise=nz, seed=seed + k)
-            for k, nz in enumerate(SMEAR_NOISE)
-        ]
-        if smear
-        else []
+    data, smeared = ghost_training_data(
+        train,
+        seed=seed,
+        smear=smear,
+        canvas_share=canvas_share,
+        canvas_product_share=canvas_product_share,
     )
     t1 = time.perf_counter()
     ghost, g_losses = fit_ghost_detector(
-        train, steps=steps, seed=seed, progress=progress, smeared=smeared
+        data, steps=steps, seed=seed, progress=progress, smeared=smeared, dilations=dilations
     )
     ghost.save(out / "ghost.pt")
     fig: dict[str, Any] = {
         "seed": seed,
         "n_train": n_train,
+        "n_train_canvas": len(data.images) - n_train,
         "n_test": n_test,
         "steps": steps,
         "smear": smear,
@@ -377,16 +575,7 @@ def train_judges(
         judge.save(out / "setting.pt")
         fig["setting_loss_last50"] = round(float(np.mean(s_losses[-50:])), 4)
     fig["train_s"] = round(time.perf_counter() - t1, 1)
-    styled = style_augment(to_tensor(test.images), torch.Generator().manual_seed(seed + 12345))
-    styled_u8 = ((styled.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-    vae_u8 = vae_smear(test.images, latent_noise=SMEAR_NOISE[-1], seed=seed + 54321)
-    for name, imgs in (
-        ("test_renders", test.images),
-        ("styled_test_renders", styled_u8),
-        ("vae_test_renders", vae_u8),
-    ):
-        for k, v in _ghost_figures(ghost, imgs, test.masks).items():
-            fig[f"ghost_{k}_on_{name}"] = v
+    fig.update(ghost_figures(ghost, ghost_test_sets(test, seed=seed, n_canvas=n_test // 2)))
     if setting:
         ps, pl = judge.predict(test.images)
         fig["setting_accuracy_on_test_renders"] = round(
@@ -396,3 +585,34 @@ def train_judges(
             accuracy(pl, [LIGHTING[k] for k in test.lightings]), 4
         )
     return fig
+
+
+#: Logit biases tried by ``calibrate_bias`` (0 first).
+BIAS_GRID = (0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0)
+
+
+def calibrate_bias(
+    ghost: GhostDetector,
+    sets: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    grid: Sequence[float] = BIAS_GRID,
+    max_iou_loss: float = 0.02,
+) -> tuple[float, dict[float, dict[str, float]]]:
+    """The most negative logit bias of ``grid`` whose mean IoU on every held-out set of
+    ``sets`` (``ghost_test_sets``) stays within ``max_iou_loss`` of the unbiased detector's;
+    and the figures per bias tried. Chosen on held-out renders only (never on generated
+    scenes). ``ghost.bias`` is left as it was."""
+    keep = ghost.bias
+    table: dict[float, dict[str, float]] = {}
+    best = 0.0
+    try:
+        for b in grid:
+            ghost.bias = float(b)
+            table[float(b)] = fig = ghost_figures(ghost, sets)
+            base = table[float(grid[0])]
+            ok = all(fig[k] >= base[k] - max_iou_loss for k in fig if k.startswith("ghost_iou_on_"))
+            if ok and b < best:
+                best = float(b)
+    finally:
+        ghost.bias = keep
+    return best, table
