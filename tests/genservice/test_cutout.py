@@ -222,7 +222,7 @@ def test_products_fallback_keeps_only_the_islands_productnet_supports() -> None:
     q[40:120, 40:120] = 0.86  # found, not surely (0.86 < the head's gate 0.9)
     out = restrict_to_product(fused, s, q)
     assert out[40:120, 40:120].min() == np.float32(0.97) and out[200:300, 180:300].max() == 0
-    # Under the fallback's own threshold (0.8) or nothing found: the head's output.
+    # Under the fallback's own threshold (0.85) or nothing found: the head's output.
     q[40:120, 40:120] = 0.75
     assert restrict_to_product(fused, s, q) is fused
     assert restrict_to_product(fused, s, np.zeros_like(q)) is fused
@@ -232,6 +232,9 @@ def test_products_fallback_keeps_only_the_islands_productnet_supports() -> None:
     # Unsure and no island supported: unchanged.
     q[:] = 0.0
     q[150:190, 10:50] = 0.86
+    assert restrict_to_product(fused, s, q) is fused
+    # Only a speck supported (under 0.4 % of the picture): unchanged, not cut to the speck.
+    s[150:155, 10:15] = 0.9
     assert restrict_to_product(fused, s, q) is fused
 
 
