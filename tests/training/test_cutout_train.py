@@ -40,6 +40,7 @@ from genservice.training.cutout_train import (
     mask_ious,
     network_input,
     segmentation_loss,
+    state_from_head,
 )
 from genservice.training.heroeval import PHOTOS
 
@@ -234,6 +235,33 @@ def test_exported_head_runs_after_u2netp(tmp_path: Path) -> None:
     assert merged.shape == (320, 320)
     # No product found: U^2-Net-p then the head is the original network.
     np.testing.assert_allclose(merged, original, atol=1e-5)
+    import onnx
+
+    assert [o.name for o in onnx.load(str(out)).graph.output] == ["saliency", "product"]
+
+
+def test_a_head_gives_back_its_product_net(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = ProductNet(4)
+    with torch.no_grad():  # batch norms that are not the identity, as after training
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)  # type: ignore[union-attr]
+                m.running_var.uniform_(0.5, 2.0)  # type: ignore[union-attr]
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    head = export_onnx(ProductCutout(net), tmp_path / "head.onnx")
+    images = np.random.default_rng(2).integers(0, 255, (2, 320, 320, 3), dtype=np.uint8)
+    back = ProductNet(4)
+    back.load_state_dict(state_from_head(head, images, width=4))
+    back.eval()
+    x = torch.from_numpy(network_input(images))
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), net(x), atol=2e-3, rtol=1e-3)
+        # In training mode, on the pictures it was calibrated with, the same maps.
+        back.train()
+        torch.testing.assert_close(back(x), net(x), atol=2e-3, rtol=1e-3)
 
 
 def test_model_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
