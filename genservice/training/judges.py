@@ -431,7 +431,7 @@ def ghost_training_data(
     seed: int,
     smear: bool = True,
     canvas_share: float = 0.5,
-    canvas_product_share: float = 0.4,
+    canvas_product_share: float = 0.6,
 ) -> tuple[SceneSet, list[np.ndarray]]:
     """The ghost detector's training set: ``train`` plus ``canvas_share`` x ``len(train)``
     renders on the banner / story canvases (``canvas_scenes``, ``CANVAS_SPLIT``), squeezed as
@@ -526,9 +526,9 @@ def train_judges(
     progress: bool = True,
     setting: bool = True,
     smear: bool = True,
-    canvas_share: float = 0.0,
-    canvas_product_share: float = 0.4,
-    dilations: tuple[int, ...] = (2, 4),
+    canvas_share: float = 0.5,
+    canvas_product_share: float = 0.6,
+    dilations: tuple[int, ...] = (2, 4, 8),
 ) -> dict[str, Any]:
     """Train the ghost detector (and, with ``setting``, the setting judge) on seeded demo
     renders, check them on renders of another seed, save ``ghost.pt`` (and ``setting.pt``) in
@@ -536,9 +536,10 @@ def train_judges(
     sets of ``ghost_test_sets`` (``n_test`` square renders, ``n_test // 2`` per non-square
     canvas). With ``smear`` the detector also learns from the training renders through the
     scene VAE (``SMEAR_NOISE``: plain and noisy); ``canvas_share``: extra renders on the
-    banner / story canvases, squeezed (``ghost_training_data``; 0, the shipped ``ghost.pt``'s
-    recipe: square renders only; ``canvas_product_share`` of them hold a product); ``dilations``:
-    the detector's context convolutions (``GhostNet``)."""
+    banner / story canvases, squeezed (``ghost_training_data``; 0: square renders only, the
+    recipe before 2026-11-28 13:40), ``canvas_product_share`` of them hold a product;
+    ``dilations``: the detector's context convolutions (``GhostNet``). The defaults with
+    ``setting=False, steps=1200`` reproduce the shipped ``ghost.pt``."""
     import time
 
     from data.demo.attributes import LIGHTING, SETTINGS
