@@ -10,12 +10,10 @@ import torch
 from PIL import Image
 
 from genservice.judges import GhostDetector, GhostNet
+from genservice.training.judge_scenes import canvas_scenes, demo_scenes, squeeze
 from genservice.training.judges import (
-    canvas_scenes,
-    demo_scenes,
     ghost_training_data,
     product_kept,
-    squeeze,
     style_augment,
     train_judges,
     vae_smear,
