@@ -24,7 +24,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8, help="heroes on the sheet")
     ap.add_argument("--cell", type=int, default=560, help="cell side in pixels")
     ap.add_argument("--cols", type=int, default=2, help="heroes per row")
+    ap.add_argument(
+        "--placements", default="banner", help="comma-separated placements to show (all: '')"
+    )
     args = ap.parse_args()
+    wanted = {p for p in args.placements.split(",") if p}
     engine = make_engine(f"sqlite:///{(args.home / 'tailorshot.db').resolve()}")
     with engine.connect() as conn:
         rows = conn.execute(
@@ -34,8 +38,11 @@ def main() -> None:
                 "WHERE v.image_key IS NOT NULL ORDER BY v.user_id IS NOT NULL, v.id"
             )
         ).all()
+    rows = [r for r in rows if not wanted or r[2] in wanted]
     if not rows:
-        raise SystemExit(f"--home: no rendered variants in {args.home} (run tailorshot demo)")
+        raise SystemExit(
+            f"--home: no rendered variants{' at ' + args.placements if wanted else ''} in {args.home} (run tailorshot demo)"
+        )
     # Half segment heroes, half personalized ones, when both exist.
     seg = [r for r in rows if not r[1]]
     per = [r for r in rows if r[1]]
@@ -49,7 +56,17 @@ def main() -> None:
         kind = "personal" if personal else "segment"
         captions.append(f"{sku} {placement} ({kind}): {words}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    contact_sheet(images, captions, cols=args.cols, cell=args.cell, caption_lines=3).save(args.out)
+    # Cells as tall as the tallest hero needs at this width: banners do not sit in square cells.
+    tall = max(im.height / im.width for im in images)
+    sheet = contact_sheet(
+        images,
+        captions,
+        cols=args.cols,
+        cell=args.cell,
+        caption_lines=3,
+        cell_height=round((args.cell - 8) * tall) + 8,
+    )
+    sheet.save(args.out)
     print(json.dumps({"out": str(args.out), "heroes": len(images)}))
 
 

@@ -321,6 +321,14 @@ def test_contact_sheet_layout() -> None:
     assert sheet.mode == "RGB" and sheet.size[0] == 240 and sheet.size[1] > 160
     with pytest.raises(ValueError, match="captions"):
         contact_sheet(tiles, ["x"], cols=3)
+    # A wide cell: the row is as tall as asked, the square tile fits its height, centred.
+    wide = contact_sheet(tiles[:2], None, cols=2, cell=80, cell_height=40)
+    assert wide.size == (160, 40)
+    px = np.asarray(wide)
+    assert (px[:, :18] == 255).all() and (px[:, 62:80] == 255).all()
+    assert (px[4:36, 22:58] != 255).any()
+    with pytest.raises(ValueError, match="cell_height"):
+        contact_sheet(tiles, None, cols=2, cell=80, cell_height=4)
 
 
 def test_captioned_samples(world: DemoWorld) -> None:

@@ -41,11 +41,12 @@ def contact_sheet(
     cols: int = 8,
     cell: int = 160,
     caption_lines: int = 3,
+    cell_height: int | None = None,
 ) -> Image.Image:
-    """Tile ``images`` (any mode, fitted into ``cell`` px, aspect kept) into an RGB grid with
-    wrapped captions.
+    """Tile ``images`` (any mode, fitted into ``cell`` x ``cell_height`` px, default square,
+    aspect kept) into an RGB grid with wrapped captions.
 
-    Returns RGB ``(cols * cell) x (rows * (cell + caption height))``.
+    Returns RGB ``(cols * cell) x (rows * (cell_height + caption height))``.
     """
     import textwrap
 
@@ -62,18 +63,21 @@ def contact_sheet(
         font = ImageFont.load_default()
     line_h = max(10, cell // 12)
     cap_h = caption_lines * line_h + 6 if captions is not None else 0
+    ch = cell if cell_height is None else cell_height
+    if ch < 16:
+        raise ValueError(f"cell_height: expected >= 16 px, got {ch}")
     rows = (len(images) + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * cell, rows * (cell + cap_h)), (255, 255, 255))
+    sheet = Image.new("RGB", (cols * cell, rows * (ch + cap_h)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     wrap = max(8, int(cell / (line_h * 0.52)))
     for i, img in enumerate(images):
-        x, y = (i % cols) * cell, (i // cols) * (cell + cap_h)
-        # Fit, never stretch: a banner or story hero keeps its aspect ratio in a square cell.
-        tile = ImageOps.contain(img.convert("RGBA"), (cell - 8, cell - 8), Image.Resampling.LANCZOS)
+        x, y = (i % cols) * cell, (i // cols) * (ch + cap_h)
+        # Fit, never stretch: a banner or story hero keeps its aspect ratio in its cell.
+        tile = ImageOps.contain(img.convert("RGBA"), (cell - 8, ch - 8), Image.Resampling.LANCZOS)
         bg = Image.new("RGBA", tile.size, (255, 255, 255, 255))
-        ox, oy = (cell - 8 - tile.width) // 2, (cell - 8 - tile.height) // 2
+        ox, oy = (cell - 8 - tile.width) // 2, (ch - 8 - tile.height) // 2
         sheet.paste(Image.alpha_composite(bg, tile).convert("RGB"), (x + 4 + ox, y + 4 + oy))
         if captions is not None:
             for k, line in enumerate(textwrap.wrap(captions[i], wrap)[:caption_lines]):
-                draw.text((x + 4, y + cell + 2 + k * line_h), line, fill=(40, 40, 40), font=font)
+                draw.text((x + 4, y + ch + 2 + k * line_h), line, fill=(40, 40, 40), font=font)
     return sheet
