@@ -25,7 +25,9 @@ def train_cutout_cmd(
     seed: int = typer.Option(0, help="Seed of initialisation and data."),
     threads: int = typer.Option(1, help="torch / onnxruntime CPU threads."),
     init: Path | None = typer.Option(
-        None, help="Start from (or, with --minutes 0, export) this state dict."
+        None,
+        help="Start from (or, with --minutes 0, export) this state dict (.pt), or an exported "
+        "head (.onnx, e.g. the shipped one: its ProductNet is recovered).",
     ),
     band_px: int = typer.Option(5, help="Fusion: band around the product's contour (px)."),
     min_confidence: float = typer.Option(
@@ -57,7 +59,7 @@ def train_cutout_cmd(
     if minutes == 0 and init is None:
         fail("--minutes 0: expected --init STATE_DICT to export")
     if init is not None and not init.is_file():
-        fail(f"--init: expected a state dict file, got {init}")
+        fail(f"--init: expected a state dict (.pt) or head (.onnx) file, got {init}")
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     # Distillation targets always come from the original network.
@@ -79,7 +81,14 @@ def train_cutout_cmd(
             m = maker if with_sal else SampleMaker()
             save_shard(path, make_shard(m, n, seed=shard_seed, kinds=kinds))
         data[name] = ct.load_shards([path])
-    state = torch.load(init, weights_only=True) if init is not None else None
+    if init is not None and init.suffix == ".onnx":
+        # The export folded the batch norms; they are calibrated back on validation pictures.
+        try:
+            state = ct.state_from_head(init, data["val.npz"]["images"][:16], width=width)
+        except (ValueError, KeyError) as exc:
+            fail(f"--init: {init} is not a ProductNet head of width {width} ({exc})")
+    else:
+        state = torch.load(init, weights_only=True) if init is not None else None
     if minutes > 0:
         net, summary = ct.train_product_net(
             maker.batch,

@@ -240,17 +240,23 @@ def test_exported_head_runs_after_u2netp(tmp_path: Path) -> None:
     assert [o.name for o in onnx.load(str(out)).graph.output] == ["saliency", "product"]
 
 
-def test_a_head_gives_back_its_product_net(tmp_path: Path) -> None:
-    torch.manual_seed(0)
+def _trained_like_net(seed: int) -> ProductNet:
+    """A width-4 ProductNet in eval mode whose batch norms are not the identity, as after
+    training (a fresh net's export folds them into constants that are not initializers)."""
+    torch.manual_seed(seed)
     net = ProductNet(4)
-    with torch.no_grad():  # batch norms that are not the identity, as after training
+    with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)  # type: ignore[union-attr]
                 m.running_var.uniform_(0.5, 2.0)  # type: ignore[union-attr]
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    net.eval()
+    return net.eval()
+
+
+def test_a_head_gives_back_its_product_net(tmp_path: Path) -> None:
+    net = _trained_like_net(0)
     head = export_onnx(ProductCutout(net), tmp_path / "head.onnx")
     images = np.random.default_rng(2).integers(0, 255, (2, 320, 320, 3), dtype=np.uint8)
     back = ProductNet(4)
@@ -296,3 +302,46 @@ def test_cli_refuses_bad_arguments_clearly(tmp_path: Path) -> None:
     assert res.exit_code == 2 and MODEL_ENV in res.output
     res = runner.invoke(app, ["evaluate", "cutout", "--n", "0"])
     assert res.exit_code == 2 and "--n" in res.output
+
+
+def test_cli_continues_from_an_exported_head(tmp_path: Path) -> None:
+    """`--init head.onnx --minutes 0` recovers the head's ProductNet and exports it again: the
+    new head gives the old head's maps (batch norms folded and calibrated back)."""
+    import onnxruntime as ort
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    old = export_onnx(ProductCutout(_trained_like_net(1)), tmp_path / "old" / "head.onnx")
+    work = tmp_path / "work"
+    work.mkdir()
+    # Small validation shards in place, so the command does not build its 96 + 100 pictures.
+    maker = SampleMaker(_flat_saliency)
+    save_shard(work / "val.npz", make_shard(SampleMaker(), 4, seed=5, kinds=("studio",)))
+    save_shard(work / "fusion_val.npz", make_shard(maker, 3, seed=6, kinds=("studio",)))
+    res = CliRunner().invoke(
+        app,
+        ["train", "cutout", "--minutes", "0", "--width", "4", "--init", str(old),
+         "--work", str(work), "--out", str(tmp_path / "new"), "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    images = load_shards([work / "val.npz"])["images"][:2]
+    x = network_input(images)
+    s = np.random.default_rng(0).random((2, 1, SIZE, SIZE)).astype(np.float32)
+    outs = []
+    for head in (old, tmp_path / "new" / "head.onnx"):
+        sess = ort.InferenceSession(str(head), providers=["CPUExecutionProvider"])
+        outs.append(
+            [sess.run(None, {"head_x": x[i : i + 1], "head_s": s[i : i + 1]}) for i in range(2)]
+        )
+    for a, b in zip(outs[0], outs[1], strict=True):
+        np.testing.assert_allclose(b[1], a[1], atol=2e-3)  # ProductNet's own map
+        np.testing.assert_allclose(b[0], a[0], atol=2e-3)  # the fused map
+    # A head of another width is refused clearly, nothing written.
+    res = CliRunner().invoke(
+        app,
+        ["train", "cutout", "--minutes", "0", "--width", "8", "--init", str(old),
+         "--work", str(work), "--out", str(tmp_path / "bad")],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "--init" in res.output
+    assert not (tmp_path / "bad").exists()
