@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -81,14 +82,15 @@ def train_cutout_cmd(
             m = maker if with_sal else SampleMaker()
             save_shard(path, make_shard(m, n, seed=shard_seed, kinds=kinds))
         data[name] = ct.load_shards([path])
+    state: dict[str, Any] | None = None
     if init is not None and init.suffix == ".onnx":
         # The export folded the batch norms; they are calibrated back on validation pictures.
         try:
             state = ct.state_from_head(init, data["val.npz"]["images"][:16], width=width)
         except (ValueError, KeyError) as exc:
             fail(f"--init: {init} is not a ProductNet head of width {width} ({exc})")
-    else:
-        state = torch.load(init, weights_only=True) if init is not None else None
+    elif init is not None:
+        state = torch.load(init, weights_only=True)
     if minutes > 0:
         net, summary = ct.train_product_net(
             maker.batch,
