@@ -40,9 +40,8 @@ def main() -> None:
         ).all()
     rows = [r for r in rows if not wanted or r[2] in wanted]
     if not rows:
-        raise SystemExit(
-            f"--home: no rendered variants{' at ' + args.placements if wanted else ''} in {args.home} (run tailorshot demo)"
-        )
+        at = f" at {args.placements}" if wanted else ""
+        raise SystemExit(f"--home: no rendered variants{at} in {args.home} (run tailorshot demo)")
     # Half segment heroes, half personalized ones, when both exist.
     seg = [r for r in rows if not r[1]]
     per = [r for r in rows if r[1]]

@@ -35,9 +35,8 @@ JUDGE_SIZE = 64
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1]."""
-    # float32 copy: the input may be a read-only view (np.asarray of a PIL image).
-    x = torch.from_numpy(np.asarray(images, dtype=np.float32).copy())
-    return x.permute(0, 3, 1, 2) / 127.5 - 1
+    # np.array copies: the input may be a read-only view (np.asarray of a PIL image).
+    return torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2) / 127.5 - 1
 
 
 class GhostNet(nn.Module):

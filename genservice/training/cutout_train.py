@@ -187,10 +187,9 @@ def state_from_head(path: Path, images: np.ndarray, *, width: int = 16) -> dict[
     ]
     if len(folded) != len(convs):
         raise ValueError(f"path: expected {len(convs)} folded convolutions, got {len(folded)}")
-    shapes = [(tuple(c.weight.shape), w.shape) for c, (w, _) in zip(convs, folded, strict=True)]
-    if any(want != got for want, got in shapes):
-        want, got = next(s for s in shapes if s[0] != s[1])
-        raise ValueError(f"path: a convolution of shape {got}, expected {want} (width {width})")
+    for conv, (w, _) in zip(convs, folded, strict=True):
+        if tuple(conv.weight.shape) != w.shape:
+            raise ValueError(f"path: a convolution of shape {w.shape}, expected width {width}")
     with torch.no_grad():
         for conv, bn, (w, b) in zip(convs, norms, folded, strict=True):
             conv.weight.copy_(torch.from_numpy(w.copy()))
