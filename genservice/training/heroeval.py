@@ -119,12 +119,18 @@ def islands(mask: np.ndarray) -> int:
 def cutout_report(
     cases: Iterable[MaskCase], cut: Callable[[Image.Image], CutoutResult]
 ) -> dict[str, object]:
-    """``cut(image)`` -> a ``CutoutResult`` (``.alpha`` (H, W) float32, ``.method``); per kind and
+    """``cut(image)`` -> a ``CutoutResult`` (``.alpha`` (H, W) float32, ``.method``), or
+    ValueError when it finds no product (scored as an empty mask, method ``"none"``); per kind and
     overall: mean IoU, mean boundary F1 (2 px), fragment rate (detached islands beyond the true
     mask's, per image) and the methods used."""
     rows: dict[str, list[tuple[float, float, int, str]]] = {}
     for case in cases:
-        res = cut(case.image)
+        try:
+            res = cut(case.image)
+        except ValueError:
+            # The cut-out found no product: an empty mask counts (IoU 0), not an abort.
+            empty = np.zeros(case.mask.shape, np.float32)
+            res = CutoutResult(None, empty, "none", 0.0, "no product found")  # type: ignore[arg-type]
         pred = np.asarray(res.alpha) > 0.5
         extra = max(0, islands(pred) - islands(case.mask))
         rows.setdefault(case.kind, []).append(
@@ -166,7 +172,7 @@ def mask_overlay(image: Image.Image, pred: np.ndarray, true: np.ndarray) -> Imag
 
 
 def write_overlays(
-    cases: list[MaskCase], results: list[CutoutResult], folder: Path, *, k: int = 8
+    cases: list[MaskCase], results: list[CutoutResult | None], folder: Path, *, k: int = 8
 ) -> list[str]:
     """Two PNG sheets in ``folder``: the ``k`` photo composites with the lowest IoU
     (``cutout_worst.png``) and the first ``k`` of each kind (``cutout_first.png``); captions
@@ -176,7 +182,8 @@ def write_overlays(
     folder.mkdir(parents=True, exist_ok=True)
     scored = []
     for case, res in zip(cases, results, strict=True):
-        pred = np.asarray(res.alpha) > 0.5
+        # None: the cut-out found no product (an empty mask).
+        pred = np.asarray(res.alpha) > 0.5 if res is not None else np.zeros_like(case.mask)
         scored.append((iou(pred, case.mask), case, pred))
     photo = sorted((s for s in scored if s[1].kind == "photo"), key=lambda s: s[0])[:k]
     first = [s for s in scored if s[1].kind == "studio"][: k // 2]

@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from genservice.training.heroeval import (
+    MaskCase,
     boundary_f1,
+    cutout_report,
     ghost_found,
     iou,
     islands,
@@ -125,3 +127,26 @@ def test_ghost_detector_judges_a_wide_scene_squeezed_to_its_square() -> None:
     assert np.abs(back[0, 0].numpy() - prob).max() < 1e-4
     # A product-free render: nothing a product's size is found.
     assert (prob > 0.5).mean() < 0.005
+
+
+def test_cutout_report_scores_a_cut_that_finds_nothing_as_an_empty_mask() -> None:
+    """A cut-out that raises (no product found) counts as IoU 0 instead of ending the measure."""
+    from PIL import Image
+
+    from genservice.imaging.cutout import CutoutResult
+
+    true = _square(10, 10)
+    cases = [
+        MaskCase(Image.new("RGB", (40, 40)), true, "photo", "found"),
+        MaskCase(Image.new("RGB", (40, 40), (9, 9, 9)), true, "photo", "missed"),
+    ]
+
+    def cut(image: Image.Image) -> CutoutResult:
+        if image.getpixel((0, 0)) == (9, 9, 9):
+            raise ValueError("image: expected a product that stands out")
+        return CutoutResult(None, true.astype(np.float32), "u2netp", 1.0)  # type: ignore[arg-type]
+
+    report = cutout_report(cases, cut)["photo"]
+    assert report["cutout_iou"] == 0.5 and report["cutout_iou_min"] == 0.0  # type: ignore[index]
+    assert report["methods"] == {"u2netp": 1, "none": 1}  # type: ignore[index]
+    assert report["fragment_rate"] == 0.0  # type: ignore[index]
