@@ -199,10 +199,17 @@ class SalientObjectModel:
     first use, and shared by threads (``InferenceSession.run`` is thread-safe). Saliency maps
     are cached by image content hash (LRU, ``cache_size`` entries of 320 x 320 float32).
     ``model_path``: an ``.onnx`` file whose first output is the saliency; default
-    ``cutout_model_path()`` (U^2-Net-p unless the setting says otherwise)."""
+    ``cutout_model_path()`` (U^2-Net-p unless the setting says otherwise). A head file (two
+    inputs) runs after the wheel's U^2-Net-p; ``finetuned_path`` (default: ``u2netp_finetuned.onnx``
+    beside the head) is then used where the head's ProductNet finds a product."""
 
     def __init__(
-        self, model_path: Path | str | None = None, *, cache_size: int = 128, threads: int = 2
+        self,
+        model_path: Path | str | None = None,
+        *,
+        cache_size: int = 128,
+        threads: int = 2,
+        finetuned_path: Path | str | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size: expected >= 0, got {cache_size}")
@@ -211,12 +218,20 @@ class SalientObjectModel:
         self.model_path = Path(model_path) if model_path is not None else cutout_model_path()
         if not self.model_path.is_file():
             raise FileNotFoundError(f"model_path: expected an .onnx file, got {self.model_path}")
+        # A head's folder may carry U^2-Net-p fine-tuned on demo products, run where the head's
+        # ProductNet finds a product.
+        self.finetuned_path = (
+            Path(finetuned_path)
+            if finetuned_path is not None
+            else self.model_path.with_name(FINETUNED_MODEL_PATH.name)
+        )
         self.cache_size = cache_size
         self.threads = threads
         self.hits = 0
         self.misses = 0
         self._session: onnxruntime.InferenceSession | None = None
         self._base: onnxruntime.InferenceSession | None = None
+        self._finetuned: onnxruntime.InferenceSession | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -235,6 +250,15 @@ class SalientObjectModel:
             if self._session is None:
                 self._session = self._open(self.model_path)
             return self._session
+
+    def _get_finetuned(self) -> onnxruntime.InferenceSession | None:
+        """The fine-tuned U^2-Net-p beside a head (``finetuned_path``), or None without one."""
+        if self.finetuned_path is None or not self.finetuned_path.is_file():
+            return None
+        with self._lock:
+            if self._finetuned is None:
+                self._finetuned = self._open(self.finetuned_path)
+            return self._finetuned
 
     def _get_base(self) -> onnxruntime.InferenceSession:
         """U^2-Net-p from the wheel, for a head file that takes its map as second input."""
@@ -269,11 +293,19 @@ class SalientObjectModel:
             out = outs[0]
             if len(outs) > 1:
                 # A head that also gives ProductNet's own map: restrict the fallback.
-                out = restrict_to_product(
-                    np.asarray(out, np.float32)[0, 0],
-                    np.asarray(s, np.float32)[0, 0],
-                    np.asarray(outs[1], np.float32)[0, 0],
-                )[None, None]
+                q = np.asarray(outs[1], np.float32)[0, 0]
+                cut = restrict_to_product(
+                    np.asarray(out, np.float32)[0, 0], np.asarray(s, np.float32)[0, 0], q
+                )
+                finetuned = self._get_finetuned()
+                if finetuned is not None:
+                    # Where ProductNet finds a product, U^2-Net-p fine-tuned on demo products
+                    # cuts it; elsewhere the head's map (U^2-Net-p's own on real photos).
+                    use = product_found(q)[0]
+                    if use > 0.0:
+                        f = finetuned.run(None, {finetuned.get_inputs()[0].name: x})[0]
+                        cut = use * np.asarray(f, np.float32)[0, 0] + (1.0 - use) * cut
+                out = cut[None, None]
         else:
             out = session.run(None, {inputs[0].name: x})[0]
         sal = np.clip(np.asarray(out, np.float32)[0, 0], 0.0, 1.0)
@@ -316,6 +348,22 @@ def original_model() -> SalientObjectModel:
         return _original
 
 
+def product_found(
+    q: np.ndarray, *, gate: float = 0.9, min_area: float = FALLBACK_MIN_AREA
+) -> tuple[float, float, float]:
+    """How surely ProductNet found a demo product in its ``(320, 320)`` map ``q``: ``(use in
+    [0, 1], area, confidence)``, the head's own rule (``ProductCutout.found``): ``q > 0.5``
+    covering ``area`` >= ``min_area`` of the picture with mean ``confidence`` >= ``gate``
+    (ramps ``min_area`` and 0.02 wide)."""
+    hard = q > 0.5
+    area = float(hard.mean())
+    conf = float(q[hard].mean()) if hard.any() else 0.0
+    use = min(1.0, max(0.0, (area - min_area) / min_area)) * min(
+        1.0, max(0.0, (conf - gate) / 0.02)
+    )
+    return use, area, conf
+
+
 def restrict_to_product(
     fused: np.ndarray,
     s: np.ndarray,
@@ -336,12 +384,7 @@ def restrict_to_product(
     ``min_area`` of the picture ``fused`` is returned as it is. Returns the map to cut by."""
     from scipy import ndimage
 
-    hard = q > 0.5
-    area = float(hard.mean())
-    conf = float(q[hard].mean()) if hard.any() else 0.0
-    use = min(1.0, max(0.0, (area - min_area) / min_area)) * min(
-        1.0, max(0.0, (conf - gate) / 0.02)
-    )
+    use, area, conf = product_found(q, gate=gate, min_area=min_area)
     if use >= 1.0 or conf < min_confidence or area < min_area:
         return fused
     mask = s > 0.5

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -229,14 +230,17 @@ def export_onnx(net: nn.Module, out: Path) -> Path:
     net.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp.onnx")
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, 3, SIZE, SIZE),),
-        str(tmp),
-        input_names=["input.1"],
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The converted graph's shape arithmetic is fixed at 320 px, which is what serving feeds.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 3, SIZE, SIZE),),
+            str(tmp),
+            input_names=["input.1"],
+            opset_version=17,
+            dynamo=False,
+        )
     tmp.replace(out)
     net.train(was)
     return out

@@ -141,3 +141,55 @@ def test_cli_exports_a_state_dict_and_refuses_bad_arguments(
     assert (out / "u2netp_finetuned.onnx").is_file() and (out / "finetune.json").is_file()
     # The unchanged network on studio renders: as good as the original (same maps).
     assert "validation studio: IoU" in res.output
+
+
+class _FixedHead(torch.nn.Module):
+    """A stand-in head: saliency = U^2-Net-p's map unchanged, product map = ``level`` on a
+    centred square of a quarter of the picture (0 elsewhere)."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        q = torch.zeros(1, 1, SIZE, SIZE)
+        q[..., SIZE // 4 : 3 * SIZE // 4, SIZE // 4 : 3 * SIZE // 4] = level
+        self.register_buffer("q", q)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return s, self.q + 0.0 * x[:, :1]
+
+
+class _LeftHalf(torch.nn.Module):
+    """A stand-in fine-tuned network: 1 on the left half of the picture, 0 on the right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = (torch.arange(SIZE) < SIZE // 2).to(x.dtype)
+        return left.expand(1, 1, SIZE, SIZE) + 0.0 * x[:, :1]
+
+
+@pytest.mark.parametrize("level", [0.99, 0.6])
+def test_products_model_uses_the_finetuned_network_only_where_a_product_is_found(
+    tmp_path: Path, level: float
+) -> None:
+    import skimage.data
+
+    head = tmp_path / "head.onnx"
+    torch.onnx.export(
+        _FixedHead(level), (torch.zeros(1, 3, SIZE, SIZE), torch.zeros(1, 1, SIZE, SIZE)),
+        str(head), input_names=["head_x", "head_s"], output_names=["saliency", "product"],
+        dynamo=False, opset_version=17,
+    )  # fmt: skip
+    torch.onnx.export(
+        _LeftHalf(), (torch.zeros(1, 3, SIZE, SIZE),), str(tmp_path / "u2netp_finetuned.onnx"),
+        input_names=["input.1"], dynamo=False, opset_version=17,
+    )  # fmt: skip
+    image = Image.fromarray(skimage.data.coffee()).resize((SIZE, SIZE))
+    got = SalientObjectModel(head, cache_size=0, threads=1).raw_saliency(image)
+    original = SalientObjectModel(bundled_u2netp_path(), cache_size=0, threads=1)
+    if level > 0.9:  # ProductNet sure of a product: the fine-tuned network's map
+        np.testing.assert_allclose(got[:, : SIZE // 2], 1.0)
+        np.testing.assert_allclose(got[:, SIZE // 2 :], 0.0)
+    else:  # unsure (< 0.85): U^2-Net-p's own map, the fine-tuned network not used
+        np.testing.assert_allclose(got, original.raw_saliency(image), atol=1e-5)
+    # Without the file beside the head, the head alone (U^2-Net-p's map here).
+    (tmp_path / "u2netp_finetuned.onnx").unlink()
+    alone = SalientObjectModel(head, cache_size=0, threads=1).raw_saliency(image)
+    np.testing.assert_allclose(alone, original.raw_saliency(image), atol=1e-5)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from genservice.imaging.cutout import (
+    FINETUNED_MODEL_PATH,
     MODEL_ENV,
     PRODUCTS_MODEL_PATH,
     SalientObjectModel,
@@ -279,6 +280,11 @@ def test_model_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     else:
         with pytest.raises(FileNotFoundError, match="train cutout"):
             cutout_model_path("products")
+    if FINETUNED_MODEL_PATH.is_file():
+        assert cutout_model_path("finetuned") == FINETUNED_MODEL_PATH
+    else:
+        with pytest.raises(FileNotFoundError, match="train cutout-finetune"):
+            cutout_model_path("finetuned")
     made = tmp_path / "made.onnx"
     made.write_bytes(b"x")
     monkeypatch.setenv(MODEL_ENV, str(made))
