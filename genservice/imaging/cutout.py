@@ -125,9 +125,10 @@ PRODUCTS_MODEL_PATH = (
     Path(__file__).resolve().parents[2] / "data" / "models" / "cutout-u2netp-products" / "head.onnx"
 )
 #: Where ``tailorshot train cutout-finetune`` writes U^2-Net-p fine-tuned here on demo products
-#: (one input, U^2-Net-p's interface; it replaces U^2-Net-p rather than running after it).
+#: (one input, U^2-Net-p's interface): the products head runs it where ProductNet finds a
+#: product; ``finetuned`` runs it alone.
 FINETUNED_MODEL_PATH = PRODUCTS_MODEL_PATH.with_name("u2netp_finetuned.onnx")
-#: Environment setting choosing the network: ``original`` | ``products`` | a path.
+#: Environment setting choosing the network: ``original`` | ``products`` | ``finetuned`` | a path.
 MODEL_ENV = "TAILORSHOT_CUTOUT_MODEL"
 
 _INPUT = 320
@@ -253,7 +254,7 @@ class SalientObjectModel:
 
     def _get_finetuned(self) -> onnxruntime.InferenceSession | None:
         """The fine-tuned U^2-Net-p beside a head (``finetuned_path``), or None without one."""
-        if self.finetuned_path is None or not self.finetuned_path.is_file():
+        if not self.finetuned_path.is_file():
             return None
         with self._lock:
             if self._finetuned is None:
