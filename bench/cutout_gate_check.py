@@ -16,10 +16,9 @@ import torch
 
 from genservice.imaging.cutout import PRODUCTS_MODEL_PATH, SalientObjectModel, bundled_u2netp_path
 from genservice.training import cutout_train as ct
-from genservice.training.cutout_data import SampleMaker, make_shard, save_shard
+from genservice.training.cutout_data import FUSION_VAL, SampleMaker, make_shard, save_shard
 
 #: As ``api.cli.train_cutout`` builds its held-out shards (kinds, n, seed).
-FUSION_VAL = (("composite", "composite", "composite", "studio", "distill"), 100, 20_000)
 CALIBRATION = (("composite", "composite", "studio", "empty"), 16, 10_000)
 
 

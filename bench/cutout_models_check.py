@@ -17,11 +17,9 @@ import numpy as np
 import onnxruntime as ort
 
 from genservice.imaging.cutout import PRODUCTS_MODEL_PATH, SalientObjectModel, bundled_u2netp_path
-from genservice.training.cutout_data import SampleMaker, make_shard, save_shard
+from genservice.training.cutout_data import FUSION_VAL, SampleMaker, make_shard, save_shard
 from genservice.training.cutout_train import load_shards, network_input
 from genservice.training.heroeval import boundary_f1, iou
-
-FUSION_VAL = (("composite", "composite", "composite", "studio", "distill"), 100, 20_000)
 
 
 def main() -> None:

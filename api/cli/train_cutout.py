@@ -60,7 +60,13 @@ def train_cutout_cmd(
 
     from genservice.imaging.cutout import SalientObjectModel, bundled_u2netp_path
     from genservice.training import cutout_train as ct
-    from genservice.training.cutout_data import WORLD_SEED, SampleMaker, make_shard, save_shard
+    from genservice.training.cutout_data import (
+        FUSION_VAL,
+        WORLD_SEED,
+        SampleMaker,
+        make_shard,
+        save_shard,
+    )
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if minutes < 0 or batch_size < 1 or threads < 1 or width < 4:
@@ -79,12 +85,7 @@ def train_cutout_cmd(
     maker = SampleMaker(original.raw_saliency)
     shards = {
         "val.npz": ((("composite", "composite", "studio", "empty")), 96, 10_000, False),
-        "fusion_val.npz": (
-            ("composite", "composite", "composite", "studio", "distill"),
-            100,
-            20_000,
-            True,
-        ),
+        "fusion_val.npz": (*FUSION_VAL, True),
     }
     data = {}
     for name, (kinds, n, shard_seed, with_sal) in shards.items():
@@ -245,7 +246,13 @@ def train_cutout_finetune_cmd(
 
     from genservice.imaging.cutout import SalientObjectModel, bundled_u2netp_path
     from genservice.training import cutout_finetune as cf
-    from genservice.training.cutout_data import WORLD_SEED, SampleMaker, make_shard, save_shard
+    from genservice.training.cutout_data import (
+        FUSION_VAL,
+        WORLD_SEED,
+        SampleMaker,
+        make_shard,
+        save_shard,
+    )
     from genservice.training.cutout_train import load_shards
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -267,8 +274,8 @@ def train_cutout_finetune_cmd(
     val_path = work / "fusion_val.npz"
     if not val_path.is_file():
         # As `train cutout` builds its held-out shard: the two models are scored alike.
-        kinds = ("composite", "composite", "composite", "studio", "distill")
-        save_shard(val_path, make_shard(maker, 100, seed=20_000, kinds=kinds))
+        kinds, n, shard_seed = FUSION_VAL
+        save_shard(val_path, make_shard(maker, n, seed=shard_seed, kinds=kinds))
     val = load_shards([val_path])
     net = cf.u2netp_module()
     if init is not None:

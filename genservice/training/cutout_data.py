@@ -43,6 +43,9 @@ RENDER_SEED_BASE = 500_000
 SIZE = 320
 #: Pictures are made at heroeval's size and reduced as the cut-out reduces them.
 MAKE_SIZE = 384
+#: The held-out shard both cut-out trainers score on: ``(kinds, n, seed)`` for ``make_shard``
+#: (composites, studio renders, real photos whose target is U^2-Net-p's own map).
+FUSION_VAL = (("composite", "composite", "composite", "studio", "distill"), 100, 20_000)
 #: Background photographs: scikit-image names, ``sklearn:`` and ``matplotlib:`` sample photos.
 BACKGROUND_PHOTOS = (
     "camera",
